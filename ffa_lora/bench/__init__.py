@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes ``main(argv)`` printing one JSON object."""

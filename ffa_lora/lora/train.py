@@ -1,0 +1,451 @@
+"""Local training, evaluation and the centralized baseline.
+
+Local training (:func:`train_local`) runs AdamW on the values that train in the round's phase
+— B (FFA), A and B (warm-up / fedavg) or A (alternating) plus the task head — for a possibly
+fractional number of epochs, and returns the update ``Δ = trained − received`` as the flat
+vector of :class:`~ffa_lora.lora.layout.UpdateLayout`. The optimizer is created afresh each
+call (each round): its moment estimates are local state that would otherwise drift from the
+aggregated model, and a fresh AdamW is what FedAvg-style clients usually do.
+
+A rank-``r`` client masks the gradients of ``B[:, r:]`` (and ``A[r:, :]``) to zero, so those
+entries stay exactly at their received values (zero for B) and the client uses only ``A[:r]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from ffa_lora.data.dataset import Dataset
+from ffa_lora.errors import ConfigError, DataError
+from ffa_lora.lora.layout import UpdateLayout, is_trainable
+from ffa_lora.lora.model import LoRAModel, adapter_parameters, build_model, get_adapter_state
+from ffa_lora.lora.spec import LoRASpec, Phase, check_phase
+from ffa_lora.lora.state import AdapterState, is_lora_a, is_lora_b
+
+#: progress(step, total_steps, running_mean_loss)
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one local training call.
+
+    Attributes:
+        delta: the update, ``layout.prefix_len(rank)`` float32 values in layout order.
+        delta_state: the same update as arrays of the trainable keys (full shapes).
+        layout: the layout ``delta`` follows.
+        rank: the client's rank; phase: what trained.
+        samples: local examples available (the FedAvg weight basis).
+        examples_seen: examples processed (steps × batch, last batch smaller).
+        steps: optimizer steps taken (steps skipped by the fp16 grad scaler excluded).
+        loss_before / loss_after: mean loss of the received / trained model on a fixed, seeded
+            subsample of the local data (``loss_samples`` examples, eval mode) — the received
+            model's value is this client's share of the weighted global loss. NaN if disabled.
+        train_loss: mean training loss over the steps.
+        grad_snr: gradient signal-to-noise ratio over the minibatches,
+            ``‖ḡ‖² / mean_t ‖g_t − ḡ‖²`` with ``g_t`` the (masked, unscaled) gradient of the
+            trainable values at step t. High ⇒ the minibatches agree ⇒ the data are consistent
+            and informative. 0.0 with fewer than two steps. Computed while the parameters move,
+            so it slightly under-states the SNR at a fixed point.
+        seconds: wall time of the training loop; eval_seconds: of the two loss evaluations.
+    """
+
+    delta: np.ndarray
+    delta_state: AdapterState
+    layout: UpdateLayout
+    rank: int
+    phase: Phase
+    samples: int
+    examples_seen: int
+    steps: int
+    loss_before: float
+    loss_after: float
+    train_loss: float
+    grad_snr: float
+    seconds: float
+    eval_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float | int | str]:
+        """Scalar metadata that may leave the client (no update values)."""
+        return {
+            "rank": self.rank,
+            "phase": self.phase,
+            "samples": self.samples,
+            "examples_seen": self.examples_seen,
+            "steps": self.steps,
+            "loss_before": self.loss_before,
+            "loss_after": self.loss_after,
+            "train_loss": self.train_loss,
+            "grad_snr": self.grad_snr,
+            "seconds": self.seconds,
+        }
+
+
+# -- batching ------------------------------------------------------------------------------
+
+
+def _encode(model: LoRAModel, texts: list[str]) -> list[list[int]]:
+    enc = model.tokenizer(
+        texts, truncation=True, max_length=model.spec.max_length, padding=False,
+        return_attention_mask=False, return_token_type_ids=False,
+    )
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def _collate(ids: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of the batch (dynamic padding: cheap for short texts)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
+def _pad_id(model: LoRAModel) -> int:
+    pid = model.tokenizer.pad_token_id
+    return int(pid) if pid is not None else 0
+
+
+def _use_amp(device: torch.device, amp: bool) -> bool:
+    return bool(amp) and device.type == "cuda"
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    if _use_amp(device, amp):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _mean_loss(
+    model: LoRAModel, ids: list[list[int]], labels: list[int], *, batch_size: int, amp: bool
+) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy and argmax predictions, eval mode, sorted-by-length batches."""
+    net = model.peft
+    was_training = net.training
+    net.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    preds = np.empty(len(ids), dtype=np.int64)
+    total = 0.0
+    pad = _pad_id(model)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = _collate([ids[i] for i in idx], pad, model.device)
+            y = torch.tensor([labels[i] for i in idx], device=model.device)
+            with _autocast(model.device, amp):
+                logits = net(**batch).logits.float()
+            total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            preds[idx] = logits.argmax(dim=-1).cpu().numpy()
+    net.train(was_training)
+    return total / max(len(ids), 1), preds
+
+
+def evaluate(
+    model: LoRAModel,
+    data: Dataset,
+    *,
+    batch_size: int = 64,
+    amp: bool = True,
+) -> dict[str, float]:
+    """Accuracy, macro-F1 (sklearn, over all classes) and mean cross-entropy on ``data``."""
+    if len(data) == 0:
+        raise DataError("cannot evaluate on an empty data set")
+    if data.num_labels != model.spec.num_labels:
+        raise DataError(
+            f"data has {data.num_labels} classes, the model {model.spec.num_labels}"
+        )
+    ids = _encode(model, data.texts)
+    loss, preds = _mean_loss(model, ids, data.labels, batch_size=batch_size, amp=amp)
+    y = np.asarray(data.labels)
+    return {
+        "accuracy": float((preds == y).mean()),
+        "macro_f1": float(
+            f1_score(y, preds, average="macro", labels=list(range(data.num_labels)), zero_division=0)
+        ),
+        "loss": loss,
+        "n": float(len(data)),
+    }
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def _set_trainable(model: LoRAModel, phase: Phase) -> dict[str, torch.nn.Parameter]:
+    """Freeze everything except the adapter values of ``phase``; return those."""
+    for p in model.peft.parameters():
+        p.requires_grad_(False)
+    trainable: dict[str, torch.nn.Parameter] = {}
+    for key, p in adapter_parameters(model).items():
+        if is_trainable(key, phase):
+            p.requires_grad_(True)
+            trainable[key] = p
+    return trainable
+
+
+def _rank_masks(
+    params: Mapping[str, torch.nn.Parameter], rank: int, r_max: int
+) -> dict[str, torch.Tensor]:
+    """0/1 masks that keep B[:, :rank] and A[:rank, :]; only for rank < r_max."""
+    if rank >= r_max:
+        return {}
+    masks: dict[str, torch.Tensor] = {}
+    for key, p in params.items():
+        m = torch.zeros_like(p)
+        if is_lora_b(key):
+            m[:, :rank] = 1
+        elif is_lora_a(key):
+            m[:rank, :] = 1
+        else:
+            continue
+        masks[key] = m
+    return masks
+
+
+def _batches(n: int, batch_size: int, epochs: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Minibatches for ``epochs`` passes (fractions allowed); each pass a fresh permutation."""
+    per_epoch = math.ceil(n / batch_size)
+    total = max(1, math.ceil(epochs * per_epoch))
+    out: list[np.ndarray] = []
+    while len(out) < total:
+        perm = rng.permutation(n)
+        out.extend(perm[i : i + batch_size] for i in range(0, n, batch_size))
+    return out[:total]
+
+
+def train_local(
+    model: LoRAModel,
+    data: Dataset,
+    *,
+    epochs: float = 1.0,
+    lr: float = 5e-3,
+    batch_size: int = 16,
+    phase: Phase = "B",
+    rank: int | None = None,
+    seed: int = 0,
+    amp: bool = True,
+    num_threads: int | None = None,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
+    loss_samples: int = 256,
+    eval_batch_size: int = 64,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train the model's adapter on ``data`` and return the update.
+
+    Args:
+        model: built by :func:`~ffa_lora.lora.model.build_model`, holding the received
+            global adapter (the update is relative to the adapter at call time).
+        data: local training data.
+        epochs: passes over the data; fractions allowed (0.5 = half an epoch of batches).
+        lr: AdamW learning rate (FFA-LoRA needs larger ones than LoRA, e.g. 5e-3).
+        batch_size: minibatch size.
+        phase: ``"B"``, ``"AB"`` or ``"A"`` (see :meth:`LoRASpec.phase`).
+        rank: the client's rank (default r_max); only ``B[:, :rank]`` / ``A[:rank]`` change.
+        seed: seeds the minibatch order and dropout (through a forked torch RNG). Vary it per
+            round and client (e.g. hash of federation seed, round, client id) so successive
+            fractional epochs see different examples.
+        amp: on CUDA, fp16 autocast with a GradScaler; ignored on the CPU (fp32 there).
+        num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide).
+        weight_decay: AdamW decoupled weight decay (0 keeps untouched entries exactly fixed).
+        max_grad_norm: optional clipping of the trainable gradients' global L2 norm.
+        loss_samples: size of the seeded local subsample for ``loss_before/after`` (0 = skip).
+        eval_batch_size: batch size of those loss evaluations.
+        progress: called as ``progress(step, total_steps, mean_loss)`` after each step.
+    """
+    phase = check_phase(phase)
+    spec = model.spec
+    r = spec.r_max if rank is None else spec.check_rank(rank)
+    if len(data) == 0:
+        raise DataError("no local training data")
+    if data.num_labels != spec.num_labels:
+        raise DataError(f"data has {data.num_labels} classes, the model {spec.num_labels}")
+    if not epochs > 0 or not lr > 0 or batch_size < 1:
+        raise ConfigError(
+            f"epochs and lr must be > 0 and batch_size >= 1 (got {epochs}, {lr}, {batch_size})"
+        )
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
+        torch.set_num_threads(num_threads)
+
+    device = model.device
+    use_amp = _use_amp(device, amp)
+    before = get_adapter_state(model)
+    layout = UpdateLayout.build(before, phase=phase)
+    ids = _encode(model, data.texts)
+    rng = np.random.default_rng(seed)
+
+    eval_start = time.perf_counter()
+    loss_idx = np.sort(rng.permutation(len(ids))[: min(len(ids), loss_samples)])
+    sub_ids = [ids[i] for i in loss_idx]
+    sub_y = [data.labels[i] for i in loss_idx]
+    loss_before = (
+        _mean_loss(model, sub_ids, sub_y, batch_size=eval_batch_size, amp=amp)[0]
+        if loss_samples > 0 else float("nan")
+    )
+    eval_seconds = time.perf_counter() - eval_start
+
+    params = _set_trainable(model, phase)
+    masks = _rank_masks(params, r, spec.r_max)
+    plist = list(params.values())
+    optimizer = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    batches = _batches(len(ids), batch_size, epochs, rng)
+    pad = _pad_id(model)
+    labels = torch.tensor(data.labels, dtype=torch.long)
+
+    n_vals = sum(p.numel() for p in plist)
+    # Running sums stay on the device: no host sync per step (it dominates small GPU steps).
+    g_sum = torch.zeros(n_vals, dtype=torch.float64, device=device)
+    g_sq = torch.zeros((), dtype=torch.float64, device=device)
+    g_count = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    net = model.peft
+    net.train()
+    start = time.perf_counter()
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        for step, idx in enumerate(batches, start=1):
+            batch = _collate([ids[i] for i in idx], pad, device)
+            y = labels[torch.from_numpy(idx)].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, amp):
+                logits = net(**batch).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            for key, m in masks.items():
+                grad = params[key].grad
+                if grad is not None:
+                    grad.mul_(m)
+            flat = torch.cat([
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in plist
+            ]).double()
+            # fp16 overflow: the scaler skips the step; keep it out of the statistics too.
+            finite = torch.isfinite(flat).all()
+            g_sum += torch.where(finite, flat, 0.0)
+            g_sq += torch.where(finite, flat.square().sum(), 0.0)
+            g_count += finite
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(plist, max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            loss_sum += loss.detach()
+            seen += len(idx)
+            if progress is not None:
+                progress(step, len(batches), float(loss_sum) / step)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    # Masked entries got zero gradients; AdamW leaves them exactly unchanged with
+    # weight_decay=0. With decay they would shrink, so restore them explicitly.
+    if masks and weight_decay:
+        with torch.no_grad():
+            for key, m in masks.items():
+                orig = torch.from_numpy(before[key]).to(device)
+                params[key].copy_(params[key] * m + orig * (1 - m))
+    for p in model.peft.parameters():
+        p.requires_grad_(False)
+
+    eval_start = time.perf_counter()
+    loss_after = (
+        _mean_loss(model, sub_ids, sub_y, batch_size=eval_batch_size, amp=amp)[0]
+        if loss_samples > 0 else float("nan")
+    )
+    eval_seconds += time.perf_counter() - eval_start
+
+    after = get_adapter_state(model)
+    delta_state = {
+        k: (after[k].astype(np.float64) - before[k].astype(np.float64)).astype(np.float32)
+        for k in layout.trainable_keys()
+    }
+    delta = layout.flatten(delta_state, r)
+    delta_state = layout.unflatten(delta)  # exactly what travels (columns ≥ r are zero)
+    steps = int(g_count)
+    g_sq_f = float(g_sq)
+    if steps >= 2:
+        mean = g_sum / steps
+        mean_sq = float(mean.square().sum())
+        var = g_sq_f / steps - mean_sq
+        grad_snr = mean_sq / var if var > 0 else float("inf")
+    else:
+        grad_snr = 0.0
+    return TrainResult(
+        delta=delta,
+        delta_state=delta_state,
+        layout=layout,
+        rank=r,
+        phase=phase,
+        samples=len(data),
+        examples_seen=seen,
+        steps=steps,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        train_loss=float(loss_sum) / max(len(batches), 1),
+        grad_snr=grad_snr,
+        seconds=seconds,
+        eval_seconds=eval_seconds,
+    )
+
+
+@dataclass
+class CentralizedResult:
+    """Outcome of :func:`train_centralized`: test metrics, the trained adapter, training info."""
+
+    metrics: dict[str, float]
+    state: AdapterState
+    train: TrainResult
+
+
+def train_centralized(
+    spec: LoRASpec,
+    train: Dataset,
+    test: Dataset,
+    *,
+    epochs: float = 2.0,
+    lr: float = 5e-3,
+    batch_size: int = 16,
+    phase: Phase | None = None,
+    device: str | torch.device | None = "cpu",
+    seed: int = 0,
+    amp: bool = True,
+    num_threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> CentralizedResult:
+    """The baseline: the same model and adapter trained on the pooled data, then tested.
+
+    ``phase`` defaults to ``"B"`` (FFA-LoRA) for ``strategy="ffa"`` and ``"AB"`` (plain LoRA,
+    both factors) otherwise. Returns test accuracy, macro-F1 and loss plus timing.
+    """
+    if phase is None:
+        phase = "B" if spec.strategy == "ffa" else "AB"
+    model = build_model(spec, device=device)
+    result = train_local(
+        model, train, epochs=epochs, lr=lr, batch_size=batch_size, phase=phase, seed=seed,
+        amp=amp, num_threads=num_threads, loss_samples=0, progress=progress,
+    )
+    metrics = evaluate(model, test, amp=amp)
+    metrics.update(
+        {"train_seconds": result.seconds, "steps": float(result.steps), "epochs": float(epochs),
+         "train_loss": result.train_loss}
+    )
+    return CentralizedResult(metrics=metrics, state=get_adapter_state(model), train=result)

@@ -1,0 +1,433 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Status(_message.Message):
+    __slots__ = ("code", "message", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PublicKey(_message.Message):
+    __slots__ = ("n", "fingerprint", "key_bits")
+    N_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_BITS_FIELD_NUMBER: _ClassVar[int]
+    n: bytes
+    fingerprint: str
+    key_bits: int
+    def __init__(self, n: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., key_bits: _Optional[int] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("name_or_path", "num_labels", "labels", "target_modules", "rank", "alpha", "dropout", "max_length", "seed", "strategy", "warmup_rounds")
+    NAME_OR_PATH_FIELD_NUMBER: _ClassVar[int]
+    NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    name_or_path: str
+    num_labels: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    rank: int
+    alpha: float
+    dropout: float
+    max_length: int
+    seed: int
+    strategy: str
+    warmup_rounds: int
+    def __init__(self, name_or_path: _Optional[str] = ..., num_labels: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., warmup_rounds: _Optional[int] = ...) -> None: ...
+
+class SecureSumSpec(_message.Message):
+    __slots__ = ("layout", "clip", "bits", "key_fingerprint")
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    layout: bytes
+    clip: float
+    bits: int
+    key_fingerprint: str
+    def __init__(self, layout: _Optional[bytes] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., key_fingerprint: _Optional[str] = ...) -> None: ...
+
+class PrivacySpec(_message.Message):
+    __slots__ = ("mode", "mechanism", "norm_clip", "noise_scale", "share_clients", "tolerated_dropouts", "dpsgd_noise_multiplier", "dpsgd_max_grad_norm")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    NORM_CLIP_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TOLERATED_DROPOUTS_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    mechanism: str
+    norm_clip: float
+    noise_scale: float
+    share_clients: int
+    tolerated_dropouts: int
+    dpsgd_noise_multiplier: float
+    dpsgd_max_grad_norm: float
+    def __init__(self, mode: _Optional[str] = ..., mechanism: _Optional[str] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ...) -> None: ...
+
+class TrainingSpec(_message.Message):
+    __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    phase: str
+    local_epochs: float
+    learning_rate: float
+    batch_size: int
+    seed: int
+    def __init__(self, strategy: _Optional[str] = ..., phase: _Optional[str] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ClientAssignment(_message.Message):
+    __slots__ = ("client_id", "rank", "weight", "num_values")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    rank: int
+    weight: int
+    num_values: int
+    def __init__(self, client_id: _Optional[str] = ..., rank: _Optional[int] = ..., weight: _Optional[int] = ..., num_values: _Optional[int] = ...) -> None: ...
+
+class AdapterChunk(_message.Message):
+    __slots__ = ("version", "offset", "data", "total_size", "sha256")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    offset: int
+    data: bytes
+    total_size: int
+    sha256: str
+    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class CiphertextHeader(_message.Message):
+    __slots__ = ("round", "header", "num_ciphertexts")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    NUM_CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    header: bytes
+    num_ciphertexts: int
+    def __init__(self, round: _Optional[int] = ..., header: _Optional[bytes] = ..., num_ciphertexts: _Optional[int] = ...) -> None: ...
+
+class CiphertextChunk(_message.Message):
+    __slots__ = ("round", "offset", "data")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    offset: int
+    data: bytes
+    def __init__(self, round: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class QualityStats(_message.Message):
+    __slots__ = ("grad_snr", "val_loss_before", "val_loss_after", "val_accuracy", "train_loss", "dpsgd_epsilon")
+    GRAD_SNR_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    grad_snr: float
+    val_loss_before: float
+    val_loss_after: float
+    val_accuracy: float
+    train_loss: float
+    dpsgd_epsilon: float
+    def __init__(self, grad_snr: _Optional[float] = ..., val_loss_before: _Optional[float] = ..., val_loss_after: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., train_loss: _Optional[float] = ..., dpsgd_epsilon: _Optional[float] = ...) -> None: ...
+
+class ClientSessionRequest(_message.Message):
+    __slots__ = ("hello", "update_begin", "update_chunk", "update_commit", "goodbye")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_BEGIN_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    hello: ClientHello
+    update_begin: UpdateBegin
+    update_chunk: CiphertextChunk
+    update_commit: UpdateCommit
+    goodbye: ClientGoodbye
+    def __init__(self, hello: _Optional[_Union[ClientHello, _Mapping]] = ..., update_begin: _Optional[_Union[UpdateBegin, _Mapping]] = ..., update_chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ..., update_commit: _Optional[_Union[UpdateCommit, _Mapping]] = ..., goodbye: _Optional[_Union[ClientGoodbye, _Mapping]] = ...) -> None: ...
+
+class ClientSessionResponse(_message.Message):
+    __slots__ = ("welcome", "adapter_chunk", "task", "ack", "shutdown")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    welcome: EdgeWelcome
+    adapter_chunk: AdapterChunk
+    task: RoundTask
+    ack: UpdateAck
+    shutdown: Shutdown
+    def __init__(self, welcome: _Optional[_Union[EdgeWelcome, _Mapping]] = ..., adapter_chunk: _Optional[_Union[AdapterChunk, _Mapping]] = ..., task: _Optional[_Union[RoundTask, _Mapping]] = ..., ack: _Optional[_Union[UpdateAck, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+
+class ClientHello(_message.Message):
+    __slots__ = ("num_samples", "adapter_version", "device", "agent_version", "has_adapter")
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HAS_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    num_samples: int
+    adapter_version: int
+    device: str
+    agent_version: str
+    has_adapter: bool
+    def __init__(self, num_samples: _Optional[int] = ..., adapter_version: _Optional[int] = ..., device: _Optional[str] = ..., agent_version: _Optional[str] = ..., has_adapter: _Optional[bool] = ...) -> None: ...
+
+class EdgeWelcome(_message.Message):
+    __slots__ = ("edge_id", "region", "public_key", "federation", "model")
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    region: str
+    public_key: PublicKey
+    federation: str
+    model: ModelSpec
+    def __init__(self, edge_id: _Optional[str] = ..., region: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., federation: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+
+class RoundTask(_message.Message):
+    __slots__ = ("round", "adapter_version", "assignment", "secure_sum", "privacy", "training", "deadline_unix", "mode")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    SECURE_SUM_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    adapter_version: int
+    assignment: ClientAssignment
+    secure_sum: SecureSumSpec
+    privacy: PrivacySpec
+    training: TrainingSpec
+    deadline_unix: float
+    mode: str
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignment: _Optional[_Union[ClientAssignment, _Mapping]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class UpdateBegin(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: CiphertextHeader
+    def __init__(self, header: _Optional[_Union[CiphertextHeader, _Mapping]] = ...) -> None: ...
+
+class UpdateCommit(_message.Message):
+    __slots__ = ("round", "sha256", "idempotency_key", "num_samples", "rank", "quality", "base_version", "train_seconds", "crypto_seconds")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CRYPTO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    sha256: str
+    idempotency_key: str
+    num_samples: int
+    rank: int
+    quality: QualityStats
+    base_version: int
+    train_seconds: float
+    crypto_seconds: float
+    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., num_samples: _Optional[int] = ..., rank: _Optional[int] = ..., quality: _Optional[_Union[QualityStats, _Mapping]] = ..., base_version: _Optional[int] = ..., train_seconds: _Optional[float] = ..., crypto_seconds: _Optional[float] = ...) -> None: ...
+
+class UpdateAck(_message.Message):
+    __slots__ = ("round", "status", "idempotency_key")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    status: Status
+    idempotency_key: str
+    def __init__(self, round: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ClientGoodbye(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Shutdown(_message.Message):
+    __slots__ = ("reason", "finished")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    finished: bool
+    def __init__(self, reason: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class EdgeSessionRequest(_message.Message):
+    __slots__ = ("hello", "roster", "partial_begin", "partial_chunk", "partial_commit")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_BEGIN_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    hello: EdgeHello
+    roster: Roster
+    partial_begin: PartialSumBegin
+    partial_chunk: CiphertextChunk
+    partial_commit: PartialSumCommit
+    def __init__(self, hello: _Optional[_Union[EdgeHello, _Mapping]] = ..., roster: _Optional[_Union[Roster, _Mapping]] = ..., partial_begin: _Optional[_Union[PartialSumBegin, _Mapping]] = ..., partial_chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ..., partial_commit: _Optional[_Union[PartialSumCommit, _Mapping]] = ...) -> None: ...
+
+class EdgeSessionResponse(_message.Message):
+    __slots__ = ("welcome", "adapter_chunk", "plan", "ack", "shutdown")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    welcome: CoordinatorWelcome
+    adapter_chunk: AdapterChunk
+    plan: RoundPlan
+    ack: PartialSumAck
+    shutdown: Shutdown
+    def __init__(self, welcome: _Optional[_Union[CoordinatorWelcome, _Mapping]] = ..., adapter_chunk: _Optional[_Union[AdapterChunk, _Mapping]] = ..., plan: _Optional[_Union[RoundPlan, _Mapping]] = ..., ack: _Optional[_Union[PartialSumAck, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+
+class EdgeHello(_message.Message):
+    __slots__ = ("region", "adapter_version")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    adapter_version: int
+    def __init__(self, region: _Optional[str] = ..., adapter_version: _Optional[int] = ...) -> None: ...
+
+class Roster(_message.Message):
+    __slots__ = ("clients",)
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedCompositeFieldContainer[RosterEntry]
+    def __init__(self, clients: _Optional[_Iterable[_Union[RosterEntry, _Mapping]]] = ...) -> None: ...
+
+class RosterEntry(_message.Message):
+    __slots__ = ("client_id", "num_samples", "device")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    num_samples: int
+    device: str
+    def __init__(self, client_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class CoordinatorWelcome(_message.Message):
+    __slots__ = ("federation", "public_key", "mode", "model")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    public_key: PublicKey
+    mode: str
+    model: ModelSpec
+    def __init__(self, federation: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+
+class RoundPlan(_message.Message):
+    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    SECURE_SUM_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    adapter_version: int
+    assignments: _containers.RepeatedCompositeFieldContainer[ClientAssignment]
+    secure_sum: SecureSumSpec
+    privacy: PrivacySpec
+    training: TrainingSpec
+    deadline_unix: float
+    min_clients: int
+    mode: str
+    num_values: int
+    buffer_size: int
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ...) -> None: ...
+
+class PartialSumBegin(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: CiphertextHeader
+    def __init__(self, header: _Optional[_Union[CiphertextHeader, _Mapping]] = ...) -> None: ...
+
+class Contribution(_message.Message):
+    __slots__ = ("client_id", "rank", "weight", "num_samples", "quality", "base_version", "train_seconds", "crypto_seconds", "bytes_uploaded", "values_uploaded")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CRYPTO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    VALUES_UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    rank: int
+    weight: int
+    num_samples: int
+    quality: QualityStats
+    base_version: int
+    train_seconds: float
+    crypto_seconds: float
+    bytes_uploaded: int
+    values_uploaded: int
+    def __init__(self, client_id: _Optional[str] = ..., rank: _Optional[int] = ..., weight: _Optional[int] = ..., num_samples: _Optional[int] = ..., quality: _Optional[_Union[QualityStats, _Mapping]] = ..., base_version: _Optional[int] = ..., train_seconds: _Optional[float] = ..., crypto_seconds: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., values_uploaded: _Optional[int] = ...) -> None: ...
+
+class PartialSumCommit(_message.Message):
+    __slots__ = ("round", "sha256", "contributions", "idempotency_key")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    sha256: str
+    contributions: _containers.RepeatedCompositeFieldContainer[Contribution]
+    idempotency_key: str
+    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class PartialSumAck(_message.Message):
+    __slots__ = ("round", "status", "idempotency_key")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    status: Status
+    idempotency_key: str
+    def __init__(self, round: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""gRPC services of the FFA-LoRA federation (coordinator, edge aggregator, client agent) and the CLI."""

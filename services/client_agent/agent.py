@@ -1,0 +1,195 @@
+"""The client agent's session with its edge: hello, adapter download, tasks, encrypted upload,
+acknowledgement, reconnects with backoff (to the next edge in the list), and a kept update that
+is resent after a reconnect until the edge acknowledges it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+from ffalora.v1 import federation_pb2 as pb
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+
+from ffa_lora.crypto import PublicKey
+from ffa_lora.errors import FFALoraError
+from services.client_agent.trainer import LocalTrainer, PreparedUpdate
+from services.common import domain as d
+from services.common import serde
+from services.common.config import ClientConfig, LimitsConfig
+from services.common.metrics import Metrics
+from services.common.session import grpc_options
+from services.common.tls import TLSFiles, channel_credentials
+from services.common.transfer import BlobAssembler, outgoing
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass
+class AgentResult:
+    rounds_trained: int = 0
+    updates_acked: int = 0
+    rejections: list[str] = field(default_factory=list)
+    finished: bool = False
+    reason: str = ""
+
+
+def upload_messages(up: PreparedUpdate) -> list[pb.ClientSessionRequest]:
+    out = outgoing(up.vec)
+    msgs = [pb.ClientSessionRequest(update_begin=pb.UpdateBegin(header=pb.CiphertextHeader(
+        round=up.round, header=out.header, num_ciphertexts=out.num_ciphertexts)))]
+    msgs += [pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=up.round, offset=off, data=data))
+             for off, data in out.chunks]
+    msgs.append(pb.ClientSessionRequest(update_commit=pb.UpdateCommit(
+        round=up.round, sha256=out.sha256, idempotency_key=up.idempotency_key, num_samples=up.num_samples,
+        rank=up.rank, quality=serde.quality_to_proto(up.quality), base_version=up.base_version,
+        train_seconds=up.train_seconds, crypto_seconds=up.crypto_seconds)))
+    return msgs
+
+
+class ClientAgent:
+    """Runs one site's participation until the federation finishes."""
+
+    def __init__(self, cfg: ClientConfig, tls: TLSFiles, trainer: LocalTrainer, metrics: Metrics,
+                 *, on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.cfg, self.tls, self.trainer, self.metrics = cfg, tls, trainer, metrics
+        self.on_event = on_event
+        self.result = AgentResult()
+        self.public_key: PublicKey | None = None
+        self.kept: PreparedUpdate | None = None
+        self._training: asyncio.Task[None] | None = None
+
+    async def run(self) -> AgentResult:
+        backoff, attempt = 0.5, 0
+        opts = grpc_options(LimitsConfig())
+        if self.cfg.edge_server_name:
+            opts.append(("grpc.ssl_target_name_override", self.cfg.edge_server_name))
+        creds = channel_credentials(self.tls)
+        waited = 0.0
+        while not self.result.finished:
+            target = self.cfg.edges[attempt % len(self.cfg.edges)]
+            try:
+                async with grpc.aio.secure_channel(target, creds, options=opts) as channel:
+                    await self._session(pb_grpc.EdgeServiceStub(channel))
+                    backoff, waited = 0.5, 0.0
+            except grpc.aio.AioRpcError as exc:
+                log.warning("edge %s: %s (%s)", target, exc.code().name, exc.details())
+                if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                    self.result.reason = f"edge refused this client: {exc.details()}"
+                    raise
+            if self.result.finished:
+                break
+            attempt += 1
+            delay = backoff * (0.5 + random.random())
+            waited += delay
+            if waited > self.cfg.max_reconnect_s * 10:
+                self.result.reason = "gave up reconnecting"
+                break
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, self.cfg.max_reconnect_s)
+        return self.result
+
+    async def _session(self, stub: pb_grpc.EdgeServiceStub) -> None:
+        queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
+        queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(
+            num_samples=self.trainer.num_samples, adapter_version=self.trainer.version,
+            has_adapter=self.trainer.state is not None,
+            device=self.trainer.device, agent_version=AGENT_VERSION)))
+
+        async def requests() -> AsyncIterator[pb.ClientSessionRequest]:
+            while True:
+                m = await queue.get()
+                if m is None:
+                    return
+                yield m
+
+        call = stub.ClientSession(requests())
+        assembler: BlobAssembler | None = None
+        try:
+            async for resp in call:
+                kind = resp.WhichOneof("kind")
+                if kind == "welcome":
+                    w = resp.welcome
+                    self.public_key = serde.public_key_from_proto(w.public_key)
+                    info = serde.federation_from_proto(w.federation, w.model)
+                    self.trainer.set_spec(info.spec, info.labels)
+                elif kind == "adapter_chunk":
+                    ch = resp.adapter_chunk
+                    if ch.offset == 0:
+                        assembler = BlobAssembler(version=ch.version, total_size=ch.total_size, sha256=ch.sha256)
+                    if assembler is not None:
+                        blob = assembler.add(ch.offset, ch.data)
+                        if blob is not None:
+                            self.trainer.load_adapter(ch.version, blob)
+                            assembler = None
+                            if self.kept is not None and self.kept.base_version < ch.version:
+                                self.kept = None  # its round is over
+                elif kind == "task":
+                    task = serde.task_from_proto(resp.task)
+                    self._start_task(task, queue)
+                elif kind == "ack":
+                    self._on_ack(resp.ack)
+                elif kind == "shutdown":
+                    log.info("edge: %s", resp.shutdown.reason)
+                    if resp.shutdown.finished:
+                        self.result.finished, self.result.reason = True, resp.shutdown.reason
+                    queue.put_nowait(None)
+                    return
+        finally:
+            queue.put_nowait(None)
+
+    def _start_task(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
+        if self.kept is not None and self.kept.round == task.round:
+            log.info("round %d: resending the kept encrypted update", task.round)
+            for m in upload_messages(self.kept):
+                queue.put_nowait(m)
+            return
+        if self._training is not None and not self._training.done():
+            log.info("round %d: training already in progress", task.round)
+            return
+        self._training = asyncio.create_task(self._train_and_upload(task, queue))
+
+    async def _train_and_upload(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
+        assert self.public_key is not None
+        self.metrics.round.labels(self.metrics.service).set(task.round)
+        self.metrics.set_phase("training")
+        self.metrics.client_rank.labels(self.metrics.service, self.trainer.client_id).set(task.assignment.rank)
+        log.info("round %d: training rank %d, phase %s, %.2f epoch(s)", task.round, task.assignment.rank,
+                 task.training.phase, task.training.local_epochs)
+        try:
+            up = await asyncio.get_running_loop().run_in_executor(None, self.trainer.run_task, task, self.public_key)
+        except FFALoraError as exc:
+            log.error("round %d: cannot train: %s", task.round, exc)
+            self.result.rejections.append(f"local:{exc}")
+            return
+        self.kept = up
+        self.result.rounds_trained += 1
+        self.metrics.encrypt_seconds.labels(self.metrics.service).observe(up.crypto_seconds)
+        msgs = upload_messages(up)
+        nbytes = sum(len(m.update_chunk.data) for m in msgs if m.WhichOneof("kind") == "update_chunk")
+        self.metrics.bytes_sent.labels(self.metrics.service).inc(nbytes)
+        self.metrics.values_uploaded.labels(self.metrics.service).inc(up.vec.num_values)
+        self.metrics.set_phase("aggregating")
+        log.info("round %d: uploading %d values as %d bytes (train %.1fs, crypto %.2fs, loss %.4f)", task.round,
+                 up.vec.num_values, nbytes, up.train_seconds, up.crypto_seconds, up.quality.train_loss)
+        if self.on_event:
+            self.on_event("uploaded", {"round": task.round, "bytes": nbytes})
+        for m in msgs:
+            queue.put_nowait(m)
+
+    def _on_ack(self, ack: pb.UpdateAck) -> None:
+        code = ack.status.code
+        if code == 0 or ack.status.reason == "duplicate":
+            self.result.updates_acked += 1
+            self.metrics.updates_accepted.labels(self.metrics.service).inc()
+            log.info("round %d: update acknowledged", ack.round)
+        else:
+            self.result.rejections.append(ack.status.reason)
+            self.metrics.reject(ack.status.reason or "unknown")
+            log.warning("round %d: update rejected: %s (%s)", ack.round, ack.status.message, ack.status.reason)

@@ -1,0 +1,212 @@
+"""Client-side domain logic: local data (de-identified before tokenization), the model, one
+round of local training, and turning the update into ciphertexts.
+
+Raw data and plaintext updates never leave this process: :meth:`LocalTrainer.run_task`
+returns only a :class:`PreparedUpdate` holding ciphertexts and scalar metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from safetensors.numpy import load as st_load
+
+from ffa_lora.crypto import CiphertextVector, Encryptor, ObfuscatorPool, PackingLayout, PublicKey, Quantizer
+from ffa_lora.data.dataset import Dataset, stratified_split
+from ffa_lora.data.loaders import load_table
+from ffa_lora.errors import ConfigError, ProtocolError
+from ffa_lora.lora import LoRASpec
+from services.common import domain as d
+from services.common.config import ClientConfig, DeidSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedUpdate:
+    """An encrypted update ready to stream, kept until the edge acknowledges it."""
+
+    round: int
+    vec: CiphertextVector
+    idempotency_key: str
+    num_samples: int
+    rank: int
+    quality: d.Quality
+    base_version: int
+    train_seconds: float
+    crypto_seconds: float
+
+
+def load_site_secret(path: Path | None, state_dir: Path) -> bytes:
+    """The per-site de-identification secret: read it, or create 32 random bytes (0600)."""
+    p = path or state_dir / "deid.secret"
+    if p.exists():
+        data = p.read_bytes().strip()
+        if len(data) < 32:
+            raise ConfigError(f"deid secret {p} holds {len(data)} bytes; it needs at least 32 (256 bits)")
+        return data
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+    return p.read_bytes().strip()
+
+
+def deidentify(data: Dataset, settings: DeidSettings, secret: bytes,
+               on_counts: Callable[[Counter[str]], None] | None = None) -> Dataset:
+    """Scrub every record before tokenization; returns a new Dataset (counts reported only)."""
+    from ffa_lora.deid import DeidConfig, Deidentifier
+
+    engine = Deidentifier(DeidConfig(operator=settings.operator, languages=tuple(settings.languages),
+                                     use_lac=settings.use_lac), site_secret=secret)
+    totals: Counter[str] = Counter()
+    texts = []
+    for t in data.texts:
+        scrubbed, counts = engine.scrub_with_counts(t)
+        texts.append(scrubbed)
+        totals.update(counts)
+    if on_counts is not None:
+        on_counts(totals)
+    log.info("de-identified %d records: %s", len(texts), dict(totals) or "no entities found")
+    return Dataset(texts=texts, labels=list(data.labels), label_names=data.label_names, groups=data.groups)
+
+
+class LocalTrainer:
+    """Holds the site's data and model; trains and encrypts one round at a time."""
+
+    def __init__(self, cfg: ClientConfig, *, client_id: str,
+                 on_deid_counts: Callable[[Counter[str]], None] | None = None) -> None:
+        self.cfg, self.client_id = cfg, client_id
+        data = load_table(cfg.data.path, text_column=cfg.data.text_column, label_column=cfg.data.label_column,
+                          label_names=cfg.data.labels)
+        self.label_names = tuple(data.label_names)
+        if cfg.deid.enabled:
+            secret = load_site_secret(cfg.deid.secret_file, cfg.state_dir)
+            data = deidentify(data, cfg.deid, secret, on_deid_counts)
+        if cfg.data.validation_fraction > 0 and len(data) >= 20:
+            self.train, self.val = stratified_split(data, test_fraction=cfg.data.validation_fraction, seed=cfg.seed)
+        else:
+            self.train, self.val = data, None
+        self.num_samples = len(self.train)
+        self.model: Any = None
+        self.spec: LoRASpec | None = None
+        self.version = 0
+        self.state: dict[str, np.ndarray] | None = None
+        if cfg.num_threads:
+            import torch
+
+            torch.set_num_threads(cfg.num_threads)
+
+    @property
+    def device(self) -> str:
+        if self.cfg.device != "auto":
+            return self.cfg.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None:
+        if labels != self.label_names:
+            raise ConfigError(
+                f"the federation's labels are {list(labels)} but this site's data has {list(self.label_names)}; "
+                "set client.data.labels (index order) to match"
+            )
+        if self.spec != spec:
+            self.spec, self.model = spec, None
+
+    def load_adapter(self, version: int, blob: bytes) -> None:
+        self.state = dict(st_load(blob))
+        self.version = version
+        if self.model is not None:
+            from ffa_lora.lora import load_adapter_state
+
+            load_adapter_state(self.model, self.state)
+
+    def _ensure_model(self) -> Any:
+        if self.model is None:
+            if self.spec is None or self.state is None:
+                raise ProtocolError("task before the adapter and spec arrived")
+            from ffa_lora.lora import build_model
+
+            self.model = build_model(self.spec, device=self.device, state=self.state)
+        return self.model
+
+    def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
+        """Train, clip, quantize, pack and encrypt (obfuscators precomputed during training)."""
+        from ffa_lora.lora import evaluate, train_local
+
+        if task.adapter_version != self.version:
+            raise ProtocolError(f"task wants adapter v{task.adapter_version}, client holds v{self.version}")
+        layout = PackingLayout.from_bytes(task.secure_sum.layout)
+        if task.secure_sum.key_fingerprint != public_key.fingerprint:
+            raise ProtocolError("task names a different public key than the edge's welcome")
+        a = task.assignment
+        pool = ObfuscatorPool(public_key, workers=1)
+        pool.fill(layout.num_ciphertexts(a.num_values))  # background processes, while we train
+        try:
+            model = self._ensure_model()
+            before = evaluate(model, self.val, batch_size=64) if self.val is not None else None
+            t0 = time.perf_counter()
+            seed = int.from_bytes(hashlib.sha256(f"{task.training.seed}:{self.client_id}".encode()).digest()[:4], "little")
+            res = train_local(model, self.train, epochs=task.training.local_epochs, lr=task.training.learning_rate,
+                              batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
+                              rank=a.rank, seed=seed, loss_samples=0)
+            train_s = time.perf_counter() - t0
+            after = evaluate(model, self.val, batch_size=64) if self.val is not None else None
+            # The local model goes back to the global adapter: the next round starts from the
+            # aggregate, never from this site's own update.
+            from ffa_lora.lora import load_adapter_state
+
+            assert self.state is not None
+            load_adapter_state(model, self.state)
+            delta = np.asarray(res.delta, dtype=np.float64)
+            if len(delta) != a.num_values:
+                raise ProtocolError(f"update has {len(delta)} values, assignment expects {a.num_values}")
+            t1 = time.perf_counter()
+            delta = self._privatize(delta, task)
+            codes = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits).quantize(
+                delta, rng=np.random.default_rng(secrets.randbits(128)))
+            vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
+            crypto_s = time.perf_counter() - t1
+        finally:
+            pool.close()
+        digest = hashlib.sha256(b"".join(int(c).to_bytes(layout.ciphertext_bytes, "big") for c in vec.values[:4]))
+        quality = d.Quality(
+            grad_snr=float(res.grad_snr), train_loss=float(res.train_loss),
+            val_loss_before=float(before["loss"]) if before else 0.0,
+            val_loss_after=float(after["loss"]) if after else 0.0,
+            val_accuracy=float(before["accuracy"]) if before else 0.0,
+        )
+        return PreparedUpdate(
+            round=task.round, vec=vec, idempotency_key=f"{self.client_id}:{task.round}:{digest.hexdigest()[:16]}",
+            num_samples=self.num_samples, rank=a.rank, quality=quality, base_version=self.version,
+            train_seconds=train_s, crypto_seconds=crypto_s,
+        )
+
+    def _privatize(self, delta: np.ndarray, task: d.RoundTask) -> np.ndarray:
+        """Norm clipping (the DP bound) and, in distributed mode, this client's noise share."""
+        p = task.privacy
+        if p.mode == "off" or p.norm_clip <= 0:
+            return delta
+        from ffa_lora.privacy.clipping import clip_by_norm
+
+        norm = "l1" if p.mechanism == "laplace" else "l2"
+        delta = clip_by_norm(delta, bound=p.norm_clip, norm=norm).vector  # type: ignore[arg-type]
+        if p.mode == "distributed" and p.noise_scale > 0:
+            from ffa_lora.privacy.distributed import noise_share
+
+            # The edge multiplies this update by the client's weight, so the share is divided
+            # by it: the weighted shares then add up to noise of the planned scale.
+            scale = p.noise_scale / max(1, task.assignment.weight)
+            delta = delta + noise_share(mechanism=p.mechanism, scale=scale, n_clients=p.share_clients,  # type: ignore[arg-type]
+                                        tolerated_dropouts=p.tolerated_dropouts, size=len(delta))
+        return delta

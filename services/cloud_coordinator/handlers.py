@@ -1,0 +1,472 @@
+"""Cloud coordinator domain logic: plan rounds, combine encrypted partial sums, decrypt only
+the global sum of at least ``min_clients`` distinct clients, average, add DP noise, update and
+checkpoint the global adapter, schedule ranks, detect convergence.
+
+No transport here: the servicer feeds edge events in and delivers what the coordinator sends
+through the injected :class:`CoordinatorOutbox`. Heavy steps (decryption, evaluation) run in a
+worker thread so the event loop keeps serving the edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import grpc
+import numpy as np
+
+from ffa_lora.crypto.keys import PrivateKey, PublicKey
+from ffa_lora.crypto.packing import PackingLayout
+from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
+from ffa_lora.crypto.quantize import Quantizer
+from ffa_lora.errors import BudgetExhaustedError, ProtocolError
+from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, RoundRecord
+from services.common import domain as d
+from services.common.config import FederationConfig
+from services.common.errors import Rejection
+from services.common.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class AdapterOps(Protocol):
+    """What the coordinator needs from the LoRA core (see adapter_ops.LoraAdapterOps)."""
+
+    def initial_state(self) -> dict[str, np.ndarray]: ...
+    def phase(self, round_index: int) -> str: ...
+    def num_values(self, phase: str, rank: int) -> int: ...
+    def weight_totals(self, phase: str, weights_by_rank: dict[int, float]) -> np.ndarray: ...
+    def apply_mean(self, state: dict[str, np.ndarray], mean: np.ndarray, phase: str, server_lr: float) -> dict[str, np.ndarray]: ...
+    def to_bytes(self, state: dict[str, np.ndarray]) -> bytes: ...
+    def from_bytes(self, blob: bytes) -> dict[str, np.ndarray]: ...
+    def export(self, state: dict[str, np.ndarray], out_dir: Any) -> None: ...
+    def evaluate(self, state: dict[str, np.ndarray]) -> dict[str, float] | None: ...
+
+
+class PrivacyEngine(Protocol):
+    """Client-level DP on the aggregate (see services.cloud_coordinator.privacy)."""
+
+    mode: str
+
+    def params_for_round(self, round_index: int, assignments: list[d.Assignment]) -> d.PrivacyParams: ...
+    def check_budget(self, round_index: int) -> None: ...
+    def prepare(self, round_index: int) -> LedgerEntry: ...
+    def commit(self, entry: LedgerEntry) -> None: ...
+    def noise_sum(self, total: np.ndarray, round_index: int, w_max: int) -> np.ndarray: ...
+    def epsilon_spent(self) -> float: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_ledger(self, entries: list[LedgerEntry]) -> None: ...
+
+
+class RankPolicy(Protocol):
+    def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]: ...
+    def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class FixedRank:
+    """Every client trains at r_max."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]:
+        return {cid: self.rank for cid in roster}
+
+    def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rank = int(state.get("rank", self.rank))
+
+
+class CoordinatorOutbox(Protocol):
+    def welcome(self, edge_id: str, public_key: PublicKey, mode: str) -> None: ...
+    def adapter(self, edge_id: str, version: int, blob: bytes) -> None: ...
+    def plan(self, edge_id: str, plan: d.RoundPlan) -> None: ...
+    def shutdown(self, edge_id: str, reason: str, finished: bool) -> None: ...
+
+
+@dataclass
+class _Round:
+    number: int
+    index: int  # 0-based index of the committed round this attempt would produce
+    phase: str
+    plans: dict[str, d.RoundPlan]
+    layout: PackingLayout
+    num_values: int
+    started: float
+    partials: dict[str, tuple[CiphertextVector | None, list[d.Contribution], str]] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class RoundSummary:
+    round: int
+    version: int
+    clients: int
+    loss: float
+    accuracy: float | None
+    macro_f1: float | None
+    bytes_uploaded: int
+    values_uploaded: int
+    crypto_seconds: float
+    train_seconds: float
+    decrypt_seconds: float
+    round_seconds: float
+    epsilon: float
+    ranks: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Coordinator:
+    """State and rules of the cloud coordinator."""
+
+    def __init__(
+        self,
+        *,
+        fed: FederationConfig,
+        store: CoordinatorStore,
+        public_key: PublicKey,
+        private_key: PrivateKey,
+        adapter_ops: AdapterOps,
+        outbox: CoordinatorOutbox,
+        metrics: Metrics,
+        privacy: PrivacyEngine | None = None,
+        rank_policy: RankPolicy | None = None,
+        decrypt_workers: int | None = None,
+        export_dir: Any = None,
+        on_round: Callable[[RoundSummary], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fed, self.store, self.public_key = fed, store, public_key
+        self._private_key = private_key
+        self.ops, self.outbox, self.metrics = adapter_ops, outbox, metrics
+        self.privacy = privacy
+        self.rank_policy: RankPolicy = rank_policy or FixedRank(fed.model.rank)
+        self.decrypt_workers, self.export_dir = decrypt_workers, export_dir
+        self.on_round, self.clock = on_round, clock
+        self.edges: dict[str, dict[str, d.RosterEntry]] = {}
+        self.current: _Round | None = None
+        self.finished = False
+        self.finish_reason = ""
+        self.history: list[RoundSummary] = []
+        self._roster_changed = asyncio.Event()
+        self._restore()
+
+    # -- restore / persistence -------------------------------------------------------------
+
+    def _restore(self) -> None:
+        last = self.store.last_committed()
+        if last is None:
+            self.state = self.ops.initial_state()
+            self.version = 0
+            self.committed = 0
+            self._blob = self.ops.to_bytes(self.state)
+            self.loss_history: list[float] = []
+        else:
+            self._blob = self.store.load_adapter(last.adapter_version)
+            self.state = self.ops.from_bytes(self._blob)
+            self.version = last.adapter_version
+            self.committed = len(self.store.rounds())
+            self.loss_history = [r.metrics.get("loss", float("nan")) for r in self.store.rounds()]
+            rank_state = self.store.load_state("rank_policy")
+            if rank_state:
+                self.rank_policy.load_state_dict(rank_state)
+            log.info("resumed at round %d (adapter v%d, %d committed rounds)", last.round, self.version, self.committed)
+        if self.privacy is not None:
+            self.privacy.load_ledger(self.store.ledger())
+            self.metrics.epsilon_spent.labels(self.metrics.service).set(self.privacy.epsilon_spent())
+        self.metrics.round.labels(self.metrics.service).set(self.version)
+
+    # -- edges -----------------------------------------------------------------------------
+
+    def edge_connected(self, edge_id: str) -> None:
+        self.edges.setdefault(edge_id, {})
+        self.outbox.welcome(edge_id, self.public_key, self.fed.rounds.mode)
+        self.outbox.adapter(edge_id, self.version, self._blob)
+        if self.finished:
+            self.outbox.shutdown(edge_id, self.finish_reason, True)
+        elif self.current is not None and edge_id in self.current.plans and edge_id not in self.current.partials:
+            self.outbox.plan(edge_id, self.current.plans[edge_id])
+
+    def edge_roster(self, edge_id: str, entries: list[d.RosterEntry]) -> None:
+        self.edges[edge_id] = {e.client_id: e for e in entries}
+        self._roster_changed.set()
+
+    def edge_disconnected(self, edge_id: str) -> None:
+        self.edges.pop(edge_id, None)
+        self._roster_changed.set()
+
+    def roster(self) -> dict[str, tuple[str, d.RosterEntry]]:
+        """client id -> (edge, entry); a client seen at two edges counts once (first edge)."""
+        out: dict[str, tuple[str, d.RosterEntry]] = {}
+        for edge_id in sorted(self.edges):
+            for cid, e in self.edges[edge_id].items():
+                out.setdefault(cid, (edge_id, e))
+        return out
+
+    # -- partial sums ----------------------------------------------------------------------
+
+    def receive_partial(
+        self, edge_id: str, *, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str
+    ) -> None:
+        """Accept one edge's encrypted partial sum for the current round, or raise Rejection."""
+        cur = self.current
+        if cur is None or round != cur.number:
+            self.metrics.reject("wrong_round")
+            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "wrong_round",
+                            f"partial sum for round {round}; current round is {cur.number if cur else 'none'}")
+        if edge_id in cur.partials:
+            if cur.partials[edge_id][2] == key:
+                raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "partial sum already received")
+            self.metrics.reject("second_partial")
+            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "second_partial", "edge already sent a partial sum this round")
+        plan = cur.plans.get(edge_id)
+        if plan is None:
+            self.metrics.reject("not_assigned")
+            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "not_assigned", "this edge has no clients in the round")
+        assigned = {a.client_id: a for a in plan.assignments}
+        seen: set[str] = set()
+        for c in contributions:
+            a = assigned.get(c.client_id)
+            if a is None or c.client_id in seen or c.rank != a.rank or c.weight != a.weight:
+                self.metrics.reject("contributors")
+                raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "contributors",
+                                "contributor list does not match the round plan")
+            seen.add(c.client_id)
+        others = {c.client_id for _, cs, _ in cur.partials.values() for c in cs}
+        if seen & others:
+            self.metrics.reject("double_count")
+            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "double_count",
+                            "a contributor is already counted through another edge")
+        if (vec is None) != (not contributions):
+            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "sum and contributor list disagree")
+        if vec is not None and (vec.layout != cur.layout or vec.num_values != cur.num_values):
+            self.metrics.reject("size_mismatch")
+            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "partial sum has the wrong layout or length")
+        cur.partials[edge_id] = (vec, list(contributions), key)
+        log.info("round %d: partial sum from edge %s (%d clients)", round, edge_id, len(contributions))
+        if set(cur.partials) >= set(cur.plans):
+            cur.done.set()
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def _weight(self, n: int, n_max: int) -> int:
+        mw = self.fed.secure_sum.max_weight
+        return max(1, min(mw, round(mw * n / max(n_max, 1))))
+
+    def plan_round(self) -> _Round:
+        roster = self.roster()
+        index = self.committed
+        phase = self.ops.phase(index)
+        ranks = self.rank_policy.ranks(index, {cid: e for cid, (_, e) in roster.items()})
+        n_max = max(e.num_samples for _, e in roster.values())
+        full = self.ops.num_values(phase, self.fed.model.rank)
+        ss = self.fed.secure_sum
+        layout = PackingLayout.derive(key_bits=self.public_key.bits, bits=ss.bits,
+                                      max_clients=ss.max_clients, max_weight=ss.max_weight)
+        number = self.store.next_round()
+        deadline = self.clock() + self.fed.rounds.deadline_s
+        tr = self.fed.training
+        training = d.TrainingParams(strategy=tr.strategy, phase=phase, local_epochs=tr.local_epochs,
+                                    learning_rate=tr.learning_rate, batch_size=tr.batch_size,
+                                    seed=self.fed.seed * 1_000_003 + number)
+        by_edge: dict[str, list[d.Assignment]] = {}
+        for cid, (edge_id, e) in sorted(roster.items()):
+            rank = ranks.get(cid, self.fed.model.rank)
+            by_edge.setdefault(edge_id, []).append(
+                d.Assignment(cid, rank, self._weight(e.num_samples, n_max), self.ops.num_values(phase, rank)))
+            self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
+        everyone = [a for assigns in by_edge.values() for a in assigns]
+        privacy = self.privacy.params_for_round(index, everyone) if self.privacy is not None else d.PrivacyParams()
+        secure = d.SecureSumParams(layout=layout.to_bytes(), clip=self._quant_clip(privacy, full), bits=ss.bits,
+                                   key_fingerprint=self.public_key.fingerprint)
+        self.store.set_meta("last_round_started", str(number))
+        plans = {
+            edge_id: d.RoundPlan(
+                round=number, adapter_version=self.version, assignments=tuple(assigns), secure_sum=secure,
+                privacy=privacy, training=training, deadline_unix=deadline, min_clients=self.fed.rounds.min_clients,
+                mode=self.fed.rounds.mode, num_values=full, buffer_size=self.fed.rounds.buffer_size,
+            )
+            for edge_id, assigns in by_edge.items()
+        }
+        return _Round(number=number, index=index, phase=phase, plans=plans, layout=layout,
+                      num_values=full, started=self.clock())
+
+    def _quant_clip(self, privacy: d.PrivacyParams, dimension: int) -> float:
+        """Per-coordinate quantization range; in distributed DP widened so that the clients'
+        noise shares are clipped with probability below 1e-6 (union bound over coordinates)."""
+        clip = self.fed.secure_sum.clip
+        if privacy.mode == "distributed" and privacy.noise_scale > 0:
+            from ffa_lora.privacy import noise_headroom
+
+            clip += noise_headroom(mechanism=privacy.mechanism, scale=privacy.noise_scale,  # type: ignore[arg-type]
+                                   n_clients=privacy.share_clients, tolerated_dropouts=privacy.tolerated_dropouts,
+                                   dimension=dimension).headroom
+        return clip
+
+    async def wait_for_clients(self) -> bool:
+        """Wait until at least min_clients are connected (or the wait times out)."""
+        deadline = self.clock() + self.fed.rounds.wait_for_clients_s
+        while len(self.roster()) < self.fed.rounds.min_clients:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return False
+            self._roster_changed.clear()
+            try:
+                await asyncio.wait_for(self._roster_changed.wait(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def run(self) -> None:
+        """The federation: rounds until convergence, max rounds or budget exhaustion."""
+        self.metrics.set_phase("waiting")
+        failures = 0
+        while not self.finished:
+            if self.committed >= self.fed.rounds.max_rounds:
+                self.finish(f"reached max_rounds={self.fed.rounds.max_rounds}")
+                break
+            if not await self.wait_for_clients():
+                self.finish(f"fewer than min_clients={self.fed.rounds.min_clients} clients connected in time")
+                break
+            if self.privacy is not None:
+                try:
+                    self.privacy.check_budget(self.committed)
+                except BudgetExhaustedError as exc:
+                    self.finish(f"privacy budget exhausted, stopping with the current adapter: {exc}")
+                    break
+            cur = self.plan_round()
+            self.current = cur
+            self.metrics.round.labels(self.metrics.service).set(cur.number)
+            self.metrics.set_phase("training")
+            log.info("round %d: %d client(s) over %d edge(s), phase %s", cur.number,
+                     sum(len(p.assignments) for p in cur.plans.values()), len(cur.plans), cur.phase)
+            for edge_id, plan in cur.plans.items():
+                self.outbox.plan(edge_id, plan)
+            timeout = max(0.0, min(p.deadline_unix for p in cur.plans.values()) - self.clock()) + 5.0
+            try:
+                await asyncio.wait_for(cur.done.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                log.warning("round %d: deadline passed with partial sums from %s", cur.number, sorted(cur.partials))
+            try:
+                summary = await asyncio.get_running_loop().run_in_executor(None, self.finish_round, cur)
+            except ProtocolError as exc:
+                failures += 1
+                log.warning("round %d aborted: %s", cur.number, exc)
+                if failures >= 3:
+                    self.finish(f"three rounds in a row aborted: {exc}")
+                continue
+            failures = 0
+            self.current = None
+            self.history.append(summary)
+            if self.on_round is not None:
+                self.on_round(summary)
+            if self._converged():
+                self.finish(f"converged: weighted loss changed less than {self.fed.rounds.tolerance:g} "
+                            f"for {self.fed.rounds.patience} rounds")
+
+    def finish(self, reason: str) -> None:
+        self.finished, self.finish_reason = True, reason
+        self.metrics.set_phase("finished")
+        log.info("federation finished: %s", reason)
+        for edge_id in list(self.edges):
+            self.outbox.shutdown(edge_id, reason, True)
+
+    def _converged(self) -> bool:
+        p, tol = self.fed.rounds.patience, self.fed.rounds.tolerance
+        h = self.loss_history
+        if len(h) < p + 1:
+            return False
+        recent = h[-(p + 1):]
+        return all(abs(b - a) <= tol * max(abs(a), 1e-12) for a, b in zip(recent, recent[1:]))
+
+    def finish_round(self, cur: _Round) -> RoundSummary:
+        """Combine, check quorum, decrypt, average, noise, update, checkpoint (worker thread)."""
+        self.metrics.set_phase("aggregating")
+        contributions = [c for _, cs, _ in cur.partials.values() for c in cs]
+        distinct = {c.client_id for c in contributions}
+        if len(distinct) < self.fed.rounds.min_clients:
+            self.metrics.reject("below_min_clients")
+            raise ProtocolError(
+                f"only {len(distinct)} distinct client(s) contributed, min_clients is "
+                f"{self.fed.rounds.min_clients}: refusing to decrypt")
+        total = RunningSum(self.public_key, cur.layout, cur.num_values)
+        for vec, _, _ in cur.partials.values():
+            if vec is not None:
+                total.add_vector(vec)
+        summed = total.result()
+        self.metrics.set_phase("decrypting")
+        t0 = time.perf_counter()
+        code_sums = Decryptor(self._private_key, cur.layout, workers=self.decrypt_workers).decrypt_code_sums(summed)
+        decrypt_s = time.perf_counter() - t0
+        self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
+        weights_by_rank: dict[int, float] = {}
+        for c in contributions:
+            weights_by_rank[c.rank] = weights_by_rank.get(c.rank, 0.0) + c.weight
+        totals = self.ops.weight_totals(cur.phase, weights_by_rank)
+        clip = next(iter(cur.plans.values())).secure_sum.clip
+        mean = Quantizer(clip=clip, bits=self.fed.secure_sum.bits).dequantize_mean(code_sums, totals)
+        epsilon = 0.0
+        if self.privacy is not None:
+            # Noise on the weighted sum (sensitivity w_max * norm_clip), then divide by the
+            # planned participants' weight per position: a public, data-independent denominator.
+            assigned = [a for p in cur.plans.values() for a in p.assignments]
+            planned: dict[int, float] = {}
+            for a in assigned:
+                planned[a.rank] = planned.get(a.rank, 0.0) + a.weight
+            reference = self.ops.weight_totals(cur.phase, planned)
+            entry = self.privacy.prepare(cur.index)
+            self.store.record_privacy_spend(entry)  # write-ahead: durable before any noised model
+            self.privacy.commit(entry)
+            noisy = self.privacy.noise_sum(mean * totals, cur.index, max(a.weight for a in assigned))
+            mean = np.divide(noisy, reference, out=np.zeros_like(noisy), where=reference > 0)
+            epsilon = self.privacy.epsilon_spent()
+            self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
+        new_state = self.ops.apply_mean(self.state, mean, cur.phase, self.fed.training.server_learning_rate)
+        samples = sum(c.num_samples for c in contributions) or 1
+        loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
+        val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
+        evaluation = self.ops.evaluate(new_state)
+        accuracy = evaluation["accuracy"] if evaluation else val_acc
+        macro_f1 = evaluation.get("macro_f1") if evaluation else None
+        self.rank_policy.observe(cur.index, contributions, loss)
+        blob = self.ops.to_bytes(new_state)
+        ranks = {c.client_id: c.rank for c in contributions}
+        summary = RoundSummary(
+            round=cur.number, version=cur.number, clients=len(distinct), loss=loss, accuracy=accuracy,
+            macro_f1=macro_f1, bytes_uploaded=sum(c.bytes_uploaded for c in contributions),
+            values_uploaded=sum(c.values_uploaded for c in contributions),
+            crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,
+            train_seconds=sum(c.train_seconds for c in contributions), decrypt_seconds=decrypt_s,
+            round_seconds=self.clock() - cur.started, epsilon=epsilon, ranks=ranks,
+            extra={"phase": cur.phase, "federated_val_accuracy": val_acc,
+                   **({"eval_loss": evaluation.get("loss")} if evaluation else {})},
+        )
+        metrics_doc = {k: v for k, v in summary.__dict__.items() if k not in ("extra",)} | summary.extra
+        state_blobs: dict[str, Any] = {"rank_policy": self.rank_policy.state_dict()}
+        if self.privacy is not None:
+            state_blobs["privacy"] = self.privacy.state_dict()
+        self.store.commit_round(
+            RoundRecord(cur.number, cur.number, sorted(distinct), metrics_doc, self.clock()), blob, state_blobs)
+        self.state, self._blob, self.version = new_state, blob, cur.number
+        self.committed += 1
+        self.loss_history.append(loss)
+        if self.export_dir is not None:
+            self.ops.export(new_state, self.export_dir)
+        self.metrics.global_loss.labels(self.metrics.service).set(loss)
+        if accuracy is not None:
+            self.metrics.global_accuracy.labels(self.metrics.service).set(accuracy)
+        self.metrics.round_duration.labels(self.metrics.service).observe(summary.round_seconds)
+        self.metrics.set_phase("committed")
+        for edge_id in list(self.edges):
+            self.outbox.adapter(edge_id, self.version, self._blob)
+        return summary

@@ -1,0 +1,117 @@
+"""Start the cloud coordinator: config -> keys and store -> coordinator -> servicer -> server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+
+from ffa_lora.crypto import generate_keypair, load_fernet_key, load_private_key, new_fernet_key, save_private_key
+from ffa_lora.crypto.keys import PrivateKey, PublicKey
+from ffa_lora.errors import ConfigError, StateError
+from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
+from services.cloud_coordinator.handlers import Coordinator, RoundSummary
+from services.cloud_coordinator.policies import make_privacy_engine, make_rank_policy
+from services.cloud_coordinator.servicer import CoordinatorOutboxImpl, CoordinatorServicer
+from services.cloud_coordinator.store import SQLiteStore
+from services.common.config import ServiceConfig
+from services.common.domain import FederationInfo
+from services.common.metrics import create_metrics, serve_metrics
+from services.common.session import start_server
+
+log = logging.getLogger("ffa_lora.coordinator")
+
+KEY_FILE = "paillier.key"
+
+
+def fernet_key_from_config(cfg: ServiceConfig) -> bytes:
+    c = cfg.coordinator
+    assert c is not None
+    env_value = os.environ.get(c.fernet_key_env) if c.fernet_key_env else None
+    if c.fernet_key_file is None and not env_value:
+        raise ConfigError(
+            f"coordinator: no Fernet key for the private key at rest; set fernet_key_file or the "
+            f"environment variable {c.fernet_key_env or 'named by fernet_key_env'}"
+        )
+    return load_fernet_key(file=str(c.fernet_key_file) if c.fernet_key_file else None, env_value=env_value)
+
+
+def load_or_create_keys(state_dir: Path, *, key_bits: int, fernet_key: bytes) -> tuple[PublicKey, PrivateKey]:
+    """Load the encrypted private key from the state folder, or make one on first start."""
+    path = state_dir / KEY_FILE
+    if path.exists():
+        priv = load_private_key(path, fernet_key=fernet_key)
+        if priv.public_key.bits != key_bits:
+            raise StateError(f"{path} holds a {priv.public_key.bits}-bit key but secure_sum.key_bits is {key_bits}")
+        return priv.public_key, priv
+    log.info("generating a %d-bit Paillier key pair (first start)", key_bits)
+    pub, priv = generate_keypair(bits=key_bits, test_only=key_bits < 2048)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_private_key(path, priv, fernet_key=fernet_key)
+    return pub, priv
+
+
+async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator:  # type: ignore[no-untyped-def]
+    """Run the coordinator until the federation finishes (or SIGTERM)."""
+    c = cfg.coordinator
+    assert c is not None
+    fed = c.federation
+    store = SQLiteStore(c.state_dir)
+    fp = store.get_meta("federation")
+    if fp is not None and fp != fed.name:
+        raise StateError(f"{c.state_dir} belongs to federation {fp!r}, config says {fed.name!r}")
+    store.set_meta("federation", fed.name)
+    pub, priv = load_or_create_keys(Path(c.state_dir), key_bits=fed.secure_sum.key_bits,
+                                    fernet_key=fernet_key_from_config(cfg))
+    metrics = create_metrics("coordinator")
+    if cfg.metrics.port is not None:
+        port = serve_metrics(metrics, host=cfg.metrics.host, port=cfg.metrics.port)
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    spec = lora_spec(fed)
+    ops = LoraAdapterOps(spec, labels=fed.labels, evaluation=fed.evaluation)
+    outbox = CoordinatorOutboxImpl(FederationInfo(fed.name, tuple(fed.labels), spec))
+    coordinator = Coordinator(
+        fed=fed, store=store, public_key=pub, private_key=priv, adapter_ops=ops, outbox=outbox, metrics=metrics,
+        privacy=make_privacy_engine(fed), rank_policy=make_rank_policy(fed, ops),
+        decrypt_workers=c.decrypt_workers, export_dir=c.export_dir or Path(c.state_dir) / "adapter",
+        on_round=on_round or _log_round,
+    )
+    servicer = CoordinatorServicer(coordinator, outbox, c.limits)
+    server, port, health_servicer = await start_server(
+        listen=c.listen, tls=cfg.tls, limits=c.limits,
+        register=lambda s: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
+        service_names=["ffalora.v1.CoordinatorService"],
+    )
+    log.info("coordinator listening on port %d (federation %s, key %s…)", port, fed.name, pub.fingerprint[:12])
+    if ready is not None:
+        ready(port, coordinator)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    runner = asyncio.create_task(coordinator.run())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done() and runner.exception() is not None:
+        raise runner.exception()  # type: ignore[misc]
+    if not runner.done():
+        runner.cancel()
+        coordinator.finish("coordinator stopped by signal")
+    await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(0.5)  # let shutdown messages reach the edges
+    await server.stop(grace=2.0)
+    store.close()
+    return coordinator
+
+
+def _log_round(s: RoundSummary) -> None:
+    acc = f"{s.accuracy:.4f}" if s.accuracy is not None else "n/a"
+    log.info("round %d committed: clients=%d loss=%.4f acc=%s uploaded=%dB crypto=%.1fs train=%.1fs eps=%.3f",
+             s.round, s.clients, s.loss, acc, s.bytes_uploaded, s.crypto_seconds, s.train_seconds, s.epsilon)

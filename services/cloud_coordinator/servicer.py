@@ -1,0 +1,137 @@
+"""gRPC shell of the coordinator: authenticate edges, convert messages, map errors.
+
+Domain decisions live in :mod:`services.cloud_coordinator.handlers`; this module only turns
+``EdgeSession`` stream messages into calls on :class:`Coordinator` and the coordinator's
+outgoing events into stream messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from ffalora.v1 import federation_pb2 as pb
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+
+from ffa_lora.crypto import PublicKey
+from services.cloud_coordinator.handlers import Coordinator
+from services.common import domain as d
+from services.common import serde
+from services.common.serde import adapter_messages, public_key_to_proto
+from services.common.config import LimitsConfig
+from services.common.errors import Rejection, rejection_for
+from services.common.session import Session, run_session
+from services.common.tls import require_role_async
+from services.common.transfer import IncomingVector
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorOutboxImpl:
+    """Delivers the coordinator's events to edge sessions (thread-safe)."""
+
+    def __init__(self, info: d.FederationInfo) -> None:
+        self.info = info
+        self.sessions: dict[str, Session] = {}
+
+    def _put(self, edge_id: str, msg: pb.EdgeSessionResponse) -> None:
+        s = self.sessions.get(edge_id)
+        if s is not None:
+            s.put(msg)
+
+    def welcome(self, edge_id: str, public_key: PublicKey, mode: str) -> None:
+        self._put(edge_id, pb.EdgeSessionResponse(welcome=pb.CoordinatorWelcome(
+            federation=self.info.name, public_key=public_key_to_proto(public_key), mode=mode,
+            model=serde.federation_to_proto(self.info))))
+
+    def adapter(self, edge_id: str, version: int, blob: bytes) -> None:
+        for chunk in adapter_messages(version, blob):
+            self._put(edge_id, pb.EdgeSessionResponse(adapter_chunk=chunk))
+
+    def plan(self, edge_id: str, plan: d.RoundPlan) -> None:
+        self._put(edge_id, pb.EdgeSessionResponse(plan=serde.plan_to_proto(plan)))
+
+    def shutdown(self, edge_id: str, reason: str, finished: bool) -> None:
+        self._put(edge_id, pb.EdgeSessionResponse(shutdown=pb.Shutdown(reason=reason, finished=finished)))
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
+    def __init__(self, coordinator: Coordinator, outbox: CoordinatorOutboxImpl, limits: LimitsConfig) -> None:
+        self.coordinator, self.outbox, self.limits = coordinator, outbox, limits
+
+    async def EdgeSession(
+        self, request_iterator: AsyncIterator[pb.EdgeSessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EdgeSessionResponse]:
+        peer = await require_role_async(context, "edge")
+        edge_id = peer.id
+        if edge_id in self.outbox.sessions:
+            # A reconnecting edge replaces its old session (the old stream is closed).
+            self.outbox.sessions.pop(edge_id).close()
+        session = Session(asyncio.get_running_loop())
+        self.outbox.sessions[edge_id] = session
+        incoming: dict[str, IncomingVector | int] = {}
+        coord = self.coordinator
+
+        def ack(round: int, key: str, rej: Rejection | None) -> None:
+            status = serde.status_to_proto(0, "", "accepted") if rej is None else serde.status_to_proto(
+                rej.code.value[0], rej.reason, rej.message)
+            session.put(pb.EdgeSessionResponse(ack=pb.PartialSumAck(round=round, status=status, idempotency_key=key)))
+
+        async def handle(req: pb.EdgeSessionRequest) -> None:
+            kind = req.WhichOneof("kind")
+            if kind == "hello":
+                coord.edge_connected(edge_id)
+            elif kind == "roster":
+                coord.edge_roster(edge_id, [serde.roster_entry_from_proto(e) for e in req.roster.clients])
+            elif kind == "partial_begin":
+                h = req.partial_begin.header
+                incoming.clear()
+                try:
+                    cur = coord.current
+                    if cur is None or h.round != cur.number:
+                        raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "wrong_round",
+                                        f"no round {h.round} in progress")
+                    incoming["vec"] = IncomingVector.begin(
+                        header=h.header, num_ciphertexts=h.num_ciphertexts, public_key=coord.public_key,
+                        expected_layout=cur.layout, max_values=cur.num_values, expected_values=cur.num_values,
+                        max_chunks=self.limits.max_chunks_per_update, max_weight_total=None)
+                    incoming["round"] = h.round
+                except Rejection as rej:
+                    ack(h.round, "", rej)
+            elif kind == "partial_chunk":
+                vec = incoming.get("vec")
+                if not isinstance(vec, IncomingVector) or incoming.get("round") != req.partial_chunk.round:
+                    return  # the begin was rejected and acknowledged already
+                try:
+                    vec.add_chunk(req.partial_chunk.offset, req.partial_chunk.data)
+                except Rejection as rej:
+                    incoming.clear()
+                    ack(req.partial_chunk.round, "", rej)
+            elif kind == "partial_commit":
+                c = req.partial_commit
+                contributions = [serde.contribution_from_proto(x) for x in c.contributions]
+                try:
+                    vec = incoming.pop("vec", None)
+                    incoming.clear()
+                    ct = None
+                    if contributions:
+                        if not isinstance(vec, IncomingVector):
+                            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "no_upload", "commit without a partial sum")
+                        ct = vec.finish(c.sha256)
+                    coord.receive_partial(edge_id, round=c.round, vec=ct, contributions=contributions,
+                                          key=c.idempotency_key)
+                    ack(c.round, c.idempotency_key, None)
+                except Exception as exc:  # noqa: BLE001 - mapped to a safe status
+                    rej = rejection_for(exc)
+                    log.warning("edge %s: partial sum for round %d rejected: %s", edge_id, c.round, rej)
+                    ack(c.round, c.idempotency_key, rej)
+
+        try:
+            async for msg in run_session(request_iterator, session, handle, limits=self.limits, context=context):
+                yield msg
+        finally:
+            if self.outbox.sessions.get(edge_id) is session:
+                del self.outbox.sessions[edge_id]
+                coord.edge_disconnected(edge_id)

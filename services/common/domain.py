@@ -1,0 +1,127 @@
+"""Plain domain objects that cross the service boundaries (converted to and from protobuf in
+``services.common.serde``). Handlers work on these, never on generated classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ffa_lora.lora.spec import LoRASpec
+
+
+@dataclass(frozen=True)
+class FederationInfo:
+    """What every participant must agree on: the federation's name, labels and adapter."""
+
+    name: str
+    labels: tuple[str, ...]
+    spec: LoRASpec
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One client's part of a round: rank, integer weight, number of values it uploads."""
+
+    client_id: str
+    rank: int
+    weight: int
+    num_values: int
+
+
+@dataclass(frozen=True)
+class SecureSumParams:
+    layout: bytes
+    clip: float
+    bits: int
+    key_fingerprint: str
+
+
+@dataclass(frozen=True)
+class PrivacyParams:
+    mode: str = "off"
+    mechanism: str = "gaussian"
+    norm_clip: float = 0.0
+    noise_scale: float = 0.0
+    share_clients: int = 0
+    tolerated_dropouts: int = 0
+    dpsgd_noise_multiplier: float = 0.0
+    dpsgd_max_grad_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    strategy: str
+    phase: str
+    local_epochs: float
+    learning_rate: float
+    batch_size: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the coordinator tells one edge about a round."""
+
+    round: int
+    adapter_version: int
+    assignments: tuple[Assignment, ...]
+    secure_sum: SecureSumParams
+    privacy: PrivacyParams
+    training: TrainingParams
+    deadline_unix: float
+    min_clients: int
+    mode: str
+    num_values: int
+    buffer_size: int = 1
+
+    def assignment_for(self, client_id: str) -> Assignment | None:
+        for a in self.assignments:
+            if a.client_id == client_id:
+                return a
+        return None
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What an edge tells one client about a round."""
+
+    round: int
+    adapter_version: int
+    assignment: Assignment
+    secure_sum: SecureSumParams
+    privacy: PrivacyParams
+    training: TrainingParams
+    deadline_unix: float
+    mode: str
+
+
+@dataclass(frozen=True)
+class Quality:
+    grad_snr: float = 0.0
+    val_loss_before: float = 0.0
+    val_loss_after: float = 0.0
+    val_accuracy: float = 0.0
+    train_loss: float = 0.0
+    dpsgd_epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One client's update as counted by an edge (plaintext metadata only)."""
+
+    client_id: str
+    rank: int
+    weight: int
+    num_samples: int
+    quality: Quality = field(default_factory=Quality)
+    base_version: int = 0
+    train_seconds: float = 0.0
+    crypto_seconds: float = 0.0
+    bytes_uploaded: int = 0
+    values_uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    client_id: str
+    num_samples: int
+    device: str = "cpu"

@@ -1,0 +1,154 @@
+"""Plumbing shared by the bidirectional-stream servicers: an outgoing queue per session that
+other threads may feed, a reader task, rate limiting, and gRPC server wiring (mTLS, health,
+message-size limits)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.common.config import LimitsConfig, TLSConfig
+from services.common.tls import TLSFiles, server_credentials
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class Session:
+    """Outgoing messages of one stream; ``put`` is safe from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, msg: Any) -> None:
+        if self.closed:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.queue.put_nowait(msg)
+        else:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+
+    def close(self) -> None:
+        self.put(_END)
+
+    async def messages(self) -> AsyncIterator[Any]:
+        while True:
+            msg = await self.queue.get()
+            if msg is _END:
+                self.closed = True
+                return
+            yield msg
+
+
+class RateLimiter:
+    """Token bucket: at most ``rate`` messages per second with a burst of ``2*rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.capacity = rate, 2 * rate
+        self.tokens, self.last = self.capacity, time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+async def run_session(
+    requests: AsyncIterator[Any],
+    session: Session,
+    handle: Callable[[Any], Awaitable[None]],
+    *,
+    limits: LimitsConfig,
+    context: grpc.aio.ServicerContext,
+) -> AsyncIterator[Any]:
+    """Read requests in a task (calling ``handle`` for each) while yielding outgoing messages."""
+    limiter = RateLimiter(limits.max_messages_per_s)
+    failure: list[tuple[grpc.StatusCode, str]] = []
+
+    async def reader() -> None:
+        try:
+            async for req in requests:
+                if not limiter.allow():
+                    failure.append((grpc.StatusCode.RESOURCE_EXHAUSTED, "message rate limit exceeded; slow down"))
+                    break
+                await handle(req)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError:
+            pass
+        except Exception:  # a bug must not take the server down; end this session only
+            log.exception("session handler failed")
+            failure.append((grpc.StatusCode.INTERNAL, "internal error"))
+        finally:
+            session.close()
+
+    task = asyncio.create_task(reader())
+    try:
+        async for msg in session.messages():
+            yield msg
+    finally:
+        task.cancel()
+    if failure:
+        await context.abort(*failure[0])
+
+
+def grpc_options(limits: LimitsConfig, *, server: bool = False) -> list[tuple[str, Any]]:
+    """Message-size limits and keepalives. Clients ping every 20 s so a dead peer is noticed
+    on idle streams; servers accept pings down to every 10 s (gRPC's default of 5 min would
+    answer our pings with GOAWAY too_many_pings)."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if server:
+        opts += [("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]
+    else:
+        opts += [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
+    return opts
+
+
+def tls_files(cfg: TLSConfig) -> TLSFiles:
+    return TLSFiles(ca=cfg.ca, cert=cfg.cert, key=cfg.key)
+
+
+async def start_server(
+    *,
+    listen: str,
+    tls: TLSConfig,
+    limits: LimitsConfig,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: list[str],
+    interceptors: list[Any] | None = None,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A grpc.aio server on ``listen`` with mTLS, the standard health service and limits."""
+    server = grpc.aio.server(options=grpc_options(limits, server=True), interceptors=interceptors or [])
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_secure_port(listen, server_credentials(tls_files(tls)))
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

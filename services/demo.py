@@ -1,0 +1,360 @@
+"""The local federation, end to end: ``ffa-lora demo``.
+
+Prepares a run folder (per-site data files, a federation CA and certificates, one YAML file per
+service), starts the coordinator, two edges (two regions) and one client agent per site as
+separate OS processes over mutual TLS on loopback, shows one row per committed round, and
+writes ``summary.json``, a plot of the training curves and the exported PEFT adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ffa_lora.crypto import new_fernet_key
+from ffa_lora.data.dataset import Dataset
+from ffa_lora.errors import FFALoraError
+
+
+@dataclass
+class DemoSettings:
+    name: str = "bank-demo"
+    data: str = "bank"
+    partition: str = "natural"
+    out_dir: Path = Path("runs")
+    model: str = "demo"
+    rounds: int = 6
+    local_epochs: float = 0.5
+    learning_rate: float = 5e-3
+    server_learning_rate: float = 1.0
+    batch_size: int = 16
+    key_bits: int = 2048
+    bits: int = 8
+    clip: float = 0.05
+    strategy: str = "ffa"
+    warmup_rounds: int = 0
+    rank: int = 8
+    rank_scheduler: str = "fixed"
+    rank_options: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    edges: int = 2
+    max_train_per_site: int | None = None
+    max_test: int | None = None
+    seed: int = 1234
+    deid: bool = True
+    timeout_s: float = 1800.0
+    patience: int = 2
+    tolerance: float = 1e-3
+    threads_per_client: int = 1
+    quiet: bool = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_csv(path: Path, data: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for t, y in zip(data.texts, data.labels):
+            w.writerow([t, data.label_names[y]])
+
+
+def _say(settings: DemoSettings, msg: str) -> None:
+    if not settings.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def prepare(settings: DemoSettings) -> dict[str, Any]:
+    """Create the run folder: data, certificates, keys and configs. Returns the layout."""
+    from ffa_lora.data.builtin import load_builtin
+    from services.common.tls import init_ca, issue_certificate
+
+    run = (settings.out_dir / settings.name).resolve()
+    if run.exists():
+        shutil.rmtree(run)
+    (run / "logs").mkdir(parents=True)
+    demo = load_builtin(settings.data, seed=settings.seed, method=settings.partition,  # type: ignore[arg-type]
+                        max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
+    sites = sorted(demo.train_parts)
+    for s in sites:
+        write_csv(run / "data" / f"{s}.csv", demo.train_parts[s])
+    write_csv(run / "data" / "test.csv", demo.test)
+    certs = run / "certs"
+    init_ca(certs, federation="ffa-lora")
+    issue_certificate(certs, certs, role="coordinator", id="coordinator")
+    edges = [f"edge-{i + 1}" for i in range(settings.edges)]
+    for e in edges:
+        issue_certificate(certs, certs, role="edge", id=e)
+    clients = [f"site-{s}" for s in sites]
+    for c in clients:
+        issue_certificate(certs, certs, role="client", id=c)
+    (run / "secrets").mkdir(mode=0o700)
+    fernet = run / "secrets" / "fernet.key"
+    fernet.write_bytes(new_fernet_key())
+    os.chmod(fernet, 0o600)
+
+    def tls(role: str, ident: str) -> dict[str, str]:
+        return {"ca": str(certs / "ca.crt"), "cert": str(certs / f"{role}-{ident}.crt"),
+                "key": str(certs / f"{role}-{ident}.key")}
+
+    coord_port = free_port()
+    metrics_ports: dict[str, int] = {}
+    configs: dict[str, Path] = {}
+    metrics_ports["coordinator"] = free_port()
+    fed = {
+        "name": "bank-demo" if settings.data == "bank" else "demo",
+        "seed": settings.seed,
+        "labels": list(demo.label_names),
+        "model": {"name_or_path": settings.model, "num_labels": len(demo.label_names), "rank": settings.rank},
+        "training": {"strategy": settings.strategy, "warmup_rounds": settings.warmup_rounds,
+                     "local_epochs": settings.local_epochs, "learning_rate": settings.learning_rate,
+                     "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate},
+        "rounds": {"max_rounds": settings.rounds, "min_clients": len(clients), "patience": settings.patience,
+                   "tolerance": settings.tolerance, "wait_for_clients_s": 600},
+        "secure_sum": {"key_bits": settings.key_bits, "bits": settings.bits, "clip": settings.clip},
+        "privacy": settings.privacy or {"mode": "off"},
+        "rank": {"scheduler": settings.rank_scheduler, "options": settings.rank_options},
+        "evaluation": {"path": str(run / "data" / "test.csv")},
+    }
+    docs: dict[str, dict[str, Any]] = {
+        "coordinator": {
+            "service": "coordinator", "tls": tls("coordinator", "coordinator"),
+            "metrics": {"host": "127.0.0.1", "port": metrics_ports["coordinator"]},
+            "coordinator": {"listen": f"127.0.0.1:{coord_port}", "state_dir": str(run / "state" / "coordinator"),
+                            "fernet_key_file": str(fernet), "federation": fed,
+                            "export_dir": str(run / "adapter")},
+        }
+    }
+    edge_ports = {}
+    for i, e in enumerate(edges):
+        edge_ports[e] = free_port()
+        metrics_ports[e] = free_port()
+        docs[e] = {"service": "edge", "tls": tls("edge", e),
+                   "metrics": {"host": "127.0.0.1", "port": metrics_ports[e]},
+                   "edge": {"listen": f"127.0.0.1:{edge_ports[e]}", "region": f"region-{i + 1}",
+                            "coordinator_address": f"127.0.0.1:{coord_port}"}}
+    for i, (s, c) in enumerate(zip(sites, clients)):
+        metrics_ports[c] = free_port()
+        home = edges[i % len(edges)]
+        order = [home] + [e for e in edges if e != home]
+        docs[c] = {"service": "client", "tls": tls("client", c),
+                   "metrics": {"host": "127.0.0.1", "port": metrics_ports[c]},
+                   "client": {"edges": [f"127.0.0.1:{edge_ports[e]}" for e in order],
+                              "data": {"path": str(run / "data" / f"{s}.csv"), "labels": list(demo.label_names)},
+                              "device": "auto", "num_threads": settings.threads_per_client,
+                              "deid": {"enabled": settings.deid}, "state_dir": str(run / "state" / c),
+                              "seed": settings.seed}}
+    for name, doc in docs.items():
+        p = run / "config" / f"{name}.yaml"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(yaml.safe_dump(doc, sort_keys=False))
+        configs[name] = p
+    return {"run": run, "configs": configs, "edges": edges, "clients": clients, "data": demo.summary(),
+            "metrics_ports": metrics_ports, "coordinator_port": coord_port}
+
+
+def _rounds(db: Path) -> list[dict[str, Any]]:
+    if not db.exists():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            rows = con.execute("SELECT round, metrics FROM rounds ORDER BY round").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+    return [json.loads(m) for _, m in rows]
+
+
+def _row(m: dict[str, Any]) -> str:
+    acc = m.get("accuracy")
+    return (f"{m['round']:>5} {m['clients']:>7} {m['loss']:>8.4f} {acc if acc is None else f'{acc:.4f}':>8} "
+            f"{m.get('macro_f1') or 0:>8.4f} {m['bytes_uploaded'] / 1e6:>9.2f} {m['crypto_seconds']:>9.2f} "
+            f"{m['train_seconds']:>9.1f} {m['round_seconds']:>8.1f}")
+
+
+HEADER = f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'upMB':>9} {'crypto_s':>9} {'train_s':>9} {'wall_s':>8}"
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run the whole federation; return the summary (also written to summary.json)."""
+    t_start = time.time()
+    layout = prepare(settings)
+    run: Path = layout["run"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(settings.threads_per_client))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, role: str) -> None:
+        log = open(run / "logs" / f"{name}.log", "wb")
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", role, "--config", str(layout["configs"][name])],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+
+    _say(settings, f"run folder {run}; data {layout['data']['sites']} train, {layout['data']['test']} test")
+    start("coordinator", "coordinator")
+    for e in layout["edges"]:
+        start(e, "edge")
+    for c in layout["clients"]:
+        start(c, "client")
+    _say(settings, f"started coordinator, {len(layout['edges'])} edges, {len(layout['clients'])} clients "
+                   f"(logs in {run / 'logs'})")
+    _say(settings, HEADER)
+    db = run / "state" / "coordinator" / "coordinator.db"
+    shown = 0
+    deadline = time.time() + settings.timeout_s
+    failed = ""
+    try:
+        while procs["coordinator"].poll() is None:
+            if time.time() > deadline:
+                failed = f"timed out after {settings.timeout_s:.0f}s"
+                break
+            for name, p in procs.items():
+                if name != "coordinator" and p.poll() not in (None, 0):
+                    failed = f"{name} exited with code {p.returncode}; see {run / 'logs' / (name + '.log')}"
+            if failed:
+                break
+            rows = _rounds(db)
+            for m in rows[shown:]:
+                _say(settings, _row(m))
+            shown = len(rows)
+            time.sleep(1.0)
+        for m in _rounds(db)[shown:]:
+            _say(settings, _row(m))
+        if not failed and procs["coordinator"].returncode not in (0, None):
+            failed = f"coordinator exited with code {procs['coordinator'].returncode}; see {run / 'logs' / 'coordinator.log'}"
+        end = time.time() + 30
+        for name, p in procs.items():
+            try:
+                p.wait(timeout=max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                p.terminate()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    rounds = _rounds(db)
+    if failed or not rounds:
+        raise FFALoraError(f"demo failed: {failed or 'no round was committed'}")
+    summary = summarize(rounds, settings, layout, wall=time.time() - t_start)
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(rounds, run / "training.png", title=f"{settings.name}: {settings.strategy}, {len(layout['clients'])} sites")
+    _say(settings, f"final accuracy {summary['final_accuracy']:.4f}, macro-F1 {summary['final_macro_f1']:.4f} "
+                   f"after {summary['rounds']} rounds; summary {run / 'summary.json'}, plot {run / 'training.png'}, "
+                   f"adapter {run / 'adapter'}")
+    return summary
+
+
+def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict[str, Any], *, wall: float) -> dict[str, Any]:
+    last = rounds[-1]
+    train_s = sum(r["train_seconds"] for r in rounds)
+    crypto_s = sum(r["crypto_seconds"] for r in rounds)
+    clients = len(layout["clients"])
+    return {
+        "name": settings.name,
+        "strategy": settings.strategy,
+        "final_accuracy": last.get("accuracy"),
+        "final_macro_f1": last.get("macro_f1"),
+        "rounds": len(rounds),
+        "bytes_uploaded": sum(r["bytes_uploaded"] for r in rounds),
+        "values_uploaded": sum(r.get("values_uploaded", 0) for r in rounds),
+        "crypto_seconds": crypto_s,
+        "train_seconds": train_s,
+        # Clients train in parallel: compare crypto per client with training per client.
+        "crypto_fraction_of_training": crypto_s / train_s if train_s else None,
+        "epsilon_spent": last.get("epsilon", 0.0),
+        "wall_seconds": wall,
+        "clients": clients,
+        "data": layout["data"],
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "per_round": rounds,
+        "adapter_dir": str(layout["run"] / "adapter"),
+    }
+
+
+def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["round"] for r in rounds]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(xs, [r["loss"] for r in rounds], "o-", label="weighted train loss")
+    if any(r.get("eval_loss") is not None for r in rounds):
+        a1.plot(xs, [r.get("eval_loss") for r in rounds], "s--", label="held-out loss")
+    a1.set_xlabel("round")
+    a1.set_ylabel("loss")
+    a1.legend()
+    a2.plot(xs, [r.get("accuracy") for r in rounds], "o-", label="accuracy")
+    a2.plot(xs, [r.get("macro_f1") for r in rounds], "s--", label="macro-F1")
+    a2.set_xlabel("round")
+    a2.set_ylim(0, 1)
+    a2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> DemoSettings:
+    d = DemoSettings()
+    p = argparse.ArgumentParser(prog="ffa-lora demo", description=__doc__)
+    p.add_argument("--name", default=d.name)
+    p.add_argument("--data", default=d.data, choices=["bank", "hospital"])
+    p.add_argument("--partition", default=d.partition, choices=["natural", "iid", "dirichlet"])
+    p.add_argument("--out-dir", type=Path, default=d.out_dir)
+    p.add_argument("--model", default=d.model, help="HF id or local path (default: the shipped MiniLM-L6)")
+    p.add_argument("--rounds", type=int, default=d.rounds)
+    p.add_argument("--local-epochs", type=float, default=d.local_epochs)
+    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--server-lr", type=float, default=d.server_learning_rate)
+    p.add_argument("--key-bits", type=int, default=d.key_bits, choices=[512, 1024, 2048, 3072])
+    p.add_argument("--bits", type=int, default=d.bits, choices=[8, 16])
+    p.add_argument("--clip", type=float, default=d.clip)
+    p.add_argument("--strategy", default=d.strategy, choices=["ffa", "fedavg", "alternating"])
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--rank-scheduler", default=d.rank_scheduler, choices=["fixed", "dynamic"])
+    p.add_argument("--edges", type=int, default=d.edges)
+    p.add_argument("--max-train-per-site", type=int, default=None)
+    p.add_argument("--max-test", type=int, default=None)
+    p.add_argument("--no-deid", action="store_true")
+    p.add_argument("--timeout", type=float, default=d.timeout_s)
+    a = p.parse_args(argv)
+    return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
+                        rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
+                        server_learning_rate=a.server_lr, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
+                        strategy=a.strategy, rank=a.rank, rank_scheduler=a.rank_scheduler, edges=a.edges,
+                        max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
+                        timeout_s=a.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    summary = run_demo(settings)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("per_round", "settings", "data")}, indent=2))
+    return 0

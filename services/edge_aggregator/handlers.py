@@ -1,0 +1,305 @@
+"""Edge aggregator domain logic: validate client uploads and add them homomorphically.
+
+No transport here: the servicer calls these methods from its event loop and delivers what
+they send through the injected :class:`EdgeOutbox`. The edge holds the public key only.
+
+Memory stays O(update size): one running encrypted sum per round, plus the bytes of uploads
+currently in flight (bounded by the number of concurrent sessions). An update enters the sum
+only when its commit arrives complete and valid; a client that disappears mid-upload leaves no
+trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import grpc
+
+from ffa_lora.crypto.keys import PublicKey
+from ffa_lora.crypto.packing import PackingLayout
+from ffa_lora.crypto import CiphertextVector, RunningSum
+from services.common import domain as d
+from services.common.config import LimitsConfig
+from services.common.errors import Rejection
+from services.common.metrics import Metrics
+from services.common.transfer import IncomingVector
+
+log = logging.getLogger(__name__)
+
+OK = grpc.StatusCode.OK
+
+
+class EdgeOutbox(Protocol):
+    """Where the edge's messages go (the servicer implements it with session queues)."""
+
+    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo) -> None: ...
+    def adapter(self, client_id: str, version: int, blob: bytes) -> None: ...
+    def task(self, client_id: str, task: d.RoundTask) -> None: ...
+    def shutdown(self, client_id: str, reason: str, finished: bool) -> None: ...
+    def roster(self, entries: list[d.RosterEntry]) -> None: ...
+    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str) -> None: ...
+
+
+@dataclass
+class _Upload:
+    round: int
+    incoming: IncomingVector
+    assignment: d.Assignment
+
+
+@dataclass
+class _RoundAgg:
+    plan: d.RoundPlan
+    layout: PackingLayout
+    total: RunningSum
+    contributions: dict[str, d.Contribution] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # client -> idempotency key
+    forwarded: bool = False
+
+
+@dataclass
+class _Client:
+    entry: d.RosterEntry
+    adapter_version: int = -1  # -1: holds no adapter
+
+
+class EdgeAggregator:
+    """State and rules of one edge (one replica)."""
+
+    def __init__(
+        self,
+        *,
+        edge_id: str,
+        region: str,
+        limits: LimitsConfig,
+        metrics: Metrics,
+        outbox: EdgeOutbox,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.edge_id, self.region, self.limits = edge_id, region, limits
+        self.metrics, self.outbox, self.clock = metrics, outbox, clock
+        self.public_key: PublicKey | None = None
+        self.info: d.FederationInfo | None = None
+        self.mode = "sync"
+        self.finished = False
+        self.clients: dict[str, _Client] = {}
+        self.uploads: dict[str, _Upload] = {}
+        self.adapter: tuple[int, bytes] | None = None
+        self.agg: _RoundAgg | None = None
+        # Idempotency keys of recent rounds, so a resend after a reconnect is recognised.
+        self._recent_keys: dict[int, dict[str, str]] = {}
+
+    # -- coordinator side ------------------------------------------------------------------
+
+    def on_coordinator_welcome(self, public_key: PublicKey, mode: str, info: d.FederationInfo) -> None:
+        self.public_key, self.mode, self.info = public_key, mode, info
+        for cid in self.clients:
+            self.outbox.welcome(cid, public_key, info)
+        self.outbox.roster(self.roster())
+
+    def on_adapter(self, version: int, blob: bytes) -> None:
+        if self.adapter is None or version >= self.adapter[0]:
+            self.adapter = (version, blob)
+
+    def on_plan(self, plan: d.RoundPlan) -> None:
+        """A new round: start an empty running sum and hand tasks to assigned clients."""
+        if self.public_key is None:
+            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "no_key", "plan before welcome")
+        layout = PackingLayout.from_bytes(plan.secure_sum.layout)
+        if self.agg is not None and not self.agg.forwarded and self.agg.plan.round != plan.round:
+            log.warning("round %d superseded by round %d before forwarding", self.agg.plan.round, plan.round)
+        self.agg = _RoundAgg(plan=plan, layout=layout, total=RunningSum(self.public_key, layout, plan.num_values))
+        self._recent_keys[plan.round] = self.agg.keys
+        for old in [r for r in self._recent_keys if r < plan.round - 3]:
+            del self._recent_keys[old]
+        self.uploads.clear()
+        self.metrics.round.labels(self.metrics.service).set(plan.round)
+        self.metrics.set_phase("training")
+        self.metrics.buffer_size.labels(self.metrics.service).set(0)
+        for a in plan.assignments:
+            if a.client_id in self.clients:
+                self._send_task(a.client_id, a)
+        self._maybe_forward()
+
+    def on_finished(self, reason: str) -> None:
+        self.finished = True
+        self.metrics.set_phase("finished")
+        for cid in list(self.clients):
+            self.outbox.shutdown(cid, reason, True)
+
+    # -- client side -----------------------------------------------------------------------
+
+    def client_connected(self, client_id: str, *, num_samples: int, device: str, adapter_version: int | None) -> None:
+        """A client said hello; ``adapter_version`` is None when it holds no adapter."""
+        if self.finished:
+            self.outbox.shutdown(client_id, "federation finished", True)
+            return
+        self.clients[client_id] = _Client(d.RosterEntry(client_id, num_samples, device),
+                                          -1 if adapter_version is None else adapter_version)
+        self.metrics.connected_clients.labels(self.metrics.service).set(len(self.clients))
+        if self.public_key is not None and self.info is not None:
+            self.outbox.welcome(client_id, self.public_key, self.info)
+        self.outbox.roster(self.roster())
+        if self.agg is not None and not self.agg.forwarded:
+            a = self.agg.plan.assignment_for(client_id)
+            if a is not None and client_id not in self.agg.contributions:
+                self._send_task(client_id, a)
+
+    def client_disconnected(self, client_id: str) -> None:
+        self.clients.pop(client_id, None)
+        if self.uploads.pop(client_id, None) is not None:
+            log.info("client %s left mid-upload; its partial update was discarded", client_id)
+        self.metrics.connected_clients.labels(self.metrics.service).set(len(self.clients))
+        self.outbox.roster(self.roster())
+
+    def roster(self) -> list[d.RosterEntry]:
+        return [c.entry for c in self.clients.values()]
+
+    def _send_task(self, client_id: str, a: d.Assignment) -> None:
+        assert self.agg is not None
+        plan = self.agg.plan
+        client = self.clients[client_id]
+        if self.adapter is not None and client.adapter_version != self.adapter[0]:
+            self.outbox.adapter(client_id, *self.adapter)
+            client.adapter_version = self.adapter[0]
+        self.outbox.task(client_id, d.RoundTask(
+            round=plan.round, adapter_version=plan.adapter_version, assignment=a,
+            secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
+            deadline_unix=plan.deadline_unix, mode=plan.mode,
+        ))
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def _reject(self, reason: str, code: grpc.StatusCode, message: str) -> Rejection:
+        self.metrics.reject(reason)
+        return Rejection(code, reason, message)
+
+    def _current(self, client_id: str, round: int) -> tuple[_RoundAgg, d.Assignment]:
+        agg = self.agg
+        if agg is None or round != agg.plan.round:
+            current = agg.plan.round if agg else 0
+            raise self._reject("wrong_round", grpc.StatusCode.FAILED_PRECONDITION,
+                               f"update for round {round} but the current round is {current}")
+        if agg.forwarded or (agg.plan.mode == "sync" and self.clock() > agg.plan.deadline_unix):
+            raise self._reject("deadline", grpc.StatusCode.FAILED_PRECONDITION,
+                               f"round {round} is closed (deadline passed or sum forwarded)")
+        a = agg.plan.assignment_for(client_id)
+        if a is None:
+            raise self._reject("not_assigned", grpc.StatusCode.FAILED_PRECONDITION,
+                               f"client is not part of round {round}")
+        return agg, a
+
+    def begin_upload(self, client_id: str, *, round: int, header: bytes, num_ciphertexts: int) -> None:
+        agg, a = self._current(client_id, round)
+        if client_id in agg.contributions:
+            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
+                               f"an update for round {round} was already accepted from this client")
+        assert self.public_key is not None
+        try:
+            incoming = IncomingVector.begin(
+                header=header, num_ciphertexts=num_ciphertexts, public_key=self.public_key,
+                expected_layout=agg.layout, max_values=agg.plan.num_values, expected_values=a.num_values,
+                max_chunks=self.limits.max_chunks_per_update,
+            )
+        except Rejection as rej:
+            self.metrics.reject(rej.reason)
+            raise
+        self.uploads[client_id] = _Upload(round, incoming, a)
+
+    def upload_chunk(self, client_id: str, *, round: int, offset: int, data: bytes) -> None:
+        up = self.uploads.get(client_id)
+        if up is None or up.round != round:
+            raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION,
+                               "chunk without a matching UpdateBegin for this round")
+        try:
+            up.incoming.add_chunk(offset, data)
+        except Rejection as rej:
+            self.uploads.pop(client_id, None)
+            self.metrics.reject(rej.reason)
+            raise
+        self.metrics.bytes_received.labels(self.metrics.service).inc(len(data))
+
+    def commit_upload(
+        self,
+        client_id: str,
+        *,
+        round: int,
+        sha256: str,
+        idempotency_key: str,
+        num_samples: int,
+        rank: int,
+        quality: d.Quality,
+        base_version: int,
+        train_seconds: float,
+        crypto_seconds: float,
+    ) -> None:
+        """Count a complete, valid update exactly once; raise Rejection otherwise."""
+        recent = self._recent_keys.get(round, {})
+        if recent.get(client_id) == idempotency_key and idempotency_key:
+            self.uploads.pop(client_id, None)
+            raise self._reject("duplicate", grpc.StatusCode.ALREADY_EXISTS,
+                               "this update was already counted (idempotent resend)")
+        agg, a = self._current(client_id, round)
+        if client_id in agg.contributions:
+            self.uploads.pop(client_id, None)
+            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
+                               f"an update for round {round} was already accepted from this client")
+        up = self.uploads.pop(client_id, None)
+        if up is None or up.round != round:
+            raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION, "commit without an upload")
+        if rank != a.rank:
+            raise self._reject("rank_mismatch", grpc.StatusCode.INVALID_ARGUMENT,
+                               f"update trained at rank {rank}, assigned rank {a.rank}")
+        try:
+            vec = up.incoming.finish(sha256)
+        except Rejection as rej:
+            self.metrics.reject(rej.reason)
+            raise
+        weight = self._effective_weight(a, base_version)
+        agg.total.add_vector(vec, weight=weight)
+        nbytes = len(vec.values) * self.public_key.ciphertext_bytes  # type: ignore[union-attr]
+        agg.contributions[client_id] = d.Contribution(
+            client_id=client_id, rank=rank, weight=weight, num_samples=num_samples, quality=quality,
+            base_version=base_version, train_seconds=train_seconds, crypto_seconds=crypto_seconds,
+            bytes_uploaded=nbytes, values_uploaded=vec.num_values,
+        )
+        agg.keys[client_id] = idempotency_key
+        self.metrics.updates_accepted.labels(self.metrics.service).inc()
+        self.metrics.values_uploaded.labels(self.metrics.service).inc(vec.num_values)
+        self.metrics.buffer_size.labels(self.metrics.service).set(len(agg.contributions))
+        self._maybe_forward()
+
+    def _effective_weight(self, a: d.Assignment, base_version: int) -> int:
+        return a.weight
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    def _maybe_forward(self, *, force: bool = False) -> None:
+        agg = self.agg
+        if agg is None or agg.forwarded:
+            return
+        expected = {a.client_id for a in agg.plan.assignments}
+        if force or expected <= set(agg.contributions):
+            self._forward()
+
+    def _forward(self) -> None:
+        agg = self.agg
+        assert agg is not None
+        agg.forwarded = True
+        contributions = sorted(agg.contributions.values(), key=lambda c: c.client_id)
+        key = f"{self.edge_id}:{agg.plan.round}:" + ",".join(c.client_id for c in contributions)
+        vec = agg.total.result() if contributions else None
+        self.metrics.set_phase("aggregating")
+        log.info("round %d: forwarding partial sum of %d client(s)", agg.plan.round, len(contributions))
+        self.outbox.partial_sum(agg.plan.round, vec, contributions, key)
+
+    def tick(self) -> None:
+        """Called periodically: forward at the deadline whatever has arrived."""
+        agg = self.agg
+        if agg is not None and not agg.forwarded and self.clock() > agg.plan.deadline_unix:
+            log.warning("round %d: deadline passed with %d/%d updates", agg.plan.round,
+                        len(agg.contributions), len(agg.plan.assignments))
+            self._forward()

@@ -1,0 +1,58 @@
+"""Start an edge aggregator: config -> edge state -> servicer -> server + coordinator link."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+
+from services.common.config import ServiceConfig
+from services.common.metrics import create_metrics, serve_metrics
+from services.common.session import start_server, tls_files
+from services.edge_aggregator.handlers import EdgeAggregator
+from services.edge_aggregator.servicer import EdgeOutboxImpl, EdgeServicer, deadline_ticker, upstream_loop
+
+log = logging.getLogger("ffa_lora.edge")
+
+
+async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: ignore[no-untyped-def]
+    """Run one edge replica until the federation finishes (or SIGTERM)."""
+    e = cfg.edge
+    assert e is not None
+    tls = tls_files(cfg.tls)
+    identity = tls.load().identity
+    metrics = create_metrics("edge")
+    if cfg.metrics.port is not None:
+        port = serve_metrics(metrics, host=cfg.metrics.host, port=cfg.metrics.port)
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    outbox = EdgeOutboxImpl()
+    edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox)
+    servicer = EdgeServicer(edge, outbox, e)
+    server, port, health_servicer = await start_server(
+        listen=e.listen, tls=cfg.tls, limits=e.limits,
+        register=lambda s: pb_grpc.add_EdgeServiceServicer_to_server(servicer, s),
+        service_names=["ffalora.v1.EdgeService"],
+    )
+    log.info("edge %s (region %s) listening on port %d", identity.id, e.region, port)
+    if ready is not None:
+        ready(port, edge)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
+             asyncio.create_task(deadline_ticker(edge, stop))]
+    await stop.wait()
+    edge.on_finished(edge_reason := "edge stopping")
+    log.info("%s", edge_reason)
+    await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(0.3)
+    for t in tasks:
+        t.cancel()
+    await server.stop(grace=2.0)
+    return edge

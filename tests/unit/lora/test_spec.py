@@ -1,0 +1,61 @@
+"""LoRASpec validation and the phase schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from ffa_lora.errors import ConfigError
+from ffa_lora.lora import LoRASpec
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("num_labels", 1, "num_labels"),
+        ("r_max", 0, "r_max"),
+        ("alpha", 0.0, "alpha"),
+        ("dropout", 1.0, "dropout"),
+        ("max_length", 2, "max_length"),
+        ("strategy", "flexlora", "strategy"),
+        ("warmup_rounds", -1, "warmup_rounds"),
+        ("seed", -3, "seed"),
+        ("target_modules", (), "target_modules"),
+        ("model", "", "model"),
+    ],
+)
+def test_invalid_values_name_the_field(field: str, value: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        LoRASpec(**{field: value})  # type: ignore[arg-type]
+
+
+def test_defaults_and_scaling() -> None:
+    spec = LoRASpec(target_modules=["query", "value"])  # type: ignore[arg-type]
+    assert spec.target_modules == ("query", "value")
+    assert spec.r_max == 8 and spec.alpha == 16 and spec.max_length == 64
+    assert spec.scaling == 2.0
+    assert hash(spec)  # frozen and hashable (lists normalised to tuples)
+
+
+def test_phase_schedule() -> None:
+    assert [LoRASpec(strategy="ffa").phase(i) for i in range(3)] == ["B", "B", "B"]
+    assert [LoRASpec(strategy="ffa", warmup_rounds=2).phase(i) for i in range(4)] == [
+        "AB", "AB", "B", "B"]
+    assert [LoRASpec(strategy="fedavg").phase(i) for i in range(2)] == ["AB", "AB"]
+    assert [LoRASpec(strategy="alternating", warmup_rounds=1).phase(i) for i in range(5)] == [
+        "AB", "B", "A", "B", "A"]
+    with pytest.raises(ConfigError):
+        LoRASpec().phase(-1)
+
+
+def test_rank_check() -> None:
+    spec = LoRASpec(r_max=4)
+    assert spec.check_rank(1) == 1 and spec.check_rank(4) == 4
+    for bad in (0, 5):
+        with pytest.raises(ConfigError, match="rank"):
+            spec.check_rank(bad)
+
+
+def test_local_paths_are_offline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert LoRASpec(model=str(tmp_path)).use_local_files_only() is True
+    assert LoRASpec(model="bert-base-uncased").use_local_files_only() is False
+    assert LoRASpec(model="bert-base-uncased", local_files_only=True).use_local_files_only()

@@ -1,0 +1,197 @@
+"""Local training on the tiny BERT: rank masks, frozen factors, the update, exactness."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ffa_lora.data import Dataset
+from ffa_lora.errors import ConfigError, DataError
+from ffa_lora.lora import (
+    LoRASpec,
+    UpdateLayout,
+    aggregation_discrepancy,
+    apply_mean_update,
+    build_model,
+    evaluate,
+    initial_adapter_state,
+    train_centralized,
+    train_local,
+)
+from ffa_lora.lora.exactness import delta_w
+from ffa_lora.lora.state import is_head, is_lora_a, is_lora_b
+
+
+def test_rank_r_client_trains_only_its_columns(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    model = build_model(tiny_spec)
+    before = model.adapter_state()
+    res = train_local(model, tiny_data, epochs=1, lr=1e-2, batch_size=8, phase="AB", rank=2,
+                      seed=3, weight_decay=0.01)
+    after = model.adapter_state()
+    r = 2
+    for k in before:
+        if is_lora_b(k):
+            np.testing.assert_array_equal(after[k][:, r:], 0.0)  # never leaves zero
+            assert after[k][:, :r].any()
+        elif is_lora_a(k):
+            np.testing.assert_array_equal(after[k][r:], before[k][r:])
+            assert not np.array_equal(after[k][:r], before[k][:r])
+    assert res.rank == 2 and res.phase == "AB"
+    assert len(res.delta) == res.layout.prefix_len(2)
+    assert res.steps == res.examples_seen // 8 == len(tiny_data) // 8
+
+
+def test_ffa_phase_freezes_a_and_delta_is_the_change(
+    tiny_spec: LoRASpec, tiny_data: Dataset
+) -> None:
+    model = build_model(tiny_spec)
+    before = model.adapter_state()
+    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1)
+    after = model.adapter_state()
+    for k in before:
+        if is_lora_a(k):
+            np.testing.assert_array_equal(after[k], before[k])
+            assert k not in res.delta_state
+        else:
+            np.testing.assert_allclose(res.delta_state[k], after[k] - before[k], atol=1e-7)
+    assert res.steps == 6  # half of ceil(96 / 8) batches
+    np.testing.assert_array_equal(res.delta, res.layout.flatten(res.delta_state))
+    # global + delta reproduces the client's model exactly enough
+    rebuilt = apply_mean_update(before, res.delta, res.layout)
+    for k in after:
+        np.testing.assert_allclose(rebuilt[k], after[k], atol=1e-6)
+
+
+def test_alternating_a_phase_freezes_b(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    model = build_model(tiny_spec)
+    rng = np.random.default_rng(0)
+    state = {k: (v + (0.05 * rng.normal(size=v.shape) if is_lora_b(k) else 0)).astype(np.float32)
+             for k, v in model.adapter_state().items()}  # B non-zero so A gets gradients
+    model.load_adapter_state(state)
+    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="A", seed=1)
+    after = model.adapter_state()
+    for k, v in state.items():
+        if is_lora_b(k):
+            np.testing.assert_array_equal(after[k], v)
+        if is_lora_a(k):
+            assert not np.array_equal(after[k], v)
+    assert res.layout.phase == "A"
+
+
+def test_training_reduces_loss_and_is_reproducible(
+    tiny_spec: LoRASpec, tiny_data: Dataset
+) -> None:
+    runs = []
+    for _ in range(2):
+        model = build_model(tiny_spec)
+        runs.append(train_local(model, tiny_data, epochs=3, lr=1e-2, batch_size=8, phase="B",
+                                seed=11))
+    a, b = runs
+    np.testing.assert_array_equal(a.delta, b.delta)
+    assert a.loss_after < a.loss_before
+    assert a.grad_snr > 0 and np.isfinite(a.train_loss) and a.seconds > 0
+    metrics = a.metrics()
+    assert set(metrics) >= {"samples", "loss_before", "loss_after", "grad_snr", "steps"}
+    other = train_local(build_model(tiny_spec), tiny_data, epochs=3, lr=1e-2, batch_size=8,
+                        phase="B", seed=12)
+    assert not np.array_equal(other.delta, a.delta)
+
+
+def test_evaluate_metrics(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    m = evaluate(build_model(tiny_spec), tiny_data, batch_size=32)
+    assert set(m) >= {"accuracy", "macro_f1", "loss"}
+    assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 and m["loss"] > 0
+
+
+def test_bad_arguments(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    model = build_model(tiny_spec)
+    with pytest.raises(ConfigError):
+        train_local(model, tiny_data, rank=tiny_spec.r_max + 1)
+    with pytest.raises(ConfigError):
+        train_local(model, tiny_data, phase="C")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        train_local(model, tiny_data, epochs=0)
+    with pytest.raises(DataError):
+        train_local(model, tiny_data.subset([]))
+    two = Dataset(texts=["a", "b"], labels=[0, 1], label_names=("x", "y"))
+    with pytest.raises(DataError):
+        evaluate(model, two)
+
+
+def _three_clients(spec: LoRASpec, data: Dataset, phase: str):  # type: ignore[no-untyped-def]
+    """Three clients train from the same global adapter on different data."""
+    glob = initial_adapter_state(spec)
+    states, results = [], []
+    for i in range(3):
+        model = build_model(spec, state=glob)
+        part = data.subset(range(i, len(data), 3))
+        res = train_local(model, part, epochs=2, lr=2e-2, batch_size=8, phase=phase,  # type: ignore[arg-type]
+                          seed=100 + i, loss_samples=0)
+        states.append(model.adapter_state())
+        results.append(res)
+    return glob, states, results
+
+
+def test_ffa_aggregate_is_exact(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    """DESIGN §6: with FFA, mean(B_i)·A = mean(B_i·A); the averaged update gives it."""
+    glob, states, results = _three_clients(tiny_spec, tiny_data, "B")
+    weights = [float(r.samples) for r in results]
+    assert aggregation_discrepancy(states, weights) < 1e-6
+    layout = results[0].layout
+    total = sum(w * r.delta.astype(np.float64) for w, r in zip(weights, results))
+    mean = layout.mean_from_sum(total, {tiny_spec.r_max: sum(weights)})
+    new = apply_mean_update(glob, mean, layout)
+    s = tiny_spec.scaling
+    dw_new = delta_w(new, scaling=s)
+    per_client = [delta_w(st, scaling=s) for st in states]
+    for m, got in dw_new.items():
+        want = sum(w * pc[m] for w, pc in zip(weights, per_client)) / sum(weights)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    for k in new:
+        if is_head(k):
+            want = sum(w * st[k].astype(np.float64) for w, st in zip(weights, states)) / sum(weights)
+            np.testing.assert_allclose(new[k], want, atol=1e-6)
+
+
+def test_fedavg_aggregate_has_discrepancy(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    spec = dataclasses.replace(tiny_spec, strategy="fedavg")
+    _, states, results = _three_clients(spec, tiny_data, "AB")
+    disc = aggregation_discrepancy(states, [float(r.samples) for r in results])
+    norm = np.sqrt(sum(np.square(v).sum() for v in delta_w(states[0]).values()))
+    assert disc > 1e-3 * norm > 0
+
+
+def test_heterogeneous_ranks_aggregate_per_column(
+    tiny_spec: LoRASpec, tiny_data: Dataset
+) -> None:
+    glob = initial_adapter_state(tiny_spec)
+    layout = UpdateLayout.build(glob, phase="B")
+    total = np.zeros(layout.total_len)
+    by_rank: dict[int, float] = {}
+    results = []
+    for i, rank in enumerate([1, 2, 4]):
+        model = build_model(tiny_spec, state=glob)
+        res = train_local(model, tiny_data.subset(range(i, 96, 3)), epochs=1, lr=2e-2,
+                          batch_size=8, rank=rank, seed=i, loss_samples=0)
+        assert len(res.delta) == layout.prefix_len(rank)
+        total += layout.pad(res.samples * res.delta.astype(np.float64))
+        by_rank[rank] = by_rank.get(rank, 0.0) + res.samples
+        results.append(res)
+    mean = layout.unflatten(layout.mean_from_sum(total, by_rank))
+    key = next(k for k in glob if is_lora_b(k))
+    for j in range(tiny_spec.r_max):
+        have = [r for r in results if r.rank > j]
+        want = (sum(r.samples * r.delta_state[key][:, j] for r in have)
+                / sum(r.samples for r in have)) if have else 0.0
+        np.testing.assert_allclose(mean[key][:, j], want, atol=1e-7)
+
+
+def test_train_centralized(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    res = train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, lr=1e-2, batch_size=16)
+    assert {"accuracy", "macro_f1", "loss", "train_seconds", "steps"} <= set(res.metrics)
+    assert res.train.phase == "B" and res.metrics["steps"] == 6
+    lora = train_centralized(dataclasses.replace(tiny_spec, strategy="fedavg"), tiny_data,
+                             tiny_data, epochs=0.5, lr=1e-2, batch_size=16)
+    assert lora.train.phase == "AB"
