@@ -59,7 +59,7 @@ fi
 if [[ -z "${PROMTOOL:-}" ]]; then
   PROMTOOL="$(command -v promtool || true)"
   if [[ -z "$PROMTOOL" && $install_missing -eq 1 && $(id -u) -eq 0 ]]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >&2 || exit 2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >&2 || exit 2
     PROMTOOL="$(command -v promtool || true)"
   fi
   if [[ -z "$PROMTOOL" ]]; then

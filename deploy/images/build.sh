@@ -16,7 +16,8 @@
 #
 # Usage: deploy/images/build.sh [--engine podman|buildah|docker] [--base IMAGE] [--tag TAG]
 #                               [--only coordinator,edge,client] [--cuda-torch] [--smoke]
-# Needs root for debootstrap (or --base). Env: DEBIAN_MIRROR, IMAGE_PREFIX (default ffa-lora).
+# Needs root for debootstrap (or --base). Env: DEBIAN_MIRROR, IMAGE_PREFIX (default ffa-lora),
+# BUILD_ISOLATION (podman/buildah: chroot by default; oci where the runtime works).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -36,6 +37,9 @@ while (($#)); do
   esac
 done
 prefix="${IMAGE_PREFIX:-ffa-lora}"
+# chroot isolation runs RUN steps without an OCI runtime: works where crun/runc cannot set up
+# cgroups or rlimits (nested VMs, hybrid cgroup v1/v2 hosts like this project's machines).
+isolation="${BUILD_ISOLATION:-chroot}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 log() { echo "[build.sh] $*" >&2; }
 
@@ -106,7 +110,7 @@ log "base: $base"
 
 # ---- local wheels ---------------------------------------------------------------------------
 if (( ! cuda_torch )); then
-  for dir in ${PIP_FIND_LINKS:-} /opt/wheels; do
+  for dir in $(printf '%s\n' ${PIP_FIND_LINKS:-} /opt/wheels | sort -u); do
     for whl in "$dir"/torch-2.13.0+cpu-*.whl; do
       [[ -f "$whl" ]] || continue
       [[ -f "deploy/images/wheels/$(basename "$whl")" ]] || cp "$whl" deploy/images/wheels/
@@ -118,6 +122,13 @@ fi
 # ---- images ---------------------------------------------------------------------------------
 [[ -z "$only" ]] && { log "--only empty: base image only"; exit 0; }
 [[ -f requirements/lock.txt ]] || { log "requirements/lock.txt missing (make lock)"; exit 2; }
+# A CA bundle pip trusts on this host (TLS-intercepting proxy): mounted into the RUN steps.
+host_ca="${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}"
+ca_args=()
+if [[ -n "$host_ca" && -f "$host_ca" && "$engine" != docker ]]; then
+  ca_args=(-v "$host_ca:/etc/ffa-lora-build/ca.crt:ro" --build-arg PIP_CERT=/etc/ffa-lora-build/ca.crt)
+  log "pip CA bundle for the build: $host_ca"
+fi
 declare -A dockerfile=([coordinator]=services/cloud_coordinator/Dockerfile
                        [edge]=services/edge_aggregator/Dockerfile
                        [client]=services/client_agent/Dockerfile)
@@ -129,17 +140,23 @@ for c in "${wanted[@]}"; do
   log "building $ref from ${dockerfile[$c]}"
   start=$SECONDS
   case "$engine" in
-    podman) podman build --network host --format docker -f "${dockerfile[$c]}" \
-              --build-arg BASE_IMAGE="$base" -t "$ref" . ;;
-    buildah) buildah bud --network host --format docker -f "${dockerfile[$c]}" \
-              --build-arg BASE_IMAGE="$base" -t "$ref" . ;;
+    podman) podman build --isolation "$isolation" --network host --format docker \
+              -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
+    buildah) buildah bud --isolation "$isolation" --network host --format docker \
+              -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
     docker) docker build -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" -t "$ref" . ;;
   esac
   log "built $ref in $((SECONDS - start)) s"
   if (( smoke )); then
     case "$engine" in
-      buildah) ctr="$(buildah from "$ref")"; buildah run "$ctr" -- ffa-lora --help >/dev/null; buildah rm "$ctr" >/dev/null ;;
-      *) "$engine" run --rm --network none "$ref" --help >/dev/null ;;
+      podman|buildah)
+        ctr="$(buildah from "$ref")"
+        ok=0
+        buildah run --isolation "$isolation" --user 10001:10001 "$ctr" -- \
+          ffa-lora --help >/dev/null && ok=1
+        buildah rm "$ctr" >/dev/null
+        (( ok )) || { log "smoke FAILED: $ref"; exit 1; } ;;
+      docker) docker run --rm --network none "$ref" --help >/dev/null ;;
     esac
     log "smoke ok: $ref runs 'ffa-lora --help'"
   fi

@@ -35,31 +35,54 @@ OPEN_OBJECT = {"type": "object"}
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 ANY_LIST = {"type": "array"}
 PROBE = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "required": ["enabled"],
     "properties": {
         "enabled": {"type": "boolean"},
-        **{k: {"type": "integer", "minimum": 0} for k in (
-            "initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold",
-            "successThreshold")},
+        **{
+            k: {"type": "integer", "minimum": 0}
+            for k in (
+                "initialDelaySeconds",
+                "periodSeconds",
+                "timeoutSeconds",
+                "failureThreshold",
+                "successThreshold",
+            )
+        },
     },
 }
-INT_OR_PERCENT_OR_EMPTY = {"anyOf": [{"type": "integer", "minimum": 0},
-                                     {"type": "string", "pattern": r"^([0-9]+%?)?$"}]}
-PERCENT_OR_EMPTY = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 100},
-                              {"type": "string", "maxLength": 0}]}
+INT_OR_PERCENT_OR_EMPTY = {
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^([0-9]+%?)?$"}]
+}
+PERCENT_OR_EMPTY = {
+    "anyOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"type": "string", "maxLength": 0}]
+}
 CERT_ID = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{0,64}$"}
 DNS_LABEL_30 = {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"}
 
 #: (glob over dotted value paths, schema). The first match wins; "*" matches within one level.
 RULES: list[tuple[str, dict[str, Any]]] = [
-    ("global.imagePullSecrets", {"type": "array", "items": {"anyOf": [
-        {"type": "string"}, {"type": "object", "properties": {"name": {"type": "string"}},
-                             "required": ["name"]}]}}),
+    (
+        "global.imagePullSecrets",
+        {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"type": "string"},
+                    {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}},
+                        "required": ["name"],
+                    },
+                ]
+            },
+        },
+    ),
     ("commonLabels", STRING_MAP),
     ("commonAnnotations", STRING_MAP),
-    ("federation.name", {"type": "string",
-                         "pattern": r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}),
+    ("logLevel", {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR"]}),
+    ("federation.name", {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}),
     ("tls.certManager.issuerRef.kind", {"type": "string", "enum": ["Issuer", "ClusterIssuer"]}),
     ("tls.certManager.duration", DURATION),
     ("tls.certManager.renewBefore", DURATION),
@@ -75,8 +98,10 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("tests.resources", OPEN_OBJECT),
     # per component
     ("edgeAggregator.region", DNS_LABEL_30),
-    ("clientAgent.identity.id", {"type": "string",
-                                 "pattern": r"^([a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?)?$"}),
+    (
+        "clientAgent.identity.id",
+        {"type": "string", "pattern": r"^([a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?)?$"},
+    ),
     ("*.identity.id", CERT_ID),
     ("*.image.pullPolicy", {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}),
     ("*.image.digest", {"type": "string", "pattern": r"^(sha256:[a-f0-9]{64})?$"}),
@@ -88,25 +113,59 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("*.service.ports.*", PORT),
     ("*.service.type", {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]}),
     ("*.service.externalTrafficPolicy", {"type": "string", "enum": ["Cluster", "Local"]}),
-    ("*.service.nodePorts.grpc", {"anyOf": [{"type": "integer", "minimum": 30000,
-                                             "maximum": 32767},
-                                            {"type": "string", "pattern": r"^([0-9]{5})?$"}]}),
+    (
+        "*.service.nodePorts.grpc",
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 30000, "maximum": 32767},
+                {"type": "string", "pattern": r"^([0-9]{5})?$"},
+            ]
+        },
+    ),
     ("*.service.loadBalancerSourceRanges", {"type": "array", "items": CIDR}),
     ("*.service.annotations", STRING_MAP),
     ("*.metrics.path", {"type": "string", "pattern": "^/"}),
-    ("cloudCoordinator.config", {"type": "object", "properties": {
-        "federation": {"type": "object"}}}),
-    ("clientAgent.config", {"type": "object", "properties": {
-        "device": {"type": "string", "enum": ["auto", "cpu", "cuda"]},
-        "edges": {"type": "array", "items": {"type": "string", "pattern": r"^[^\s:]+:[0-9]+$"}},
-        "data": {"type": "object"}, "deid": {"type": "object"}}}),
-    ("edgeAggregator.config", {"type": "object", "properties": {
-        "coordinator_address": {"type": "string", "pattern": r"^[^\s:]+:[0-9]+$"}}}),
+    (
+        "cloudCoordinator.config",
+        {"type": "object", "properties": {"federation": {"type": "object"}}},
+    ),
+    (
+        "clientAgent.config",
+        {
+            "type": "object",
+            "properties": {
+                "device": {"type": "string", "enum": ["auto", "cpu", "cuda"]},
+                "edges": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": r"^[^\s:]+:[0-9]+$"},
+                },
+                "data": {"type": "object"},
+                "deid": {"type": "object"},
+            },
+        },
+    ),
+    (
+        "edgeAggregator.config",
+        {
+            "type": "object",
+            "properties": {
+                "coordinator_address": {"type": "string", "pattern": r"^[^\s:]+:[0-9]+$"}
+            },
+        },
+    ),
     ("*.persistence.size", QUANTITY),
     ("*.persistence.mountPath", {"type": "string", "pattern": "^/"}),
-    ("*.persistence.accessModes", {"type": "array", "minItems": 1, "items": {
-        "type": "string",
-        "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}}),
+    (
+        "*.persistence.accessModes",
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "string",
+                "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"],
+            },
+        },
+    ),
     ("*.persistence.retentionPolicy.*", {"type": "string", "enum": ["Retain", "Delete"]}),
     ("*.persistence.annotations", STRING_MAP),
     ("*.resources", OPEN_OBJECT),
@@ -120,8 +179,16 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("*.podLabels", STRING_MAP),
     ("*.podAnnotations", STRING_MAP),
     ("*.terminationGracePeriodSeconds", {"type": "integer", "minimum": 0}),
-    ("*.updateStrategy", {"type": "object", "required": ["type"], "properties": {
-        "type": {"type": "string", "enum": ["RollingUpdate", "OnDelete", "Recreate"]}}}),
+    (
+        "*.updateStrategy",
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["RollingUpdate", "OnDelete", "Recreate"]}
+            },
+        },
+    ),
     ("*.serviceAccount.annotations", STRING_MAP),
     ("*.networkPolicy.*CIDRs", {"type": "array", "items": CIDR}),
     ("*.networkPolicy.extra*", ANY_LIST),
@@ -135,8 +202,10 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("edgeAggregator.pdb.minAvailable", INT_OR_PERCENT_OR_EMPTY),
     ("edgeAggregator.pdb.maxUnavailable", INT_OR_PERCENT_OR_EMPTY),
     ("clientAgent.gpu.count", {"type": "integer", "minimum": 1}),
-    ("clientAgent.gpu.resourceName", {"type": "string",
-                                      "pattern": r"^[a-z0-9.-]+/[a-zA-Z0-9._-]+$"}),
+    (
+        "clientAgent.gpu.resourceName",
+        {"type": "string", "pattern": r"^[a-z0-9.-]+/[a-zA-Z0-9._-]+$"},
+    ),
 ]
 
 _PARAM_RE = re.compile(r"^\s*##\s*@param\s+(\S+)\s*(.*)$")
@@ -180,8 +249,13 @@ def schema_for(value: Any, path: str, docs: dict[str, str]) -> dict[str, Any]:
     if rule is not None:
         node = rule
     elif isinstance(value, dict):
-        node = {"type": "object", "additionalProperties": False, "properties": {
-            k: schema_for(v, f"{path}.{k}" if path else k, docs) for k, v in value.items()}}
+        node = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                k: schema_for(v, f"{path}.{k}" if path else k, docs) for k, v in value.items()
+            },
+        }
     else:
         node = _infer(value)
     if path in docs:
@@ -206,8 +280,11 @@ def build() -> dict[str, Any]:
     text = VALUES.read_text()
     values = yaml.safe_load(text)
     schema = schema_for(values, "", param_docs(text))
-    return {"$schema": "http://json-schema.org/draft-07/schema#",
-            "title": "ffa-lora chart values", **schema}
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "ffa-lora chart values",
+        **schema,
+    }
 
 
 def render() -> str:
@@ -234,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = not SCHEMA.exists() or SCHEMA.read_text() != text
         if stale:
-            print(f"stale: {SCHEMA.relative_to(REPO)} "
-                  "(run: python3 deploy/tools/gen_values_schema.py)", file=sys.stderr)
+            print(
+                f"stale: {SCHEMA.relative_to(REPO)} "
+                "(run: python3 deploy/tools/gen_values_schema.py)",
+                file=sys.stderr,
+            )
         return 1 if (stale or missing) else 0
     SCHEMA.write_text(text)
     print(f"wrote {SCHEMA.relative_to(REPO)}", file=sys.stderr)

@@ -16,7 +16,7 @@ HELM_IN_ZIP="helm/helm"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dest="${1:-$repo_root/.tools/bin/helm}"
-if [[ -d "$dest" ]]; then dest="$dest/helm"; fi
+if [[ -d "$dest" || "$dest" == */ ]]; then dest="${dest%/}/helm"; fi
 
 if [[ -x "$dest" ]] && "$dest" version --short 2>/dev/null | grep -q '^v3\.'; then
   echo "helm already installed: $dest ($("$dest" version --short))"

@@ -18,9 +18,10 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -84,8 +85,7 @@ def _name(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{(obj.get('metadata') or {}).get('name', '?')}"
 
 
-def validate_objects(objects: list[tuple[str, dict[str, Any]]],
-                     versions: list[str]) -> Report:
+def validate_objects(objects: list[tuple[str, dict[str, Any]]], versions: list[str]) -> Report:
     """Validate each object; built-in kinds against every version in ``versions``."""
     from kubernetes_validate import utils as kv
 
@@ -100,19 +100,24 @@ def validate_objects(objects: list[tuple[str, dict[str, Any]]],
             validator = jsonschema.Draft7Validator(crd)
             for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.path)):
                 where = ".".join(str(p) for p in err.path) or "(root)"
-                report.errors.append(f"{source} {_name(obj)} (bundled CRD schema): "
-                                     f"{where}: {err.message}")
+                report.errors.append(
+                    f"{source} {_name(obj)} (bundled CRD schema): {where}: {err.message}"
+                )
             continue
         for version in versions:
             try:
                 kv.validate(obj, version, strict=True)
             except kv.ValidationError as err:
                 where = ".".join(str(p) for p in err.path) or "(root)"
-                report.errors.append(f"{source} {_name(obj)} (kubernetes {err.version} strict):"
-                                     f" {where}: {err.message}")
+                report.errors.append(
+                    f"{source} {_name(obj)} (kubernetes {err.version} strict):"
+                    f" {where}: {err.message}"
+                )
             except kv.SchemaNotFoundError as err:
-                report.errors.append(f"{source} {_name(obj)}: {err.message}; add a schema to "
-                                     f"{CRD_SCHEMA_DIR.name}/ if it is a custom resource")
+                report.errors.append(
+                    f"{source} {_name(obj)}: {err.message}; add a schema to "
+                    f"{CRD_SCHEMA_DIR.name}/ if it is a custom resource"
+                )
                 break
             except kv.VersionNotSupportedError:
                 report.errors.append(f"kubernetes-validate has no schemas for {version}")
@@ -124,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", help="rendered manifests ('-' = stdin)")
-    ap.add_argument("-k", "--kubernetes-version", action="append", dest="versions",
-                    help=f"version to validate against (repeatable; default {MIN_KUBERNETES} "
-                         "and the newest known)")
+    ap.add_argument(
+        "-k",
+        "--kubernetes-version",
+        action="append",
+        dest="versions",
+        help=f"version to validate against (repeatable; default {MIN_KUBERNETES} "
+        "and the newest known)",
+    )
     args = ap.parse_args(argv)
     versions = args.versions or sorted({MIN_KUBERNETES, newest_kubernetes()})
     report = validate_objects(load_documents(args.files), versions)

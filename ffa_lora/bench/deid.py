@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
-from ffa_lora.deid import Deidentifier, DeidConfig, generate_site_secret
+from ffa_lora.deid import DeidConfig, Deidentifier, generate_site_secret
 from ffa_lora.deid.config import PERSON, STRUCTURED_ENTITIES
 from ffa_lora.deid.evalset import Example, evaluate, generate_examples, summary_counts
 
@@ -40,7 +41,7 @@ def _log(msg: str) -> None:
 def run_mode(
     name: str, overrides: dict[str, object], texts: list[str], examples: list[Example], *,
     operator: str, secret: bytes, en_ner_model: str | None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Build one de-identifier, time scrubbing ``texts`` and score it on ``examples``."""
     config = DeidConfig(operator=operator, en_ner_model=en_ner_model, **overrides)  # type: ignore[arg-type]
     t0 = time.perf_counter()

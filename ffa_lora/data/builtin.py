@@ -225,7 +225,9 @@ def load_builtin(
             so that every experiment on a data set is scored on the same test examples.
         test_fraction: share of each (label, site) stratum held out for testing.
         method: ``natural`` (the data's own sites), ``iid`` or ``dirichlet``.
-        n_sites: number of sites for ``iid``/``dirichlet`` (default: the natural number).
+        n_sites: number of sites for ``iid``/``dirichlet`` (default: the natural number; with
+            the natural number the sites keep the natural names — the same clients holding
+            differently distributed data — otherwise they are ``site-0``, ``site-1``, …).
         alpha: Dirichlet concentration.
         max_train_per_site: keep at most this many (seeded random) examples per site — for
             quick runs; ``None`` keeps all.

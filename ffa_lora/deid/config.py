@@ -20,7 +20,6 @@ US_SSN = "US_SSN"
 US_ITIN = "US_ITIN"
 IP_ADDRESS = "IP_ADDRESS"
 IBAN_CODE = "IBAN_CODE"
-UK_NHS = "UK_NHS"
 
 #: Every entity type this package can find, in the order used to break ties between
 #: recognizers that claim the same span (earlier wins).
@@ -28,7 +27,6 @@ ALL_ENTITIES: tuple[str, ...] = (
     CN_RESIDENT_ID,
     US_SSN,
     US_ITIN,
-    UK_NHS,
     BANK_CARD,
     IBAN_CODE,
     MEDICAL_RECORD_NUMBER,

@@ -128,7 +128,8 @@ def parse_date(text: str) -> ParsedDate | None:
         parts = m.groupdict()
         try:
             month = _month_value(parts)
-            day = _part_int(parts.get("d")) if parts.get("d") else 15
+            day_text = parts.get("d")
+            day = _part_int(day_text) if day_text else 15
             year = _year_value(parts.get("y"))
             date = _dt.date(year if year is not None else 2000, month, day)
         except (ValueError, KeyError):

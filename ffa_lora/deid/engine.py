@@ -12,10 +12,11 @@ from presidio_analyzer import RecognizerResult as AnalyzerResult
 from presidio_analyzer.nlp_engine import NoOpNlpEngine
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import ConflictResolutionStrategy, OperatorConfig
+from presidio_anonymizer.entities import RecognizerResult as AnonymizerInput
 
 from ffa_lora.deid import config as C
 from ffa_lora.deid.keys import SiteKeys
-from ffa_lora.deid.ner import name_recognizers
+from ffa_lora.deid.ner import MODEL_RECOGNIZERS, name_recognizers
 from ffa_lora.deid.operators import OPERATOR_REGISTRY, RecordContext, normalize
 from ffa_lora.deid.recognizer_base import ANALYSIS_LANGUAGE, WindowContextEnhancer
 from ffa_lora.deid.recognizers_common import common_recognizers
@@ -53,8 +54,9 @@ def build_recognizers(config: C.DeidConfig) -> list[EntityRecognizer]:
 def resolve_overlaps(results: list[AnalyzerResult], order: tuple[str, ...]) -> list[Span]:
     """Non-overlapping spans covering every character any recognizer claimed.
 
-    Candidates are ranked: checksum-validated first, then longer, then higher score, then
-    the type listed first in ``order``. A candidate that overlaps spans already kept is not
+    Candidates are ranked: checksum-validated first, then pattern matches before
+    model-based names (NER is least reliable on number-like strings), then longer, then
+    higher score, then the type listed first in ``order``. A candidate that overlaps spans already kept is not
     dropped but merged into them (the union keeps the best-ranked type), so that no part of
     a detected entity is left in clear: a name found inside an address widens nothing, a
     name crossing an address boundary widens the address.
@@ -62,7 +64,13 @@ def resolve_overlaps(results: list[AnalyzerResult], order: tuple[str, ...]) -> l
     rank = {t: i for i, t in enumerate(order)}
     ranked = sorted(
         results,
-        key=lambda r: (r.score < 0.99, -(r.end - r.start), -r.score, rank.get(r.entity_type, 99)),
+        key=lambda r: (
+            r.score < 0.99,
+            (r.recognition_metadata or {}).get(AnalyzerResult.RECOGNIZER_NAME_KEY) in MODEL_RECOGNIZERS,
+            -(r.end - r.start),
+            -r.score,
+            rank.get(r.entity_type, 99),
+        ),
     )
     kept: list[Span] = []
     for r in ranked:
@@ -99,7 +107,8 @@ class Deidentifier:
             )
         keys = SiteKeys(site_secret) if site_secret is not None else None
         self._keys = keys
-        self._operator = OPERATOR_REGISTRY[self.config.operator](keys, self.config)
+        operator = self.config.operator if needs_secret or keys is not None else "tag"
+        self._operator = OPERATOR_REGISTRY[operator](keys, self.config)
         self._entities = list(self.config.active_entities)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -108,8 +117,17 @@ class Deidentifier:
         nlp = NoOpNlpEngine(models=[{"lang_code": ANALYSIS_LANGUAGE, "model_name": "none"}])
         nlp.load()
         registry = RecognizerRegistry(supported_languages=[ANALYSIS_LANGUAGE])
-        for recognizer in build_recognizers(self.config):
+        recognizers = build_recognizers(self.config)
+        for recognizer in recognizers:
             registry.add_recognizer(recognizer)
+        # Ask only for types some recognizer supports (Presidio warns on every call otherwise).
+        supported = {e for r in recognizers for e in r.supported_entities}
+        self._entities = [e for e in self._entities if e in supported]
+        if not self._entities:
+            raise C.DeidConfigError(
+                f"no recognizer finds deid.entities {self.config.entities} in languages "
+                f"{self.config.languages}; add the language or choose other entity types"
+            )
         self._analyzer = AnalyzerEngine(
             registry=registry,
             nlp_engine=nlp,
@@ -164,7 +182,7 @@ class Deidentifier:
         result = self._anonymizer.anonymize(
             text=text,
             analyzer_results=[
-                AnalyzerResult(s.entity_type, s.start, s.end, s.score) for s in spans
+                AnonymizerInput(s.entity_type, s.start, s.end, s.score) for s in spans
             ],
             operators=operators,
             conflict_resolution=ConflictResolutionStrategy.REMOVE_INTERSECTIONS,

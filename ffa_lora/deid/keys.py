@@ -13,6 +13,7 @@ import hmac
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from ffa_lora.deid.config import SiteSecretError
 
@@ -102,7 +103,7 @@ class SiteKeys:
     reveals nothing about surrogate or date-shift keys.
     """
 
-    __slots__ = ("_pseudonym", "_surrogate", "_date_shift")
+    __slots__ = ("_date_shift", "_pseudonym", "_surrogate")
 
     def __init__(self, secret: bytes) -> None:
         validate_site_secret(secret)
@@ -116,7 +117,7 @@ class SiteKeys:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError(
             "site keys cannot be pickled; build a Deidentifier in each worker process"
         )
@@ -140,7 +141,7 @@ class SiteKeys:
 class KeyedStream:
     """An HMAC-SHA256 counter-mode byte stream with small helpers for choices and digits."""
 
-    __slots__ = ("_key", "_msg", "_counter", "_buf")
+    __slots__ = ("_buf", "_counter", "_key", "_msg")
 
     def __init__(self, key: bytes, msg: bytes) -> None:
         self._key = key
@@ -151,7 +152,7 @@ class KeyedStream:
     def __repr__(self) -> str:
         return "KeyedStream(<redacted>)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("keyed streams cannot be pickled")
 
     def _bytes(self) -> Iterator[int]:

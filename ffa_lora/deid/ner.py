@@ -24,6 +24,11 @@ from ffa_lora.deid.recognizer_base import ANALYSIS_LANGUAGE, CJK_RE
 
 logger = logging.getLogger(__name__)
 
+#: Names of the model-based recognizers (ranked below pattern matches on overlap).
+MODEL_RECOGNIZERS = frozenset(
+    {"LacPersonRecognizer", "JiebaPersonRecognizer", "SpacyPersonRecognizer"}
+)
+
 _CHUNK_BREAK = re.compile(r"[。！？!?；;\n]")
 _MAX_CHUNK = 200
 _HAS_LATIN = re.compile(r"[A-Z][a-z]")
@@ -48,11 +53,12 @@ class _PersonRecognizer(LocalRecognizer):
     SCORE = 0.85
 
     def __init__(self, name: str) -> None:
+        self._label = name
         super().__init__(
             supported_entities=[C.PERSON], supported_language=ANALYSIS_LANGUAGE, name=name
         )
 
-    def load(self) -> None:  # noqa: D102 - models load in __init__
+    def load(self) -> None:
         return None
 
     def _result(self, start: int, end: int) -> RecognizerResult:
@@ -62,10 +68,10 @@ class _PersonRecognizer(LocalRecognizer):
             end=end,
             score=self.SCORE,
             analysis_explanation=AnalysisExplanation(
-                recognizer=self.name, original_score=self.SCORE
+                recognizer=self._label, original_score=self.SCORE
             ),
             recognition_metadata={
-                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                RecognizerResult.RECOGNIZER_NAME_KEY: self._label,
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
             },
         )

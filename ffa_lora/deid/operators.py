@@ -40,9 +40,9 @@ def normalize(entity_type: str, value: str) -> str:
     if entity_type == C.PHONE_NUMBER:
         main = re.split(r"(?i)x|ext|转", text, maxsplit=1)[0]
         digits = "".join(ch for ch in main if ch.isdigit())
-        if main.startswith("+86") or main.startswith("0086"):
+        if main.startswith(("+86", "0086")):
             digits = digits[2:] if main.startswith("+") else digits[4:]
-        elif main.startswith("+1") or main.startswith("001"):
+        elif main.startswith(("+1", "001")):
             digits = digits[1:] if main.startswith("+") else digits[3:]
         return digits
     if entity_type == C.EMAIL_ADDRESS:
@@ -72,7 +72,7 @@ class TagOperator:
     def __init__(self, keys: SiteKeys | None, config: C.DeidConfig) -> None:
         del keys, config
 
-    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:  # noqa: D102
+    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:
         return f"<{entity_type}>"
 
 
@@ -90,7 +90,7 @@ class PseudonymOperator:
     def __repr__(self) -> str:
         return f"PseudonymOperator(hex_chars={self._hex})"
 
-    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:  # noqa: D102
+    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:
         digest = self._keys.pseudonym_digest(entity_type, normalize(entity_type, value))
         return f"<{entity_type}_{digest.hex()[: self._hex]}>"
 
@@ -109,7 +109,7 @@ class SurrogateOperator:
     def __repr__(self) -> str:
         return "SurrogateOperator()"
 
-    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:  # noqa: D102
+    def replace(self, entity_type: str, value: str, context: RecordContext) -> str:
         builder = surrogates.BUILDERS.get(entity_type)
         if builder is not None:
             stream = self._keys.surrogate_stream(entity_type, normalize(entity_type, value))

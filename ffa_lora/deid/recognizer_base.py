@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from presidio_analyzer import (
     AnalysisExplanation,
@@ -42,7 +43,7 @@ def ascii_boundaries(regex: str) -> str:
     return out.replace(r"[\w:]", "[0-9A-Za-z_:]")
 
 
-def cjk_ready(recognizer_cls: type[PatternRecognizer], **kwargs: object) -> PatternRecognizer:
+def cjk_ready(recognizer_cls: type[PatternRecognizer], **kwargs: Any) -> PatternRecognizer:
     """Instantiate a Presidio pattern recognizer with ASCII-boundary versions of its patterns."""
     patterns = [
         Pattern(p.name, ascii_boundaries(p.regex), p.score)
@@ -85,14 +86,15 @@ class RegexRecognizer(LocalRecognizer):
     ) -> None:
         self._specs = tuple(specs)
         self._validator = validator
+        self._label: str = name or f"{entity.title().replace('_', '')}Recognizer"
         super().__init__(
             supported_entities=[entity],
             supported_language=ANALYSIS_LANGUAGE,
             context=list(context),
-            name=name or f"{entity.title().replace('_', '')}Recognizer",
+            name=self._label,
         )
 
-    def load(self) -> None:  # noqa: D102 - nothing to load
+    def load(self) -> None:
         return None
 
     def analyze(
@@ -125,10 +127,10 @@ class RegexRecognizer(LocalRecognizer):
             end=end,
             score=score,
             analysis_explanation=AnalysisExplanation(
-                recognizer=self.name, original_score=score, pattern_name=pattern
+                recognizer=self._label, original_score=score, pattern_name=pattern
             ),
             recognition_metadata={
-                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                RecognizerResult.RECOGNIZER_NAME_KEY: self._label,
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
             },
         )

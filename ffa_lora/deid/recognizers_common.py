@@ -49,7 +49,7 @@ def email_recognizer() -> RegexRecognizer:
         entity=C.EMAIL_ADDRESS,
         specs=[RegexSpec("email", regex, 0.5)],
         context=["email", "e-mail", "mail", "邮箱", "邮件", "电邮"],
-        validator=lambda v: True if _valid_email_domain(v) else False,
+        validator=_valid_email_domain,
         name="EmailRecognizer",
     )
 
@@ -132,7 +132,7 @@ def iban_recognizer() -> RegexRecognizer:
         entity=C.IBAN_CODE,
         specs=[RegexSpec("iban", regex, 0.3)],
         context=["iban", "bank", "transfer", "账户"],
-        validator=lambda v: True if _iban_valid(v) else False,
+        validator=_iban_valid,
         name="IbanRecognizer",
     )
 

@@ -85,7 +85,7 @@ def address_recognizer_en() -> RegexRecognizer:
     """US street addresses: number, name, USPS suffix, unit, and city/state/ZIP when present."""
     word = r"[A-Z][A-Za-z'-]+"
     street = rf"\d{{1,6}}\s+(?:{word}\s+){{1,3}}(?:{_SUFFIXES})\.?"
-    unit = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|#)\s*[A-Za-z0-9-]+)?"
+    unit = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|#)(?![a-z])\s*[A-Za-z0-9-]+)?"
     city = rf"(?:,?\s+(?:{word}\s+){{0,2}}{word},?\s+(?:{_STATES})\s+\d{{5}}(?:-\d{{4}})?)?"
     regex = re.compile(rf"{_L}{street}(?![A-Za-z]){unit}{city}(?![0-9])")
     return RegexRecognizer(

@@ -109,7 +109,7 @@ _STREET_END = r"(?:大道|大街|街道|胡同|号院|路|街|道|巷|弄|里|�
 _UNIT = r"(?:[0-9A-Za-z一二三四五六七八九十百零〇-]{1,6}(?:号院|号楼|号|弄|栋|幢|座|楼|单元|层|室))"
 _RUN = rf"[{_CJK}0-9A-Za-z-]"
 #: One administrative part and one street part at least, then house/unit numbers.
-_ADDR_BODY = rf"{_RUN}{{0,20}}?{_ADMIN_END}{_RUN}{{0,20}}?{_STREET_END}{_UNIT}{{0,5}}"
+_ADDR_BODY = rf"{_RUN}{{0,20}}?{_ADMIN_END}{_RUN}{{0,20}}{_STREET_END}{_UNIT}{{0,5}}"
 
 
 def address_recognizer_zh() -> RegexRecognizer:
@@ -130,7 +130,7 @@ def address_recognizer_zh() -> RegexRecognizer:
             "from city",
             re.compile(
                 rf"(?:(?<![{_CJK}])|(?<=[在于住至往自到从址]))"
-                rf"[{_CJK}]{{1,4}}?(?:市|县|州|盟)[{_CJK}]{{1,6}}?(?:区|县|旗){_RUN}{{0,20}}?"
+                rf"[{_CJK}]{{1,4}}?(?:市|县|州|盟)[{_CJK}]{{1,6}}?(?:区|县|旗){_RUN}{{0,20}}"
                 rf"{_STREET_END}{_UNIT}{{0,5}}"
             ),
             0.45,
@@ -144,7 +144,7 @@ def address_recognizer_zh() -> RegexRecognizer:
 class _MinLengthRegexRecognizer(RegexRecognizer):
     """Drops candidates shorter than 4 characters (a bare 北京市 is not an address)."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # type: ignore[no-untyped-def]  # noqa: D102
+    def analyze(self, text, entities, nlp_artifacts=None):  # type: ignore[no-untyped-def]
         return [r for r in super().analyze(text, entities, nlp_artifacts) if r.end - r.start >= 5]
 
 

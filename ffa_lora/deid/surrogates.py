@@ -69,9 +69,9 @@ def phone(value: str, stream: KeyedStream) -> str | None:
     digits = "".join(_DIGIT.findall(value))
     stripped = value.lstrip()
     cc = 0
-    if stripped.startswith("+86") or stripped.startswith("0086"):
+    if stripped.startswith(("+86", "0086")):
         cc = 2 if stripped.startswith("+") else 4
-    elif stripped.startswith("+1") or stripped.startswith("001"):
+    elif stripped.startswith(("+1", "001")):
         cc = 1 if stripped.startswith("+") else 3
     elif stripped.startswith("+"):
         cc = min(3, max(1, len(digits) - 9))

@@ -1,9 +1,11 @@
 """LoRA core: the shared spec, the deterministic adapter, the wire layout of updates, local
 training/evaluation, PEFT export and the aggregation-exactness helpers.
 
-Importing this package does not import torch/transformers until a model is built, except for
-the training module (``ffa_lora.lora.train``), which the top-level names below re-export.
+Importing this package imports numpy only; torch, transformers and peft load when a model,
+the adapter shapes or training are first used (the torch-heavy names below load lazily).
 """
+
+from typing import TYPE_CHECKING
 
 from ffa_lora.lora.exactness import aggregation_discrepancy, delta_w, mean_state
 from ffa_lora.lora.layout import UpdateLayout, apply_mean_update, is_trainable
@@ -17,6 +19,16 @@ from ffa_lora.lora.state import (
     initial_adapter_state,
     read_peft_adapter,
 )
+
+if TYPE_CHECKING:
+    from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
+    from ffa_lora.lora.train import (
+        CentralizedResult,
+        TrainResult,
+        evaluate,
+        train_centralized,
+        train_local,
+    )
 
 __all__ = [
     "PHASES",
@@ -39,6 +51,7 @@ __all__ = [
     "demo_model_path",
     "evaluate",
     "export_peft_adapter",
+    "get_adapter_state",
     "initial_adapter_state",
     "is_trainable",
     "load_adapter_state",

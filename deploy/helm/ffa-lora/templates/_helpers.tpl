@@ -171,6 +171,7 @@ imagePullSecrets:
 {{- define "ffa-lora.paths.tlsDir" -}}/etc/ffa-lora/tls{{- end -}}
 {{- define "ffa-lora.paths.fernetKey" -}}/etc/ffa-lora/keys/fernet.key{{- end -}}
 {{- define "ffa-lora.paths.deidSecret" -}}/etc/ffa-lora/deid/secret{{- end -}}
+{{- define "ffa-lora.paths.clientState" -}}/var/lib/ffa-lora{{- end -}}
 
 {{- define "ffa-lora.fernet.secretName" -}}
 {{- default (printf "%s-fernet" (include "ffa-lora.component.fullname" (dict "root" . "component" "coordinator"))) .Values.cloudCoordinator.fernetKey.existingSecret -}}
@@ -197,9 +198,12 @@ D is modified in place; pass deep copies.
 {{- end -}}
 
 {{/*
-config.yaml of a component (the shape in notes SERVICES.md): service, tls, metrics and the
-role block = chart defaults <- <component>.config <- values the chart must control (ports,
-mount paths).
+config.yaml of a component (services/common/config.py ServiceConfig): service, tls, metrics,
+log_level and the role block = chart defaults <- <component>.config <- values the chart must
+control (ports, mount paths). Defaults: the coordinator's federation.name is federation.name;
+an edge (client) in the same release as the coordinator (edge) gets its address and pins its
+identity name (<id>.<role>.<federation>.ffa-lora.invalid) as coordinator_server_name
+(edge_server_name).
 */}}
 {{- define "ffa-lora.configYaml" -}}
 {{- $root := .root -}}
@@ -211,18 +215,22 @@ mount paths).
 {{- $_ := set $forced "listen" (printf "0.0.0.0:%v" $v.containerPorts.grpc) -}}
 {{- $_ := set $forced "state_dir" $v.persistence.mountPath -}}
 {{- $_ := set $forced "fernet_key_file" (include "ffa-lora.paths.fernetKey" $root) -}}
+{{- $_ := set $defaults "federation" (dict "name" $root.Values.federation.name) -}}
 {{- else if eq $c "edge" -}}
 {{- if $root.Values.cloudCoordinator.enabled -}}
 {{- $_ := set $defaults "coordinator_address" (include "ffa-lora.coordinator.address" $root) -}}
+{{- $_ := set $defaults "coordinator_server_name" (include "ffa-lora.identity.dnsName" (dict "root" $root "component" "coordinator")) -}}
 {{- end -}}
 {{- $_ := set $forced "listen" (printf "0.0.0.0:%v" $v.containerPorts.grpc) -}}
 {{- $_ := set $forced "region" $v.region -}}
 {{- else -}}
 {{- if $root.Values.edgeAggregator.enabled -}}
 {{- $_ := set $defaults "edges" (list (include "ffa-lora.edge.address" $root)) -}}
+{{- $_ := set $defaults "edge_server_name" (include "ffa-lora.identity.dnsName" (dict "root" $root "component" "edge")) -}}
 {{- end -}}
 {{- $_ := set $defaults "device" ($v.gpu.enabled | ternary "cuda" "cpu") -}}
 {{- $_ := set $forced "deid" (dict "secret_file" (include "ffa-lora.paths.deidSecret" $root)) -}}
+{{- $_ := set $forced "state_dir" (include "ffa-lora.paths.clientState" $root) -}}
 {{- end -}}
 {{- include "ffa-lora.deepMerge" (dict "dst" $defaults "src" (deepCopy (default (dict) $v.config))) -}}
 {{- include "ffa-lora.deepMerge" (dict "dst" $defaults "src" $forced) -}}
@@ -231,7 +239,8 @@ mount paths).
 {{- $dir := include "ffa-lora.paths.tlsDir" $root -}}
 {{- $_ := set $cfg "tls" (dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
 {{- end -}}
-{{- $_ := set $cfg "metrics" (dict "host" ($v.metrics.enabled | ternary "0.0.0.0" "127.0.0.1") "port" $v.containerPorts.metrics) -}}
+{{- $_ := set $cfg "metrics" (dict "host" "0.0.0.0" "port" ($v.metrics.enabled | ternary $v.containerPorts.metrics nil)) -}}
+{{- $_ := set $cfg "log_level" $root.Values.logLevel -}}
 {{- $_ := set $cfg $c $defaults -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -1,0 +1,225 @@
+"""Real coordinator and edges on loopback with real mutual TLS; clients upload known synthetic
+updates through the real encryption and streaming path (512-bit test-only keys, tiny BERT)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from ffalora.v1 import federation_pb2 as pb
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+
+from ffa_lora.crypto import PackingLayout
+from services.client_agent.agent import upload_messages
+from services.client_agent.trainer import PreparedUpdate, encrypt_update
+from services.cloud_coordinator.adapter_ops import LoraAdapterOps
+from services.common import domain as d
+from services.common import serde
+from services.common.tls import channel_credentials
+from tests.support.federation import InProcessFederation, tls_files
+from tests.unit.lora.conftest import make_tiny_model
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def expected_state(fed: InProcessFederation, deltas: dict[str, np.ndarray], weights: dict[str, int]) -> dict[str, np.ndarray]:
+    coord = fed.coordinator
+    ops: LoraAdapterOps = coord.ops
+    total = sum(weights.values())
+    mean = sum(weights[c] * deltas[c] for c in deltas) / total
+    return ops.apply_mean(ops.initial_state(), mean, "B", 1.0)
+
+
+def test_one_round_equals_plaintext_fedavg(tmp_path: Path, model_dir: Path) -> None:
+    async def scenario() -> None:
+        fed = InProcessFederation(tmp_path, model_dir)
+        try:
+            await fed.start_servers()
+            for i, cid in enumerate(fed.client_ids):
+                fed.start_client(cid, edge_index=i % 2, num_samples=100 * (i + 1), seed=i)
+            await fed.wait_finished()
+            coord = fed.coordinator
+            assert coord.committed == 1
+            # Integer weights from the sample counts 100/200/300, capped at max_weight 16.
+            weights = {"client-1": 5, "client-2": 11, "client-3": 16}
+            rnd = coord.store.rounds()[0].round
+            deltas = {cid: fed.trainers[cid].deltas[rnd] for cid in fed.client_ids}
+            want = expected_state(fed, deltas, weights)
+            step = 2 * 0.5 / (2**16 - 1)  # one 16-bit quantization step of the clip range
+            for k, v in want.items():
+                np.testing.assert_allclose(coord.state[k], v, atol=step, rtol=0)
+            # Both edges took part, and every client was acknowledged.
+            rec = coord.store.rounds()[0]
+            assert sorted(rec.contributors) == sorted(fed.client_ids)
+            for agent in fed.agents.values():
+                assert agent.result.updates_acked == 1
+        finally:
+            await fed.stop()
+
+    asyncio.run(scenario())
+
+
+class RawClient:
+    """A hand-driven client session (the 'intruder' certificate) for protocol tests."""
+
+    def __init__(self, fed: InProcessFederation, cid: str = "intruder") -> None:
+        self.fed, self.cid = fed, cid
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.responses: asyncio.Queue[pb.ClientSessionResponse] = asyncio.Queue()
+        self.channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{fed.edge_ports[fed.edge_ids[0]]}", channel_credentials(tls_files(fed.certs, "client", cid)))
+        self.stub = pb_grpc.EdgeServiceStub(self.channel)
+
+    async def start(self) -> None:
+        async def reqs() -> Any:
+            while True:
+                m = await self.queue.get()
+                if m is None:
+                    return
+                yield m
+
+        self.call = self.stub.ClientSession(reqs())
+
+        async def pump() -> None:
+            async for r in self.call:
+                await self.responses.put(r)
+
+        self.pump = asyncio.create_task(pump())
+        self.send(pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=150, device="cpu")))
+
+    def send(self, m: pb.ClientSessionRequest) -> None:
+        self.queue.put_nowait(m)
+
+    async def next(self, kind: str, timeout: float = 60) -> Any:
+        while True:
+            r = await asyncio.wait_for(self.responses.get(), timeout)
+            if r.WhichOneof("kind") == kind:
+                return getattr(r, kind)
+
+    async def close(self) -> None:
+        self.queue.put_nowait(None)
+        self.pump.cancel()
+        await self.channel.close()
+
+
+def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: Path) -> None:
+    async def scenario() -> None:
+        fed = InProcessFederation(tmp_path, model_dir, edges=1)
+        raw = None
+        try:
+            await fed.start_servers()
+            raw = RawClient(fed)
+            await raw.start()
+            welcome = await raw.next("welcome")
+            pk = serde.public_key_from_proto(welcome.public_key)
+            for i, cid in enumerate(fed.client_ids[:2]):
+                fed.start_client(cid, num_samples=150, seed=i)
+            task = serde.task_from_proto(await raw.next("task"))
+            layout = PackingLayout.from_bytes(task.secure_sum.layout)
+            edge = fed.edges[fed.edge_ids[0]]
+
+            async def ack() -> pb.UpdateAck:
+                return await raw.next("ack")
+
+            def up(round_: int, vec: Any, key: str) -> PreparedUpdate:
+                return PreparedUpdate(round=round_, vec=vec, idempotency_key=key, num_samples=150,
+                                      rank=task.assignment.rank, quality=d.Quality(), base_version=0,
+                                      train_seconds=0, crypto_seconds=0)
+
+            rng = np.random.default_rng(42)
+            delta = rng.uniform(-0.05, 0.05, size=task.assignment.num_values)
+            vec, _ = encrypt_update(delta, task, pk, layout)
+            good = up(task.round, vec, "intruder:good")
+
+            # 1. an update for another round
+            wrong = upload_messages(up(task.round + 5, vec, "intruder:wrong"))
+            raw.send(wrong[0])
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and a.status.reason == "wrong_round"
+
+            # 2. an oversized chunk (over 1 MiB of data)
+            msgs = upload_messages(good)
+            raw.send(msgs[0])
+            raw.send(pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(
+                round=task.round, offset=0, data=b"\x01" * ((1 << 20) + 128))))
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and a.status.reason == "chunk_too_large"
+
+            # 3. a ciphertext out of range (>= n^2)
+            width = pk.ciphertext_bytes
+            bad = bytearray(b"".join(m.update_chunk.data for m in msgs[1:-1]))
+            bad[:width] = b"\xff" * width
+            raw.send(msgs[0])
+            raw.send(pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=task.round, offset=0, data=bytes(bad))))
+            commit = pb.UpdateCommit()
+            commit.CopyFrom(msgs[-1].update_commit)
+            commit.sha256 = hashlib.sha256(bytes(bad)).hexdigest()
+            raw.send(pb.ClientSessionRequest(update_commit=commit))
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert a.status.reason == "ciphertext_invalid"
+            assert "intruder" not in edge.agg.contributions
+
+            # 4. the valid update is accepted ...
+            for m in msgs:
+                raw.send(m)
+            a = await ack()
+            assert a.status.code == 0, a.status
+            # 5. ... its replay is recognised and not counted twice ...
+            for m in msgs:
+                raw.send(m)
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+            # 6. ... and a second, different update in the same round is refused.
+            vec2, _ = encrypt_update(-delta, task, pk, layout)
+            for m in upload_messages(up(task.round, vec2, "intruder:second")):
+                raw.send(m)
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.ALREADY_EXISTS.value[0] and a.status.reason == "second_update"
+
+            await fed.wait_finished()
+            coord = fed.coordinator
+            rnd = coord.store.rounds()[0].round
+            deltas = {c: fed.trainers[c].deltas[rnd] for c in fed.client_ids[:2]} | {"intruder": delta}
+            weights = {c: 16 for c in deltas}
+            want = expected_state(fed, deltas, weights)
+            for k, v in want.items():
+                np.testing.assert_allclose(coord.state[k], v, atol=2 * 0.5 / (2**16 - 1), rtol=0)
+            rejected = {s.labels["reason"]: s.value for m in edge.metrics.registry.collect()
+                        if m.name == "ffalora_updates_rejected" for s in m.samples if s.name.endswith("_total")}
+            assert rejected.get("wrong_round") == 1 and rejected.get("duplicate") == 1
+        finally:
+            if raw is not None:
+                await raw.close()
+            await fed.stop()
+
+    asyncio.run(scenario())
+
+
+def test_wrong_role_is_refused_by_the_coordinator(tmp_path: Path, model_dir: Path) -> None:
+    async def scenario() -> None:
+        fed = InProcessFederation(tmp_path, model_dir, edges=1)
+        try:
+            await fed.start_servers()
+            creds = channel_credentials(tls_files(fed.certs, "client", "client-1"))
+            async with grpc.aio.secure_channel(f"127.0.0.1:{fed.coordinator_port}", creds) as ch:
+                call = pb_grpc.CoordinatorServiceStub(ch).EdgeSession(
+                    iter([pb.EdgeSessionRequest(hello=pb.EdgeHello(region="x"))]))
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in call:
+                        pass
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await fed.stop()
+
+    asyncio.run(scenario())
