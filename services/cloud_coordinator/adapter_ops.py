@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,20 @@ class LoraAdapterOps:
         self._model: Any = None
         self._eval_data: Any = None
         self._lock = threading.Lock()
+
+    def set_rank(self, r_max: int, alpha: float) -> None:
+        """Switch to another adapter rank (after an SVD rank reduction, or on restart from one).
+
+        Layouts, shapes and the evaluation model are rebuilt for the new spec; A then comes
+        from the adapter state, never from the seed again.
+        """
+        spec = replace(self.spec, r_max=int(r_max), alpha=float(alpha))
+        with self._lock:
+            if spec != self.spec:
+                self.spec = spec
+                self._shapes = adapter_shapes(spec).shapes
+                self._layouts = {}
+                self._model = None
 
     def layout(self, phase: str) -> UpdateLayout:
         if phase not in self._layouts:

@@ -44,6 +44,8 @@ class AdapterOps(Protocol):
     def from_bytes(self, blob: bytes) -> dict[str, np.ndarray]: ...
     def export(self, state: dict[str, np.ndarray], out_dir: Any) -> None: ...
     def evaluate(self, state: dict[str, np.ndarray]) -> dict[str, float] | None: ...
+    spec: Any  # the current LoRASpec: r_max and alpha change when the rank is reduced
+    def set_rank(self, r_max: int, alpha: float) -> None: ...
 
 
 class PrivacyEngine(Protocol):
@@ -61,9 +63,22 @@ class PrivacyEngine(Protocol):
     def load_ledger(self, entries: list[LedgerEntry]) -> None: ...
 
 
+@dataclass(frozen=True)
+class RankReduction:
+    """The global adapter reduced to a lower uniform rank (truncated SVD of B·A per module)."""
+
+    state: dict[str, np.ndarray]
+    r_max: int
+    alpha: float
+    report: dict[str, Any]  # JSON-ready summary for the round metrics (no tensor values)
+
+
 class RankPolicy(Protocol):
     def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]: ...
     def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None: ...
+    def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
+        """At commit, before round ``round_index``: the reduced adapter to publish, or None."""
+        ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -79,6 +94,9 @@ class FixedRank:
 
     def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None:
         pass
+
+    def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"rank": self.rank}
@@ -173,6 +191,9 @@ class Coordinator:
             self.loss_history: list[float] = []
         else:
             self._blob = self.store.load_adapter(last.adapter_version)
+            spec_state = self.store.load_state("adapter_spec")
+            if spec_state:  # the rank was reduced: the adapter has another r_max and alpha
+                self.ops.set_rank(int(spec_state["r_max"]), float(spec_state["alpha"]))
             self.state = self.ops.from_bytes(self._blob)
             self.version = last.adapter_version
             self.committed = len(self.store.rounds())
@@ -269,7 +290,8 @@ class Coordinator:
         phase = self.ops.phase(index)
         ranks = self.rank_policy.ranks(index, {cid: e for cid, (_, e) in roster.items()})
         n_max = max(e.num_samples for _, e in roster.values())
-        full = self.ops.num_values(phase, self.fed.model.rank)
+        r_max = self.ops.spec.r_max  # below fed.model.rank after an SVD rank reduction
+        full = self.ops.num_values(phase, r_max)
         ss = self.fed.secure_sum
         layout = PackingLayout.derive(key_bits=self.public_key.bits, bits=ss.bits,
                                       max_clients=ss.max_clients, max_weight=ss.max_weight)
@@ -281,7 +303,7 @@ class Coordinator:
                                     seed=self.fed.seed * 1_000_003 + number)
         by_edge: dict[str, list[d.Assignment]] = {}
         for cid, (edge_id, e) in sorted(roster.items()):
-            rank = ranks.get(cid, self.fed.model.rank)
+            rank = ranks.get(cid, r_max)
             by_edge.setdefault(edge_id, []).append(
                 d.Assignment(cid, rank, self._weight(e.num_samples, n_max), self.ops.num_values(phase, rank)))
             self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
@@ -295,6 +317,7 @@ class Coordinator:
                 round=number, adapter_version=self.version, assignments=tuple(assigns), secure_sum=secure,
                 privacy=privacy, training=training, deadline_unix=deadline, min_clients=self.fed.rounds.min_clients,
                 mode=self.fed.rounds.mode, num_values=full, buffer_size=self.fed.rounds.buffer_size,
+                spec=self.ops.spec,
             )
             for edge_id, assigns in by_edge.items()
         }
@@ -435,10 +458,16 @@ class Coordinator:
         samples = sum(c.num_samples for c in contributions) or 1
         loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
         val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
+        self.rank_policy.observe(cur.index, contributions, loss)
+        reduction = self.rank_policy.maybe_reduce(cur.index + 1, new_state)
+        if reduction is not None:  # publish the reduced adapter as this round's version
+            new_state = reduction.state
+            self.ops.set_rank(reduction.r_max, reduction.alpha)
+        t_eval = time.perf_counter()
         evaluation = self.ops.evaluate(new_state)
+        eval_s = time.perf_counter() - t_eval
         accuracy = evaluation["accuracy"] if evaluation else val_acc
         macro_f1 = evaluation.get("macro_f1") if evaluation else None
-        self.rank_policy.observe(cur.index, contributions, loss)
         blob = self.ops.to_bytes(new_state)
         ranks = {c.client_id: c.rank for c in contributions}
         summary = RoundSummary(
@@ -448,11 +477,19 @@ class Coordinator:
             crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,
             train_seconds=sum(c.train_seconds for c in contributions), decrypt_seconds=decrypt_s,
             round_seconds=self.clock() - cur.started, epsilon=epsilon, ranks=ranks,
-            extra={"phase": cur.phase, "federated_val_accuracy": val_acc,
+            extra={"phase": cur.phase, "federated_val_accuracy": val_acc, "eval_seconds": eval_s,
+                   "max_client_train_seconds": max(c.train_seconds for c in contributions),
+                   "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
                    **({"eval_loss": evaluation.get("loss")} if evaluation else {})},
         )
+        last = self.store.last_committed()
+        summary.extra.update({  # upload and adapter size, for summary.json and the progress table
+            "values_uploaded_total": summary.values_uploaded + int(last.metrics.get("values_uploaded_total", 0) if last else 0),
+            "r_max": self.ops.spec.r_max, "adapter_values": int(sum(v.size for v in new_state.values())),
+            "adapter_bytes": len(blob), **({"rank_reduction": reduction.report} if reduction else {})})
         metrics_doc = {k: v for k, v in summary.__dict__.items() if k not in ("extra",)} | summary.extra
-        state_blobs: dict[str, Any] = {"rank_policy": self.rank_policy.state_dict()}
+        state_blobs: dict[str, Any] = {"rank_policy": self.rank_policy.state_dict(),
+                                       "adapter_spec": {"r_max": self.ops.spec.r_max, "alpha": self.ops.spec.alpha}}
         if self.privacy is not None:
             state_blobs["privacy"] = self.privacy.state_dict()
         self.store.commit_round(

@@ -98,16 +98,19 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
             pass
     runner = asyncio.create_task(coordinator.run())
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if runner.done() and runner.exception() is not None:
-        raise runner.exception()  # type: ignore[misc]
-    if not runner.done():
-        runner.cancel()
-        coordinator.finish("coordinator stopped by signal")
-    await health_servicer.enter_graceful_shutdown()
-    await asyncio.sleep(0.5)  # let shutdown messages reach the edges
-    await server.stop(grace=2.0)
-    store.close()
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+        if not runner.done():
+            coordinator.finish("coordinator stopped by signal")
+        await asyncio.sleep(0.5)  # let shutdown messages reach the edges
+    finally:
+        for t in (runner, stopper):
+            t.cancel()
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=1.0)
+        store.close()
     return coordinator
 
 

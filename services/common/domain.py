@@ -72,6 +72,8 @@ class RoundPlan:
     mode: str
     num_values: int
     buffer_size: int = 1
+    # The adapter of this round (rank and alpha change when the coordinator reduces the rank).
+    spec: LoRASpec | None = None
 
     def assignment_for(self, client_id: str) -> Assignment | None:
         for a in self.assignments:
@@ -92,6 +94,8 @@ class RoundTask:
     training: TrainingParams
     deadline_unix: float
     mode: str
+    # The adapter to train (None: keep the one from the welcome).
+    spec: LoRASpec | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import grpc
 from ffalora.v1 import federation_pb2 as pb
 
 from ffa_lora.crypto import PublicKey
+from ffa_lora.lora.spec import LoRASpec
 from services.common import domain as d
 from services.common.errors import Rejection
 from services.common.transfer import split_blob
@@ -91,6 +92,7 @@ def plan_to_proto(p: d.RoundPlan) -> pb.RoundPlan:
         mode=p.mode,
         num_values=p.num_values,
         buffer_size=p.buffer_size,
+        model=spec_to_proto(p.spec) if p.spec is not None else None,
     )
 
 
@@ -107,6 +109,7 @@ def plan_from_proto(m: pb.RoundPlan) -> d.RoundPlan:
         mode=m.mode or "sync",
         num_values=m.num_values,
         buffer_size=m.buffer_size or 1,
+        spec=spec_from_proto(m.model) if m.HasField("model") else None,
     )
 
 
@@ -120,6 +123,7 @@ def task_to_proto(t: d.RoundTask) -> pb.RoundTask:
         training=training_to_proto(t.training),
         deadline_unix=t.deadline_unix,
         mode=t.mode,
+        model=spec_to_proto(t.spec) if t.spec is not None else None,
     )
 
 
@@ -133,6 +137,7 @@ def task_from_proto(m: pb.RoundTask) -> d.RoundTask:
         training=training_from_proto(m.training),
         deadline_unix=m.deadline_unix,
         mode=m.mode or "sync",
+        spec=spec_from_proto(m.model) if m.HasField("model") else None,
     )
 
 
@@ -235,3 +240,12 @@ def federation_from_proto(name: str, m: pb.ModelSpec) -> d.FederationInfo:
         warmup_rounds=m.warmup_rounds, seed=m.seed,
     )
     return d.FederationInfo(name=name, labels=tuple(m.labels), spec=spec)
+
+
+def spec_to_proto(spec: LoRASpec) -> pb.ModelSpec:
+    """A round's adapter spec (labels are the welcome's; left empty here)."""
+    return federation_to_proto(d.FederationInfo(name="", labels=(), spec=spec))
+
+
+def spec_from_proto(m: pb.ModelSpec) -> LoRASpec:
+    return federation_from_proto("", m).spec

@@ -175,7 +175,7 @@ class EdgeAggregator:
         self.outbox.task(client_id, d.RoundTask(
             round=plan.round, adapter_version=plan.adapter_version, assignment=a,
             secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
-            deadline_unix=plan.deadline_unix, mode=plan.mode,
+            deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec,
         ))
 
     # -- uploads ---------------------------------------------------------------------------

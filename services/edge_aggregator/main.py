@@ -47,12 +47,17 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
             pass
     tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
              asyncio.create_task(deadline_ticker(edge, stop))]
-    await stop.wait()
-    edge.on_finished(edge_reason := "edge stopping")
-    log.info("%s", edge_reason)
-    await health_servicer.enter_graceful_shutdown()
-    await asyncio.sleep(0.3)
-    for t in tasks:
-        t.cancel()
-    await server.stop(grace=2.0)
+    try:
+        await stop.wait()
+        if not edge.finished:
+            # Draining (SIGTERM): clients reconnect elsewhere and resend their kept updates.
+            for cid in list(edge.clients):
+                outbox.shutdown(cid, "edge draining; reconnect", False)
+        log.info("edge %s stopping", identity.id)
+        await asyncio.sleep(0.3)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=1.0)
     return edge

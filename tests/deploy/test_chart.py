@@ -151,13 +151,13 @@ def test_check_sh_passes(helm: str) -> None:
 
 def test_validator_rejects_unknown_fields_and_unknown_kinds(render: Any, validator: Any) -> None:
     objs = render([CI["region-edge-values"]], extra_args=helm_args_of(CI["region-edge-values"]))
-    deployment = json.loads(json.dumps(one(objs, "Deployment")))
-    deployment["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
+    workload = json.loads(json.dumps(one(objs, "StatefulSet")))
+    workload["spec"]["template"]["spec"]["containers"][0]["bogus"] = 1
     monitor = json.loads(json.dumps(one(objs, "ServiceMonitor")))
     monitor["spec"]["endpoints"][0]["intervall"] = "5s"
     unknown = {"apiVersion": "example.org/v1", "kind": "Widget", "metadata": {"name": "w"}}
     report = validator.validate_objects(
-        [("d", deployment), ("m", monitor), ("u", unknown)], ["1.29.0"]
+        [("d", workload), ("m", monitor), ("u", unknown)], ["1.29.0"]
     )
     text = "\n".join(report.errors)
     assert "'bogus' was unexpected" in text
@@ -212,8 +212,7 @@ def test_rendered_configs_load_in_the_services(render: Any, values: Path | None)
     assert maps
     for cm in maps:
         data = yaml.safe_load(cm["data"]["config.yaml"])
-        if "tls" not in data:
-            pytest.xfail("tls.enabled=false: the services require mutual TLS (no plaintext mode)")
+        assert data["tls"]["cert"] == "/etc/ffa-lora/tls/tls.crt"  # mTLS is never optional
         loaded = config.parse_config(data, source=cm["metadata"]["name"])
         assert loaded.service == data["service"]
 
@@ -266,17 +265,108 @@ def test_cloud_coordinator_is_a_statefulset_with_persistent_state(render: Any) -
 def test_region_edge_scales_with_hpa_and_pdb(render: Any) -> None:
     values = CI["region-edge-values"]
     objs = render([values], extra_args=helm_args_of(values))
-    deploy = one(objs, "Deployment")
-    assert "replicas" not in deploy["spec"]  # owned by the HPA
-    assert deploy["spec"]["template"]["metadata"]["labels"]["ffa-lora.io/region"] == "eu-west"
+    sts = one(objs, "StatefulSet")
+    assert not by_kind(objs, "Deployment")
+    assert "replicas" not in sts["spec"]  # owned by the HPA
+    assert sts["spec"]["template"]["metadata"]["labels"]["ffa-lora.io/region"] == "eu-west"
     hpa = one(objs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
-    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": sts["metadata"]["name"],
+    }
     pdb = one(objs, "PodDisruptionBudget")
-    assert pdb["spec"] == {"minAvailable": 2, "selector": deploy["spec"]["selector"]}
-    svc = one(objs, "Service")
+    assert pdb["spec"] == {"minAvailable": 2, "selector": sts["spec"]["selector"]}
+    svc = next(o for o in by_kind(objs, "Service") if o["metadata"]["name"] == "ffa-lora-edge-eu-west")
+    headless = one(objs, "Service", "headless")
     assert svc["spec"]["type"] == "LoadBalancer"
+    assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    # operator-made secrets: one per possible replica (HPA maxReplicas), <existingSecret>-<N>
+    sources = _edge_tls_sources(sts)
+    assert [s["name"] for s in sources] == [f"edge-eu-west-tls-{i}" for i in range(10)]
+
+
+def _edge_tls_sources(sts: dict[str, Any]) -> list[dict[str, Any]]:
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    return [src["secret"] for src in volumes["tls"]["projected"]["sources"]]
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_each_edge_replica_has_its_own_identity(render: Any, replicas: int) -> None:
+    """The coordinator keys partial sums and sessions by the certificate id: replicas of one
+    region must not share one. Replica N = pod <sts>-N = identity edge-<region>-N, mounted
+    from its own secret (and only that one) through subPathExpr $(POD_NAME)."""
+    objs = render(
+        [CI["all-in-one-values"]],
+        set_values=[f"edgeAggregator.replicaCount={replicas}", "edgeAggregator.region=eu-west"],
+    )
+    sts = one(objs, "StatefulSet", "edge")
+    name = sts["metadata"]["name"]
+    assert sts["spec"]["replicas"] == replicas
+    certs = [c for c in by_kind(objs, "Certificate") if "edge" in c["metadata"]["name"]]
+    assert len(certs) == replicas
+    ids = [c["spec"]["commonName"] for c in certs]
+    assert ids == [f"edge-eu-west-{i}" for i in range(replicas)]
+    assert [c["spec"]["uris"] for c in certs] == [
+        [f"spiffe://ffa-lora/edge/edge-eu-west-{i}"] for i in range(replicas)
+    ]
+    pinned = config_of(objs, "client")["client"]["edge_server_name"]
+    assert pinned == "edge-eu-west.edge.ffa-lora.ffa-lora.invalid"
+    for i, cert in enumerate(certs):
+        dns = cert["spec"]["dnsNames"]
+        assert dns[:2] == [f"edge-eu-west-{i}.edge.ffa-lora.ffa-lora.invalid", pinned]
+        assert f"{name}-{i}.{name}-headless.ffa-lora.svc" in dns
+    # the pod of ordinal N finds exactly certificate N under its own name
+    sources = _edge_tls_sources(sts)
+    assert [s["name"] for s in sources] == [c["spec"]["secretName"] for c in certs]
+    for i, src in enumerate(sources):
+        assert {item["path"] for item in src["items"]} == {
+            f"{name}-{i}/{f}" for f in ("ca.crt", "tls.crt", "tls.key")
+        }
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    assert mount == {
+        "name": "tls",
+        "mountPath": "/etc/ffa-lora/tls",
+        "subPathExpr": "$(POD_NAME)",
+        "readOnly": True,
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # with cert-manager the probe pins the region name every replica's certificate carries
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[probe.index("--server-name") + 1] == pinned
+
+
+def test_edge_certificates_follow_the_hpa_maximum(render: Any) -> None:
+    objs = render(
+        [CI["all-in-one-values"]],
+        set_values=["edgeAggregator.autoscaling.enabled=true", "edgeAggregator.autoscaling.maxReplicas=4"],
+    )
+    certs = [c for c in by_kind(objs, "Certificate") if "edge" in c["metadata"]["name"]]
+    assert [c["spec"]["secretName"] for c in certs] == [
+        f"ffa-lora-edge-default-tls-{i}" for i in range(4)
+    ]
+    assert len(_edge_tls_sources(one(objs, "StatefulSet", "edge"))) == 4
+
+
+def test_there_is_no_plaintext_mode(render: Any) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["tls"]) == {"enabled", "certManager"}  # no allowInsecure escape hatch
+    with pytest.raises(HelmError) as err:
+        render(set_values=["tls.enabled=false"])
+    assert "tls.enabled=false is not supported" in str(err.value)
+    for values_file in [None, *SCENARIOS]:
+        objs = render(
+            [values_file] if values_file else [],
+            extra_args=helm_args_of(values_file) if values_file else [],
+        )
+        for workload in by_kind(objs, "StatefulSet") + by_kind(objs, "Deployment"):
+            pod = workload["spec"]["template"]["spec"]
+            assert "tls" in {v["name"] for v in pod["volumes"]}, workload["metadata"]["name"]
 
 
 def test_site_client_runs_on_the_t4_pool(render: Any) -> None:
@@ -368,7 +458,7 @@ def test_cert_manager_certificates_carry_the_federation_identity(render: Any) ->
     certs = {c["spec"]["uris"][0]: c["spec"] for c in by_kind(objs, "Certificate")}
     assert set(certs) == {
         "spiffe://ffa-lora/coordinator/coordinator",
-        "spiffe://ffa-lora/edge/edge-default",
+        "spiffe://ffa-lora/edge/edge-default-0",
         "spiffe://ffa-lora/client/demo-client",
     }
     coord = certs["spiffe://ffa-lora/coordinator/coordinator"]
@@ -397,21 +487,34 @@ def test_helm_test_hooks_check_grpc_health(render: Any) -> None:
         role = "coordinator" if "coordinator" in name else "edge"
         port = 50051 if role == "coordinator" else 50052
         assert address == f"{name.removesuffix('-test-health')}.ffa-lora.svc:{port}"
-        assert cmd[cmd.index("--server-name") + 1].endswith(f".{role}.ffa-lora.ffa-lora.invalid")
+        server_name = cmd[cmd.index("--server-name") + 1]
+        if role == "coordinator":  # `ffa-lora certs issue` adds the pinned identity name
+            assert server_name == "coordinator.coordinator.ffa-lora.ffa-lora.invalid"
+        else:  # operator-made per-replica edge certificates carry the Service name (--host)
+            assert server_name == "ffa-lora-edge-default"
         assert {"--ca", "--cert", "--key"} <= set(cmd)
 
 
-def test_notes_warn_when_tls_or_dp_is_off(render_notes: Any) -> None:
-    unsafe = render_notes([CI["test-cluster-insecure-values"]])
-    assert "WARNING: TLS IS OFF" in unsafe
+def test_notes_warn_when_dp_or_state_is_off(render_notes: Any) -> None:
+    unsafe = render_notes([CI["test-cluster-throwaway-values"]])
     assert "WARNING: DIFFERENTIAL PRIVACY IS OFF" in unsafe
     assert "WARNING: COORDINATOR STATE IS EPHEMERAL" in unsafe
     assert "WARNING: DE-IDENTIFICATION IS OFF" in unsafe
+    assert "TLS (mutual, always on)" in unsafe
+    assert "spiffe://ffa-lora/edge/edge-default-N for N = 0..1" in unsafe
     safe = render_notes([CI["cloud-coordinator-values"]])
-    assert "TLS IS OFF" not in safe and "DIFFERENTIAL PRIVACY IS OFF" not in safe
+    assert "DIFFERENTIAL PRIVACY IS OFF" not in safe and "EPHEMERAL" not in safe
     assert "helm test ffa-lora" in safe
     unset = render_notes(set_values=["cloudCoordinator.config.federation.privacy=null"])
     assert "DIFFERENTIAL PRIVACY IS OFF" in unset
+
+
+def test_notes_list_one_secret_per_edge_replica(render_notes: Any) -> None:
+    notes = render_notes([CI["region-edge-values"]])
+    for i in range(10):
+        assert f"edge-eu-west-tls-{i}  (edge certificate for id edge-eu-west-{i}," in notes
+    assert "--host ffa-lora-edge-eu-west --host localhost --host 127.0.0.1" in notes
+    assert "replicas never share a certificate" in notes
 
 
 def test_generated_secrets_are_kept(render: Any) -> None:

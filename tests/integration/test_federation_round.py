@@ -123,7 +123,8 @@ def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: 
             welcome = await raw.next("welcome")
             pk = serde.public_key_from_proto(welcome.public_key)
             for i, cid in enumerate(fed.client_ids[:2]):
-                fed.start_client(cid, num_samples=150, seed=i)
+                # Slow enough that the intruder's sequence below ends before the round closes.
+                fed.start_client(cid, num_samples=150, seed=i, delay=8.0)
             task = serde.task_from_proto(await raw.next("task"))
             layout = PackingLayout.from_bytes(task.secure_sum.layout)
             edge = fed.edges[fed.edge_ids[0]]

@@ -99,7 +99,7 @@ class SyntheticTrainer:
     spec: LoRASpec | None = None
     device: str = "cpu"
     deltas: dict[int, np.ndarray] = field(default_factory=dict)
-    fail: bool = False
+    delay: float = 0.0  # seconds of pretend training (runs in a worker thread)
 
     def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None:
         self.spec = spec
@@ -108,6 +108,7 @@ class SyntheticTrainer:
         self.state, self.version = dict(st_load(blob)), version
 
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
+        time.sleep(self.delay)
         layout = PackingLayout.from_bytes(task.secure_sum.layout)
         rng = np.random.default_rng([self.seed, task.round])
         delta = rng.uniform(-self.scale, self.scale, size=task.assignment.num_values)
@@ -151,10 +152,11 @@ class InProcessFederation:
                 edge_config(self.certs, e, self.coordinator_port), ready=lambda port, edge, f=fut: f.set_result((port, edge)))))
             self.edge_ports[e], self.edges[e] = await asyncio.wait_for(fut, 30)
 
-    def start_client(self, cid: str, *, edge_index: int = 0, num_samples: int = 100, seed: int = 0) -> ClientAgent:
+    def start_client(self, cid: str, *, edge_index: int = 0, num_samples: int = 100, seed: int = 0,
+                     delay: float = 0.0) -> ClientAgent:
         ports = [self.edge_ports[self.edge_ids[(edge_index + i) % len(self.edge_ids)]] for i in range(len(self.edge_ids))]
         cfg = client_config(self.root, self.certs, cid, ports)
-        trainer = SyntheticTrainer(cid, num_samples, seed=seed)
+        trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay)
         agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer,  # type: ignore[arg-type]
                             create_metrics("client"))
         self.trainers[cid], self.agents[cid] = trainer, agent

@@ -219,7 +219,7 @@ class EdgeWelcome(_message.Message):
     def __init__(self, edge_id: _Optional[str] = ..., region: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., federation: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class RoundTask(_message.Message):
-    __slots__ = ("round", "adapter_version", "assignment", "secure_sum", "privacy", "training", "deadline_unix", "mode")
+    __slots__ = ("round", "adapter_version", "assignment", "secure_sum", "privacy", "training", "deadline_unix", "mode", "model")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class RoundTask(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     round: int
     adapter_version: int
     assignment: ClientAssignment
@@ -236,7 +237,8 @@ class RoundTask(_message.Message):
     training: TrainingSpec
     deadline_unix: float
     mode: str
-    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignment: _Optional[_Union[ClientAssignment, _Mapping]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., mode: _Optional[str] = ...) -> None: ...
+    model: ModelSpec
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignment: _Optional[_Union[ClientAssignment, _Mapping]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class UpdateBegin(_message.Message):
     __slots__ = ("header",)
@@ -355,7 +357,7 @@ class CoordinatorWelcome(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class RoundPlan(_message.Message):
-    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size")
+    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size", "model")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +369,7 @@ class RoundPlan(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
     BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     round: int
     adapter_version: int
     assignments: _containers.RepeatedCompositeFieldContainer[ClientAssignment]
@@ -378,7 +381,8 @@ class RoundPlan(_message.Message):
     mode: str
     num_values: int
     buffer_size: int
-    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ...) -> None: ...
+    model: ModelSpec
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class PartialSumBegin(_message.Message):
     __slots__ = ("header",)

@@ -78,12 +78,34 @@ spec:
     {{- end }}
 {{- end -}}
 
+{{/*
+cert-manager Certificate of a component: dict "root" $ "component" C, plus "replica" N for
+edge replica N (identity <base>-N, secret <prefix>-N; its DNS names add the replica's own pinned
+name and its stable pod name under the headless Service).
+*/}}
 {{- define "ffa-lora.tpl.certificate" -}}
 {{- $root := .root -}}
 {{- $cm := $root.Values.tls.certManager -}}
-{{- $name := include "ffa-lora.component.fullname" . -}}
+{{- $svc := include "ffa-lora.component.fullname" . -}}
+{{- $name := $svc -}}
+{{- $id := include "ffa-lora.identity.id" . -}}
+{{- $uri := include "ffa-lora.identity.spiffe" . -}}
 {{- $ns := $root.Release.Namespace -}}
 {{- $isServer := ne .component "client" -}}
+{{- $dnsNames := list (include "ffa-lora.identity.dnsName" .) -}}
+{{- if eq .component "edge" -}}
+{{- $name = printf "%s-%d" $svc (int .replica) -}}
+{{- $id = include "ffa-lora.edge.replicaId" . -}}
+{{- $uri = printf "spiffe://%s/edge/%s" $root.Values.federation.name $id -}}
+{{- $dnsNames = prepend $dnsNames (printf "%s.edge.%s.ffa-lora.invalid" $id $root.Values.federation.name | lower) -}}
+{{- end -}}
+{{- range $host := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $dnsNames = append $dnsNames $host -}}
+{{- end -}}
+{{- if eq .component "edge" -}}
+{{- $dnsNames = append $dnsNames (printf "%s.%s-headless.%s.svc" $name $svc $ns) -}}
+{{- $dnsNames = append $dnsNames (printf "%s.%s-headless.%s.svc.cluster.local" $name $svc $ns) -}}
+{{- end -}}
 apiVersion: cert-manager.io/v1
 kind: Certificate
 metadata:
@@ -93,19 +115,17 @@ spec:
   secretTemplate:
     labels:
       {{- include "ffa-lora.component.labels" . | nindent 6 }}
-  commonName: {{ include "ffa-lora.identity.id" . | quote }}
+  commonName: {{ $id | quote }}
   subject:
     organizations: [{{ $root.Values.federation.name | quote }}]
     organizationalUnits: [{{ .component | quote }}]
   uris:
-    - {{ include "ffa-lora.identity.spiffe" . | quote }}
+    - {{ $uri | quote }}
   {{- if $isServer }}
   dnsNames:
-    - {{ include "ffa-lora.identity.dnsName" . | quote }}
-    - {{ $name }}
-    - {{ printf "%s.%s" $name $ns }}
-    - {{ printf "%s.%s.svc" $name $ns }}
-    - {{ printf "%s.%s.svc.cluster.local" $name $ns }}
+    {{- range $dnsNames }}
+    - {{ . | quote }}
+    {{- end }}
     - localhost
     {{- range $cm.extraDnsNames }}
     - {{ . | quote }}

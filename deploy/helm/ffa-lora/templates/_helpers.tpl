@@ -90,13 +90,43 @@ ffa-lora.io/client-id: {{ .root.Values.clientAgent.identity.id | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Identity (certificate id) of a component. */}}
+{{/*
+Identity (certificate id) of a component. For the edge this is the region's base id
+(default edge-<region>): replica N is "<base>-N" (ffa-lora.edge.replicaId), and every replica's
+certificate also carries the base's pinned name, which clients and probes verify.
+*/}}
 {{- define "ffa-lora.identity.id" -}}
 {{- if eq .component "edge" -}}
 {{- default (printf "edge-%s" .root.Values.edgeAggregator.region) .root.Values.edgeAggregator.identity.id -}}
 {{- else -}}
 {{- (index .root.Values (include "ffa-lora.valuesKey" .)).identity.id -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Certificate id of edge replica N: dict "root" $ "replica" N. */}}
+{{- define "ffa-lora.edge.replicaId" -}}
+{{- printf "%s-%d" (include "ffa-lora.identity.id" (dict "root" .root "component" "edge")) (int .replica) -}}
+{{- end -}}
+
+{{/*
+The name a caller verifies in an edge replica's certificate (clients of this release, the
+readiness probe, the helm test). With cert-manager every replica's certificate carries the
+region's pinned identity name <base>.edge.<federation>.ffa-lora.invalid; `ffa-lora certs issue`
+adds only the replica's own identity name (and refuses --host names under ffa-lora.invalid), so
+with operator-made secrets it is the edge Service name, which each replica's --host list names.
+*/}}
+{{- define "ffa-lora.edge.serverName" -}}
+{{- if .Values.tls.certManager.enabled -}}
+{{- include "ffa-lora.identity.dnsName" (dict "root" . "component" "edge") -}}
+{{- else -}}
+{{- include "ffa-lora.component.fullname" (dict "root" . "component" "edge") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Most edge replicas that can exist: the HPA's maxReplicas, else replicaCount (at least 1). */}}
+{{- define "ffa-lora.edge.maxReplicas" -}}
+{{- $v := .Values.edgeAggregator -}}
+{{- max 1 (int ($v.autoscaling.enabled | ternary $v.autoscaling.maxReplicas $v.replicaCount)) -}}
 {{- end -}}
 
 {{/* spiffe://<federation>/<role>/<id>: the URI SAN that names the peer (services/common/tls.py). */}}
@@ -139,13 +169,21 @@ imagePullSecrets:
 {{- end -}}
 {{- end -}}
 
-{{/* Name of the secret holding ca.crt/tls.crt/tls.key of a component. */}}
+{{/*
+Name of the secret holding ca.crt/tls.crt/tls.key of a component. Edge replicas each have
+their own: pass "replica" N for <prefix>-N, where the prefix is tls.existingSecret or
+<fullname>-edge-<region>-tls (the name cert-manager writes).
+*/}}
 {{- define "ffa-lora.tls.secretName" -}}
 {{- $v := index .root.Values (include "ffa-lora.valuesKey" .) -}}
-{{- if .root.Values.tls.certManager.enabled -}}
-{{- printf "%s-tls" (include "ffa-lora.component.fullname" .) -}}
+{{- $name := printf "%s-tls" (include "ffa-lora.component.fullname" .) -}}
+{{- if not .root.Values.tls.certManager.enabled -}}
+{{- $name = default $name $v.tls.existingSecret -}}
+{{- end -}}
+{{- if eq .component "edge" -}}
+{{- printf "%s-%d" $name (int (default 0 .replica)) -}}
 {{- else -}}
-{{- default (printf "%s-tls" (include "ffa-lora.component.fullname" .)) $v.tls.existingSecret -}}
+{{- $name -}}
 {{- end -}}
 {{- end -}}
 
@@ -226,7 +264,7 @@ identity name (<id>.<role>.<federation>.ffa-lora.invalid) as coordinator_server_
 {{- else -}}
 {{- if $root.Values.edgeAggregator.enabled -}}
 {{- $_ := set $defaults "edges" (list (include "ffa-lora.edge.address" $root)) -}}
-{{- $_ := set $defaults "edge_server_name" (include "ffa-lora.identity.dnsName" (dict "root" $root "component" "edge")) -}}
+{{- $_ := set $defaults "edge_server_name" (include "ffa-lora.edge.serverName" $root) -}}
 {{- end -}}
 {{- $_ := set $defaults "device" ($v.gpu.enabled | ternary "cuda" "cpu") -}}
 {{- $_ := set $forced "deid" (dict "secret_file" (include "ffa-lora.paths.deidSecret" $root)) -}}
@@ -235,10 +273,8 @@ identity name (<id>.<role>.<federation>.ffa-lora.invalid) as coordinator_server_
 {{- include "ffa-lora.deepMerge" (dict "dst" $defaults "src" (deepCopy (default (dict) $v.config))) -}}
 {{- include "ffa-lora.deepMerge" (dict "dst" $defaults "src" $forced) -}}
 {{- $cfg := dict "service" $c -}}
-{{- if $root.Values.tls.enabled -}}
 {{- $dir := include "ffa-lora.paths.tlsDir" $root -}}
 {{- $_ := set $cfg "tls" (dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
-{{- end -}}
 {{- $_ := set $cfg "metrics" (dict "host" "0.0.0.0" "port" ($v.metrics.enabled | ternary $v.containerPorts.metrics nil)) -}}
 {{- $_ := set $cfg "log_level" $root.Values.logLevel -}}
 {{- $_ := set $cfg $c $defaults -}}
@@ -277,13 +313,30 @@ prometheus.io/path: {{ $v.metrics.path | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes shared by every component: config, tls, tmp. */}}
+{{/*
+Volumes shared by every component: config, tls, tmp. The edge's tls volume holds the
+certificate of every replica, each under its pod name (<statefulset>-<ordinal>/); each
+container mounts only its own directory (subPathExpr, see commonVolumeMounts).
+*/}}
 {{- define "ffa-lora.commonVolumes" -}}
 - name: config
   configMap:
     name: {{ include "ffa-lora.component.fullname" . }}-config
-{{- if .root.Values.tls.enabled }}
 - name: tls
+{{- if eq .component "edge" }}
+  projected:
+    defaultMode: 0440
+    sources:
+    {{- $sts := include "ffa-lora.component.fullname" . }}
+    {{- range $i := until (int (include "ffa-lora.edge.maxReplicas" .root)) }}
+      - secret:
+          name: {{ include "ffa-lora.tls.secretName" (dict "root" $.root "component" "edge" "replica" $i) }}
+          items:
+            - {key: ca.crt, path: {{ printf "%s-%d/ca.crt" $sts $i }}}
+            - {key: tls.crt, path: {{ printf "%s-%d/tls.crt" $sts $i }}}
+            - {key: tls.key, path: {{ printf "%s-%d/tls.key" $sts $i }}}
+    {{- end }}
+{{- else }}
   secret:
     secretName: {{ include "ffa-lora.tls.secretName" . }}
     defaultMode: 0440
@@ -301,11 +354,12 @@ prometheus.io/path: {{ $v.metrics.path | quote }}
   mountPath: {{ include "ffa-lora.paths.config" .root }}
   subPath: config.yaml
   readOnly: true
-{{- if .root.Values.tls.enabled }}
 - name: tls
   mountPath: {{ include "ffa-lora.paths.tlsDir" .root }}
+  {{- if eq .component "edge" }}
+  subPathExpr: $(POD_NAME)
+  {{- end }}
   readOnly: true
-{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- end -}}
@@ -330,7 +384,6 @@ prometheus.io/path: {{ $v.metrics.path | quote }}
 - health
 - --address
 - {{ .address | quote }}
-{{- if .root.Values.tls.enabled }}
 {{- $dir := include "ffa-lora.paths.tlsDir" .root }}
 - --ca
 - {{ printf "%s/ca.crt" $dir }}
@@ -339,6 +392,9 @@ prometheus.io/path: {{ $v.metrics.path | quote }}
 - --key
 - {{ printf "%s/tls.key" $dir }}
 - --server-name
+{{- if eq .component "edge" }}
+- {{ include "ffa-lora.edge.serverName" .root | quote }}
+{{- else }}
 - {{ include "ffa-lora.identity.dnsName" . | quote }}
 {{- end }}
 {{- end -}}

@@ -24,10 +24,10 @@ ffa-lora: no component enabled: set at least one of cloudCoordinator.enabled, ed
 {{- end -}}
 
 {{- define "ffa-lora.validateValues.tls" -}}
-{{- if and (not .Values.tls.enabled) (not .Values.tls.allowInsecure) }}
-ffa-lora: tls.enabled=false turns off mutual TLS, so peers are no longer authenticated and updates travel in plaintext gRPC. Keep tls.enabled=true, or set tls.allowInsecure=true to accept this on a test cluster.
+{{- if not .Values.tls.enabled }}
+ffa-lora: tls.enabled=false is not supported: every ffa-lora service requires mutual TLS under the federation CA (a peer's role and id come from its certificate) and has no plaintext mode. Remove tls.enabled=false and give each component a certificate: <component>.tls.existingSecret (made with `ffa-lora certs issue`) or tls.certManager.enabled=true.
 {{- end }}
-{{- if and .Values.tls.enabled .Values.tls.certManager.enabled }}
+{{- if .Values.tls.certManager.enabled }}
 {{- $cm := .Values.tls.certManager }}
 {{- if and (not $cm.issuerRef.name) (not $cm.createCAIssuer.enabled) }}
 ffa-lora: tls.certManager.enabled=true needs an issuer: set tls.certManager.issuerRef.name to an Issuer/ClusterIssuer that signs with the federation CA, or set tls.certManager.createCAIssuer.enabled=true with createCAIssuer.caSecretName.
@@ -69,6 +69,13 @@ ffa-lora: edgeAggregator.autoscaling.enabled=true without a metric: set targetCP
 {{- end }}
 {{- if and $v.pdb.create (toString $v.pdb.minAvailable) (toString $v.pdb.maxUnavailable) }}
 ffa-lora: edgeAggregator.pdb: set either minAvailable or maxUnavailable, not both (set the other to "").
+{{- end }}
+{{- $sts := include "ffa-lora.component.fullname" (dict "root" . "component" "edge") }}
+{{- if gt (len $sts) 52 }}
+ffa-lora: the edge StatefulSet name {{ $sts }} has {{ len $sts }} characters; Kubernetes allows 52 (its pods' controller-revision-hash label must fit 63): use a shorter release name, fullnameOverride or edgeAggregator.region.
+{{- end }}
+{{- if gt (len (include "ffa-lora.edge.replicaId" (dict "root" . "replica" (sub (int (include "ffa-lora.edge.maxReplicas" .)) 1)))) 64 }}
+ffa-lora: edgeAggregator.identity.id plus the replica suffix -<ordinal> exceeds the 64 characters a certificate id may have: use a shorter edgeAggregator.identity.id or region.
 {{- end }}
 {{- $cfg := include "ffa-lora.configYaml" (dict "root" . "component" "edge") | fromYaml }}
 {{- if not $cfg.edge.coordinator_address }}

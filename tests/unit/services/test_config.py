@@ -1,0 +1,56 @@
+"""Configuration errors name the field and say how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ffa_lora.errors import ConfigError
+from services.common.config import load_config, parse_config
+
+TLS = {"ca": "ca.crt", "cert": "c.crt", "key": "c.key"}
+
+
+def coordinator(**fed: object) -> dict:
+    return {"service": "coordinator", "tls": TLS, "coordinator": {"federation": fed}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        (coordinator(rounds={"min_clients": 0}), "coordinator.federation.rounds.min_clients"),
+        (coordinator(secure_sum={"bits": 12}), "coordinator.federation.secure_sum.bits"),
+        (coordinator(privacy={"mode": "sometimes"}), "coordinator.federation.privacy.mode"),
+        (coordinator(training={"learning_rate": -1}), "coordinator.federation.training.learning_rate"),
+        (coordinator(modle={}), "unknown field"),
+        (coordinator(labels=["a", "b"]), "labels has 2 names but model.num_labels is 3"),
+        (coordinator(rounds={"min_clients": 100}), "raise secure_sum.max_clients"),
+        ({"service": "edge", "tls": TLS}, "the 'edge:' block is missing"),
+        ({"service": "edge", "tls": TLS, "edge": {}, "client": {"edges": ["a:1"], "data": {"path": "x"}}}, "remove them"),
+        ({"service": "edge", "tls": TLS, "edge": {"coordinator_address": "nohostport"}}, "edge.coordinator_address"),
+        ({"service": "client", "tls": TLS, "client": {"edges": []}}, "client.edges"),
+        ({"service": "router", "tls": TLS}, "service"),
+        (["not", "a", "mapping"], "expected a YAML mapping"),
+    ],
+)
+def test_bad_values_name_the_field(doc: object, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, source="test.yaml")
+    assert needle in str(err.value)
+    assert "test.yaml" in str(err.value) or "mapping" in str(err.value)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("service: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_defaults_are_a_valid_federation() -> None:
+    cfg = parse_config(coordinator())
+    fed = cfg.coordinator.federation  # type: ignore[union-attr]
+    assert fed.training.strategy == "ffa" and fed.secure_sum.key_bits == 2048 and fed.secure_sum.bits == 8
