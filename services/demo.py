@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -168,7 +168,9 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         p.parent.mkdir(exist_ok=True)
         p.write_text(yaml.safe_dump(doc, sort_keys=False))
         configs[name] = p
+    site_files = {c: run / "data" / f"{s}.csv" for s, c in zip(sites, clients)}
     return {"run": run, "configs": configs, "edges": edges, "clients": clients, "data": demo.summary(),
+            "site_files": site_files,
             "metrics_ports": metrics_ports, "coordinator_port": coord_port}
 
 
@@ -227,6 +229,8 @@ def run_demo(settings: DemoSettings, *,
         start(c, "client")
     _say(settings, f"started coordinator, {len(layout['edges'])} edges, {len(layout['clients'])} clients "
                    f"(logs in {run / 'logs'})")
+    if on_started is not None:
+        on_started(layout)
     _say(settings, HEADER)
     db = run / "state" / "coordinator" / "coordinator.db"
     shown = 0

@@ -52,6 +52,12 @@ def encrypt_update(delta: np.ndarray, task: d.RoundTask, public_key: PublicKey, 
     pack and encrypt one update; returns the ciphertexts and the seconds it took."""
     t1 = time.perf_counter()
     delta = privatize(np.asarray(delta, dtype=np.float64), task)
+    clipped = float(np.mean(np.abs(delta) > task.secure_sum.clip)) if len(delta) else 0.0
+    if clipped > 0.01:
+        log.warning("%.1f%% of update values exceed the quantization range +-%g and are clipped; "
+                    "consider a larger secure_sum.clip", 100 * clipped, task.secure_sum.clip)
+    log.info("update: max |value| %.4g, %.2f%% outside +-%g", float(np.max(np.abs(delta))) if len(delta) else 0.0,
+             100 * clipped, task.secure_sum.clip)
     codes = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits).quantize(
         delta, rng=np.random.default_rng(secrets.randbits(128)))
     vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
