@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -191,23 +191,27 @@ def _rounds(db: Path) -> list[dict[str, Any]]:
 def _row(m: dict[str, Any]) -> str:
     acc = m.get("accuracy")
     return (f"{m['round']:>5} {m['clients']:>7} {m['loss']:>8.4f} {acc if acc is None else f'{acc:.4f}':>8} "
-            f"{m.get('macro_f1') or 0:>8.4f} {m['bytes_uploaded'] / 1e6:>9.2f} {m['crypto_seconds']:>9.2f} "
+            f"{m.get('macro_f1') or 0:>8.4f} {m['bytes_uploaded'] / 1e6:>9.2f} {m.get('values_uploaded', 0) / 1e3:>8.1f} {m['crypto_seconds']:>9.2f} "
             f"{m['train_seconds']:>9.1f} {m['round_seconds']:>8.1f}")
 
 
-HEADER = f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'upMB':>9} {'crypto_s':>9} {'train_s':>9} {'wall_s':>8}"
+HEADER = f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'upMB':>9} {'upKval':>8} {'crypto_s':>9} {'train_s':>9} {'wall_s':>8}"
 
 
-def run_demo(settings: DemoSettings, *,
-             on_prepared: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
+             on_prepared: Callable[[dict[str, Any]], None] | None = None,
+             on_started: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the whole federation; return the summary (also written to summary.json).
 
+    ``layout``: the result of an earlier :func:`prepare` (default: prepare now).
     ``on_prepared(layout)``, when given, runs after :func:`prepare` and before any service
     starts: it sees the run folder, configs and ``metrics_ports`` (e.g. to point a Prometheus
-    at them) and may edit the config files.
+    at them) and may edit the config files. ``on_started(layout)`` runs once every service
+    process has been started.
     """
     t_start = time.time()
-    layout = prepare(settings)
+    if layout is None:
+        layout = prepare(settings)
     if on_prepared is not None:
         on_prepared(layout)
     run: Path = layout["run"]
@@ -295,6 +299,9 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
         "rounds": len(rounds),
         "bytes_uploaded": sum(r["bytes_uploaded"] for r in rounds),
         "values_uploaded": sum(r.get("values_uploaded", 0) for r in rounds),
+        "values_uploaded_per_round": [r.get("values_uploaded", 0) for r in rounds],
+        "adapter_values": last.get("adapter_values"),  # size of the final global adapter
+        "adapter_bytes": last.get("adapter_bytes"),
         "crypto_seconds": crypto_s,
         "train_seconds": train_s,
         # Clients train in parallel: compare crypto per client with training per client.

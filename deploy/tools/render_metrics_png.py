@@ -79,7 +79,9 @@ class PrometheusAPI:
         )
         out: Series = []
         for r in data["result"]:
-            points = [(float(t), float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")]
+            points = [
+                (float(t), float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")
+            ]
             if points:
                 out.append((dict(r["metric"]), points))
         return out
@@ -156,25 +158,20 @@ def panels(rate_window: str) -> tuple[Panel, ...]:
             ),
         ),
         Panel(
-            "Payload bytes (cumulative)",
+            "Encrypted update bytes (cumulative)",
             "MB",
             (
+                # last_over_time: a service that has exited keeps counting in the sum
                 Line(
-                    'sum(ffalora_bytes_sent_total{service="client"})',
+                    'sum(last_over_time(ffalora_bytes_sent_total{service="client"}[10m]))',
                     "sent by clients",
                     scale=1e-6,
                 ),
                 Line(
-                    'sum(ffalora_bytes_received_total{service="edge"})',
+                    'sum(last_over_time(ffalora_bytes_received_total{service="edge"}[10m]))',
                     "received by edges",
                     scale=1e-6,
                     style="--",
-                ),
-                Line(
-                    f"sum(ffalora_bytes_received_total{{{coord}}})",
-                    "received by coordinator",
-                    scale=1e-6,
-                    style=":",
                 ),
             ),
         ),
@@ -248,13 +245,14 @@ def render(
     counts: dict[str, int] = {}
     for ax, panel in zip(axes.flat, ps):
         right = ax.twinx() if any(line.axis == "right" for line in panel.lines) else None
-        n = 0
+        n, peak = 0, 0.0
         for line in panel.lines:
             target = right if (line.axis == "right" and right is not None) else ax
             for labels, points in api.query_range(line.expr, start, end, step):
                 xs = [t - start for t, _ in points]
                 ys = [v * line.scale for _, v in points]
                 label = line.label.format_map(_Default(labels))
+                peak = max(peak, *ys)
                 if panel.step_plot:
                     target.step(xs, ys, line.style, where="post", label=label)
                 else:
@@ -274,11 +272,21 @@ def render(
                 right.set_ylim(0, 1)
             h2, l2 = right.get_legend_handles_labels()
             handles, labels_ = handles + h2, labels_ + l2
+        if panel.title == "Differential privacy" and n and peak == 0:
+            ax.text(
+                0.5,
+                0.5,
+                "no epsilon spent\n(privacy.mode=off in this run)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=9,
+            )
         if handles:
             ax.legend(handles, labels_, fontsize=7, loc="best")
         else:
             ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
-    for ax in list(axes.flat)[len(ps):]:
+    for ax in list(axes.flat)[len(ps) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=12)
     if caption:
@@ -373,7 +381,9 @@ class LocalPrometheus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_demo_scraped(args: argparse.Namespace) -> tuple[PrometheusAPI, float, float, str, LocalPrometheus]:
+def run_demo_scraped(
+    args: argparse.Namespace,
+) -> tuple[PrometheusAPI, float, float, str, LocalPrometheus]:
     """Run one federation under a local Prometheus; return what render() needs."""
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -382,7 +392,9 @@ def run_demo_scraped(args: argparse.Namespace) -> tuple[PrometheusAPI, float, fl
 
     binary = args.prometheus_binary or shutil.which("prometheus") or "/usr/bin/prometheus"
     if not os.access(binary, os.X_OK):
-        raise SystemExit("prometheus not found: apt-get install prometheus (or --prometheus-binary)")
+        raise SystemExit(
+            "prometheus not found: apt-get install prometheus (or --prometheus-binary)"
+        )
     model = args.model
     if args.tiny_model:
         from tests.unit.lora.conftest import make_tiny_model
@@ -404,7 +416,9 @@ def run_demo_scraped(args: argparse.Namespace) -> tuple[PrometheusAPI, float, fl
     )
     start = time.time()
     try:
-        summary = run_demo(settings, on_prepared=lambda layout: prom.set_targets(layout["metrics_ports"]))
+        summary = run_demo(
+            settings, on_prepared=lambda layout: prom.set_targets(layout["metrics_ports"])
+        )
     except BaseException:
         prom.stop()
         raise
@@ -412,7 +426,11 @@ def run_demo_scraped(args: argparse.Namespace) -> tuple[PrometheusAPI, float, fl
     end = time.time()
     data = summary["data"]
     model_name = (
-        "tiny random BERT" if args.tiny_model else "MiniLM-L6 (demo model)" if model == "demo" else model
+        "tiny random BERT"
+        if args.tiny_model
+        else "MiniLM-L6 (demo model)"
+        if model == "demo"
+        else model
     )
     caption = (
         f"services.demo.run_demo as OS processes over mTLS, scraped every {args.scrape_interval} by "
@@ -443,7 +461,7 @@ def _time(value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return dt.datetime.fromisoformat(value).timestamp()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -468,7 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--max-train-per-site", type=int, default=200)
     demo.add_argument("--max-test", type=int, default=300)
     demo.add_argument("--local-epochs", type=float, default=1.0)
-    demo.add_argument("--epsilon", type=float, default=10.0, help="central DP budget; 0 = no DP")
+    demo.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.0,
+        help="central DP budget; 0 = DP off (as in `make demo`)",
+    )
     args = ap.parse_args(argv)
 
     local: LocalPrometheus | None = None
@@ -476,7 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         api, start, end, caption, local = run_demo_scraped(args)
         caption = args.caption or caption
     elif args.prometheus:
-        api, start, end, caption = PrometheusAPI(args.prometheus), _time(args.start), _time(args.end), args.caption
+        api, start, end, caption = (
+            PrometheusAPI(args.prometheus),
+            _time(args.start),
+            _time(args.end),
+            args.caption,
+        )
     else:
         ap.error("give --prometheus URL (a Prometheus that scraped a run) or --demo")
     try:

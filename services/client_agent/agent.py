@@ -65,6 +65,15 @@ class ClientAgent:
         self.labels: tuple[str, ...] = ()
         self.kept: PreparedUpdate | None = None
         self._training: asyncio.Task[None] | None = None
+        # Newest task and adapter that arrived while training (async mode: train again on them
+        # right after the upload).
+        self._pending: d.RoundTask | None = None
+        self._pending_adapter: tuple[int, bytes] | None = None
+
+    def _load_adapter(self, version: int, blob: bytes) -> None:
+        self.trainer.load_adapter(version, blob)
+        if self.kept is not None and self.kept.base_version < version:
+            self.kept = None  # its round is over
 
     async def run(self) -> AgentResult:
         backoff, attempt = 0.5, 0
@@ -128,10 +137,11 @@ class ClientAgent:
                     if assembler is not None:
                         blob = assembler.add(ch.offset, ch.data)
                         if blob is not None:
-                            self.trainer.load_adapter(ch.version, blob)
                             assembler = None
-                            if self.kept is not None and self.kept.base_version < ch.version:
-                                self.kept = None  # its round is over
+                            if self._training is not None and not self._training.done():
+                                self._pending_adapter = (ch.version, blob)  # never swap mid-training
+                            else:
+                                self._load_adapter(ch.version, blob)
                 elif kind == "task":
                     task = serde.task_from_proto(resp.task)
                     self._start_task(task, queue)
@@ -171,6 +181,7 @@ class ClientAgent:
         except FFALoraError as exc:
             log.error("round %d: cannot train: %s", task.round, exc)
             self.result.rejections.append(f"local:{exc}")
+            self._after_training(task.round, queue)
             return
         self.kept = up
         self.result.rounds_trained += 1
@@ -186,6 +197,16 @@ class ClientAgent:
             self.on_event("uploaded", {"round": task.round, "bytes": nbytes})
         for m in msgs:
             queue.put_nowait(m)
+        self._after_training(task.round, queue)
+
+    def _after_training(self, round_no: int, queue: asyncio.Queue) -> None:
+        """Apply what arrived while training: the newer adapter, then the newer task."""
+        if self._pending_adapter is not None:
+            self._load_adapter(*self._pending_adapter)
+            self._pending_adapter = None
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.round > round_no:
+            self._training = asyncio.create_task(self._train_and_upload(pending, queue))
 
     def _on_ack(self, ack: pb.UpdateAck) -> None:
         code = ack.status.code

@@ -25,6 +25,7 @@ from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.errors import BudgetExhaustedError, ProtocolError
 from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, RoundRecord
 from services.common import domain as d
+from services.common.domain import STALENESS_SCALE
 from services.common.config import FederationConfig
 from services.common.errors import Rejection
 from services.common.metrics import Metrics
@@ -121,8 +122,17 @@ class _Round:
     layout: PackingLayout
     num_values: int
     started: float
-    partials: dict[str, tuple[CiphertextVector | None, list[d.Contribution], str]] = field(default_factory=dict)
+    # (edge, encrypted partial sum, its contributors, idempotency key); in async mode an edge
+    # may send several buffers per round.
+    partials: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False  # decryption started: later partial sums go to the next round (async)
+
+    def edges_reported(self) -> set[str]:
+        return {p[0] for p in self.partials}
+
+    def contributors(self) -> list[d.Contribution]:
+        return [c for p in self.partials for c in p[2]]
 
 
 @dataclass
@@ -176,6 +186,8 @@ class Coordinator:
         self.finished = False
         self.finish_reason = ""
         self.history: list[RoundSummary] = []
+        # Async: buffers that arrived while a round was being decrypted; they join the next one.
+        self._carry: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = []
         self._roster_changed = asyncio.Event()
         self._restore()
 
@@ -215,7 +227,8 @@ class Coordinator:
         self.outbox.adapter(edge_id, self.version, self._blob)
         if self.finished:
             self.outbox.shutdown(edge_id, self.finish_reason, True)
-        elif self.current is not None and edge_id in self.current.plans and edge_id not in self.current.partials:
+        elif self.current is not None and edge_id in self.current.plans and (
+                self.fed.rounds.mode == "async" or edge_id not in self.current.edges_reported()):
             self.outbox.plan(edge_id, self.current.plans[edge_id])
 
     def edge_roster(self, edge_id: str, entries: list[d.RosterEntry]) -> None:
@@ -239,43 +252,66 @@ class Coordinator:
     def receive_partial(
         self, edge_id: str, *, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str
     ) -> None:
-        """Accept one edge's encrypted partial sum for the current round, or raise Rejection."""
+        """Accept one edge's encrypted partial sum for the current round, or raise Rejection.
+
+        Sync: one partial sum per edge and round, labelled with the current round. Async
+        (FedBuff): an edge may send several buffers; a buffer labelled with a recent earlier
+        round joins the current one (the edge already applied the staleness weights)."""
         cur = self.current
-        if cur is None or round != cur.number:
+        rounds = self.fed.rounds
+        asynchronous = rounds.mode == "async"
+        lag = (cur.number - round) if cur is not None else -1
+        if cur is None or not (lag == 0 or (asynchronous and 0 <= lag <= rounds.max_staleness)):
             self.metrics.reject("wrong_round")
             raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "wrong_round",
                             f"partial sum for round {round}; current round is {cur.number if cur else 'none'}")
-        if edge_id in cur.partials:
-            if cur.partials[edge_id][2] == key:
-                raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "partial sum already received")
+        if any(p[3] == key for p in cur.partials):
+            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "partial sum already received")
+        if not asynchronous and edge_id in cur.edges_reported():
             self.metrics.reject("second_partial")
             raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "second_partial", "edge already sent a partial sum this round")
-        plan = cur.plans.get(edge_id)
-        if plan is None:
-            self.metrics.reject("not_assigned")
-            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "not_assigned", "this edge has no clients in the round")
-        assigned = {a.client_id: a for a in plan.assignments}
+        assigned = {a.client_id: a for p in cur.plans.values() for a in p.assignments}
+        if not asynchronous:
+            plan = cur.plans.get(edge_id)
+            if plan is None:
+                self.metrics.reject("not_assigned")
+                raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "not_assigned", "this edge has no clients in the round")
+            assigned = {a.client_id: a for a in plan.assignments}
+        max_factor = STALENESS_SCALE if asynchronous else 1
         seen: set[str] = set()
         for c in contributions:
             a = assigned.get(c.client_id)
-            if a is None or c.client_id in seen or c.rank != a.rank or c.weight != a.weight:
+            weight_ok = c.weight == a.weight if (a is not None and not asynchronous) else (
+                a is not None and 1 <= c.weight <= a.weight * max_factor)
+            if a is None or c.client_id in seen or c.rank != a.rank or not weight_ok:
                 self.metrics.reject("contributors")
                 raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "contributors",
                                 "contributor list does not match the round plan")
             seen.add(c.client_id)
-        others = {c.client_id for _, cs, _ in cur.partials.values() for c in cs}
-        if seen & others:
+        if seen & {c.client_id for c in cur.contributors()}:
             self.metrics.reject("double_count")
             raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "double_count",
-                            "a contributor is already counted through another edge")
+                            "a contributor is already counted in this round")
         if (vec is None) != (not contributions):
             raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "sum and contributor list disagree")
         if vec is not None and (vec.layout != cur.layout or vec.num_values != cur.num_values):
             self.metrics.reject("size_mismatch")
             raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "partial sum has the wrong layout or length")
-        cur.partials[edge_id] = (vec, list(contributions), key)
-        log.info("round %d: partial sum from edge %s (%d clients)", round, edge_id, len(contributions))
-        if set(cur.partials) >= set(cur.plans):
+        if cur.closed:
+            if not asynchronous:
+                self.metrics.reject("deadline")
+                raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "deadline", f"round {cur.number} is closed")
+            if seen & {c.client_id for p in self._carry for c in p[2]}:
+                raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "double_count", "a contributor is already buffered")
+            self._carry.append((edge_id, vec, list(contributions), key))
+            log.info("round %d closed: buffer from edge %s carried to the next round", cur.number, edge_id)
+            return
+        cur.partials.append((edge_id, vec, list(contributions), key))
+        log.info("round %d: partial sum from edge %s (%d clients)", cur.number, edge_id, len(contributions))
+        if asynchronous:
+            if len({c.client_id for c in cur.contributors()}) >= rounds.min_clients:
+                cur.done.set()
+        elif cur.edges_reported() >= set(cur.plans):
             cur.done.set()
 
     # -- rounds ----------------------------------------------------------------------------
@@ -317,11 +353,20 @@ class Coordinator:
                 round=number, adapter_version=self.version, assignments=tuple(assigns), secure_sum=secure,
                 privacy=privacy, training=training, deadline_unix=deadline, min_clients=self.fed.rounds.min_clients,
                 mode=self.fed.rounds.mode, num_values=full, buffer_size=self.fed.rounds.buffer_size,
+                max_staleness=self.fed.rounds.max_staleness, staleness_exponent=self.fed.rounds.staleness_exponent,
                 spec=self.ops.spec,
             )
             for edge_id, assigns in by_edge.items()
         }
-        return _Round(number=number, index=index, phase=phase, plans=plans, layout=layout,
+        carried, self._carry = self._carry, []
+        if carried:
+            assigned = {a.client_id for p in plans.values() for a in p.assignments}
+            kept = [p for p in carried if p[1] is not None and p[1].layout == layout and p[1].num_values == full
+                    and all(c.client_id in assigned for c in p[2])]
+            if len(kept) < len(carried):
+                log.warning("dropped %d carried buffer(s) that no longer fit the round plan", len(carried) - len(kept))
+            carried = kept
+        return _Round(number=number, index=index, phase=phase, plans=plans, layout=layout, partials=carried,
                       num_values=full, started=self.clock())
 
     def _quant_clip(self, privacy: d.PrivacyParams, dimension: int) -> float:
@@ -375,16 +420,21 @@ class Coordinator:
                      sum(len(p.assignments) for p in cur.plans.values()), len(cur.plans), cur.phase)
             for edge_id, plan in cur.plans.items():
                 self.outbox.plan(edge_id, plan)
+            if self.fed.rounds.mode == "async" and len({c.client_id for c in cur.contributors()}) >= self.fed.rounds.min_clients:
+                cur.done.set()  # carried buffers already cover the quorum
             timeout = max(0.0, min(p.deadline_unix for p in cur.plans.values()) - self.clock()) + 5.0
             try:
                 await asyncio.wait_for(cur.done.wait(), timeout=timeout)
             except asyncio.TimeoutError:
-                log.warning("round %d: deadline passed with partial sums from %s", cur.number, sorted(cur.partials))
+                log.warning("round %d: deadline passed with partial sums from %s", cur.number, sorted(cur.edges_reported()))
+            cur.closed = True
             try:
                 summary = await asyncio.get_running_loop().run_in_executor(None, self.finish_round, cur)
             except ProtocolError as exc:
                 failures += 1
                 log.warning("round %d aborted: %s", cur.number, exc)
+                if self.fed.rounds.mode == "async":
+                    self._carry = cur.partials + self._carry  # buffers wait for the quorum
                 if failures >= 3:
                     self.finish(f"three rounds in a row aborted: {exc}")
                 continue
@@ -415,7 +465,7 @@ class Coordinator:
     def finish_round(self, cur: _Round) -> RoundSummary:
         """Combine, check quorum, decrypt, average, noise, update, checkpoint (worker thread)."""
         self.metrics.set_phase("aggregating")
-        contributions = [c for _, cs, _ in cur.partials.values() for c in cs]
+        contributions = cur.contributors()
         distinct = {c.client_id for c in contributions}
         if len(distinct) < self.fed.rounds.min_clients:
             self.metrics.reject("below_min_clients")
@@ -423,7 +473,7 @@ class Coordinator:
                 f"only {len(distinct)} distinct client(s) contributed, min_clients is "
                 f"{self.fed.rounds.min_clients}: refusing to decrypt")
         total = RunningSum(self.public_key, cur.layout, cur.num_values)
-        for vec, _, _ in cur.partials.values():
+        for _, vec, _, _ in cur.partials:
             if vec is not None:
                 total.add_vector(vec)
         summed = total.result()
@@ -478,6 +528,8 @@ class Coordinator:
             train_seconds=sum(c.train_seconds for c in contributions), decrypt_seconds=decrypt_s,
             round_seconds=self.clock() - cur.started, epsilon=epsilon, ranks=ranks,
             extra={"phase": cur.phase, "federated_val_accuracy": val_acc, "eval_seconds": eval_s,
+                   "weights": {c.client_id: c.weight for c in contributions},
+                   "base_versions": {c.client_id: c.base_version for c in contributions},
                    "max_client_train_seconds": max(c.train_seconds for c in contributions),
                    "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
                    **({"eval_loss": evaluation.get("loss")} if evaluation else {})},

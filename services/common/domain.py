@@ -8,6 +8,18 @@ from dataclasses import dataclass, field
 from ffa_lora.lora.spec import LoRASpec
 
 
+STALENESS_SCALE = 4
+"""Async mode (FedBuff): a fresh update carries integer weight ``w * STALENESS_SCALE``, one
+``tau`` versions behind ``w * round(STALENESS_SCALE * (1+tau)^-a)`` (at least ``w``), so the
+edge can apply s(tau) by homomorphic scalar multiplication. The coordinator divides by the
+summed effective weights, so the scale cancels out."""
+
+
+def staleness_weight(tau: int, exponent: float) -> int:
+    """Integer staleness factor of an update ``tau`` versions behind (see STALENESS_SCALE)."""
+    return max(1, round(STALENESS_SCALE * (1.0 + tau) ** (-exponent)))
+
+
 @dataclass(frozen=True)
 class FederationInfo:
     """What every participant must agree on: the federation's name, labels and adapter."""
@@ -72,6 +84,8 @@ class RoundPlan:
     mode: str
     num_values: int
     buffer_size: int = 1
+    max_staleness: int = 0
+    staleness_exponent: float = 0.5
     # The adapter of this round (rank and alpha change when the coordinator reduces the rank).
     spec: LoRASpec | None = None
 

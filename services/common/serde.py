@@ -92,6 +92,8 @@ def plan_to_proto(p: d.RoundPlan) -> pb.RoundPlan:
         mode=p.mode,
         num_values=p.num_values,
         buffer_size=p.buffer_size,
+        max_staleness=p.max_staleness,
+        staleness_exponent=p.staleness_exponent,
         model=spec_to_proto(p.spec) if p.spec is not None else None,
     )
 
@@ -109,6 +111,8 @@ def plan_from_proto(m: pb.RoundPlan) -> d.RoundPlan:
         mode=m.mode or "sync",
         num_values=m.num_values,
         buffer_size=m.buffer_size or 1,
+        max_staleness=m.max_staleness,
+        staleness_exponent=m.staleness_exponent,
         spec=spec_from_proto(m.model) if m.HasField("model") else None,
     )
 

@@ -23,6 +23,7 @@ from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto import CiphertextVector, RunningSum
 from services.common import domain as d
 from services.common.config import LimitsConfig
+from services.common.domain import staleness_weight
 from services.common.errors import Rejection
 from services.common.metrics import Metrics
 from services.common.transfer import IncomingVector
@@ -186,11 +187,19 @@ class EdgeAggregator:
 
     def _current(self, client_id: str, round: int) -> tuple[_RoundAgg, d.Assignment]:
         agg = self.agg
-        if agg is None or round != agg.plan.round:
+        if agg is not None and agg.plan.mode == "async":
+            # FedBuff: an update trained on an older version joins the current buffer, weighted
+            # by its staleness, as long as it is at most max_staleness rounds behind.
+            lag = agg.plan.round - round
+            if not 0 <= lag <= agg.plan.max_staleness:
+                raise self._reject("wrong_round", grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"update for round {round} is outside the staleness window of round "
+                                   f"{agg.plan.round} (max {agg.plan.max_staleness})")
+        elif agg is None or round != agg.plan.round:
             current = agg.plan.round if agg else 0
             raise self._reject("wrong_round", grpc.StatusCode.FAILED_PRECONDITION,
                                f"update for round {round} but the current round is {current}")
-        if agg.forwarded or (agg.plan.mode == "sync" and self.clock() > agg.plan.deadline_unix):
+        if agg.plan.mode == "sync" and (agg.forwarded or self.clock() > agg.plan.deadline_unix):
             raise self._reject("deadline", grpc.StatusCode.FAILED_PRECONDITION,
                                f"round {round} is closed (deadline passed or sum forwarded)")
         a = agg.plan.assignment_for(client_id)
@@ -202,7 +211,7 @@ class EdgeAggregator:
     def begin_upload(self, client_id: str, *, round: int, header: bytes, num_ciphertexts: int) -> None:
         self._rejected.pop(client_id, None)
         agg = self.agg
-        if agg is not None and round == agg.plan.round and client_id in agg.contributions:
+        if agg is not None and round == agg.plan.round and client_id in agg.keys:
             # Already counted: the commit's idempotency key decides between a harmless resend
             # and a second update; the chunks in between are not stored.
             a = agg.plan.assignment_for(client_id)
@@ -272,6 +281,9 @@ class EdgeAggregator:
             raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
                                f"an update for round {round} was already accepted from this client")
         agg, a = self._current(client_id, round)
+        if client_id in agg.keys:
+            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
+                               f"an update for round {agg.plan.round} was already accepted from this client")
         if up is None or up.round != round or up.incoming is None:
             raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION, "commit without an upload")
         if rank != a.rank:
@@ -297,13 +309,24 @@ class EdgeAggregator:
         self._maybe_forward()
 
     def _effective_weight(self, a: d.Assignment, base_version: int) -> int:
-        return a.weight
+        """Integer weight the edge multiplies the ciphertexts by. Async: the assignment's weight
+        times the quantized staleness factor s(tau) = (1+tau)^-a, tau = versions behind."""
+        agg = self.agg
+        assert agg is not None
+        if agg.plan.mode != "async":
+            return a.weight
+        tau = max(0, agg.plan.adapter_version - base_version)
+        return a.weight * staleness_weight(tau, agg.plan.staleness_exponent)
 
     # -- forwarding ------------------------------------------------------------------------
 
     def _maybe_forward(self, *, force: bool = False) -> None:
         agg = self.agg
         if agg is None or agg.forwarded:
+            return
+        if agg.plan.mode == "async":
+            if agg.contributions and (force or len(agg.contributions) >= agg.plan.buffer_size):
+                self._forward()
             return
         expected = {a.client_id for a in agg.plan.assignments}
         if force or expected <= set(agg.contributions):
@@ -312,10 +335,16 @@ class EdgeAggregator:
     def _forward(self) -> None:
         agg = self.agg
         assert agg is not None
-        agg.forwarded = True
         contributions = sorted(agg.contributions.values(), key=lambda c: c.client_id)
         key = f"{self.edge_id}:{agg.plan.round}:" + ",".join(c.client_id for c in contributions)
         vec = agg.total.result() if contributions else None
+        if agg.plan.mode == "async":
+            # The buffer goes up; a fresh one starts for the same round (memory stays flat).
+            agg.total = RunningSum(self.public_key, agg.layout, agg.plan.num_values)  # type: ignore[arg-type]
+            agg.contributions = {}
+            self.metrics.buffer_size.labels(self.metrics.service).set(0)
+        else:
+            agg.forwarded = True
         self.metrics.set_phase("aggregating")
         log.info("round %d: forwarding partial sum of %d client(s)", agg.plan.round, len(contributions))
         self.outbox.partial_sum(agg.plan.round, vec, contributions, key)
@@ -323,7 +352,12 @@ class EdgeAggregator:
     def tick(self) -> None:
         """Called periodically: forward at the deadline whatever has arrived."""
         agg = self.agg
-        if agg is not None and not agg.forwarded and self.clock() > agg.plan.deadline_unix:
-            log.warning("round %d: deadline passed with %d/%d updates", agg.plan.round,
-                        len(agg.contributions), len(agg.plan.assignments))
-            self._forward()
+        if agg is None or agg.forwarded or self.clock() <= agg.plan.deadline_unix:
+            return
+        if agg.plan.mode == "async":
+            if agg.contributions:  # a partly filled buffer is not held back forever
+                self._forward()
+            return
+        log.warning("round %d: deadline passed with %d/%d updates", agg.plan.round,
+                    len(agg.contributions), len(agg.plan.assignments))
+        self._forward()

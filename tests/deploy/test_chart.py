@@ -279,7 +279,9 @@ def test_region_edge_scales_with_hpa_and_pdb(render: Any) -> None:
     }
     pdb = one(objs, "PodDisruptionBudget")
     assert pdb["spec"] == {"minAvailable": 2, "selector": sts["spec"]["selector"]}
-    svc = next(o for o in by_kind(objs, "Service") if o["metadata"]["name"] == "ffa-lora-edge-eu-west")
+    svc = next(
+        o for o in by_kind(objs, "Service") if o["metadata"]["name"] == "ffa-lora-edge-eu-west"
+    )
     headless = one(objs, "Service", "headless")
     assert svc["spec"]["type"] == "LoadBalancer"
     assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
@@ -344,7 +346,10 @@ def test_each_edge_replica_has_its_own_identity(render: Any, replicas: int) -> N
 def test_edge_certificates_follow_the_hpa_maximum(render: Any) -> None:
     objs = render(
         [CI["all-in-one-values"]],
-        set_values=["edgeAggregator.autoscaling.enabled=true", "edgeAggregator.autoscaling.maxReplicas=4"],
+        set_values=[
+            "edgeAggregator.autoscaling.enabled=true",
+            "edgeAggregator.autoscaling.maxReplicas=4",
+        ],
     )
     certs = [c for c in by_kind(objs, "Certificate") if "edge" in c["metadata"]["name"]]
     assert [c["spec"]["secretName"] for c in certs] == [

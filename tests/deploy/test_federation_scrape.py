@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,7 +159,11 @@ def test_ffalora_series_from_all_three_services(scraped_run: ScrapedRun) -> None
     # identifying: service, role (ours), instance/job (Prometheus), phase/reason/client/...
     for s in prom.series('{__name__=~"ffalora_.+"}'):
         assert set(s) - {"__name__", "service", "role", "instance", "job"} <= {
-            "phase", "reason", "client", "entity_type", "le"
+            "phase",
+            "reason",
+            "client",
+            "entity_type",
+            "le",
         }, s
 
     rounds = by_role(prom.query(f'max_over_time(ffalora_round{{service="coordinator"}}{WINDOW})'))

@@ -357,7 +357,7 @@ class CoordinatorWelcome(_message.Message):
     def __init__(self, federation: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class RoundPlan(_message.Message):
-    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size", "model")
+    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size", "model", "max_staleness", "staleness_exponent")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +370,8 @@ class RoundPlan(_message.Message):
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
     BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_EXPONENT_FIELD_NUMBER: _ClassVar[int]
     round: int
     adapter_version: int
     assignments: _containers.RepeatedCompositeFieldContainer[ClientAssignment]
@@ -382,7 +384,9 @@ class RoundPlan(_message.Message):
     num_values: int
     buffer_size: int
     model: ModelSpec
-    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    max_staleness: int
+    staleness_exponent: float
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., max_staleness: _Optional[int] = ..., staleness_exponent: _Optional[float] = ...) -> None: ...
 
 class PartialSumBegin(_message.Message):
     __slots__ = ("header",)
