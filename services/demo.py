@@ -44,7 +44,7 @@ class DemoSettings:
     batch_size: int = 16
     key_bits: int = 2048
     bits: int = 8
-    clip: float = 0.05
+    clip: float = 0.5
     strategy: str = "ffa"
     warmup_rounds: int = 0
     rank: int = 8

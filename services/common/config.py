@@ -87,7 +87,7 @@ class SecureSumConfig(_Model):
 
     key_bits: Literal[512, 1024, 2048, 3072] = Field(default=2048, description="512/1024 are test-only.")
     bits: Literal[8, 16] = 8
-    clip: float = Field(default=0.05, gt=0, description="Per-coordinate clip bound C of the update.")
+    clip: float = Field(default=0.5, gt=0, description="Per-coordinate clip bound C of the update (about lr x local steps for Adam).")
     max_clients: int = Field(default=64, ge=1, description="Slot headroom: most clients in one sum.")
     max_weight: int = Field(default=16, ge=1, description="Largest integer weight of one client.")
 
