@@ -78,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
-    common: dict[str, Any] = dict(
-        rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr, key_bits=a.key_bits,
-        max_train_per_site=a.max_train_per_site, max_test=a.max_test, seed=a.seed, out_dir=a.out_dir,
-        rank=R_MAX, patience=a.rounds,  # same number of rounds for both: no early stop
-    )
+    common: dict[str, Any] = {
+        "rounds": a.rounds, "local_epochs": a.local_epochs, "learning_rate": a.lr, "key_bits": a.key_bits,
+        "max_train_per_site": a.max_train_per_site, "max_test": a.max_test, "seed": a.seed,
+        "out_dir": a.out_dir, "rank": R_MAX,
+        "patience": a.rounds,  # same number of rounds for both: no early stop
+    }
     print(f"dynamic rank (r_max {R_MAX}), {a.rounds} rounds", file=sys.stderr, flush=True)
     dynamic = run_demo(DemoSettings(name="rank-dynamic", rank_scheduler="dynamic",
                                     rank_options={"r_max": R_MAX, **a.rank_options}, **common))

@@ -403,15 +403,15 @@ class Coordinator:
             if self.committed >= self.fed.rounds.max_rounds:
                 self.finish(f"reached max_rounds={self.fed.rounds.max_rounds}")
                 break
-            if not await self.wait_for_clients():
-                self.finish(f"fewer than min_clients={self.fed.rounds.min_clients} clients connected in time")
-                break
             if self.privacy is not None:
                 try:
                     self.privacy.check_budget(self.committed)
                 except BudgetExhaustedError as exc:
                     self.finish(f"privacy budget exhausted, stopping with the current adapter: {exc}")
                     break
+            if not await self.wait_for_clients():
+                self.finish(f"fewer than min_clients={self.fed.rounds.min_clients} clients connected in time")
+                break
             cur = self.plan_round()
             self.current = cur
             self.metrics.round.labels(self.metrics.service).set(cur.number)

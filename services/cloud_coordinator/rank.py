@@ -15,6 +15,9 @@ When decisions are made:
   must be published as the version the next round trains from. The scheduler is asked with the
   full loss history and the new global adapter; if it does not reduce, its state is rolled back
   so that ``ranks`` decides the next round as if it had not been asked (promotions included).
+  Not in asynchronous mode: there, updates trained on the adapter before a reduction could
+  still arrive (stale, but of a valid length) and would be added to columns of another A, so
+  the reduction is skipped (logged once) and ranks stay heterogeneous within r_max.
 
 Every decision is logged with its reason per client; the coordinator exports the ranks as
 ``ffalora_client_rank{client}`` and records values uploaded per round in the round metrics.
@@ -75,8 +78,11 @@ class ScheduledRank:
             )
         options.setdefault("promoted_rank", r_max)
         self.ops = ops
+        self._asynchronous = fed.rounds.mode == "async"
         self._phase: str = ops.phase(0)
         self.scheduler = make_scheduler("dynamic", values_at_rank=self._values_at_rank, **options)
+        if self._asynchronous:
+            log.info("asynchronous mode: the dynamic rank scheduler will not reduce the rank at a plateau")
         self._samples: dict[str, int] = {}  # last contributors -> their sample count
         self._quality: dict[str, tuple[float | None, float | None]] = {}  # client -> (snr, improvement)
         self._loss_history: list[float] = []
@@ -114,7 +120,7 @@ class ScheduledRank:
 
     def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
         """Phase 3: at a loss plateau, the global adapter reduced by truncated SVD, else None."""
-        if not self._samples:
+        if not self._samples or self._asynchronous:
             return None
         history = [x for x in self._loss_history if math.isfinite(x)]
         snapshot = self.scheduler.state_dict()

@@ -1,0 +1,100 @@
+"""The privacy ledger is written before a noised model exists: a crash after the ledger write
+and before the broadcast never under-counts epsilon, every applied round is counted once, and
+an exhausted budget ends training cleanly with the current adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ffa_lora.crypto import generate_keypair
+from services.cloud_coordinator import handlers
+from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
+from services.cloud_coordinator.policies import make_privacy_engine
+from services.cloud_coordinator.store import SQLiteStore
+from services.common import domain as d
+from services.common.config import parse_config
+from services.common.metrics import create_metrics
+from tests.unit.lora.conftest import make_tiny_model
+from tests.unit.services.test_coordinator_rules import Outbox, partial
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny")), generate_keypair(bits=512, test_only=True)
+
+
+def coordinator(model_dir: Path, keys: Any, state: Path, epsilon: float = 4.0) -> handlers.Coordinator:
+    cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
+        "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
+                       "rounds": {"min_clients": 2, "max_rounds": 5},
+                       "secure_sum": {"key_bits": 512},
+                       "privacy": {"mode": "central", "mechanism": "gaussian", "epsilon": epsilon,
+                                   "norm_clip": 1.0}}}})
+    fed = cfg.coordinator.federation  # type: ignore[union-attr]
+    pub, priv = keys
+    return handlers.Coordinator(fed=fed, store=SQLiteStore(state), public_key=pub, private_key=priv,
+                                adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels), outbox=Outbox(),
+                                metrics=create_metrics("coordinator"), privacy=make_privacy_engine(fed))
+
+
+def one_round(coord: handlers.Coordinator) -> Any:
+    coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b")])
+    cur = coord.plan_round()
+    coord.current = cur
+    vec, contribs = partial(coord, cur, ["a", "b"])
+    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key=f"k{cur.number}")
+    return cur
+
+
+def test_crash_after_ledger_write_never_undercounts(setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir, keys = setup
+    state = tmp_path / "state"
+    coord = coordinator(model_dir, keys, state)
+    coord.finish_round(one_round(coord))  # round index 0 applied normally
+    eps_after_first = coord.privacy.epsilon_spent()  # type: ignore[union-attr]
+    assert eps_after_first > 0 and len(coord.store.ledger()) == 1
+
+    # Round index 1: the ledger row is written, then the process dies before the commit.
+    def die(*a: Any, **k: Any) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(coord.store, "commit_round", die)
+    with pytest.raises(Crash):
+        coord.finish_round(one_round(coord))
+    eps_before_crash = coord.privacy.epsilon_spent()  # type: ignore[union-attr]
+    coord.store.close()
+    monkeypatch.undo()
+
+    restarted = coordinator(model_dir, keys, state)
+    assert restarted.committed == 1 and restarted.version == coord.version
+    assert restarted.privacy.epsilon_spent() >= eps_before_crash > eps_after_first  # type: ignore[union-attr]
+    # The retried round reuses its ledger entry: counted exactly once.
+    restarted.finish_round(one_round(restarted))
+    assert [e.round for e in restarted.store.ledger()] == [0, 1]
+    assert restarted.privacy.epsilon_spent() == pytest.approx(eps_before_crash)  # type: ignore[union-attr]
+    assert restarted.committed == 2
+    restarted.store.close()
+
+
+def test_exhausted_budget_stops_cleanly_with_the_current_adapter(setup: Any, tmp_path: Path) -> None:
+    model_dir, keys = setup
+    state = tmp_path / "state"
+    coord = coordinator(model_dir, keys, state, epsilon=4.0)
+    coord.finish_round(one_round(coord))
+    coord.finish_round(one_round(coord))
+    version = coord.version
+    coord.store.close()
+    # The operator lowers the budget below what is already spent: the next round must not run.
+    tight = coordinator(model_dir, keys, state, epsilon=0.5)
+    asyncio.run(tight.run())
+    assert tight.finished and "privacy budget" in tight.finish_reason
+    assert tight.version == version and tight.committed == 2
+    tight.store.close()
