@@ -34,6 +34,9 @@ BENCHES = {
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Libraries that narrate every recognizer, download check and weight load at INFO.
+    for noisy in ("presidio-analyzer", "presidio-anonymizer", "transformers", "jieba", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def _offline_env() -> None:
