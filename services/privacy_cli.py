@@ -105,8 +105,8 @@ def _plot(rows: list[dict[str, Any]], budgets: list[float], strategies: list[str
     xs_inf = max(finite) * 2 if finite else 1.0
     fig, ax = plt.subplots(figsize=(6, 4))
     for s in strategies:
-        pts = sorted(((xs_inf if math.isinf(r["epsilon"]) else r["epsilon"], r["accuracy"])
-                      for r in rows if r["strategy"] == s))
+        pts = sorted((xs_inf if math.isinf(r["epsilon"]) else r["epsilon"], r["accuracy"])
+                      for r in rows if r["strategy"] == s)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=s)
     ax.set_xscale("log")
     ax.set_xlabel("total epsilon (rightmost point: no DP)")

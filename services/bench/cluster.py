@@ -290,7 +290,7 @@ class Cluster:
                 svc.proc.kill()
                 svc.proc.wait(10)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -345,4 +345,4 @@ class Cluster:
         return (self.state_dir / rows[0][0]).read_bytes()
 
 
-__all__ = ["Cluster", "ServiceProcess", "free_port", "make_pki", "tls_block", "wait_port", "REPO_ROOT"]
+__all__ = ["REPO_ROOT", "Cluster", "ServiceProcess", "free_port", "make_pki", "tls_block", "wait_port"]

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 from ffalora.v1 import federation_pb2 as pb
@@ -24,7 +23,7 @@ from services.common.config import ClientConfig, LimitsConfig
 from services.common.metrics import Metrics
 from services.common.session import grpc_options
 from services.common.tls import TLSFiles, channel_credentials
-from services.common.transfer import BlobAssembler, outgoing
+from services.common.transfer import AdapterReceiver, outgoing
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class ClientAgent:
                 yield m
 
         call = stub.ClientSession(requests())
-        assembler: BlobAssembler | None = None
+        receiver = AdapterReceiver()
         try:
             async for resp in call:
                 kind = resp.WhichOneof("kind")
@@ -132,16 +131,13 @@ class ClientAgent:
                     self.trainer.set_spec(info.spec, info.labels)
                 elif kind == "adapter_chunk":
                     ch = resp.adapter_chunk
-                    if ch.offset == 0:
-                        assembler = BlobAssembler(version=ch.version, total_size=ch.total_size, sha256=ch.sha256)
-                    if assembler is not None:
-                        blob = assembler.add(ch.offset, ch.data)
-                        if blob is not None:
-                            assembler = None
-                            if self._training is not None and not self._training.done():
-                                self._pending_adapter = (ch.version, blob)  # never swap mid-training
-                            else:
-                                self._load_adapter(ch.version, blob)
+                    blob = receiver.feed(version=ch.version, offset=ch.offset, data=ch.data,
+                                         total_size=ch.total_size, sha256=ch.sha256)
+                    if blob is not None:
+                        if self._training is not None and not self._training.done():
+                            self._pending_adapter = (ch.version, blob)  # never swap mid-training
+                        else:
+                            self._load_adapter(ch.version, blob)
                 elif kind == "task":
                     task = serde.task_from_proto(resp.task)
                     self._start_task(task, queue)

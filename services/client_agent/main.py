@@ -8,8 +8,7 @@ from collections import Counter
 from services.client_agent.agent import AgentResult, ClientAgent
 from services.client_agent.trainer import LocalTrainer
 from services.common.config import ServiceConfig
-from services.common.metrics import create_metrics, serve_metrics
-from services.common.session import tls_files
+from services.common.session import start_metrics, tls_files
 
 log = logging.getLogger("ffa_lora.client")
 
@@ -20,10 +19,7 @@ async def serve(cfg: ServiceConfig) -> AgentResult:
     assert c is not None
     tls = tls_files(cfg.tls)
     identity = tls.load().identity
-    metrics = create_metrics("client")
-    if cfg.metrics.port is not None:
-        port = serve_metrics(metrics, host=cfg.metrics.host, port=cfg.metrics.port)
-        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    metrics = start_metrics("client", cfg.metrics)
 
     def count(counts: Counter[str]) -> None:
         for kind, n in counts.items():

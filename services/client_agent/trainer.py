@@ -13,14 +13,22 @@ import os
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load as st_load
 
-from ffa_lora.crypto import CiphertextVector, Encryptor, ObfuscatorPool, PackingLayout, PublicKey, Quantizer
+from ffa_lora.crypto import (
+    CiphertextVector,
+    Encryptor,
+    ObfuscatorPool,
+    PackingLayout,
+    PublicKey,
+    Quantizer,
+)
 from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, ProtocolError, StateError

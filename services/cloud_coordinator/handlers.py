@@ -10,23 +10,25 @@ worker thread so the event loop keeps serving the edges.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
+from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
 from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
-from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
 from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.errors import BudgetExhaustedError, ProtocolError
 from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, RoundRecord
 from services.common import domain as d
-from services.common.domain import STALENESS_SCALE
 from services.common.config import FederationConfig
+from services.common.domain import STALENESS_SCALE
 from services.common.errors import Rejection
 from services.common.metrics import Metrics
 
@@ -391,7 +393,7 @@ class Coordinator:
             self._roster_changed.clear()
             try:
                 await asyncio.wait_for(self._roster_changed.wait(), timeout=min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -425,7 +427,7 @@ class Coordinator:
             timeout = max(0.0, min(p.deadline_unix for p in cur.plans.values()) - self.clock()) + 5.0
             try:
                 await asyncio.wait_for(cur.done.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("round %d: deadline passed with partial sums from %s", cur.number, sorted(cur.edges_reported()))
             cur.closed = True
             try:
@@ -460,7 +462,7 @@ class Coordinator:
         if len(h) < p + 1:
             return False
         recent = h[-(p + 1):]
-        return all(abs(b - a) <= tol * max(abs(a), 1e-12) for a, b in zip(recent, recent[1:]))
+        return all(abs(b - a) <= tol * max(abs(a), 1e-12) for a, b in itertools.pairwise(recent))
 
     def finish_round(self, cur: _Round) -> RoundSummary:
         """Combine, check quorum, decrypt, average, noise, update, checkpoint (worker thread)."""

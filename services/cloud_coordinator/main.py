@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
-from ffa_lora.crypto import generate_keypair, load_fernet_key, load_private_key, new_fernet_key, save_private_key
+from ffa_lora.crypto import (
+    generate_keypair,
+    load_fernet_key,
+    load_private_key,
+    save_private_key,
+)
 from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.errors import ConfigError, StateError
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -20,8 +24,7 @@ from services.cloud_coordinator.servicer import CoordinatorOutboxImpl, Coordinat
 from services.cloud_coordinator.store import SQLiteStore
 from services.common.config import ServiceConfig
 from services.common.domain import FederationInfo
-from services.common.metrics import create_metrics, serve_metrics
-from services.common.session import start_server
+from services.common.session import start_metrics, start_server, stop_event_on_signals
 
 log = logging.getLogger("ffa_lora.coordinator")
 
@@ -67,10 +70,7 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
     store.set_meta("federation", fed.name)
     pub, priv = load_or_create_keys(Path(c.state_dir), key_bits=fed.secure_sum.key_bits,
                                     fernet_key=fernet_key_from_config(cfg))
-    metrics = create_metrics("coordinator")
-    if cfg.metrics.port is not None:
-        port = serve_metrics(metrics, host=cfg.metrics.host, port=cfg.metrics.port)
-        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    metrics = start_metrics("coordinator", cfg.metrics)
     spec = lora_spec(fed)
     ops = LoraAdapterOps(spec, labels=fed.labels, evaluation=fed.evaluation)
     outbox = CoordinatorOutboxImpl(FederationInfo(fed.name, tuple(fed.labels), spec))
@@ -89,13 +89,7 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
     log.info("coordinator listening on port %d (federation %s, key %s…)", port, fed.name, pub.fingerprint[:12])
     if ready is not None:
         ready(port, coordinator)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event_on_signals()
     runner = asyncio.create_task(coordinator.run())
     stopper = asyncio.create_task(stop.wait())
     try:

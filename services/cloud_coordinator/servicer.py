@@ -19,9 +19,9 @@ from ffa_lora.crypto import PublicKey
 from services.cloud_coordinator.handlers import Coordinator
 from services.common import domain as d
 from services.common import serde
-from services.common.serde import adapter_messages, public_key_to_proto
 from services.common.config import LimitsConfig
 from services.common.errors import Rejection, rejection_for
+from services.common.serde import adapter_messages, public_key_to_proto
 from services.common.session import Session, run_session
 from services.common.tls import require_role_async
 from services.common.transfer import IncomingVector

@@ -93,7 +93,7 @@ class CoordinatorStore(ABC):
         started = self.get_meta("last_round_started")
         return max(top, int(started) if started else 0) + 1
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         pass
 
 

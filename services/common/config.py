@@ -143,7 +143,7 @@ class FederationConfig(_Model):
     evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "FederationConfig":
+    def _check(self) -> FederationConfig:
         if self.rounds.min_clients > self.secure_sum.max_clients:
             raise ValueError(
                 f"rounds.min_clients ({self.rounds.min_clients}) exceeds secure_sum.max_clients "
@@ -227,7 +227,7 @@ class ServiceConfig(_Model):
     client: ClientConfig | None = None
 
     @model_validator(mode="after")
-    def _role_block(self) -> "ServiceConfig":
+    def _role_block(self) -> ServiceConfig:
         blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client}
         if blocks[self.service] is None:
             raise ValueError(f"service is {self.service!r} but the '{self.service}:' block is missing; add it")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from ffa_lora.lora.spec import LoRASpec
 
-
 STALENESS_SCALE = 4
 """Async mode (FedBuff): a fresh update carries integer weight ``w * STALENESS_SCALE``, one
 ``tau`` versions behind ``w * round(STALENESS_SCALE * (1+tau)^-a)`` (at least ``w``), so the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.common.config import LimitsConfig, TLSConfig
+from services.common.config import LimitsConfig, MetricsConfig, TLSConfig
+from services.common.metrics import Metrics, create_metrics, serve_metrics
 from services.common.tls import TLSFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -152,3 +154,24 @@ async def start_server(
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (where the loop can take signal handlers)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signal support
+            pass
+    return stop
+
+
+def start_metrics(service: str, cfg: MetricsConfig) -> Metrics:
+    """The service's metric families, served over HTTP when a port is configured."""
+    metrics = create_metrics(service)
+    if cfg.port is not None:
+        port = serve_metrics(metrics, host=cfg.host, port=cfg.port)
+        log.info("metrics on http://%s:%d/metrics", cfg.host, port)
+    return metrics

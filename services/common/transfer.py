@@ -41,7 +41,7 @@ class IncomingVector:
     received: int = 0
     chunks: int = 0
     parts: list[bytes] = field(default_factory=list)
-    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
     @classmethod
     def begin(
@@ -55,7 +55,7 @@ class IncomingVector:
         expected_values: int | None = None,
         max_chunks: int,
         max_weight_total: int | None = 1,
-    ) -> "IncomingVector":
+    ) -> IncomingVector:
         """Check a header against what this round expects; raise Rejection otherwise.
 
         ``max_weight_total`` bounds the weight the sender claims is inside the vector (1 for a
@@ -170,4 +170,22 @@ class BlobAssembler:
         blob = bytes(self._buf)
         if hashlib.sha256(blob).hexdigest() != self.sha256:
             raise Rejection(grpc.StatusCode.DATA_LOSS, "adapter_checksum", "adapter sha256 mismatch")
+        return blob
+
+
+class AdapterReceiver:
+    """Turns a stream of AdapterChunk fields into complete, verified adapter files."""
+
+    def __init__(self) -> None:
+        self._assembler: BlobAssembler | None = None
+
+    def feed(self, *, version: int, offset: int, data: bytes, total_size: int, sha256: str) -> bytes | None:
+        """Add one chunk; return the adapter file when its last chunk arrived."""
+        if offset == 0:
+            self._assembler = BlobAssembler(version=version, total_size=total_size, sha256=sha256)
+        if self._assembler is None:
+            return None  # joined mid-file: wait for the next version's first chunk
+        blob = self._assembler.add(offset, data)
+        if blob is not None:
+            self._assembler = None
         return blob

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import grpc
 
+from ffa_lora.crypto import CiphertextVector, RunningSum
 from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
-from ffa_lora.crypto import CiphertextVector, RunningSum
 from services.common import domain as d
 from services.common.config import LimitsConfig
 from services.common.domain import staleness_weight

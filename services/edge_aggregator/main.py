@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from services.common.config import ServiceConfig
-from services.common.metrics import create_metrics, serve_metrics
-from services.common.session import start_server, tls_files
+from services.common.session import start_metrics, start_server, stop_event_on_signals, tls_files
 from services.edge_aggregator.handlers import EdgeAggregator
-from services.edge_aggregator.servicer import EdgeOutboxImpl, EdgeServicer, deadline_ticker, upstream_loop
+from services.edge_aggregator.servicer import (
+    EdgeOutboxImpl,
+    EdgeServicer,
+    deadline_ticker,
+    upstream_loop,
+)
 
 log = logging.getLogger("ffa_lora.edge")
 
@@ -23,10 +26,7 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     assert e is not None
     tls = tls_files(cfg.tls)
     identity = tls.load().identity
-    metrics = create_metrics("edge")
-    if cfg.metrics.port is not None:
-        port = serve_metrics(metrics, host=cfg.metrics.host, port=cfg.metrics.port)
-        log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    metrics = start_metrics("edge", cfg.metrics)
     outbox = EdgeOutboxImpl()
     edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox)
     servicer = EdgeServicer(edge, outbox, e)
@@ -38,13 +38,7 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     log.info("edge %s (region %s) listening on port %d", identity.id, e.region, port)
     if ready is not None:
         ready(port, edge)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event_on_signals()
     tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
              asyncio.create_task(deadline_ticker(edge, stop))]
     try:

@@ -17,12 +17,12 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 from ffa_lora.crypto import CiphertextVector, PublicKey
 from services.common import domain as d
 from services.common import serde
-from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
 from services.common.config import EdgeConfig
 from services.common.errors import Rejection, rejection_for
+from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
 from services.common.session import Session, grpc_options, run_session, tls_files
 from services.common.tls import TLSFiles, channel_credentials, require_role_async
-from services.common.transfer import BlobAssembler, outgoing
+from services.common.transfer import AdapterReceiver, outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,11 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
             for m in outbox.pending_partial:
                 queue.put_nowait(m)
 
-        async def requests() -> AsyncIterator[pb.EdgeSessionRequest]:
+        async def requests(q: asyncio.Queue[pb.EdgeSessionRequest] = queue) -> AsyncIterator[pb.EdgeSessionRequest]:
             while True:
-                yield await queue.get()
+                yield await q.get()
 
-        assembler: BlobAssembler | None = None
+        receiver = AdapterReceiver()
         try:
             async with grpc.aio.secure_channel(cfg.coordinator_address, creds, options=opts) as channel:
                 stub = pb_grpc.CoordinatorServiceStub(channel)
@@ -198,13 +198,10 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
                                                     serde.federation_from_proto(w.federation, w.model))
                     elif kind == "adapter_chunk":
                         ch = resp.adapter_chunk
-                        if ch.offset == 0:
-                            assembler = BlobAssembler(version=ch.version, total_size=ch.total_size, sha256=ch.sha256)
-                        if assembler is not None:
-                            blob = assembler.add(ch.offset, ch.data)
-                            if blob is not None:
-                                edge.on_adapter(ch.version, blob)
-                                assembler = None
+                        blob = receiver.feed(version=ch.version, offset=ch.offset, data=ch.data,
+                                             total_size=ch.total_size, sha256=ch.sha256)
+                        if blob is not None:
+                            edge.on_adapter(ch.version, blob)
                     elif kind == "plan":
                         edge.on_plan(serde.plan_from_proto(resp.plan))
                     elif kind == "ack":
@@ -228,7 +225,7 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
             outbox.upstream = None
         try:
             await asyncio.wait_for(stop.wait(), timeout=backoff * (0.5 + random.random()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         backoff = min(backoff * 2, 10.0)
 
@@ -237,12 +234,12 @@ async def deadline_ticker(edge: EdgeAggregator, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             edge.tick()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("deadline check failed")
         try:
             await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
-__all__ = ["EdgeOutboxImpl", "EdgeServicer", "upstream_loop", "deadline_ticker", "tls_files"]
+__all__ = ["EdgeOutboxImpl", "EdgeServicer", "deadline_ticker", "tls_files", "upstream_loop"]

@@ -96,9 +96,8 @@ def check_rejection(rej: Rejection) -> None:
 
 
 def plaintexts(priv: PrivateKey, layout: PackingLayout, values: list[Any], num_values: int) -> list[int]:
-    vec = CiphertextVector(public_key=priv.public_key, layout=layout, num_values=num_values, values=values,
-                           weight_total=0)
-    return [int(x) for x in Decryptor(priv, layout, workers=1).decrypt_plaintexts(vec)]
+    assert len(values) == layout.num_ciphertexts(num_values)
+    return [int(priv.raw_decrypt(int(c))) for c in values]
 
 
 @dataclass
@@ -462,7 +461,7 @@ class CoordinatorHarness:
         })
         self.coord = Coordinator(fed=fed, store=MemoryStore(), public_key=self.pub, private_key=self.priv,
                                  adapter_ops=FakeOps(), outbox=NullCoordinatorOutbox(), metrics=create_metrics("coordinator"),
-                                 decrypt_workers=1)
+                                 decrypt_workers=0)
         for edge_id, clients in COORD_ROSTER.items():
             self.coord.edge_connected(edge_id)
             self.coord.edge_roster(edge_id, [d.RosterEntry(c, n) for c, n in clients.items()])
