@@ -273,9 +273,10 @@ def render(
             h2, l2 = right.get_legend_handles_labels()
             handles, labels_ = handles + h2, labels_ + l2
         if panel.title == "Differential privacy" and n and peak == 0:
+            ax.set_ylim(-0.05, 1)
             ax.text(
                 0.5,
-                0.5,
+                0.6,
                 "no epsilon spent\n(privacy.mode=off in this run)",
                 ha="center",
                 va="center",
@@ -315,9 +316,11 @@ def _free_port() -> int:
 class LocalPrometheus:
     """A throw-away Prometheus (scrape every ``interval``, file_sd targets) in a temp dir."""
 
-    def __init__(self, binary: str, interval: str = "1s") -> None:
-        self.binary, self.interval = binary, interval
-        self.dir = Path(tempfile.mkdtemp(prefix="ffa-prom-render-"))
+    def __init__(self, binary: str, interval: str = "1s", keep: Path | None = None) -> None:
+        self.binary, self.interval, self.keep = binary, interval, keep
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+        self.dir = keep or Path(tempfile.mkdtemp(prefix="ffa-prom-render-"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.targets = self.dir / "targets.json"
@@ -378,7 +381,8 @@ class LocalPrometheus:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.keep is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run_demo_scraped(
@@ -400,7 +404,7 @@ def run_demo_scraped(
         from tests.unit.lora.conftest import make_tiny_model
 
         model = str(make_tiny_model(Path(tempfile.mkdtemp(prefix="ffa-tiny-")) / "model"))
-    prom = LocalPrometheus(binary, interval=args.scrape_interval).start()
+    prom = LocalPrometheus(binary, interval=args.scrape_interval, keep=args.keep_data).start()
     privacy = {"mode": "central", "epsilon": args.epsilon} if args.epsilon > 0 else {}
     settings = DemoSettings(
         name="metrics-png",
@@ -439,7 +443,8 @@ def run_demo_scraped(
         f"training examples), {data['test']} test examples, 2 edges, {summary['rounds']} rounds, "
         f"{args.key_bits}-bit Paillier, "
         + (f"central DP (epsilon budget {args.epsilon:g})" if privacy else "no DP")
-        + f"; final accuracy {summary['final_accuracy']:.3f}; wall {summary['wall_seconds']:.0f} s."
+        + f"; final accuracy {summary['final_accuracy']:.3f}; wall {summary['wall_seconds']:.0f} s"
+        + f" on {os.cpu_count()} shared CPU cores."
     )
     return PrometheusAPI(prom.url), start, end, caption, prom
 
@@ -479,6 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--demo", action="store_true")
     demo.add_argument("--prometheus-binary", default=None)
     demo.add_argument("--scrape-interval", default="1s")
+    demo.add_argument(
+        "--keep-data",
+        type=Path,
+        default=None,
+        help="keep the local Prometheus config and TSDB in this folder (to render again later)",
+    )
     demo.add_argument("--model", default="demo", help="HF id/path; default the shipped MiniLM-L6")
     demo.add_argument("--tiny-model", action="store_true", help="a tiny random BERT (fast)")
     demo.add_argument("--rounds", type=int, default=5)
@@ -523,6 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if local is not None:
             local.stop()
     print(json.dumps({"out": str(args.out), "start": start, "end": end, "series": counts}))
+    if local is not None and args.keep_data is not None:
+        d = args.keep_data.resolve()
+        print(
+            f"render again: prometheus --config.file={d}/prometheus.yml --storage.tsdb.path={d}/data"
+            f" --web.listen-address=127.0.0.1:9090 &  then  {sys.argv[0]} --prometheus"
+            f" http://127.0.0.1:9090 --start {start:.0f} --end {end:.0f} --caption '...'",
+            file=sys.stderr,
+        )
     return 0 if any(counts.values()) else 1
 
 

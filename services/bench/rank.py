@@ -1,5 +1,5 @@
 """``ffa-lora bench rank``: the bank demo twice — dynamic rank (r_max 16) and fixed rank 16 —
-with the same data, split, rounds, seed and keys, side by side as one JSON object.
+with the same data, split, rounds, seed and key size, side by side as one JSON object.
 
 Dynamic rank gives every real site rank 8 at first, promotes the site with the best gradient
 SNR (whose validation loss still improves) to rank 16 within the per-round budget and the

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.config import LimitsConfig, MetricsConfig, TLSConfig
@@ -95,6 +96,9 @@ async def run_session(
             raise
         except grpc.aio.AioRpcError:
             pass
+        except DecodeError:  # bytes that are not a request message: the peer's fault, not a bug
+            log.info("session ended: a request message could not be parsed")
+            failure.append((grpc.StatusCode.INVALID_ARGUMENT, "request message cannot be parsed"))
         except Exception:  # a bug must not take the server down; end this session only
             log.exception("session handler failed")
             failure.append((grpc.StatusCode.INTERNAL, "internal error"))

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_helpers import load_tool
 from prometheus_harness import PrometheusError, PrometheusHarness, find_binary
 
 pytestmark = [
@@ -226,3 +227,24 @@ def test_edge_replicas_of_one_region_each_delivered_a_partial_sum(
 def test_harness_reports_a_failed_query_clearly(scraped_run: ScrapedRun) -> None:
     with pytest.raises(PrometheusError, match="parse error"):
         scraped_run.prom.query("ffalora_round{")
+
+
+def test_render_metrics_png_plots_every_panel(
+    scraped_run: ScrapedRun, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """deploy/tools/render_metrics_png.py (how docs/deploy-metrics.png is made) on this run."""
+    tool = load_tool("render_metrics_png")
+    out = tmp_path_factory.mktemp("png") / "metrics.png"
+    end = time.time()
+    counts = tool.render(
+        tool.PrometheusAPI(scraped_run.prom.url),
+        start=end - scraped_run.seconds - 10,
+        end=end,
+        step=1.0,
+        out=out,
+        title="test",
+    )
+    # every panel has data except "rejected" lines (nothing was rejected)
+    assert all(n >= 1 for n in counts.values()), counts
+    assert counts["Updates per second (rate over 20s)"] == 2  # one line per edge replica
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
