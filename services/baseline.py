@@ -14,7 +14,7 @@ from typing import Any
 def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0, lr: float = 1e-3,
                  batch_size: int = 16, rank: int = 8, strategy: str = "fedavg", seed: int = 1234,
                  max_train_per_site: int | None = None, max_test: int | None = None,
-                 out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 2) -> dict[str, Any]:
+                 out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1) -> dict[str, Any]:
     """Train centrally and write runs/<name>/summary.json. ``strategy='fedavg'`` trains A and B
     (classic LoRA); ``'ffa'`` trains B only."""
     from ffa_lora.data.builtin import load_builtin

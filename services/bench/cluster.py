@@ -296,6 +296,28 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def scrape(self, name: str) -> dict[str, float]:
+        """The Prometheus samples of a service started with ``metrics=True``
+        (``name{label="v",...}`` -> value, the ``service`` label left out); {} if unreachable."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        port = self.metrics_ports.get(name)
+        if port is None:
+            return {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(smp.labels.items()) if k != "service")
+                out[f"{smp.name}{{{labels}}}" if labels else smp.name] = smp.value
+        return out
+
     def log_text(self, name: str) -> str:
         p = self.root / "logs" / f"{name}.log"
         return p.read_text(errors="replace") if p.exists() else ""

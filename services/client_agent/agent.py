@@ -68,6 +68,7 @@ class ClientAgent:
         # right after the upload).
         self._pending: d.RoundTask | None = None
         self._pending_adapter: tuple[int, bytes] | None = None
+        self._queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
 
     def _load_adapter(self, version: int, blob: bytes) -> None:
         self.trainer.load_adapter(version, blob)
@@ -106,6 +107,7 @@ class ClientAgent:
 
     async def _session(self, stub: pb_grpc.EdgeServiceStub) -> None:
         queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
+        self._queue = queue  # uploads go to the session current when training ends, not when it began
         queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(
             num_samples=self.trainer.num_samples, adapter_version=self.trainer.version,
             has_adapter=self.trainer.state is not None,
@@ -159,14 +161,15 @@ class ClientAgent:
                 queue.put_nowait(m)
             return
         if self._training is not None and not self._training.done():
-            log.info("round %d: training already in progress", task.round)
+            log.info("round %d: training already in progress; this task starts after it", task.round)
+            self._pending = task  # picked up by _after_training when the current one ends
             return
-        if task.spec is not None:  # the rank may have been reduced: rebuild the model if so
-            self.trainer.set_spec(task.spec, self.labels)
         self._training = asyncio.create_task(self._train_and_upload(task, queue))
 
     async def _train_and_upload(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
         assert self.public_key is not None
+        if task.spec is not None:  # the rank may have been reduced: rebuild the model if so
+            self.trainer.set_spec(task.spec, self.labels)
         self.metrics.round.labels(self.metrics.service).set(task.round)
         self.metrics.set_phase("training")
         self.metrics.client_rank.labels(self.metrics.service, self.trainer.client_id).set(task.assignment.rank)
@@ -191,6 +194,7 @@ class ClientAgent:
                  up.vec.num_values, nbytes, up.train_seconds, up.crypto_seconds, up.quality.train_loss)
         if self.on_event:
             self.on_event("uploaded", {"round": task.round, "bytes": nbytes})
+        queue = self._queue  # a reconnect during training replaced the session it started on
         for m in msgs:
             queue.put_nowait(m)
         self._after_training(task.round, queue)

@@ -31,6 +31,7 @@ from prometheus_harness import PrometheusError, PrometheusHarness, find_binary
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.slow,  # 30 s on an idle 2-core CPU, 85 s on a busy one
     pytest.mark.timeout(420),
     pytest.mark.skipif(
         find_binary() is None,

@@ -28,7 +28,7 @@ def test_slow_client_never_blocks_and_is_weighted_by_staleness(tmp_path: Path) -
             await fed.start_servers()
             fed.start_client("client-1", edge_index=0, num_samples=100, seed=1, delay=0.3)
             fed.start_client("client-2", edge_index=1, num_samples=100, seed=2, delay=0.3)
-            fed.start_client("client-3", edge_index=0, num_samples=100, seed=3, delay=3.0)  # 10x slower
+            fed.start_client("client-3", edge_index=0, num_samples=100, seed=3, delay=4.0)  # >10x slower
             await fed.wait_finished(timeout=240)
             rounds = fed.coordinator.store.rounds()
         finally:

@@ -285,10 +285,26 @@ class Env:
         self.certs = make_pki(root / "certs", edges=self.edges, clients=self.clients + ["mallory"])
         model = tiny_model(str(root.parent / "model-cache"))
         self.cluster = Cluster(root, model=str(model), certs=self.certs, federation=federation,
-                               edge_limits=edge_limits)
+                               edge_limits=edge_limits, metrics=True)
         self.fleet = Fleet(root, self.certs)
         self.result = ScenarioResult("")
         self.post_checks: list[Callable[[], None]] = []  # run after the federation finished
+
+    async def start(self, homes: dict[str, list[str]], *, edges: list[str] | None = None,
+                    extra: dict[str, int] | None = None) -> None:
+        """Edges first, then the clients (``homes``: client -> edge names or addresses in
+        reconnect order), then the coordinator once every client is on its edge's roster (plus
+        ``extra`` sessions per edge): the first round then includes every client (the
+        coordinator plans as soon as min_clients are connected)."""
+        c = self.cluster
+        for e in self.edges if edges is None else edges:
+            c.start_edge(e)
+        for cid, names in homes.items():
+            self.fleet.start(cid, [self.edge_address(n) if n in c.services else n for n in names])
+        want = Counter(names[0] for names in homes.values()) + Counter(extra or {})
+        await wait_for(lambda: all(c.scrape(e).get("ffalora_connected_clients", -1) >= n for e, n in want.items()),
+                       60, "every client connected to its edge")
+        c.start_coordinator()
 
     def edge_address(self, name: str) -> str:
         return f"127.0.0.1:{self.cluster.services[name].port}"
@@ -351,13 +367,12 @@ async def dropout_mid_upload(root: Path) -> ScenarioResult:
     at the deadline with the other two (>= min_clients)."""
 
     async def body(env: Env) -> None:
-        c = env.cluster
-        c.start_coordinator()
-        c.start_edge("edge-1")
+        env.cluster.start_edge("edge-1")
         e1 = env.edge_address("edge-1")
-        env.fleet.start("client-1", [e1])
-        env.fleet.start("client-2", [e1])
-        rnd, delta = await partial_upload_and_vanish(env, "client-3", e1)
+        vanish = asyncio.create_task(partial_upload_and_vanish(env, "client-3", e1))
+        await asyncio.sleep(0.5)
+        await env.start({"client-1": ["edge-1"], "client-2": ["edge-1"]}, edges=[], extra={"edge-1": 1})
+        rnd, delta = await vanish
         env.result.faults["client_dropout_mid_upload"] += 1
         env.fleet.trainers["client-3"] = ghost = GatedTrainer("client-3", seed=0)
         ghost.deltas[rnd] = delta  # a candidate for the audit: it must be found 0 times
@@ -417,12 +432,7 @@ async def late_update(root: Path) -> ScenarioResult:
     FAILED_PRECONDITION, the round completes with the others, and it joins round 2 on time."""
 
     async def body(env: Env) -> None:
-        c = env.cluster
-        c.start_coordinator()
-        c.start_edge("edge-1")
-        e1 = env.edge_address("edge-1")
-        for cid in env.clients:
-            env.fleet.start(cid, [e1])
+        await env.start({cid: ["edge-1"] for cid in env.clients})
         slow = env.fleet.trainers["client-3"]
         slow.delay[1] = 9.0  # the first round (a fresh store starts at round 1); deadline_s is 6
         await wait_for(lambda: bool(slow.started), 60, "the first task")
@@ -563,19 +573,13 @@ async def edge_sigkill(root: Path, *, failover: str = "replica") -> ScenarioResu
 
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet
-        c.start_coordinator()
-        c.start_edge("edge-1")
-        c.start_edge("edge-2")
         from services.bench.cluster import free_port
 
         replica_port = free_port()
-        e1, e2 = env.edge_address("edge-1"), env.edge_address("edge-2")
-        backup = f"127.0.0.1:{replica_port}" if failover == "replica" else e2
+        backup = f"127.0.0.1:{replica_port}" if failover == "replica" else "edge-2"
         gate = threading.Event()
-        fleet.start("client-1", [e1, backup])
-        fleet.start("client-2", [e1, backup])
+        await env.start({"client-1": ["edge-1", backup], "client-2": ["edge-1", backup], "client-3": ["edge-2"]})
         fleet.trainers["client-2"].gate = gate
-        fleet.start("client-3", [e2])
         await wait_for(lambda: bool(fleet.acked_ok()["client-1"]) and bool(fleet.trainers["client-2"].started), 60,
                        "client-1 acknowledged by edge-1")
         c.kill("edge-1")
@@ -666,11 +670,10 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
 
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet
-        c.start_coordinator()
         c.start_edge("edge-1")
         e1 = env.edge_address("edge-1")
-        for cid in ("client-1", "client-2"):
-            fleet.start(cid, [e1])
+        starting = asyncio.create_task(env.start({"client-1": ["edge-1"], "client-2": ["edge-1"]}, edges=[],
+                                                 extra={"edge-1": 1}))
         files = TLSFiles(ca=env.certs / "ca.crt", cert=env.certs / "client-mallory.crt", key=env.certs / "client-mallory.key")
         queue: asyncio.Queue[Any] = asyncio.Queue()
         queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=100)))
@@ -706,6 +709,7 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
                     queue.put_nowait(pb.ClientSessionRequest(goodbye=pb.ClientGoodbye(reason="done")))
                     queue.put_nowait(None)
                     break
+        await starting
         env.result.checks["mallory_acks"] = acks
 
     fed = {"rounds": {"max_rounds": 1, "min_clients": 2, "deadline_s": 8, "wait_for_clients_s": 60}}
