@@ -47,7 +47,7 @@ lint: install
 
 ## Helm lint/template/schema validation, promtool checks.
 deploy-check: install
-	bash deploy/check.sh
+	bash deploy/check.sh --install-missing
 
 ## Benchmarks (JSON on stdout).
 bench: install

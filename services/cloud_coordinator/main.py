@@ -98,7 +98,7 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
             raise runner.exception()  # type: ignore[misc]
         if not runner.done():
             coordinator.finish("coordinator stopped by signal")
-        await asyncio.sleep(0.5)  # let shutdown messages reach the edges
+        await asyncio.sleep(2.0)  # let shutdown messages reach the edges and Prometheus scrape the end
     finally:
         for t in (runner, stopper):
             t.cancel()

@@ -106,6 +106,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                     return  # the begin was rejected and acknowledged already
                 try:
                     vec.add_chunk(req.partial_chunk.offset, req.partial_chunk.data)
+                    coord.metrics.bytes_received.labels(coord.metrics.service).inc(len(req.partial_chunk.data))
                 except Rejection as rej:
                     incoming.clear()
                     ack(req.partial_chunk.round, "", rej)
@@ -122,6 +123,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                         ct = vec.finish(c.sha256)
                     coord.receive_partial(edge_id, round=c.round, vec=ct, contributions=contributions,
                                           key=c.idempotency_key)
+                    coord.metrics.updates_accepted.labels(coord.metrics.service).inc(len(contributions))
                     ack(c.round, c.idempotency_key, None)
                 except Exception as exc:  # noqa: BLE001 - mapped to a safe status
                     rej = rejection_for(exc)

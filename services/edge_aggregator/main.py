@@ -27,7 +27,7 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     tls = tls_files(cfg.tls)
     identity = tls.load().identity
     metrics = start_metrics("edge", cfg.metrics)
-    outbox = EdgeOutboxImpl()
+    outbox = EdgeOutboxImpl(metrics)
     edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox)
     servicer = EdgeServicer(edge, outbox, e)
     server, port, health_servicer = await start_server(

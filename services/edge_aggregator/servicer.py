@@ -19,6 +19,7 @@ from services.common import domain as d
 from services.common import serde
 from services.common.config import EdgeConfig
 from services.common.errors import Rejection, rejection_for
+from services.common.metrics import Metrics
 from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
 from services.common.session import Session, grpc_options, run_session, tls_files
 from services.common.tls import TLSFiles, channel_credentials, require_role_async
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 class EdgeOutboxImpl:
     """Delivers the edge's events: to client sessions and to the upstream queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.sessions: dict[str, Session] = {}
         self.upstream: asyncio.Queue[pb.EdgeSessionRequest] | None = None
         self.pending_partial: list[pb.EdgeSessionRequest] | None = None
@@ -87,6 +89,9 @@ class EdgeOutboxImpl:
             contributions=[serde.contribution_to_proto(c) for c in contributions])))
         # Kept until the coordinator acknowledges it: resent after a reconnect.
         self.pending_partial, self.pending_round = msgs, round
+        if self.metrics is not None:
+            self.metrics.bytes_sent.labels(self.metrics.service).inc(
+                sum(len(m.partial_chunk.data) for m in msgs if m.WhichOneof("kind") == "partial_chunk"))
         for m in msgs:
             self._up(m)
 

@@ -589,7 +589,8 @@ async def edge_sigkill(root: Path, *, failover: str = "replica") -> ScenarioResu
         await asyncio.sleep(1.0)
         gate.set()
 
-    fed = {"rounds": {"max_rounds": 2, "min_clients": 2, "deadline_s": 15, "wait_for_clients_s": 60}}
+    # min_clients = all three: the first round waits for both edges' rosters
+    fed = {"rounds": {"max_rounds": 2, "min_clients": 3, "deadline_s": 15, "wait_for_clients_s": 60}}
     return await run_scenario(f"edge_sigkill_{failover}", root, body, federation=fed)
 
 
