@@ -481,7 +481,8 @@ class Coordinator:
         summed = total.result()
         self.metrics.set_phase("decrypting")
         t0 = time.perf_counter()
-        code_sums = Decryptor(self._private_key, cur.layout, workers=self.decrypt_workers).decrypt_code_sums(summed)
+        with Decryptor(self._private_key, cur.layout, workers=self.decrypt_workers) as decryptor:
+            code_sums = decryptor.decrypt_code_sums(summed)
         decrypt_s = time.perf_counter() - t0
         self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
         weights_by_rank: dict[int, float] = {}

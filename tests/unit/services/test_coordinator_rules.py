@@ -79,7 +79,7 @@ def test_refuses_to_decrypt_below_min_clients(model_dir: Path, keys: Any, monkey
     vec, contribs = partial(coord, cur, ["a", "b"])
     coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k1")
     calls: list[Any] = []
-    monkeypatch.setattr(handlers, "Decryptor", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(handlers, "Decryptor", lambda *a, **k: calls.append(a))  # any use is recorded
     # edge-2's client dropped out: only two distinct clients, one edge's partial sum.
     with pytest.raises(ProtocolError, match="refusing to decrypt"):
         coord.finish_round(cur)
