@@ -220,7 +220,7 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(name: str, role: str) -> None:
-        log = open(run / "logs" / f"{name}.log", "wb")
+        log = open(run / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - the child process owns it
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", role, "--config", str(layout["configs"][name])],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(Path(__file__).resolve().parents[1]))

@@ -73,11 +73,11 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             privacy = ({"mode": "off"} if math.isinf(eps) else
                        {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip})
             lr = 5e-3 if strategy == "ffa" else 1e-3
-            s = DemoSettings(name=f"sweep-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds, strategy=strategy,
+            settings = DemoSettings(name=f"sweep-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds, strategy=strategy,
                              learning_rate=lr, privacy=privacy, max_train_per_site=max_train_per_site,
                              max_test=max_test, key_bits=key_bits, patience=rounds, quiet=True)
             print(f"sweep: {strategy} at epsilon={eps:g} ...", file=sys.stderr, flush=True)
-            summ = run_demo(s)
+            summ = run_demo(settings)
             rows.append({"strategy": strategy, "epsilon": eps, "accuracy": summ["final_accuracy"],
                          "macro_f1": summ["final_macro_f1"], "epsilon_spent": summ["epsilon_spent"],
                          "rounds": summ["rounds"]})

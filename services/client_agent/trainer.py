@@ -118,6 +118,7 @@ class LocalTrainer:
         if cfg.deid.enabled:
             secret = load_site_secret(cfg.deid.secret_file, cfg.state_dir)
             data = deidentify(data, cfg.deid, secret, on_deid_counts)
+        self.val: Dataset | None
         if cfg.data.validation_fraction > 0 and len(data) >= 20:
             self.train, self.val = stratified_split(data, test_fraction=cfg.data.validation_fraction, seed=cfg.seed)
         else:

@@ -89,7 +89,7 @@ class LoraAdapterOps:
     def from_bytes(self, blob: bytes) -> dict[str, np.ndarray]:
         try:
             state = dict(st_load(blob))
-        except Exception as exc:  # safetensors raises several types on corrupt input
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt input
             raise StateError(f"adapter blob is not valid safetensors ({type(exc).__name__})") from None
         check_state(state, self.spec)
         return state

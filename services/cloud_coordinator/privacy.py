@@ -33,7 +33,7 @@ class AggregatePrivacy:
     def __init__(self, fed: FederationConfig) -> None:
         p = fed.privacy
         self.cfg = p
-        self.mode = p.mode
+        self.mode: str = p.mode
         self.max_weight = fed.secure_sum.max_weight
         self.plan = plan_privacy(mechanism=p.mechanism, epsilon_total=p.epsilon, delta=p.delta,
                                  rounds=fed.rounds.max_rounds, schedule=p.schedule, decay=p.decay,

@@ -126,9 +126,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                     coord.metrics.updates_accepted.labels(coord.metrics.service).inc(len(contributions))
                     ack(c.round, c.idempotency_key, None)
                 except Exception as exc:  # noqa: BLE001 - mapped to a safe status
-                    rej = rejection_for(exc)
-                    log.warning("edge %s: partial sum for round %d rejected: %s", edge_id, c.round, rej)
-                    ack(c.round, c.idempotency_key, rej)
+                    refusal = rejection_for(exc)
+                    log.warning("edge %s: partial sum for round %d rejected: %s", edge_id, c.round, refusal)
+                    ack(c.round, c.idempotency_key, refusal)
 
         try:
             async for msg in run_session(request_iterator, session, handle, limits=self.limits, context=context):

@@ -199,7 +199,7 @@ class DeidSettings(_Model):
     enabled: bool = True
     operator: Literal["tag", "pseudonym", "surrogate"] = "pseudonym"
     secret_file: Path | None = Field(default=None, description="Per-site secret (>= 32 bytes); generated on first use.")
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"])
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: list[Literal["en", "zh"]](("en", "zh")))
     use_lac: bool = False
 
 

@@ -73,9 +73,10 @@ def create_metrics(service: str) -> Metrics:
         deid_entities=Counter("ffalora_deid_entities", "Entities removed by de-identification, by type.", s + ["entity_type"], registry=reg),
     )
     # Make the unlabeled-by-client series visible from the start (a scrape shows zeros).
-    for metric in (m.round, m.connected_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size):
-        metric.labels(service)
-    for metric in (m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded):
+    unlabeled: tuple[Gauge | Counter, ...] = (
+        m.round, m.connected_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size,
+        m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded)
+    for metric in unlabeled:
         metric.labels(service)
     m.set_phase("waiting")
     return m

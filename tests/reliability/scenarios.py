@@ -114,10 +114,16 @@ class RecordingAgent(ClientAgent):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.acks: list[tuple[int, int, str]] = []  # (round, status code, reason)
+        self.resends = 0  # kept updates sent again after a reconnect
 
     def _on_ack(self, ack: Any) -> None:
         self.acks.append((ack.round, ack.status.code, ack.status.reason))
         super()._on_ack(ack)
+
+    def _start_task(self, task: d.RoundTask, queue: Any) -> None:
+        if self.kept is not None and self.kept.round == task.round:
+            self.resends += 1
+        super()._start_task(task, queue)
 
 
 class Fleet:
@@ -625,10 +631,13 @@ async def network_faults(root: Path, kind: str) -> ScenarioResult:
                 gate.set()
             elif kind == "drops":
                 await wait_for(lambda: all(t.started for t in fleet.trainers.values()), 60, "all clients training")
+                # the uploads leave the clients but are held in the network, then every
+                # connection is reset: the clients must reconnect and resend their kept updates
+                await down.partition("hold")
                 gate.set()
-                for _ in range(8):
-                    await asyncio.sleep(0.15)
-                    down.drop_all()
+                await asyncio.sleep(1.0)
+                down.drop_all()
+                await down.heal()
                 await wait_for(lambda: len(c.rounds()) >= 1, 60, "round 1 committed")
                 for _ in range(4):  # and during round 2
                     await asyncio.sleep(0.3)
@@ -651,6 +660,10 @@ async def network_faults(root: Path, kind: str) -> ScenarioResult:
             for p in proxies:
                 env.result.faults.update({f"proxy_{k}": v for k, v in p.faults.items()})
                 await p.stop()
+            log_text = c.log_text("edge-1")
+            env.result.checks["uploads_cut_mid_way"] = log_text.count("left mid-upload")
+            env.result.checks["resends_recognised"] = log_text.count("(duplicate)")
+            env.result.checks["kept_updates_resent"] = sum(a.resends for a in fleet.agents.values())
 
     fed = {"rounds": {"max_rounds": 2, "min_clients": 3, "deadline_s": 30, "wait_for_clients_s": 60}}
     return await run_scenario(f"network_{kind}", root, body, edges=["edge-1"], federation=fed)

@@ -34,7 +34,7 @@ PartitionMode = Literal["refuse", "hold"]
 _READ = 64 * 1024
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set
 class _Conn:
     client_writer: asyncio.StreamWriter
     server_writer: asyncio.StreamWriter | None = None
