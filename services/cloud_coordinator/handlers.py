@@ -24,7 +24,7 @@ from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
 from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
-from ffa_lora.errors import BudgetExhaustedError, ProtocolError
+from ffa_lora.errors import BudgetExhaustedError, CryptoError, ProtocolError
 from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, RoundRecord
 from services.common import domain as d
 from services.common.config import FederationConfig
@@ -432,10 +432,10 @@ class Coordinator:
             cur.closed = True
             try:
                 summary = await asyncio.get_running_loop().run_in_executor(None, self.finish_round, cur)
-            except ProtocolError as exc:
+            except (ProtocolError, CryptoError) as exc:  # CryptoError: a tampered sum must abort, not crash
                 failures += 1
                 log.warning("round %d aborted: %s", cur.number, exc)
-                if self.fed.rounds.mode == "async":
+                if self.fed.rounds.mode == "async" and isinstance(exc, ProtocolError):
                     self._carry = cur.partials + self._carry  # buffers wait for the quorum
                 if failures >= 3:
                     self.finish(f"three rounds in a row aborted: {exc}")

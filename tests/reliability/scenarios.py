@@ -201,8 +201,13 @@ class Audit:
 
 
 def audit(cluster: Cluster, deltas: dict[str, dict[int, np.ndarray]], acked: dict[str, set[int]], *,
+          produced: dict[str, set[int]] | None = None, refused: dict[str, set[int]] | None = None,
           server_lr: float = 1.0) -> Audit:
-    """Check every committed round against the known client updates (see the module docstring)."""
+    """Check every committed round against the known client updates (see the module docstring).
+
+    ``deltas``: every known update (candidates for the sum). An update is lost when its round
+    committed without it although an edge acknowledged it (``acked``), or although its client
+    produced it (``produced``) and was never told it was refused (``refused``)."""
     from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
     from services.common.config import parse_federation
 
@@ -234,7 +239,9 @@ def audit(cluster: Cluster, deltas: dict[str, dict[int, np.ndarray]], acked: dic
         total_w = float(sum(weights[c] for c in listed))
         w_default = max(weights.values()) if weights else 1
         if cands:
-            a = np.stack([np.resize(deltas[c][r], mean.size) for c in cands], axis=1)
+            a = np.zeros((mean.size, len(cands)))
+            for i, c in enumerate(cands):  # a lower-rank update is a prefix of the full vector
+                a[: min(mean.size, deltas[c][r].size), i] = deltas[c][r][: mean.size]
             x, *_ = np.linalg.lstsq(a, mean * total_w, rcond=None)
             mult = {c: int(round(x[i] / weights.get(c, w_default))) for i, c in enumerate(cands)}
         else:
@@ -250,10 +257,15 @@ def audit(cluster: Cluster, deltas: dict[str, dict[int, np.ndarray]], acked: dic
             if c not in listed and m > 0:
                 out.double_counted += m
                 out.details.append(f"round {r}: {c}'s update is in the sum but not listed")
-        for c, rs in acked.items():
-            if r in rs and mult.get(c, 0) == 0:
+        for c in set(acked) | set(produced or {}):
+            if mult.get(c, 0) != 0:
+                continue
+            if r in acked.get(c, set()):
                 out.lost += 1
                 out.details.append(f"round {r}: {c} was acknowledged but its update is not in the sum")
+            elif r in (produced or {}).get(c, set()) and r not in (refused or {}).get(c, set()):
+                out.lost += 1
+                out.details.append(f"round {r}: {c} produced an update that was neither counted nor refused")
         prev = cur
     return out
 
@@ -328,7 +340,11 @@ class Env:
 
     def conclude(self, *, server_lr: float = 1.0) -> ScenarioResult:
         res = self.result
-        a = audit(self.cluster, {c: t.deltas for c, t in self.fleet.trainers.items()}, self.fleet.acked_ok(),
+        f = self.fleet
+        a = audit(self.cluster, {c: t.deltas for c, t in f.trainers.items()}, f.acked_ok(),
+                  produced={c: set(f.trainers[c].deltas) for c in f.agents},
+                  refused={c: {r for r, code, reason in ag.acks if code != 0 and reason != "duplicate"}
+                           for c, ag in f.agents.items()},
                   server_lr=server_lr)
         res.rounds_committed, res.lost, res.double_counted = a.rounds_committed, a.lost, a.double_counted
         res.details += a.details

@@ -200,3 +200,19 @@ def test_a_good_client_is_counted_once_after_the_fuzz(edge_server: fz.EdgeServer
 
     want = fz.plaintexts(edge_server.priv, edge_server.layout, ciphertexts_from_bytes(u.data, public_key=pub), fz.NUM_VALUES)
     assert got == want
+
+
+def test_message_rate_limit_ends_a_flooding_session(edge_server: fz.EdgeServerThread) -> None:
+    """limits.max_messages_per_s: a peer that floods gets RESOURCE_EXHAUSTED; others are served."""
+    certs: Path = edge_server.certs_dir  # type: ignore[attr-defined]
+    with fz.EdgeServerThread(certs, limits={"max_messages_per_s": 5.0}) as slow:
+        slow.certs_dir = certs  # type: ignore[attr-defined]
+        before = slow.snapshot()
+        with _channel(slow, "mallory") as ch:
+            code, _ = fz.raw_session(ch, [_hello()] + [pb.ClientSessionRequest().SerializeToString()] * 40)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert slow.snapshot() == before
+        u = fz.make_upload(slow.pub, slow.layout, seed=3, key="good:5")
+        with _channel(slow, "good") as ch:
+            acks = fz.good_session(ch, u, round=fz.ROUND)
+        assert acks and acks[0].status.code == 0
