@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -57,7 +57,7 @@ def tiny_bert(path: Path, *, num_labels: int = 3) -> Path:
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
-                        initializer_range=0.2)
+                        initializer_range=0.2)  # type: ignore[call-arg]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         BertForSequenceClassification(config).save_pretrained(path)
@@ -233,13 +233,12 @@ class Cluster:
     # -- processes -----------------------------------------------------------------------------
 
     def _spawn(self, svc: ServiceProcess) -> None:
-        log = open(svc.log, "ab")
-        log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
-        log.flush()
-        svc.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", svc.role, "--config", str(svc.config)],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO_ROOT))
-        log.close()
+        with open(svc.log, "ab") as log:  # the child keeps its own descriptor
+            log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
+            log.flush()
+            svc.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", svc.role, "--config", str(svc.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO_ROOT))
 
     def start_coordinator(self, *, wait: bool = True, timeout: float = 90.0) -> ServiceProcess:
         svc = self.services.get("coordinator")
@@ -318,7 +317,7 @@ class Cluster:
                 svc.proc.kill()
                 svc.proc.wait(10)
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -59,14 +59,14 @@ class RssSampler:
         while not self._stop.is_set():
             for n in self.names:
                 self.peak[n] = max(self.peak[n], self.cluster.services[n].rss())
-                if i % 8 == 0:  # the edges exit with the federation: keep their last counters
+                if i % 2 == 0:  # the edges exit with the federation: keep their last counters
                     s = self.cluster.scrape(n)
                     if s:
                         self.metrics[n] = s
             i += 1
             self._stop.wait(self.period)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -171,12 +171,11 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
             part = ids[i::g]
             f = root / f"ids-{i}.txt"
             f.write_text("\n".join(part))
-            log = open(root / "logs" / f"generator-{i}.log", "wb")
-            gens.append(subprocess.Popen(
-                [sys.executable, "-m", "services.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
-                 "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=cluster.env))
-            log.close()
+            with open(root / "logs" / f"generator-{i}.log", "wb") as log:
+                gens.append(subprocess.Popen(
+                    [sys.executable, "-m", "services.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
+                     "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout)],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=cluster.env))
         deadline = time.time() + 300
         while True:
             connected = sum(cluster.scrape(e).get("ffalora_connected_clients", 0) for e in edge_ids)
@@ -235,8 +234,12 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
         out["updates_accepted"] = accepted
         out["rejected_updates"] = sum(rejected.values())
         out["rejected_by_reason"] = rejected
-        out["edge_metrics_rejected"] = sum(v for s in scraped for k, v in s.items()
-                                           if k.startswith("ffalora_updates_rejected_total"))
+        # the edges' own counters, from their last /metrics scrape (they exit with the federation,
+        # so the final round may be missing here; the client-side counts above are complete)
+        out["edge_metrics_last_scrape"] = {
+            "accepted": sum(v for s in scraped for k, v in s.items() if k.startswith("ffalora_updates_accepted_total")),
+            "rejected": sum(v for s in scraped for k, v in s.items() if k.startswith("ffalora_updates_rejected_total")),
+        }
         out["generator_errors"] = gen_errors[:5]
         out["crashes"] = len(cluster.unexpected_exits())
     finally:
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(values_per_update=values, ciphertexts_per_update=lay.num_ciphertexts(values),
                       update_bytes=lay.num_ciphertexts(values) * lay.ciphertext_bytes,
                       slots_per_ciphertext=lay.slots_per_ciphertext)
-    except Exception as exc:  # informational only
+    except Exception as exc:  # noqa: BLE001 - informational only
         result["layout_error"] = repr(exc)
     if "values_per_update" in result:
         # what the edge's aggregation itself holds, per edge (clients / edges), without transport
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             st = run_stage(n, work=work, certs=certs, model=model, key=key, fernet=fernet, args=args,
                            client_ids=client_ids, edge_ids=edge_ids)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed stage is reported, the others still run
             st = {"clients": n, "error": f"{type(exc).__name__}: {exc}"}
         _say(json.dumps(st))
         result["stages"].append(st)
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     result["all_rounds_completed"] = bool(ok) and len(ok) == len(stages) and all(
         s["rounds_completed"] == args.rounds for s in ok)
     result["rejected_updates"] = sum(s.get("rejected_updates", 0) for s in ok)
-    result["work_dir"] = str(work)
+    if args.keep or args.work_dir is not None:
+        result["work_dir"] = str(work)
     print(json.dumps(result, indent=2))
     if not args.keep and args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)

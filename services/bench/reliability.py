@@ -23,8 +23,9 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from services.bench.cluster import REPO_ROOT
 
@@ -39,9 +40,11 @@ def _import_suite() -> tuple[Any, Any]:
                          "run it from the repository")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from tests.reliability import fuzzing, scenarios
+    import importlib
 
-    return scenarios, fuzzing
+    # imported by name: the suite lives beside the tests, outside the installed packages
+    return (importlib.import_module("tests.reliability.scenarios"),
+            importlib.import_module("tests.reliability.fuzzing"))
 
 
 QUICK = [("dropout_mid_upload", ()), ("late_update", ()), ("coordinator_sigkill", ("training",)),
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="every kill point and fault kind (about twice as long)")
     p.add_argument("--fuzz-examples", type=int, default=300, help="hypothesis examples per handler property")
     p.add_argument("--only", default=None, help="comma-separated scenario names (e.g. fuzz,late_update)")
-    p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--work-dir", type=Path, default=None, help="keep logs, configs and state here")
     args = p.parse_args(argv)
     sc, fz = _import_suite()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="ffa-reliability-"))
@@ -190,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["passed"] = (lost == 0 and double == 0 and crashes == 0 and not fuzz.get("invariant_violations")
                         and not any("error" in r for r in results))
+    if args.work_dir is None and report["passed"]:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # kept (and named in the report) when something failed
+        del report["work_dir"]
     print(json.dumps(report, indent=2, default=str))
     return 0 if report["passed"] else 1
 

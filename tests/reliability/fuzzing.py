@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import numpy as np
 
 from ffa_lora.crypto import (
     CiphertextVector,
-    Decryptor,
     Encryptor,
     PackingLayout,
     PrivateKey,
@@ -593,7 +592,7 @@ class EdgeServerThread:
     def _run(self, coro: Any, timeout: float = 30.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self) -> "EdgeServerThread":
+    def start(self) -> Self:
         self._thread.start()
         self._run(self._start())
         return self
@@ -645,7 +644,7 @@ class EdgeServerThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
-    def __enter__(self) -> "EdgeServerThread":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -669,8 +668,7 @@ def raw_session(channel: grpc.Channel, messages: list[bytes], *, timeout: float 
     call = channel.stream_stream(CLIENT_SESSION, request_serializer=None, response_deserializer=None)
     responses: list[bytes] = []
     try:
-        for r in call(iter(messages), timeout=timeout):
-            responses.append(r)
+        responses.extend(call(iter(messages), timeout=timeout))
         return S.OK, responses
     except grpc.RpcError as exc:
         return exc.code(), responses  # type: ignore[attr-defined]
@@ -707,7 +705,19 @@ def good_session(channel: grpc.Channel, upload: Upload, *, round: int) -> list[A
 
 
 __all__ = [
-    "FUZZ_CASES", "REASON_CODES", "CoordinatorHarness", "EdgeHarness", "EdgeServerThread", "RAW_ALLOWED",
-    "check_rejection", "coordinator_op_strategy", "edge_op_strategy", "good_session", "make_upload",
-    "raw_session", "run_coordinator_ops", "run_edge_ops", "fuzz_keys",
+    "FUZZ_CASES",
+    "RAW_ALLOWED",
+    "REASON_CODES",
+    "CoordinatorHarness",
+    "EdgeHarness",
+    "EdgeServerThread",
+    "check_rejection",
+    "coordinator_op_strategy",
+    "edge_op_strategy",
+    "fuzz_keys",
+    "good_session",
+    "make_upload",
+    "raw_session",
+    "run_coordinator_ops",
+    "run_edge_ops",
 ]

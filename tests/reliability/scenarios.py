@@ -16,6 +16,7 @@ Used by ``tests/reliability/test_*.py`` (assertions) and ``ffa-lora bench reliab
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -23,10 +24,11 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -47,16 +49,12 @@ CLIENTS = ["client-1", "client-2", "client-3"]
 EDGES = ["edge-1", "edge-2"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_model(cache_dir: str) -> Path:
-    """The tiny random BERT of the LoRA unit tests, saved once per directory."""
-    from tests.unit.lora.conftest import make_tiny_model
+    """The tiny random BERT of the LoRA unit tests (same config and seed), saved once per directory."""
+    from services.bench.cluster import tiny_bert
 
-    path = Path(cache_dir) / "tiny-bert"
-    if not (path / "config.json").exists():
-        path.mkdir(parents=True, exist_ok=True)
-        make_tiny_model(path)
-    return path
+    return tiny_bert(Path(cache_dir) / "tiny-bert")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +143,7 @@ class Fleet:
         agent = RecordingAgent(cfg, files, trainer, create_metrics("client"))  # type: ignore[arg-type]
         self.trainers[cid], self.agents[cid] = trainer, agent
         task = asyncio.create_task(agent.run(), name=cid)
-        task.add_done_callback(lambda t, c=cid: self._done(c, t))
+        task.add_done_callback(functools.partial(self._done, cid))
         self.tasks[cid] = task
         return agent
 
@@ -158,10 +156,7 @@ class Fleet:
             t = self.tasks[c]
             if not t.done():
                 t.cancel()
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):
-                    pass
+                await asyncio.gather(t, return_exceptions=True)
 
     async def wait_finished(self, timeout: float) -> bool:
         pending = [t for t in self.tasks.values() if not t.done()]
@@ -243,7 +238,7 @@ def audit(cluster: Cluster, deltas: dict[str, dict[int, np.ndarray]], acked: dic
             for i, c in enumerate(cands):  # a lower-rank update is a prefix of the full vector
                 a[: min(mean.size, deltas[c][r].size), i] = deltas[c][r][: mean.size]
             x, *_ = np.linalg.lstsq(a, mean * total_w, rcond=None)
-            mult = {c: int(round(x[i] / weights.get(c, w_default))) for i, c in enumerate(cands)}
+            mult = {c: round(float(x[i]) / weights.get(c, w_default)) for i, c in enumerate(cands)}
         else:
             mult = {}
         out.multiplicities[r] = mult
@@ -632,7 +627,6 @@ async def network_faults(root: Path, kind: str) -> ScenarioResult:
         up = FaultProxy("127.0.0.1", c.coordinator_port, name="edge1-coord")
         await up.start()
         c.start_edge("edge-1", coordinator_address=up.address)
-        e1 = env.edge_address("edge-1")
         down = FaultProxy("127.0.0.1", c.services["edge-1"].port, name="clients-edge1")
         await down.start()
         proxies = [up, down]
@@ -699,7 +693,7 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
     from services.common.tls import channel_credentials
 
     async def body(env: Env) -> None:
-        c, fleet = env.cluster, env.fleet
+        c = env.cluster
         c.start_edge("edge-1")
         e1 = env.edge_address("edge-1")
         starting = asyncio.create_task(env.start({"client-1": ["edge-1"], "client-2": ["edge-1"]}, edges=[],
@@ -747,7 +741,21 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
 
 
 __all__ = [
-    "Audit", "Env", "Fleet", "GatedTrainer", "KILL_POINTS", "RecordingAgent", "ScenarioResult", "audit",
-    "check_restart", "coordinator_sigkill", "dropout_mid_upload", "edge_sigkill", "garbage_ciphertext",
-    "late_update", "network_faults", "run_scenario", "tiny_model",
+    "KILL_POINTS",
+    "Audit",
+    "Env",
+    "Fleet",
+    "GatedTrainer",
+    "RecordingAgent",
+    "ScenarioResult",
+    "audit",
+    "check_restart",
+    "coordinator_sigkill",
+    "dropout_mid_upload",
+    "edge_sigkill",
+    "garbage_ciphertext",
+    "late_update",
+    "network_faults",
+    "run_scenario",
+    "tiny_model",
 ]

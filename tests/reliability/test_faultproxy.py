@@ -43,7 +43,7 @@ def test_forwards_and_adds_latency() -> None:
         p = FaultProxy("127.0.0.1", port)
         await p.start()
         try:
-            got, fast = await _roundtrip(p.port, b"x" * 100_000)
+            got, _ = await _roundtrip(p.port, b"x" * 100_000)
             assert got == b"x" * 100_000
             p.set_latency(0.2)
             got, slow = await _roundtrip(p.port)

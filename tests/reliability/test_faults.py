@@ -82,4 +82,4 @@ def test_garbage_ciphertext_does_not_crash_the_coordinator(tmp_path: Path) -> No
     res = run(sc.garbage_ciphertext(tmp_path / "s"))
     assert_clean(res, rounds=1)
     assert res.checks["mallory_acks"] and res.checks["mallory_acks"][0][1] == 0  # the edge cannot tell
-    assert grpc  # noqa: B018
+    assert grpc

@@ -27,7 +27,7 @@ import threading
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 T = TypeVar("T")
 PartitionMode = Literal["refuse", "hold"]
@@ -235,7 +235,7 @@ class ProxyThread:
         if not self._loop.is_running():
             self._loop.close()
 
-    def __enter__(self) -> "ProxyThread":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
