@@ -47,7 +47,8 @@ def test_chunks_are_whole_and_bounded(keypair, layout, vec) -> None:
     assert [o for o, _ in chunks] == list(range(0, len(vec.values), 7))
     assert all(len(b) <= 1 << 20 for _, b in iter_chunks(vec))
     header = encode_header(vec)
-    assert b"{" not in header and len(header) == len(encode_header(vec))
+    # binary, not JSON: magic + version, then the fixed-width layout spec
+    assert header.startswith(b"FFAV\x01FFAL") and len(header) == len(encode_header(vec))
     back = vector_from_chunks(header, chunks, public_key=pub, expected_layout=layout)
     assert back.values == vec.values and back.weight_total == 3
     out = Decryptor(priv, layout, workers=0).decrypt_code_sums(back)
