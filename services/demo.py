@@ -307,6 +307,8 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
         # Clients train in parallel: compare crypto per client with training per client.
         "crypto_fraction_of_training": crypto_s / train_s if train_s else None,
         "epsilon_spent": last.get("epsilon", 0.0),
+        # Sample-level DP-SGD: the largest epsilon any client reports (0 when off).
+        "dpsgd_epsilon_max": max((r.get("dpsgd_epsilon_max", 0.0) for r in rounds), default=0.0),
         "wall_seconds": wall,
         "clients": clients,
         "data": layout["data"],

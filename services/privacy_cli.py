@@ -63,24 +63,72 @@ def print_plan(plan: dict[str, Any]) -> None:
     print(f"total epsilon {plan['epsilon_total']:.4f} (cross-check {plan['cross_check']})")
 
 
+def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, batch_size: int,
+                           local_epochs: float, rounds: int, validation_fraction: float = 0.1) -> dict[str, float]:
+    """The DP-SGD noise multiplier that keeps every site within ``epsilon`` after all rounds.
+
+    The smallest site has the largest sampling rate (batch / its training records) and so spends
+    the most for a given noise: calibrating on it bounds every site. Steps per round follow
+    :func:`ffa_lora.lora.train.train_local` (``ceil(local_epochs × n / batch)``).
+    """
+    from ffa_lora.privacy.dp_sgd import dp_sgd_noise_multiplier
+
+    n = max(1, int(smallest_site * (1 - validation_fraction)))
+    q = min(1.0, batch_size / n)
+    steps = rounds * max(1, math.ceil(local_epochs * n / batch_size))
+    z = dp_sgd_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps)
+    return {"noise_multiplier": z, "sample_rate": q, "steps": float(steps)}
+
+
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,
-          max_test: int | None, key_bits: int, mechanism: str, norm_clip: float, out_dir: Path) -> dict[str, Any]:
+          max_test: int | None, key_bits: int, mechanism: str, norm_clip: float, out_dir: Path,
+          level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
+          local_epochs: float | None = None) -> dict[str, Any]:
+    """Run the demo at each budget for each strategy.
+
+    ``level="sample"``: Opacus DP-SGD at every client, noise calibrated so that the most exposed
+    site reaches ``epsilon`` after all rounds (the FFA-LoRA paper's setting); the row records the
+    largest ε any client reported. ``level="client"``: client-level DP on the aggregate
+    (central Gaussian/Laplace noise on the decrypted sum, ``norm_clip`` per client update).
+    """
+    from ffa_lora.data.builtin import load_builtin
     from services.demo import DemoSettings, run_demo
 
+    base = DemoSettings()
+    epochs = base.local_epochs if local_epochs is None else local_epochs
+    smallest = 0
+    if level == "sample":
+        demo = load_builtin(base.data, seed=base.seed, method=base.partition,  # type: ignore[arg-type]
+                            max_train_per_site=max_train_per_site, max_test=max_test)
+        smallest = min(len(p) for p in demo.train_parts.values())
     rows = []
     for strategy in strategies:
         for eps in budgets:
-            privacy = ({"mode": "off"} if math.isinf(eps) else
-                       {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip})
+            calib: dict[str, float] = {}
+            if math.isinf(eps):
+                privacy: dict[str, Any] = {"mode": "off"}
+            elif level == "client":
+                privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
+            else:
+                calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
+                                               batch_size=base.batch_size, local_epochs=epochs, rounds=rounds)
+                privacy = {"mode": "off", "delta": delta,
+                           "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
+                                     "max_grad_norm": max_grad_norm}}
             lr = 5e-3 if strategy == "ffa" else 1e-3
-            settings = DemoSettings(name=f"sweep-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds, strategy=strategy,
-                             learning_rate=lr, privacy=privacy, max_train_per_site=max_train_per_site,
-                             max_test=max_test, key_bits=key_bits, patience=rounds, quiet=True)
-            print(f"sweep: {strategy} at epsilon={eps:g} ...", file=sys.stderr, flush=True)
+            settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
+                                    strategy=strategy, learning_rate=lr, privacy=privacy, local_epochs=epochs,
+                                    max_train_per_site=max_train_per_site, max_test=max_test, key_bits=key_bits,
+                                    patience=rounds, quiet=True)
+            extra = f" (DP-SGD noise multiplier {calib['noise_multiplier']:.3f})" if calib else ""
+            print(f"sweep: {strategy} at epsilon={eps:g}{extra} ...", file=sys.stderr, flush=True)
             summ = run_demo(settings)
-            rows.append({"strategy": strategy, "epsilon": eps, "accuracy": summ["final_accuracy"],
-                         "macro_f1": summ["final_macro_f1"], "epsilon_spent": summ["epsilon_spent"],
-                         "rounds": summ["rounds"]})
+            spent = summ["dpsgd_epsilon_max"] if level == "sample" else summ["epsilon_spent"]
+            rows.append({"strategy": strategy, "epsilon": eps, "level": level, "accuracy": summ["final_accuracy"],
+                         "macro_f1": summ["final_macro_f1"], "epsilon_spent": spent, "rounds": summ["rounds"],
+                         **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {})})
+            print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "
+                  f"epsilon spent {spent:.3f}", file=sys.stderr, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1" for s in strategies) + " |",
              "|---|" + "---|---|" * len(strategies)]
@@ -111,7 +159,9 @@ def _plot(rows: list[dict[str, Any]], budgets: list[float], strategies: list[str
     ax.set_xscale("log")
     ax.set_xlabel("total epsilon (rightmost point: no DP)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("utility vs privacy budget (client-level DP on the aggregate)")
+    level = rows[0].get("level", "client") if rows else "client"
+    ax.set_title("utility vs privacy budget (" + ("sample-level DP-SGD at each client)" if level == "sample"
+                                                  else "client-level DP on the aggregate)"))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -132,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--max-test", type=int, default=None)
     sw.add_argument("--key-bits", type=int, default=2048)
     sw.add_argument("--mechanism", default="gaussian", choices=["gaussian", "laplace"])
-    sw.add_argument("--norm-clip", type=float, default=1.0)
+    sw.add_argument("--level", default="sample", choices=["sample", "client"],
+                    help="sample: DP-SGD at each client (FFA-LoRA paper); client: noise on the aggregate")
+    sw.add_argument("--norm-clip", type=float, default=1.0, help="client level: per-client update bound")
+    sw.add_argument("--max-grad-norm", type=float, default=1.0, help="sample level: per-sample gradient clip")
+    sw.add_argument("--delta", type=float, default=1e-5)
+    sw.add_argument("--local-epochs", type=float, default=None)
     sw.add_argument("--out-dir", type=Path, default=Path("runs/privacy-sweep"))
     sw.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -146,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [math.inf if b.strip() in ("inf", "∞") else float(b) for b in a.budgets.split(",")]
     res = sweep(budgets=budgets, strategies=[s.strip() for s in a.strategies.split(",")], rounds=a.rounds,
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
-                mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir)
+                mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
+                max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs)
     print(json.dumps(res, indent=2, default=lambda x: "inf" if isinstance(x, float) and math.isinf(x) else x))
     return 0

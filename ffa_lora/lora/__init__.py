@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
     from ffa_lora.lora.train import (
         CentralizedResult,
+        DPSGDOptions,
         TrainResult,
         evaluate,
         train_centralized,
@@ -35,6 +36,7 @@ __all__ = [
     "STRATEGIES",
     "AdapterState",
     "CentralizedResult",
+    "DPSGDOptions",
     "LoRAModel",
     "LoRASpec",
     "Phase",
@@ -68,7 +70,8 @@ def __getattr__(name: str) -> object:
         from ffa_lora.lora import model
 
         return getattr(model, name)
-    if name in {"TrainResult", "CentralizedResult", "evaluate", "train_centralized", "train_local"}:
+    if name in {"TrainResult", "CentralizedResult", "DPSGDOptions", "evaluate", "train_centralized",
+                "train_local"}:
         from ffa_lora.lora import train
 
         return getattr(train, name)

@@ -9,12 +9,18 @@ aggregated model, and a fresh AdamW is what FedAvg-style clients usually do.
 
 A rank-``r`` client masks the gradients of ``B[:, r:]`` (and ``A[r:, :]``) to zero, so those
 entries stay exactly at their received values (zero for B) and the client uses only ``A[:r]``.
+
+With :class:`DPSGDOptions` the same loop runs Opacus DP-SGD instead (sample-level DP, the
+FFA-LoRA paper's setting): Poisson-sampled minibatches, per-sample gradients clipped to
+``max_grad_norm`` and Gaussian noise on the trainable values only; the accountant's history
+is carried across rounds by the caller (``TrainResult.extra["dpsgd_accountant_state"]``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +38,27 @@ from ffa_lora.lora.state import AdapterState, is_lora_a, is_lora_b
 
 #: progress(step, total_steps, running_mean_loss)
 ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class DPSGDOptions:
+    """Sample-level DP-SGD for one :func:`train_local` call (see ``ffa_lora.privacy.dp_sgd``).
+
+    Attributes:
+        noise_multiplier: σ / max_grad_norm of the Gaussian noise on each step's summed gradient.
+        max_grad_norm: per-sample L2 clip bound over the trainable values of the round.
+        delta: δ of the ε this client reports.
+        accountant_state: the previous rounds' ``extra["dpsgd_accountant_state"]`` (ε accumulates).
+        accountant: Opacus accountant (``"prv"``, ``"rdp"`` or ``"gdp"``).
+        seed: TESTS ONLY — fixes the noise and the Poisson sampling.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    accountant_state: dict[str, Any] | None = None
+    accountant: str = "prv"
+    seed: int | None = None
 
 
 @dataclass
@@ -240,6 +267,7 @@ def train_local(
     loss_samples: int = 256,
     eval_batch_size: int = 64,
     progress: ProgressFn | None = None,
+    dp_sgd: DPSGDOptions | None = None,
 ) -> TrainResult:
     """Train the model's adapter on ``data`` and return the update.
 
@@ -262,6 +290,10 @@ def train_local(
         loss_samples: size of the seeded local subsample for ``loss_before/after`` (0 = skip).
         eval_batch_size: batch size of those loss evaluations.
         progress: called as ``progress(step, total_steps, mean_loss)`` after each step.
+        dp_sgd: run Opacus DP-SGD (Poisson sampling with rate ``batch_size / len(data)``, the
+            same number of steps); ``extra`` then holds ``dpsgd_epsilon`` (all rounds so far,
+            at ``dp_sgd.delta``) and ``dpsgd_accountant_state``. ``grad_snr`` is computed from
+            the noised gradients (post-processing), ``max_grad_norm`` and AMP are not used.
     """
     phase = check_phase(phase)
     spec = model.spec
@@ -299,9 +331,15 @@ def train_local(
     params = _set_trainable(model, phase)
     masks = _rank_masks(params, r, spec.r_max)
     plist = list(params.values())
-    optimizer = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    optimizer: Any = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay)
     batches = _batches(len(ids), batch_size, epochs, rng)
+    net: Any = model.peft
+    dp = None
+    if dp_sgd is not None:
+        dp = _make_private(net, optimizer, len(ids), batch_size, dp_sgd)
+        net, optimizer, batches = dp.model, dp.optimizer, _poisson_batches(dp.data_loader, len(batches))
+        use_amp = False
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
     pad = _pad_id(model)
     labels = torch.tensor(data.labels, dtype=torch.long)
 
@@ -312,50 +350,80 @@ def train_local(
     g_count = torch.zeros((), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
-    net = model.peft
     net.train()
     start = time.perf_counter()
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        for step, idx in enumerate(batches, start=1):
-            batch = _collate([ids[i] for i in idx], pad, device)
-            y = labels[torch.from_numpy(idx)].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, amp):
-                logits = net(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            for key, m in masks.items():
-                grad = params[key].grad
-                if grad is not None:
-                    grad.mul_(m)
-            flat = torch.cat([
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in plist
-            ]).double()
-            # fp16 overflow: the scaler skips the step; keep it out of the statistics too.
-            finite = torch.isfinite(flat).all()
-            g_sum += torch.where(finite, flat, 0.0)
-            g_sq += torch.where(finite, flat.square().sum(), 0.0)
-            g_count += finite
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(plist, max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            loss_sum += loss.detach()
-            seen += len(idx)
-            if progress is not None:
-                progress(step, len(batches), float(loss_sum) / step)
+
+    def grad_stats() -> None:
+        nonlocal g_sum, g_sq, g_count
+        flat = torch.cat([
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in plist
+        ]).double()
+        # fp16 overflow: the scaler skips the step; keep it out of the statistics too.
+        finite = torch.isfinite(flat).all()
+        g_sum += torch.where(finite, flat, 0.0)
+        g_sq += torch.where(finite, flat.square().sum(), 0.0)
+        g_count += finite
+
+    try:
+        with torch.random.fork_rng(devices=cuda_devices), warnings.catch_warnings():
+            # Opacus' per-sample hooks on a frozen base model: torch notes that no input needs
+            # a gradient, which is exactly the FFA-LoRA case.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            torch.manual_seed(seed)
+            for step, idx in enumerate(batches, start=1):
+                optimizer.zero_grad(set_to_none=True)
+                if len(idx) == 0:  # a Poisson batch can be empty: a noise-only step, still counted
+                    for p in plist:
+                        p.grad_sample = torch.zeros(  # type: ignore[attr-defined]
+                            (0, *p.shape), dtype=p.dtype, device=p.device)
+                    optimizer.step()
+                    grad_stats()
+                    continue
+                batch = _collate([ids[i] for i in idx], pad, device)
+                y = labels[torch.from_numpy(idx)].to(device)
+                with _autocast(device, amp and dp is None):
+                    logits = net(**batch).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), y)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                for key, m in masks.items():
+                    p = params[key]
+                    per_sample = getattr(p, "grad_sample", None) if dp is not None else None
+                    if per_sample is not None:
+                        per_sample.mul_(m)  # before per-sample clipping: masked values cost nothing
+                    elif p.grad is not None:
+                        p.grad.mul_(m)
+                if dp is None:
+                    grad_stats()
+                    if max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(plist, max_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if dp is not None:
+                    grad_stats()  # the clipped, noised gradient: post-processing of DP output
+                loss_sum += loss.detach()
+                seen += len(idx)
+                if progress is not None:
+                    progress(step, len(batches), float(loss_sum) / step)
+    finally:
+        if dp is not None:
+            dp.model._close()  # remove Opacus' hooks: the next round wraps the model afresh
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    extra: dict[str, Any] = {}
+    if dp is not None:
+        assert dp_sgd is not None
+        extra = {"dpsgd_epsilon": dp.epsilon(delta=dp_sgd.delta),
+                 "dpsgd_accountant_state": dp.accountant_state(),
+                 "dpsgd_noise_multiplier": dp.noise_multiplier, "dpsgd_sample_rate": dp.sample_rate}
     # Masked entries got zero gradients; AdamW leaves them exactly unchanged with
     # weight_decay=0. With decay they would shrink, so restore them explicitly.
     if masks and weight_decay:
@@ -404,7 +472,33 @@ def train_local(
         grad_snr=grad_snr,
         seconds=seconds,
         eval_seconds=eval_seconds,
+        extra=extra,
     )
+
+
+def _make_private(net: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int, batch_size: int,
+                  opts: DPSGDOptions) -> Any:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ffa_lora.privacy.dp_sgd import make_dp_sgd
+
+    # Opacus replaces this loader by a Poisson-sampling one with rate batch_size / n; it
+    # yields index batches into the tokenized data.
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n))
+    return make_dp_sgd(net, optimizer, loader, max_grad_norm=opts.max_grad_norm, delta=opts.delta,
+                       noise_multiplier=opts.noise_multiplier, accountant=opts.accountant,
+                       accountant_state=opts.accountant_state, seed=opts.seed)
+
+
+def _poisson_batches(loader: Any, steps: int) -> list[np.ndarray]:
+    """``steps`` Poisson-sampled index batches (possibly empty), drawn from Opacus' loader."""
+    out: list[np.ndarray] = []
+    while len(out) < steps:
+        for (idx,) in loader:
+            out.append(idx.numpy().astype(np.int64))
+            if len(out) == steps:
+                break
+    return out
 
 
 @dataclass

@@ -8,6 +8,7 @@ returns only a :class:`PreparedUpdate` holding ciphertexts and scalar metadata.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -172,6 +173,44 @@ class LocalTrainer:
             self.model = build_model(self.spec, device=self.device, state=self.state)
         return self.model
 
+    @property
+    def dpsgd_state_path(self) -> Path:
+        return self.cfg.state_dir / "dpsgd_accountant.json"
+
+    def _dpsgd_options(self, p: d.PrivacyParams) -> Any:
+        """DP-SGD settings of this round, with the accountant history of earlier rounds."""
+        if p.dpsgd_noise_multiplier <= 0:
+            return None
+        from ffa_lora.lora import DPSGDOptions
+
+        if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1:
+            raise ProtocolError(f"task asks for DP-SGD with max_grad_norm {p.dpsgd_max_grad_norm} and delta "
+                                f"{p.dpsgd_delta}; both must be positive (delta < 1)")
+        state = None
+        path = self.dpsgd_state_path
+        if path.exists():
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise StateError(f"DP-SGD accountant file {path} is unreadable ({exc}); it records the privacy "
+                                 "this site has spent: restore it from a backup rather than deleting it") from exc
+        return DPSGDOptions(noise_multiplier=p.dpsgd_noise_multiplier, max_grad_norm=p.dpsgd_max_grad_norm,
+                            delta=p.dpsgd_delta, accountant_state=state)
+
+    def _record_dpsgd(self, extra: dict[str, Any]) -> float:
+        """Persist the accountant (write-then-rename) before the update can leave; return ε so far."""
+        path = self.dpsgd_state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(extra["dpsgd_accountant_state"]))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        eps = float(extra["dpsgd_epsilon"])
+        log.info("DP-SGD: epsilon %.3f spent by this site so far (noise multiplier %.3g, sample rate %.4f)",
+                 eps, extra["dpsgd_noise_multiplier"], extra["dpsgd_sample_rate"])
+        return eps
+
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
         """Train, clip, quantize, pack and encrypt (obfuscators precomputed during training)."""
         from ffa_lora.lora import evaluate, train_local
@@ -189,11 +228,13 @@ class LocalTrainer:
             before = evaluate(model, self.val, batch_size=64) if self.val is not None else None
             t0 = time.perf_counter()
             seed = int.from_bytes(hashlib.sha256(f"{task.training.seed}:{self.client_id}".encode()).digest()[:4], "little")
+            dp_opts = self._dpsgd_options(task.privacy)
             res = train_local(model, self.train, epochs=task.training.local_epochs, lr=task.training.learning_rate,
                               batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
-                              rank=a.rank, seed=seed, loss_samples=0)
+                              rank=a.rank, seed=seed, loss_samples=0, dp_sgd=dp_opts)
             train_s = time.perf_counter() - t0
             after = evaluate(model, self.val, batch_size=64) if self.val is not None else None
+            dpsgd_epsilon = self._record_dpsgd(res.extra) if dp_opts is not None else 0.0
             # The local model goes back to the global adapter: the next round starts from the
             # aggregate, never from this site's own update.
             from ffa_lora.lora import load_adapter_state
@@ -207,11 +248,17 @@ class LocalTrainer:
         finally:
             pool.close()
         digest = hashlib.sha256(b"".join(int(c).to_bytes(layout.ciphertext_bytes, "big") for c in vec.values[:4]))
+        train_loss = float(res.train_loss)
+        if dp_opts is not None:
+            # Under DP-SGD only the noised model may depend on training records: report the
+            # held-out validation loss of that model instead of the (non-private) training loss.
+            train_loss = float(after["loss"]) if after else 0.0
         quality = d.Quality(
-            grad_snr=float(res.grad_snr), train_loss=float(res.train_loss),
+            grad_snr=float(res.grad_snr), train_loss=train_loss,
             val_loss_before=float(before["loss"]) if before else 0.0,
             val_loss_after=float(after["loss"]) if after else 0.0,
             val_accuracy=float(before["accuracy"]) if before else 0.0,
+            dpsgd_epsilon=dpsgd_epsilon,
         )
         return PreparedUpdate(
             round=task.round, vec=vec, idempotency_key=f"{self.client_id}:{task.round}:{digest.hexdigest()[:16]}",

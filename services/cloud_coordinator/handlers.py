@@ -10,6 +10,7 @@ worker thread so the event loop keeps serving the edges.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -347,6 +348,10 @@ class Coordinator:
             self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
         everyone = [a for assigns in by_edge.values() for a in assigns]
         privacy = self.privacy.params_for_round(index, everyone) if self.privacy is not None else d.PrivacyParams()
+        dpsgd = self.fed.privacy.dpsgd
+        if dpsgd.enabled:  # sample-level DP at the clients, independent of the aggregate's mode
+            privacy = dataclasses.replace(privacy, dpsgd_noise_multiplier=dpsgd.noise_multiplier,
+                                          dpsgd_max_grad_norm=dpsgd.max_grad_norm, dpsgd_delta=self.fed.privacy.delta)
         secure = d.SecureSumParams(layout=layout.to_bytes(), clip=self._quant_clip(privacy, full), bits=ss.bits,
                                    key_fingerprint=self.public_key.fingerprint)
         self.store.set_meta("last_round_started", str(number))
@@ -511,6 +516,9 @@ class Coordinator:
         samples = sum(c.num_samples for c in contributions) or 1
         loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
         val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
+        dpsgd_eps = {c.client_id: c.quality.dpsgd_epsilon for c in contributions if c.quality.dpsgd_epsilon > 0}
+        for cid, eps in dpsgd_eps.items():
+            self.metrics.client_dpsgd_epsilon.labels(self.metrics.service, cid).set(eps)
         self.rank_policy.observe(cur.index, contributions, loss)
         reduction = self.rank_policy.maybe_reduce(cur.index + 1, new_state)
         if reduction is not None:  # publish the reduced adapter as this round's version
@@ -535,6 +543,7 @@ class Coordinator:
                    "base_versions": {c.client_id: c.base_version for c in contributions},
                    "max_client_train_seconds": max(c.train_seconds for c in contributions),
                    "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
+                   **({"dpsgd_epsilon": dpsgd_eps, "dpsgd_epsilon_max": max(dpsgd_eps.values())} if dpsgd_eps else {}),
                    **({"eval_loss": evaluation.get("loss")} if evaluation else {})},
         )
         last = self.store.last_committed()

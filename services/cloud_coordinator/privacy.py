@@ -54,8 +54,6 @@ class AggregatePrivacy:
             mode=self.mode, mechanism=self.cfg.mechanism, norm_clip=self.cfg.norm_clip,
             noise_scale=self.sum_scale(round_index, w_max) if self.mode == "distributed" else 0.0,
             share_clients=len(assignments), tolerated_dropouts=self.cfg.tolerated_dropouts,
-            dpsgd_noise_multiplier=self.cfg.dpsgd.noise_multiplier if self.cfg.dpsgd.enabled else 0.0,
-            dpsgd_max_grad_norm=self.cfg.dpsgd.max_grad_norm if self.cfg.dpsgd.enabled else 0.0,
         )
 
     def _event(self, index: int) -> Any:

@@ -93,9 +93,11 @@ class SecureSumConfig(_Model):
 
 
 class DPSGDConfig(_Model):
+    """Sample-level DP-SGD at every client (Opacus); each client reports its epsilon at privacy.delta."""
+
     enabled: bool = False
-    noise_multiplier: float = Field(default=1.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    noise_multiplier: float = Field(default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients.")
 
 
 class PrivacyConfig(_Model):

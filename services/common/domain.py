@@ -56,6 +56,7 @@ class PrivacyParams:
     tolerated_dropouts: int = 0
     dpsgd_noise_multiplier: float = 0.0
     dpsgd_max_grad_norm: float = 0.0
+    dpsgd_delta: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class Metrics:
     global_loss: Gauge
     global_accuracy: Gauge
     client_rank: Gauge
+    client_dpsgd_epsilon: Gauge
     values_uploaded: Counter
     buffer_size: Gauge
     deid_entities: Counter
@@ -68,6 +69,9 @@ def create_metrics(service: str) -> Metrics:
         global_loss=Gauge("ffalora_global_loss", "Weighted global training loss of the last round.", s, registry=reg),
         global_accuracy=Gauge("ffalora_global_accuracy", "Accuracy of the global adapter (held-out or federated validation).", s, registry=reg),
         client_rank=Gauge("ffalora_client_rank", "LoRA rank assigned to each client.", s + ["client"], registry=reg),
+        client_dpsgd_epsilon=Gauge("ffalora_client_dpsgd_epsilon",
+                                   "Sample-level DP-SGD epsilon each client reports as spent so far.",
+                                   s + ["client"], registry=reg),
         values_uploaded=Counter("ffalora_values_uploaded", "Adapter values uploaded (before packing).", s, registry=reg),
         buffer_size=Gauge("ffalora_buffer_size", "Updates held in the edge's current buffer.", s, registry=reg),
         deid_entities=Counter("ffalora_deid_entities", "Entities removed by de-identification, by type.", s + ["entity_type"], registry=reg),

@@ -41,6 +41,7 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
         tolerated_dropouts=p.tolerated_dropouts,
         dpsgd_noise_multiplier=p.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=p.dpsgd_max_grad_norm,
+        dpsgd_delta=p.dpsgd_delta,
     )
 
 
@@ -54,6 +55,7 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
         tolerated_dropouts=m.tolerated_dropouts,
         dpsgd_noise_multiplier=m.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=m.dpsgd_max_grad_norm,
+        dpsgd_delta=m.dpsgd_delta,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ffa_lora.crypto import Encryptor, PackingLayout, Quantizer, generate_keypair
+from ffa_lora.crypto import Encryptor, Quantizer, generate_keypair
 from ffa_lora.errors import ProtocolError
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec

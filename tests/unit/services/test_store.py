@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from ffa_lora.errors import StateError
-from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, MemoryStore, RoundRecord, SQLiteStore
+from services.cloud_coordinator.store import (
+    CoordinatorStore,
+    LedgerEntry,
+    MemoryStore,
+    RoundRecord,
+    SQLiteStore,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
