@@ -41,6 +41,7 @@ class DemoSettings:
     local_epochs: float = 0.5
     learning_rate: float = 5e-3
     server_learning_rate: float = 1.0
+    lr_schedule: str = "constant"
     batch_size: int = 16
     key_bits: int = 2048
     bits: int = 8
@@ -127,7 +128,8 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         "model": {"name_or_path": settings.model, "num_labels": len(demo.label_names), "rank": settings.rank},
         "training": {"strategy": settings.strategy, "warmup_rounds": settings.warmup_rounds,
                      "local_epochs": settings.local_epochs, "learning_rate": settings.learning_rate,
-                     "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate},
+                     "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate,
+                     "lr_schedule": settings.lr_schedule},
         "rounds": {"max_rounds": settings.rounds, "min_clients": len(clients), "patience": settings.patience,
                    "tolerance": settings.tolerance, "wait_for_clients_s": 600},
         "secure_sum": {"key_bits": settings.key_bits, "bits": settings.bits, "clip": settings.clip},
@@ -355,6 +357,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--local-epochs", type=float, default=d.local_epochs)
     p.add_argument("--lr", type=float, default=d.learning_rate)
     p.add_argument("--server-lr", type=float, default=d.server_learning_rate)
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"])
     p.add_argument("--key-bits", type=int, default=d.key_bits, choices=[512, 1024, 2048, 3072])
     p.add_argument("--bits", type=int, default=d.bits, choices=[8, 16])
     p.add_argument("--clip", type=float, default=d.clip)
@@ -369,7 +372,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     a = p.parse_args(argv)
     return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
-                        server_learning_rate=a.server_lr, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
+                        server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, rank_scheduler=a.rank_scheduler, edges=a.edges,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
                         timeout_s=a.timeout)

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--local-epochs", type=float, default=d.local_epochs)
     p.add_argument("--lr", type=float, default=d.learning_rate)
     p.add_argument("--server-lr", type=float, default=d.server_learning_rate)
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+                   help="client learning rate over the rounds (cosine: decays to 10%%)")
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="centralized LoRA learning rate (DESIGN §7)")
     p.add_argument("--key-bits", type=int, default=2048)
     p.add_argument("--max-train-per-site", type=int, default=None)
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
     settings = DemoSettings(name="quality-federated", rounds=a.rounds, local_epochs=a.local_epochs,
-                            learning_rate=a.lr, server_learning_rate=a.server_lr, key_bits=a.key_bits,
+                            learning_rate=a.lr, server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule,
+                            key_bits=a.key_bits,
                             max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                             patience=a.rounds)  # same epochs as the baseline: no early stop
     fed = run_demo(settings)

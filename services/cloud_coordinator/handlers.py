@@ -338,7 +338,8 @@ class Coordinator:
         deadline = self.clock() + self.fed.rounds.deadline_s
         tr = self.fed.training
         training = d.TrainingParams(strategy=tr.strategy, phase=phase, local_epochs=tr.local_epochs,
-                                    learning_rate=tr.learning_rate, batch_size=tr.batch_size,
+                                    learning_rate=tr.learning_rate_at(index, self.fed.rounds.max_rounds),
+                                    batch_size=tr.batch_size,
                                     seed=self.fed.seed * 1_000_003 + number)
         by_edge: dict[str, list[d.Assignment]] = {}
         for cid, (edge_id, e) in sorted(roster.items()):

@@ -8,6 +8,7 @@ each round task. Unknown keys are errors, and every error names the field and sa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,17 @@ class TrainingConfig(_Model):
     learning_rate: float = Field(default=5e-3, gt=0, lt=1)
     batch_size: int = Field(default=16, ge=1, le=4096)
     server_learning_rate: float = Field(default=1.0, gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="Client learning rate over the rounds: constant, or cosine decay to min_lr_fraction.")
+    min_lr_fraction: float = Field(default=0.1, ge=0, le=1, description="cosine: last round's lr as a fraction of learning_rate.")
+
+    def learning_rate_at(self, round_index: int, max_rounds: int) -> float:
+        """The clients' learning rate in round ``round_index`` (0-based) of ``max_rounds``."""
+        if self.lr_schedule == "constant" or max_rounds <= 1:
+            return self.learning_rate
+        t = min(max(round_index, 0), max_rounds - 1) / (max_rounds - 1)
+        f = self.min_lr_fraction
+        return self.learning_rate * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 class RoundsConfig(_Model):

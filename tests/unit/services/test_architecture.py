@@ -38,10 +38,10 @@ def test_core_reads_no_environment() -> None:
     offenders = []
     for py in sorted((ROOT / "ffa_lora").rglob("*.py")):
         for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
-                offenders.append(f"{py.relative_to(ROOT)}:{node.lineno}")
-            elif isinstance(node, ast.ImportFrom) and node.module == "os" and any(
-                    a.name in {"environ", "getenv"} for a in node.names):
+            reads_attr = isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}
+            imports_name = isinstance(node, ast.ImportFrom) and node.module == "os" and any(
+                a.name in {"environ", "getenv"} for a in node.names)
+            if reads_attr or imports_name:
                 offenders.append(f"{py.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, offenders
 

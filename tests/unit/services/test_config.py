@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ffa_lora.errors import ConfigError
 from services.common.config import load_config, parse_config
@@ -54,3 +56,17 @@ def test_defaults_are_a_valid_federation() -> None:
     cfg = parse_config(coordinator())
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
     assert fed.training.strategy == "ffa" and fed.secure_sum.key_bits == 2048 and fed.secure_sum.bits == 8
+
+
+def test_cosine_learning_rate_schedule() -> None:
+    from services.common.config import TrainingConfig
+
+    flat = TrainingConfig(learning_rate=5e-3)
+    assert [flat.learning_rate_at(i, 6) for i in range(6)] == [5e-3] * 6
+    cos = TrainingConfig(learning_rate=5e-3, lr_schedule="cosine", min_lr_fraction=0.1)
+    lrs = [cos.learning_rate_at(i, 6) for i in range(6)]
+    assert lrs[0] == pytest.approx(5e-3) and lrs[-1] == pytest.approx(5e-4)
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    assert cos.learning_rate_at(99, 6) == pytest.approx(5e-4)  # rounds past the plan keep the floor
+    with pytest.raises(ValidationError):
+        TrainingConfig(lr_schedule="step")
