@@ -130,13 +130,13 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "
                   f"epsilon spent {spent:.3f}", file=sys.stderr, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1" for s in strategies) + " |",
-             "|---|" + "---|---|" * len(strategies)]
+    table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1 | {s} ε spent" for s in strategies) + " |",
+             "|---|" + "---|---|---|" * len(strategies)]
     for eps in budgets:
         cells = []
         for s in strategies:
             r = next(x for x in rows if x["strategy"] == s and x["epsilon"] == eps)
-            cells.append(f"{r['accuracy']:.4f} | {r['macro_f1']:.4f}")
+            cells.append(f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['epsilon_spent']:.3f}")
         table.append(f"| {'inf' if math.isinf(eps) else f'{eps:g}'} | " + " | ".join(cells) + " |")
     (out_dir / "privacy_sweep.md").write_text("\n".join(table) + "\n")
     _plot(rows, budgets, strategies, out_dir / "privacy_sweep.png")
@@ -203,5 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
                 max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs)
-    print(json.dumps(res, indent=2, default=lambda x: "inf" if isinstance(x, float) and math.isinf(x) else x))
+    for row in res["rows"]:  # strict JSON has no Infinity: "no DP" is written as "inf"
+        if math.isinf(row["epsilon"]):
+            row["epsilon"] = "inf"
+    print(json.dumps(res, indent=2))
     return 0
