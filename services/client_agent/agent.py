@@ -39,8 +39,9 @@ class AgentResult:
     reason: str = ""
 
 
-def upload_messages(up: PreparedUpdate) -> list[pb.ClientSessionRequest]:
-    out = outgoing(up.vec)
+def upload_messages(up: PreparedUpdate, *, max_chunk_bytes: int | None = None) -> list[pb.ClientSessionRequest]:
+    """The upload as messages: begin, the ciphertext chunks (≤ 1 MiB, or ``max_chunk_bytes``), commit."""
+    out = outgoing(up.vec) if max_chunk_bytes is None else outgoing(up.vec, max_chunk_bytes=max_chunk_bytes)
     msgs = [pb.ClientSessionRequest(update_begin=pb.UpdateBegin(header=pb.CiphertextHeader(
         round=up.round, header=out.header, num_ciphertexts=out.num_ciphertexts)))]
     msgs += [pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=up.round, offset=off, data=data))

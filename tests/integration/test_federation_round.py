@@ -22,6 +22,7 @@ from services.common import domain as d
 from services.common import serde
 from services.common.tls import channel_credentials
 from tests.support.federation import InProcessFederation, tls_files
+from tests.support.raw_client import RawClient
 from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
@@ -69,56 +70,14 @@ def test_one_round_equals_plaintext_fedavg(tmp_path: Path, model_dir: Path) -> N
     asyncio.run(scenario())
 
 
-class RawClient:
-    """A hand-driven client session (the 'intruder' certificate) for protocol tests."""
-
-    def __init__(self, fed: InProcessFederation, cid: str = "intruder") -> None:
-        self.fed, self.cid = fed, cid
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.responses: asyncio.Queue[pb.ClientSessionResponse] = asyncio.Queue()
-        self.channel = grpc.aio.secure_channel(
-            f"127.0.0.1:{fed.edge_ports[fed.edge_ids[0]]}", channel_credentials(tls_files(fed.certs, "client", cid)))
-        self.stub = pb_grpc.EdgeServiceStub(self.channel)
-
-    async def start(self) -> None:
-        async def reqs() -> Any:
-            while True:
-                m = await self.queue.get()
-                if m is None:
-                    return
-                yield m
-
-        self.call = self.stub.ClientSession(reqs())
-
-        async def pump() -> None:
-            async for r in self.call:
-                await self.responses.put(r)
-
-        self.pump = asyncio.create_task(pump())
-        self.send(pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=150, device="cpu")))
-
-    def send(self, m: pb.ClientSessionRequest) -> None:
-        self.queue.put_nowait(m)
-
-    async def next(self, kind: str, timeout: float = 60) -> Any:
-        while True:
-            r = await asyncio.wait_for(self.responses.get(), timeout)
-            if r.WhichOneof("kind") == kind:
-                return getattr(r, kind)
-
-    async def close(self) -> None:
-        self.queue.put_nowait(None)
-        self.pump.cancel()
-        await self.channel.close()
-
-
 def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: Path) -> None:
     async def scenario() -> None:
         fed = InProcessFederation(tmp_path, model_dir, edges=1)
         raw = None
         try:
             await fed.start_servers()
-            raw = RawClient(fed)
+            raw = RawClient(f"127.0.0.1:{fed.edge_ports[fed.edge_ids[0]]}", tls_files(fed.certs, "client", "intruder"),
+                            num_samples=150)
             await raw.start()
             welcome = await raw.next("welcome")
             pk = serde.public_key_from_proto(welcome.public_key)

@@ -30,7 +30,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from safetensors.numpy import load as st_load
 
@@ -42,6 +41,7 @@ from services.common import domain as d
 from services.common.config import ClientConfig, DataConfig, DeidSettings
 from services.common.metrics import create_metrics
 from services.common.tls import TLSFiles
+from tests.support.raw_client import RawClient
 
 log = logging.getLogger(__name__)
 
@@ -402,45 +402,18 @@ async def dropout_mid_upload(root: Path) -> ScenarioResult:
 async def partial_upload_and_vanish(env: Env, cid: str, address: str) -> tuple[int, np.ndarray]:
     """A raw client session: hello, wait for the task, send the header and half of the
     ciphertexts, then drop the connection. Returns (round, the plaintext update it held)."""
-    from ffalora.v1 import federation_pb2 as pb
-    from ffalora.v1 import federation_pb2_grpc as pb_grpc
-
-    from services.common import serde
-    from services.common.tls import channel_credentials
-    from services.common.transfer import outgoing
-
     files = TLSFiles(ca=env.certs / "ca.crt", cert=env.certs / f"client-{cid}.crt", key=env.certs / f"client-{cid}.key")
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=100)))
-
-    async def reqs() -> Any:
-        while True:
-            m = await queue.get()
-            if m is None:
-                return
-            yield m
-
-    async with grpc.aio.secure_channel(address, channel_credentials(files)) as ch:
-        call = pb_grpc.EdgeServiceStub(ch).ClientSession(reqs())
-        pk = None
-        async for resp in call:
-            kind = resp.WhichOneof("kind")
-            if kind == "welcome":
-                pk = serde.public_key_from_proto(resp.welcome.public_key)
-            elif kind == "task":
-                task = serde.task_from_proto(resp.task)
-                break
-        assert pk is not None
+    async with RawClient(address, files) as raw:
+        pk, task = await raw.public_key_and_task(timeout=120)
         trainer = GatedTrainer(cid, seed=999)
         up = trainer.run_task(task, pk)
-        out = outgoing(up.vec, max_chunk_bytes=pk.ciphertext_bytes)
-        assert len(out.chunks) >= 2, "the update must span several chunks to be cut half-way"
-        queue.put_nowait(pb.ClientSessionRequest(update_begin=pb.UpdateBegin(header=pb.CiphertextHeader(
-            round=task.round, header=out.header, num_ciphertexts=out.num_ciphertexts))))
-        for off, data in out.chunks[: len(out.chunks) // 2]:
-            queue.put_nowait(pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=task.round, offset=off, data=data)))
+        msgs = upload_messages(up, max_chunk_bytes=pk.ciphertext_bytes)
+        chunks = len(msgs) - 2  # between the begin and the commit
+        assert chunks >= 2, "the update must span several chunks to be cut half-way"
+        for m in msgs[: 1 + chunks // 2]:
+            raw.send(m)
         await asyncio.sleep(0.5)
-        call.cancel()
+        raw.cancel()
     return task.round, trainer.deltas[task.round]
 
 
@@ -686,12 +659,6 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
     """mallory uploads in-range ciphertexts that decrypt to impossible slot sums (valid sha, valid
     header): the edge cannot tell; the coordinator refuses to publish the round (decryption check)
     and must keep running -- the next round, without mallory, commits."""
-    from ffalora.v1 import federation_pb2 as pb
-    from ffalora.v1 import federation_pb2_grpc as pb_grpc
-
-    from services.common import serde
-    from services.common.tls import channel_credentials
-
     async def body(env: Env) -> None:
         c = env.cluster
         c.start_edge("edge-1")
@@ -699,40 +666,21 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
         starting = asyncio.create_task(env.start({"client-1": ["edge-1"], "client-2": ["edge-1"]}, edges=[],
                                                  extra={"edge-1": 1}))
         files = TLSFiles(ca=env.certs / "ca.crt", cert=env.certs / "client-mallory.crt", key=env.certs / "client-mallory.key")
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=100)))
-
-        async def reqs() -> Any:
-            while True:
-                m = await queue.get()
-                if m is None:
-                    return
-                yield m
-
-        async with grpc.aio.secure_channel(e1, channel_credentials(files)) as ch:
-            call = pb_grpc.EdgeServiceStub(ch).ClientSession(reqs())
-            pk = None
-            acks = []
-            async for resp in call:
-                kind = resp.WhichOneof("kind")
-                if kind == "welcome":
-                    pk = serde.public_key_from_proto(resp.welcome.public_key)
-                elif kind == "task":
-                    task = serde.task_from_proto(resp.task)
-                    up = GatedTrainer("mallory", seed=5).run_task(task, pk)  # type: ignore[arg-type]
-                    rng = np.random.default_rng(1)
-                    n2 = int(pk.nsquare)  # type: ignore[union-attr]
-                    up.vec.values = [int.from_bytes(rng.bytes(pk.ciphertext_bytes), "big") % (n2 - 1) + 1  # type: ignore[union-attr]
-                                     for _ in up.vec.values]
-                    up.idempotency_key = f"mallory:{task.round}"
-                    for m in upload_messages(up):
-                        queue.put_nowait(m)
-                    env.result.faults["garbage_ciphertext"] += 1
-                elif kind == "ack":
-                    acks.append((resp.ack.round, resp.ack.status.code, resp.ack.status.reason))
-                    queue.put_nowait(pb.ClientSessionRequest(goodbye=pb.ClientGoodbye(reason="done")))
-                    queue.put_nowait(None)
-                    break
+        acks = []
+        async with RawClient(e1, files) as raw:
+            pk, task = await raw.public_key_and_task(timeout=120)
+            up = GatedTrainer("mallory", seed=5).run_task(task, pk)
+            rng = np.random.default_rng(1)
+            n2 = int(pk.nsquare)
+            up.vec.values = [int.from_bytes(rng.bytes(pk.ciphertext_bytes), "big") % (n2 - 1) + 1
+                             for _ in up.vec.values]
+            up.idempotency_key = f"mallory:{task.round}"
+            for m in upload_messages(up):
+                raw.send(m)
+            env.result.faults["garbage_ciphertext"] += 1
+            ack = await raw.next("ack", timeout=120)
+            acks.append((ack.round, ack.status.code, ack.status.reason))
+            await raw.close(goodbye=True)
         await starting
         env.result.checks["mallory_acks"] = acks
 
