@@ -223,6 +223,7 @@ class EdgeAggregator:
             agg, a = self._current(client_id, round)
         except Rejection:
             self._rejected[client_id] = round
+            self.uploads.pop(client_id, None)  # a new begin supersedes any earlier, unfinished upload
             raise
         assert self.public_key is not None
         try:
@@ -234,6 +235,7 @@ class EdgeAggregator:
         except Rejection as rej:
             self.metrics.reject(rej.reason)
             self._rejected[client_id] = round
+            self.uploads.pop(client_id, None)
             raise
         self.uploads[client_id] = _Upload(round, incoming, a)
 

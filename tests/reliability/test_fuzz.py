@@ -96,6 +96,29 @@ def test_edge_handler_rejections_have_documented_codes() -> None:
     h.check_sum()
 
 
+def test_a_rejected_begin_drops_the_earlier_unfinished_upload() -> None:
+    """begin A, half of A's chunks, a bad begin B: B's chunks and commit are ignored (one
+    rejection only), nothing of A is kept, and a complete resend then counts once."""
+    from services.edge_aggregator.handlers import Ignored
+
+    h = fz.EdgeHarness()
+    u = fz._cached_upload("mallory", 0)
+    e = h.edge
+    e.begin_upload("mallory", round=fz.ROUND, header=u.header, num_ciphertexts=u.num_ciphertexts)
+    e.upload_chunk("mallory", round=fz.ROUND, offset=u.chunks[0][0], data=u.chunks[0][1])
+    with pytest.raises(fz.Rejection):
+        e.begin_upload("mallory", round=fz.ROUND, header=b"\x00garbage", num_ciphertexts=1)
+    assert "mallory" not in e.uploads
+    for off, data in u.chunks[1:]:
+        with pytest.raises(Ignored):
+            e.upload_chunk("mallory", round=fz.ROUND, offset=off, data=data)
+    with pytest.raises(Ignored):
+        e.commit_upload("mallory", round=fz.ROUND, sha256=u.sha256, idempotency_key=u.key, num_samples=1, rank=4,
+                        quality=fz.d.Quality(), base_version=0, train_seconds=0, crypto_seconds=0)
+    assert h.upload("mallory", 0)  # the full resend is accepted
+    h.check_sum()
+
+
 @settings(max_examples=SCALE or 120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(fz.coordinator_op_strategy(), max_size=8))
 def test_coordinator_receive_partial_survives_hostile_partials(ops: list) -> None:
