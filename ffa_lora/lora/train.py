@@ -40,6 +40,10 @@ from ffa_lora.lora.state import AdapterState, is_lora_a, is_lora_b
 ProgressFn = Callable[[int, int, float], None]
 
 
+#: below this noise multiplier the PRV accountant is replaced by RDP (see ``_make_private``)
+PRV_MIN_NOISE = 0.3
+
+
 @dataclass(frozen=True)
 class DPSGDOptions:
     """Sample-level DP-SGD for one :func:`train_local` call (see ``ffa_lora.privacy.dp_sgd``).
@@ -51,6 +55,10 @@ class DPSGDOptions:
         accountant_state: the previous rounds' ``extra["dpsgd_accountant_state"]`` (ε accumulates).
         accountant: Opacus accountant (``"prv"``, ``"rdp"`` or ``"gdp"``).
         seed: TESTS ONLY — fixes the noise and the Poisson sampling.
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9). Adam rescales every coordinate to
+            about ``lr`` per step, so coordinates with no signal take full-size noise steps;
+            plain SGD moves them by ``lr × noise`` — usually the better choice under DP.
+        learning_rate: the rate for this optimizer (default: the call's ``lr``).
     """
 
     noise_multiplier: float
@@ -59,6 +67,8 @@ class DPSGDOptions:
     accountant_state: dict[str, Any] | None = None
     accountant: str = "prv"
     seed: int | None = None
+    optimizer: str = "adamw"
+    learning_rate: float | None = None
 
 
 @dataclass
@@ -331,7 +341,12 @@ def train_local(
     params = _set_trainable(model, phase)
     masks = _rank_masks(params, r, spec.r_max)
     plist = list(params.values())
-    optimizer: Any = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay)
+    if dp_sgd is not None and dp_sgd.optimizer not in ("adamw", "sgd"):
+        raise ConfigError(f"dp_sgd.optimizer must be 'adamw' or 'sgd', got {dp_sgd.optimizer!r}")
+    step_lr = dp_sgd.learning_rate if dp_sgd is not None and dp_sgd.learning_rate else lr
+    optimizer: Any = (torch.optim.SGD(plist, lr=step_lr, momentum=0.9, weight_decay=weight_decay)
+                      if dp_sgd is not None and dp_sgd.optimizer == "sgd"
+                      else torch.optim.AdamW(plist, lr=step_lr, weight_decay=weight_decay))
     batches = _batches(len(ids), batch_size, epochs, rng)
     net: Any = model.peft
     dp = None
@@ -485,8 +500,11 @@ def _make_private(net: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int
     # Opacus replaces this loader by a Poisson-sampling one with rate batch_size / n; it
     # yields index batches into the tokenized data.
     loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n))
+    # Opacus' PRV accountant breaks down (the process dies in numpy) for very small noise;
+    # RDP gives a valid, looser bound there.
+    accountant = "rdp" if opts.accountant == "prv" and opts.noise_multiplier < PRV_MIN_NOISE else opts.accountant
     return make_dp_sgd(net, optimizer, loader, max_grad_norm=opts.max_grad_norm, delta=opts.delta,
-                       noise_multiplier=opts.noise_multiplier, accountant=opts.accountant,
+                       noise_multiplier=opts.noise_multiplier, accountant=accountant,
                        accountant_state=opts.accountant_state, seed=opts.seed)
 
 

@@ -87,3 +87,23 @@ def test_empty_poisson_batches_still_count(tiny_spec: LoRASpec) -> None:
     hist = res.extra["dpsgd_accountant_state"]["history"]
     assert sum(n for _, _, n in hist) == res.steps == 24
     assert res.examples_seen != 24  # some batches were empty or larger than one
+
+
+def test_sgd_optimizer_and_its_own_learning_rate(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    from ffa_lora.errors import ConfigError
+
+    a = train_local(build_model(tiny_spec), tiny_data, epochs=1, lr=1e-2, batch_size=8, seed=1,
+                    dp_sgd=_opts(optimizer="sgd", learning_rate=0.5))
+    b = train_local(build_model(tiny_spec), tiny_data, epochs=1, lr=1e-2, batch_size=8, seed=1,
+                    dp_sgd=_opts(optimizer="sgd", learning_rate=0.05))
+    assert np.abs(a.delta).sum() > 5 * np.abs(b.delta).sum() > 0  # plain SGD: steps scale with lr
+    with pytest.raises(ConfigError, match="optimizer"):
+        train_local(build_model(tiny_spec), tiny_data, epochs=1, dp_sgd=_opts(optimizer="lion"))
+
+
+def test_tiny_noise_falls_back_to_rdp_accounting(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    # Opacus' PRV accountant kills the process for noise this small; RDP still bounds it.
+    res = train_local(build_model(tiny_spec), tiny_data, epochs=0.5, lr=1e-2, batch_size=8, seed=1,
+                      dp_sgd=_opts(noise_multiplier=0.05))
+    assert res.extra["dpsgd_accountant_state"]["accountant"] == "rdp"
+    assert res.extra["dpsgd_epsilon"] > 100
