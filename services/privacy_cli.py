@@ -71,25 +71,29 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, 
     the most for a given noise: calibrating on it bounds every site. Steps per round follow
     :func:`ffa_lora.lora.train.train_local` (``ceil(local_epochs × n / batch)``).
     """
+    from ffa_lora.lora.train import PRV_MIN_NOISE
     from ffa_lora.privacy.dp_sgd import dp_sgd_noise_multiplier
 
     n = max(1, int(smallest_site * (1 - validation_fraction)))
     q = min(1.0, batch_size / n)
     steps = rounds * max(1, math.ceil(local_epochs * n / batch_size))
     z = dp_sgd_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps)
+    if z < PRV_MIN_NOISE:  # the clients will account with RDP there: calibrate with it too
+        z = dp_sgd_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps, accountant="rdp")
     return {"noise_multiplier": z, "sample_rate": q, "steps": float(steps)}
 
 
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,
           max_test: int | None, key_bits: int, mechanism: str, norm_clip: float, out_dir: Path,
           level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
-          local_epochs: float | None = None) -> dict[str, Any]:
+          local_epochs: float | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the demo at each budget for each strategy.
 
     ``level="sample"``: Opacus DP-SGD at every client, noise calibrated so that the most exposed
     site reaches ``epsilon`` after all rounds (the FFA-LoRA paper's setting); the row records the
     largest ε any client reported. ``level="client"``: client-level DP on the aggregate
     (central Gaussian/Laplace noise on the decrypted sum, ``norm_clip`` per client update).
+    ``resume``: reuse a run whose ``summary.json`` in ``out_dir`` was made with identical settings.
     """
     from ffa_lora.data.builtin import load_builtin
     from services.demo import DemoSettings, run_demo
@@ -121,8 +125,10 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                                     max_train_per_site=max_train_per_site, max_test=max_test, key_bits=key_bits,
                                     patience=rounds, quiet=True)
             extra = f" (DP-SGD noise multiplier {calib['noise_multiplier']:.3f})" if calib else ""
-            print(f"sweep: {strategy} at epsilon={eps:g}{extra} ...", file=sys.stderr, flush=True)
-            summ = run_demo(settings)
+            summ = _finished_run(settings) if resume else None
+            if summ is None:
+                print(f"sweep: {strategy} at epsilon={eps:g}{extra} ...", file=sys.stderr, flush=True)
+                summ = run_demo(settings)
             spent = summ["dpsgd_epsilon_max"] if level == "sample" else summ["epsilon_spent"]
             rows.append({"strategy": strategy, "epsilon": eps, "level": level, "accuracy": summ["final_accuracy"],
                          "macro_f1": summ["final_macro_f1"], "epsilon_spent": spent, "rounds": summ["rounds"],
@@ -141,6 +147,24 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     (out_dir / "privacy_sweep.md").write_text("\n".join(table) + "\n")
     _plot(rows, budgets, strategies, out_dir / "privacy_sweep.png")
     return {"rows": rows, "table": str(out_dir / "privacy_sweep.md"), "plot": str(out_dir / "privacy_sweep.png")}
+
+
+def _finished_run(settings: Any) -> dict[str, Any] | None:
+    """The summary of an earlier run with exactly these settings, if one finished."""
+    from dataclasses import asdict
+
+    path = Path(settings.out_dir) / settings.name / "summary.json"
+    try:
+        summ: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    want = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
+    if summ.get("settings") != json.loads(json.dumps(want)):
+        return None
+    print(f"sweep: reusing {path}", file=sys.stderr, flush=True)
+    summ.setdefault("dpsgd_epsilon_max", max((r.get("dpsgd_epsilon_max", 0.0) for r in summ.get("per_round", [])),
+                                             default=0.0))
+    return summ
 
 
 def _plot(rows: list[dict[str, Any]], budgets: list[float], strategies: list[str], path: Path) -> None:
@@ -188,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--max-grad-norm", type=float, default=1.0, help="sample level: per-sample gradient clip")
     sw.add_argument("--delta", type=float, default=1e-5)
     sw.add_argument("--local-epochs", type=float, default=None)
+    sw.add_argument("--resume", action="store_true", help="reuse finished runs with identical settings in --out-dir")
     sw.add_argument("--out-dir", type=Path, default=Path("runs/privacy-sweep"))
     sw.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -202,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     res = sweep(budgets=budgets, strategies=[s.strip() for s in a.strategies.split(",")], rounds=a.rounds,
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
-                max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs)
+                max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume)
     for row in res["rows"]:  # strict JSON has no Infinity: "no DP" is written as "inf"
         if math.isinf(row["epsilon"]):
             row["epsilon"] = "inf"

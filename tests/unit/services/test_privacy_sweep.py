@@ -58,3 +58,16 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     table = (tmp_path / "privacy_sweep.md").read_text()
     assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 |" in table
     assert (tmp_path / "privacy_sweep.png").stat().st_size > 1000
+
+
+def test_loose_budgets_calibrate_with_the_accountant_the_clients_will_use() -> None:
+    from opacus.accountants import RDPAccountant
+
+    from ffa_lora.lora.train import PRV_MIN_NOISE
+
+    cal = privacy_cli.dpsgd_noise_for_budget(epsilon=64.0, delta=1e-5, smallest_site=900, batch_size=16,
+                                             local_epochs=0.5, rounds=6)
+    assert cal["noise_multiplier"] < PRV_MIN_NOISE  # the clients switch to RDP here
+    acc = RDPAccountant()
+    acc.history = [(cal["noise_multiplier"], cal["sample_rate"], int(cal["steps"]))]
+    assert acc.get_epsilon(delta=1e-5) <= 64.0 + 1e-6
