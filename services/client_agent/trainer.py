@@ -183,9 +183,10 @@ class LocalTrainer:
             return None
         from ffa_lora.lora import DPSGDOptions
 
-        if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1:
-            raise ProtocolError(f"task asks for DP-SGD with max_grad_norm {p.dpsgd_max_grad_norm} and delta "
-                                f"{p.dpsgd_delta}; both must be positive (delta < 1)")
+        if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1 or p.dpsgd_optimizer not in ("", "adamw", "sgd"):
+            raise ProtocolError(f"task asks for DP-SGD with max_grad_norm {p.dpsgd_max_grad_norm}, delta "
+                                f"{p.dpsgd_delta} and optimizer {p.dpsgd_optimizer!r}; the first two must be positive "
+                                "(delta < 1), the optimizer adamw or sgd")
         state = None
         path = self.dpsgd_state_path
         if path.exists():
@@ -195,7 +196,8 @@ class LocalTrainer:
                 raise StateError(f"DP-SGD accountant file {path} is unreadable ({exc}); it records the privacy "
                                  "this site has spent: restore it from a backup rather than deleting it") from exc
         return DPSGDOptions(noise_multiplier=p.dpsgd_noise_multiplier, max_grad_norm=p.dpsgd_max_grad_norm,
-                            delta=p.dpsgd_delta, accountant_state=state)
+                            delta=p.dpsgd_delta, accountant_state=state, optimizer=p.dpsgd_optimizer or "adamw",
+                            learning_rate=p.dpsgd_learning_rate or None)
 
     def _record_dpsgd(self, extra: dict[str, Any]) -> float:
         """Persist the accountant (write-then-rename) before the update can leave; return ε so far."""

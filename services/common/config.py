@@ -110,6 +110,9 @@ class DPSGDConfig(_Model):
     enabled: bool = False
     noise_multiplier: float = Field(default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw, or sgd (momentum 0.9: noise-only coordinates move by lr x noise, not by lr).")
+    learning_rate: float | None = Field(default=None, gt=0, lt=10, description="DP-SGD's rate (default: training.learning_rate).")
 
 
 class PrivacyConfig(_Model):

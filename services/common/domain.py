@@ -57,6 +57,8 @@ class PrivacyParams:
     dpsgd_noise_multiplier: float = 0.0
     dpsgd_max_grad_norm: float = 0.0
     dpsgd_delta: float = 0.0
+    dpsgd_optimizer: str = ""
+    dpsgd_learning_rate: float = 0.0
 
 
 @dataclass(frozen=True)

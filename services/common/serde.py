@@ -42,6 +42,8 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
         dpsgd_noise_multiplier=p.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=p.dpsgd_max_grad_norm,
         dpsgd_delta=p.dpsgd_delta,
+        dpsgd_optimizer=p.dpsgd_optimizer,
+        dpsgd_learning_rate=p.dpsgd_learning_rate,
     )
 
 
@@ -56,6 +58,8 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
         dpsgd_noise_multiplier=m.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=m.dpsgd_max_grad_norm,
         dpsgd_delta=m.dpsgd_delta,
+        dpsgd_optimizer=m.dpsgd_optimizer,
+        dpsgd_learning_rate=m.dpsgd_learning_rate,
     )
 
 

@@ -29,7 +29,8 @@ def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path) -> None:
         rounds={"max_rounds": 2, "min_clients": 2},
         labels=["negative", "neutral", "positive"],
         privacy={"mode": "off", "delta": 1e-5,
-                 "dpsgd": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}},
+                 "dpsgd": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0,
+                           "optimizer": "sgd", "learning_rate": 0.2}},
         training={"local_epochs": 1.0, "learning_rate": 1e-2, "batch_size": 8},
     )
 

@@ -70,3 +70,18 @@ def test_cosine_learning_rate_schedule() -> None:
     assert cos.learning_rate_at(99, 6) == pytest.approx(5e-4)  # rounds past the plan keep the floor
     with pytest.raises(ValidationError):
         TrainingConfig(lr_schedule="step")
+
+
+def test_dpsgd_settings_travel_with_the_task() -> None:
+    from services.common import domain as d
+    from services.common import serde
+    from services.common.config import DPSGDConfig
+
+    cfg = DPSGDConfig(enabled=True, noise_multiplier=0.8, optimizer="sgd", learning_rate=0.1)
+    p = d.PrivacyParams(dpsgd_noise_multiplier=cfg.noise_multiplier, dpsgd_max_grad_norm=cfg.max_grad_norm,
+                        dpsgd_delta=1e-5, dpsgd_optimizer=cfg.optimizer, dpsgd_learning_rate=cfg.learning_rate or 0.0)
+    assert serde.privacy_from_proto(serde.privacy_to_proto(p)) == p
+    with pytest.raises(ValidationError):
+        DPSGDConfig(optimizer="lion")
+    with pytest.raises(ValidationError):
+        DPSGDConfig(noise_multiplier=0)
