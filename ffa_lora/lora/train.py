@@ -57,7 +57,7 @@ class DPSGDOptions:
         seed: TESTS ONLY — fixes the noise and the Poisson sampling.
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9). Adam rescales every coordinate to
             about ``lr`` per step, so coordinates with no signal take full-size noise steps;
-            plain SGD moves them by ``lr × noise`` (often recommended under DP; untested here).
+            plain SGD moves them by ``lr × noise`` (often recommended under DP; on 900 records per site neither learned).
         learning_rate: the rate for this optimizer (default: the call's ``lr``).
     """
 
