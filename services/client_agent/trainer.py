@@ -36,6 +36,7 @@ from ffa_lora.errors import ConfigError, ProtocolError, StateError
 from ffa_lora.lora import LoRASpec
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
+from services.common.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,8 @@ class LocalTrainer:
 
     def _record_dpsgd(self, extra: dict[str, Any]) -> float:
         """Persist the accountant (write-then-rename) before the update can leave; return ε so far."""
-        path = self.dpsgd_state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(extra["dpsgd_accountant_state"]))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        self.dpsgd_state_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.dpsgd_state_path, json.dumps(extra["dpsgd_accountant_state"]).encode())
         eps = float(extra["dpsgd_epsilon"])
         log.info("DP-SGD: epsilon %.3f spent by this site so far (noise multiplier %.3g, sample rate %.4f)",
                  eps, extra["dpsgd_noise_multiplier"], extra["dpsgd_sample_rate"])

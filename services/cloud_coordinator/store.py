@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora.errors import StateError
+from services.common.files import atomic_write
 
 SCHEMA_VERSION = 1
 
@@ -153,20 +153,6 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 class SQLiteStore(CoordinatorStore):
     """SQLite file ``coordinator.db`` plus ``adapters/v<N>.safetensors`` in the state folder."""
 
@@ -219,7 +205,7 @@ class SQLiteStore(CoordinatorStore):
 
     def commit_round(self, record: RoundRecord, adapter_blob: bytes, state: dict[str, Any]) -> None:
         name = f"adapters/v{record.adapter_version}.safetensors"
-        _atomic_write(self.dir / name, adapter_blob)
+        atomic_write(self.dir / name, adapter_blob)
         sha = hashlib.sha256(adapter_blob).hexdigest()
         with self._lock:
             try:
