@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -37,12 +39,22 @@ async def _roundtrip(port: int, payload: bytes = b"ping", timeout: float = 3.0) 
     return got, time.monotonic() - t0
 
 
+@contextlib.asynccontextmanager
+async def _proxied_echo() -> AsyncIterator[FaultProxy]:
+    """An echo server on loopback behind a started FaultProxy; both stopped on exit."""
+    srv, port = await _echo_server()
+    p = FaultProxy("127.0.0.1", port)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+        srv.close()
+
+
 def test_forwards_and_adds_latency() -> None:
     async def go() -> None:
-        srv, port = await _echo_server()
-        p = FaultProxy("127.0.0.1", port)
-        await p.start()
-        try:
+        async with _proxied_echo() as p:
             got, _ = await _roundtrip(p.port, b"x" * 100_000)
             assert got == b"x" * 100_000
             p.set_latency(0.2)
@@ -50,19 +62,13 @@ def test_forwards_and_adds_latency() -> None:
             assert got == b"ping" and 0.38 < slow < 2.0, slow  # 0.2 s each way
             p.set_latency(0)
             assert p.faults["latency"] == 1 and p.bytes_forwarded >= 200_000
-        finally:
-            await p.stop()
-            srv.close()
 
     asyncio.run(go())
 
 
 def test_drop_and_partitions() -> None:
     async def go() -> None:
-        srv, port = await _echo_server()
-        p = FaultProxy("127.0.0.1", port)
-        await p.start()
-        try:
+        async with _proxied_echo() as p:
             r, w = await asyncio.open_connection("127.0.0.1", p.port)
             w.write(b"a")
             await w.drain()
@@ -87,9 +93,6 @@ def test_drop_and_partitions() -> None:
             assert await asyncio.wait_for(r.readexactly(4), 3) == b"held"
             w.close()
             assert p.faults == {"drop": 1, "partition_refuse": 1, "partition_hold": 1}
-        finally:
-            await p.stop()
-            srv.close()
 
     asyncio.run(go())
 
