@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-deps demo test test-fast proto proto-check lint deploy-check bench lock images clean
+.PHONY: install system-deps demo test test-fast proto proto-check lint deploy-check bench lock images images-demo clean
 
 $(STAMP): pyproject.toml requirements/lock.txt requirements/hashed.txt requirements/data.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,13 @@ lock:
 ## Container images built locally (podman/buildah from a debootstrap base); not part of `make test`.
 images:
 	bash deploy/images/build.sh
+
+## A short federation with every service running from its image (buildah, chroot isolation: see
+## services/containers.py); builds the images first when they are missing.
+images-demo: install
+	bash deploy/images/build.sh --smoke
+	$(BIN)/ffa-lora demo --containers buildah --name containers-demo --rounds 2 --key-bits 1024 \
+	  --max-train-per-site 300 --max-test 300 $(DEMO_ARGS)
 
 clean:
 	rm -rf runs state .pytest_cache .hypothesis

@@ -62,6 +62,8 @@ class DemoSettings:
     tolerance: float = 1e-3
     threads_per_client: int = 1
     quiet: bool = False
+    containers: str | None = None  # "buildah": the services run from the built images
+    image_tag: str = "0.1.0"
 
 
 def free_port() -> int:
@@ -209,7 +211,8 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     ``on_prepared(layout)``, when given, runs after :func:`prepare` and before any service
     starts: it sees the run folder, configs and ``metrics_ports`` (e.g. to point a Prometheus
     at them) and may edit the config files. ``on_started(layout)`` runs once every service
-    process has been started.
+    process has been started. ``settings.containers == "buildah"`` runs each service from its
+    container image (:class:`services.containers.BuildahLauncher`) instead of the host's Python.
     """
     t_start = time.time()
     if layout is None:
@@ -220,14 +223,24 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(settings.threads_per_client))
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    launcher = None
+    if settings.containers == "buildah":
+        from services.containers import BuildahLauncher
+
+        launcher = BuildahLauncher(tag=settings.image_tag)
 
     def start(name: str, role: str) -> None:
         log = open(run / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - the child process owns it
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", role, "--config", str(layout["configs"][name])],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+        config = layout["configs"][name]
+        argv = ([sys.executable, "-m", "services.cli", "serve", role, "--config", str(config)] if launcher is None
+                else launcher.command(name, role, config, run, env))
+        procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=str(Path(__file__).resolve().parents[1]))
 
     _say(settings, f"run folder {run}; data {layout['data']['sites']} train, {layout['data']['test']} test")
+    if launcher is not None:
+        launcher.prepare_run_folder(run)
+        _say(settings, f"services run as containers of {launcher.image('coordinator').rsplit('/', 1)[0]}/*:{launcher.tag}")
     start("coordinator", "coordinator")
     for e in layout["edges"]:
         start(e, "edge")
@@ -276,6 +289,8 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if launcher is not None:
+            launcher.close()
     rounds = _rounds(db)
     if failed or not rounds:
         raise FFALoraError(f"demo failed: {failed or 'no round was committed'}")
@@ -369,13 +384,16 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--no-deid", action="store_true")
     p.add_argument("--timeout", type=float, default=d.timeout_s)
+    p.add_argument("--containers", choices=["buildah"], default=None,
+                   help="run the services from the images `make images` built (see services/containers.py)")
+    p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
     return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, rank_scheduler=a.rank_scheduler, edges=a.edges,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
-                        timeout_s=a.timeout)
+                        timeout_s=a.timeout, containers=a.containers, image_tag=a.image_tag)
 
 
 def main(argv: list[str] | None = None) -> int:
