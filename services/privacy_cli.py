@@ -86,7 +86,9 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, 
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,
           max_test: int | None, key_bits: int, mechanism: str, norm_clip: float, out_dir: Path,
           level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
-          local_epochs: float | None = None, resume: bool = False) -> dict[str, Any]:
+          local_epochs: float | None = None, resume: bool = False, dp_batch_size: int | None = None,
+          dp_optimizer: str = "adamw", dp_lr: float | None = None,
+          dp_head_lr: float | None = None) -> dict[str, Any]:
     """Run the demo at each budget for each strategy.
 
     ``level="sample"``: Opacus DP-SGD at every client, noise calibrated so that the most exposed
@@ -94,12 +96,16 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     largest ε any client reported. ``level="client"``: client-level DP on the aggregate
     (central Gaussian/Laplace noise on the decrypted sum, ``norm_clip`` per client update).
     ``resume``: reuse a run whose ``summary.json`` in ``out_dir`` was made with identical settings.
+    ``dp_*`` (sample level, DP rows only): batch size (default: the demo's), optimizer, rate
+    (default: the strategy's) and task-head rate of DP-SGD. DP-SGD wants larger batches than
+    the no-DP row: the noise on a step's mean gradient is ``noise_multiplier × clip / batch``.
     """
     from ffa_lora.data.builtin import load_builtin
     from services.demo import DemoSettings, run_demo
 
     base = DemoSettings()
     epochs = base.local_epochs if local_epochs is None else local_epochs
+    dp_batch = dp_batch_size or base.batch_size
     smallest = 0
     if level == "sample":
         demo = load_builtin(base.data, seed=base.seed, method=base.partition,  # type: ignore[arg-type]
@@ -115,12 +121,15 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
-                                               batch_size=base.batch_size, local_epochs=epochs, rounds=rounds)
+                                               batch_size=dp_batch, local_epochs=epochs, rounds=rounds)
                 privacy = {"mode": "off", "delta": delta,
                            "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
-                                     "max_grad_norm": max_grad_norm}}
+                                     "max_grad_norm": max_grad_norm, "optimizer": dp_optimizer,
+                                     "learning_rate": dp_lr, "head_learning_rate": dp_head_lr}}
             lr = 5e-3 if strategy == "ffa" else 1e-3
+            batch = dp_batch if calib else base.batch_size
             settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
+                                    batch_size=batch,
                                     strategy=strategy, learning_rate=lr, privacy=privacy, local_epochs=epochs,
                                     max_train_per_site=max_train_per_site, max_test=max_test, key_bits=key_bits,
                                     patience=rounds, quiet=True)
@@ -132,6 +141,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             spent = summ["dpsgd_epsilon_max"] if level == "sample" else summ["epsilon_spent"]
             rows.append({"strategy": strategy, "epsilon": eps, "level": level, "accuracy": summ["final_accuracy"],
                          "macro_f1": summ["final_macro_f1"], "epsilon_spent": spent, "rounds": summ["rounds"],
+                         "batch_size": batch,
                          **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {})})
             print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "
                   f"epsilon spent {spent:.3f}", file=sys.stderr, flush=True)
@@ -212,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--max-grad-norm", type=float, default=1.0, help="sample level: per-sample gradient clip")
     sw.add_argument("--delta", type=float, default=1e-5)
     sw.add_argument("--local-epochs", type=float, default=None)
+    sw.add_argument("--dp-batch-size", type=int, default=None,
+                    help="sample level: DP-SGD's expected batch (default: the demo's); larger = less noise per step")
+    sw.add_argument("--dp-optimizer", default="adamw", choices=["adamw", "sgd"])
+    sw.add_argument("--dp-lr", type=float, default=None, help="DP-SGD rate (default: the strategy's demo rate)")
+    sw.add_argument("--dp-head-lr", type=float, default=None, help="DP-SGD rate of the task head (default: --dp-lr)")
     sw.add_argument("--resume", action="store_true", help="reuse finished runs with identical settings in --out-dir")
     sw.add_argument("--out-dir", type=Path, default=Path("runs/privacy-sweep"))
     sw.add_argument("--json", action="store_true")
@@ -227,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     res = sweep(budgets=budgets, strategies=[s.strip() for s in a.strategies.split(",")], rounds=a.rounds,
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
-                max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume)
+                max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume,
+                dp_batch_size=a.dp_batch_size, dp_optimizer=a.dp_optimizer, dp_lr=a.dp_lr, dp_head_lr=a.dp_head_lr)
     for row in res["rows"]:  # strict JSON has no Infinity: "no DP" is written as "inf"
         if math.isinf(row["epsilon"]):
             row["epsilon"] = "inf"

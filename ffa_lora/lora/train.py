@@ -34,7 +34,7 @@ from ffa_lora.errors import ConfigError, DataError
 from ffa_lora.lora.layout import UpdateLayout, is_trainable
 from ffa_lora.lora.model import LoRAModel, adapter_parameters, build_model, get_adapter_state
 from ffa_lora.lora.spec import LoRASpec, Phase, check_phase
-from ffa_lora.lora.state import AdapterState, is_lora_a, is_lora_b
+from ffa_lora.lora.state import AdapterState, is_head, is_lora_a, is_lora_b
 
 #: progress(step, total_steps, running_mean_loss)
 ProgressFn = Callable[[int, int, float], None]
@@ -59,6 +59,10 @@ class DPSGDOptions:
             about ``lr`` per step, so coordinates with no signal take full-size noise steps;
             plain SGD moves them by ``lr × noise`` (often recommended under DP; on 900 records per site neither learned).
         learning_rate: the rate for this optimizer (default: the call's ``lr``).
+        head_learning_rate: the rate for the task head (default: ``learning_rate``). DP-SGD wants
+            large batches, hence few steps; the head (a few hundred values with most of the
+            gradient and a high signal-to-noise ratio) then needs a larger rate than the
+            noise-dominated LoRA factors, which a larger common rate would scatter.
     """
 
     noise_multiplier: float
@@ -69,6 +73,7 @@ class DPSGDOptions:
     seed: int | None = None
     optimizer: str = "adamw"
     learning_rate: float | None = None
+    head_learning_rate: float | None = None
 
 
 @dataclass
@@ -344,9 +349,13 @@ def train_local(
     if dp_sgd is not None and dp_sgd.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"dp_sgd.optimizer must be 'adamw' or 'sgd', got {dp_sgd.optimizer!r}")
     step_lr = dp_sgd.learning_rate if dp_sgd is not None and dp_sgd.learning_rate else lr
-    optimizer: Any = (torch.optim.SGD(plist, lr=step_lr, momentum=0.9, weight_decay=weight_decay)
+    groups: list[dict[str, Any]] = [{"params": plist}]
+    if dp_sgd is not None and dp_sgd.head_learning_rate:
+        groups = [{"params": [p for k, p in params.items() if not is_head(k)]},
+                  {"params": [p for k, p in params.items() if is_head(k)], "lr": dp_sgd.head_learning_rate}]
+    optimizer: Any = (torch.optim.SGD(groups, lr=step_lr, momentum=0.9, weight_decay=weight_decay)
                       if dp_sgd is not None and dp_sgd.optimizer == "sgd"
-                      else torch.optim.AdamW(plist, lr=step_lr, weight_decay=weight_decay))
+                      else torch.optim.AdamW(groups, lr=step_lr, weight_decay=weight_decay))
     batches = _batches(len(ids), batch_size, epochs, rng)
     net: Any = model.peft
     dp = None

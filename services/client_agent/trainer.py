@@ -198,7 +198,8 @@ class LocalTrainer:
                                  "this site has spent: restore it from a backup rather than deleting it") from exc
         return DPSGDOptions(noise_multiplier=p.dpsgd_noise_multiplier, max_grad_norm=p.dpsgd_max_grad_norm,
                             delta=p.dpsgd_delta, accountant_state=state, optimizer=p.dpsgd_optimizer or "adamw",
-                            learning_rate=p.dpsgd_learning_rate or None)
+                            learning_rate=p.dpsgd_learning_rate or None,
+                            head_learning_rate=p.dpsgd_head_learning_rate or None)
 
     def _record_dpsgd(self, extra: dict[str, Any]) -> float:
         """Persist the accountant (write-then-rename) before the update can leave; return ε so far."""

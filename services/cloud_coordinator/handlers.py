@@ -354,7 +354,8 @@ class Coordinator:
             privacy = dataclasses.replace(privacy, dpsgd_noise_multiplier=dpsgd.noise_multiplier,
                                           dpsgd_max_grad_norm=dpsgd.max_grad_norm, dpsgd_delta=self.fed.privacy.delta,
                                           dpsgd_optimizer=dpsgd.optimizer,
-                                          dpsgd_learning_rate=dpsgd.learning_rate or 0.0)
+                                          dpsgd_learning_rate=dpsgd.learning_rate or 0.0,
+                                          dpsgd_head_learning_rate=dpsgd.head_learning_rate or 0.0)
         secure = d.SecureSumParams(layout=layout.to_bytes(), clip=self._quant_clip(privacy, full), bits=ss.bits,
                                    key_fingerprint=self.public_key.fingerprint)
         self.store.set_meta("last_round_started", str(number))

@@ -113,6 +113,9 @@ class DPSGDConfig(_Model):
     optimizer: Literal["adamw", "sgd"] = Field(
         default="adamw", description="adamw, or sgd (momentum 0.9: noise-only coordinates move by lr x noise, not by lr).")
     learning_rate: float | None = Field(default=None, gt=0, lt=10, description="DP-SGD's rate (default: training.learning_rate).")
+    head_learning_rate: float | None = Field(
+        default=None, gt=0, lt=10,
+        description="DP-SGD's rate for the task head (default: learning_rate); large DP batches give few steps.")
 
 
 class PrivacyConfig(_Model):

@@ -59,6 +59,7 @@ class PrivacyParams:
     dpsgd_delta: float = 0.0
     dpsgd_optimizer: str = ""
     dpsgd_learning_rate: float = 0.0
+    dpsgd_head_learning_rate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
         dpsgd_delta=p.dpsgd_delta,
         dpsgd_optimizer=p.dpsgd_optimizer,
         dpsgd_learning_rate=p.dpsgd_learning_rate,
+        dpsgd_head_learning_rate=p.dpsgd_head_learning_rate,
     )
 
 
@@ -60,6 +61,7 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
         dpsgd_delta=m.dpsgd_delta,
         dpsgd_optimizer=m.dpsgd_optimizer,
         dpsgd_learning_rate=m.dpsgd_learning_rate,
+        dpsgd_head_learning_rate=m.dpsgd_head_learning_rate,
     )
 
 

@@ -65,7 +65,7 @@ class SecureSumSpec(_message.Message):
     def __init__(self, layout: _Optional[bytes] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class PrivacySpec(_message.Message):
-    __slots__ = ("mode", "mechanism", "norm_clip", "noise_scale", "share_clients", "tolerated_dropouts", "dpsgd_noise_multiplier", "dpsgd_max_grad_norm", "dpsgd_delta", "dpsgd_optimizer", "dpsgd_learning_rate")
+    __slots__ = ("mode", "mechanism", "norm_clip", "noise_scale", "share_clients", "tolerated_dropouts", "dpsgd_noise_multiplier", "dpsgd_max_grad_norm", "dpsgd_delta", "dpsgd_optimizer", "dpsgd_learning_rate", "dpsgd_head_learning_rate")
     MODE_FIELD_NUMBER: _ClassVar[int]
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
     NORM_CLIP_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class PrivacySpec(_message.Message):
     DPSGD_DELTA_FIELD_NUMBER: _ClassVar[int]
     DPSGD_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     DPSGD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_HEAD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     mode: str
     mechanism: str
     norm_clip: float
@@ -88,7 +89,8 @@ class PrivacySpec(_message.Message):
     dpsgd_delta: float
     dpsgd_optimizer: str
     dpsgd_learning_rate: float
-    def __init__(self, mode: _Optional[str] = ..., mechanism: _Optional[str] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[str] = ..., dpsgd_learning_rate: _Optional[float] = ...) -> None: ...
+    dpsgd_head_learning_rate: float
+    def __init__(self, mode: _Optional[str] = ..., mechanism: _Optional[str] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[str] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed")

@@ -77,9 +77,10 @@ def test_dpsgd_settings_travel_with_the_task() -> None:
     from services.common import serde
     from services.common.config import DPSGDConfig
 
-    cfg = DPSGDConfig(enabled=True, noise_multiplier=0.8, optimizer="sgd", learning_rate=0.1)
+    cfg = DPSGDConfig(enabled=True, noise_multiplier=0.8, optimizer="sgd", learning_rate=0.1, head_learning_rate=0.5)
     p = d.PrivacyParams(dpsgd_noise_multiplier=cfg.noise_multiplier, dpsgd_max_grad_norm=cfg.max_grad_norm,
-                        dpsgd_delta=1e-5, dpsgd_optimizer=cfg.optimizer, dpsgd_learning_rate=cfg.learning_rate or 0.0)
+                        dpsgd_delta=1e-5, dpsgd_optimizer=cfg.optimizer, dpsgd_learning_rate=cfg.learning_rate or 0.0,
+                        dpsgd_head_learning_rate=cfg.head_learning_rate or 0.0)
     assert serde.privacy_from_proto(serde.privacy_to_proto(p)) == p
     with pytest.raises(ValidationError):
         DPSGDConfig(optimizer="lion")
