@@ -241,21 +241,21 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     if launcher is not None:
         launcher.prepare_run_folder(run)
         _say(settings, f"services run as containers of {launcher.image('coordinator').rsplit('/', 1)[0]}/*:{launcher.tag}")
-    start("coordinator", "coordinator")
-    for e in layout["edges"]:
-        start(e, "edge")
-    for c in layout["clients"]:
-        start(c, "client")
-    _say(settings, f"started coordinator, {len(layout['edges'])} edges, {len(layout['clients'])} clients "
-                   f"(logs in {run / 'logs'})")
-    if on_started is not None:
-        on_started(layout)
-    _say(settings, HEADER)
     db = run / "state" / "coordinator" / "coordinator.db"
     shown = 0
-    deadline = time.time() + settings.timeout_s
     failed = ""
-    try:
+    try:  # from the first start: a service that fails to start stops those already running
+        start("coordinator", "coordinator")
+        for e in layout["edges"]:
+            start(e, "edge")
+        for c in layout["clients"]:
+            start(c, "client")
+        _say(settings, f"started coordinator, {len(layout['edges'])} edges, {len(layout['clients'])} clients "
+                       f"(logs in {run / 'logs'})")
+        if on_started is not None:
+            on_started(layout)
+        _say(settings, HEADER)
+        deadline = time.time() + settings.timeout_s
         while procs["coordinator"].poll() is None:
             if time.time() > deadline:
                 failed = f"timed out after {settings.timeout_s:.0f}s"
