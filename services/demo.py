@@ -303,6 +303,11 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     return summary
 
 
+def settings_dict(settings: DemoSettings) -> dict[str, Any]:
+    """``settings`` as ``summary.json`` records them (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
+
+
 def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict[str, Any], *, wall: float) -> dict[str, Any]:
     last = rounds[-1]
     train_s = sum(r["train_seconds"] for r in rounds)
@@ -329,7 +334,7 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
         "wall_seconds": wall,
         "clients": clients,
         "data": layout["data"],
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "settings": settings_dict(settings),
         "per_round": rounds,
         "adapter_dir": str(layout["run"] / "adapter"),
     }

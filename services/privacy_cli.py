@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ffa_lora.errors import ConfigError
+from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
 
 
 def plan_from_file(path: Path) -> dict[str, Any]:
@@ -161,15 +162,14 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
 
 def _finished_run(settings: Any) -> dict[str, Any] | None:
     """The summary of an earlier run with exactly these settings, if one finished."""
-    from dataclasses import asdict
+    from services.demo import settings_dict
 
     path = Path(settings.out_dir) / settings.name / "summary.json"
     try:
         summ: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    want = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
-    if summ.get("settings") != json.loads(json.dumps(want)):
+    if summ.get("settings") != json.loads(json.dumps(settings_dict(settings))):
         return None
     print(f"sweep: reusing {path}", file=sys.stderr, flush=True)
     summ.setdefault("dpsgd_epsilon_max", max((r.get("dpsgd_epsilon_max", 0.0) for r in summ.get("per_round", [])),
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--local-epochs", type=float, default=None)
     sw.add_argument("--dp-batch-size", type=int, default=None,
                     help="sample level: DP-SGD's expected batch (default: the demo's); larger = less noise per step")
-    sw.add_argument("--dp-optimizer", default="adamw", choices=["adamw", "sgd"])
+    sw.add_argument("--dp-optimizer", default="adamw", choices=list(DPSGD_OPTIMIZERS))
     sw.add_argument("--dp-lr", type=float, default=None, help="DP-SGD rate (default: the strategy's demo rate)")
     sw.add_argument("--dp-head-lr", type=float, default=None, help="DP-SGD rate of the task head (default: --dp-lr)")
     sw.add_argument("--resume", action="store_true", help="reuse finished runs with identical settings in --out-dir")

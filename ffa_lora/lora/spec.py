@@ -19,6 +19,9 @@ from ffa_lora.errors import ConfigError
 Strategy = Literal["ffa", "fedavg", "alternating"]
 STRATEGIES: tuple[str, ...] = ("ffa", "fedavg", "alternating")
 
+#: The optimizers sample-level DP-SGD can run (``ffa_lora.lora.train.DPSGDOptions.optimizer``).
+DPSGD_OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+
 #: What trains in a round, besides the task head (which always trains):
 #: ``"B"`` — B only, A frozen (FFA-LoRA); ``"AB"`` — both factors; ``"A"`` — A only, B frozen.
 Phase = Literal["B", "AB", "A"]

@@ -33,7 +33,7 @@ from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError
 from ffa_lora.lora.layout import UpdateLayout, is_trainable
 from ffa_lora.lora.model import LoRAModel, adapter_parameters, build_model, get_adapter_state
-from ffa_lora.lora.spec import LoRASpec, Phase, check_phase
+from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, LoRASpec, Phase, check_phase
 from ffa_lora.lora.state import AdapterState, is_head, is_lora_a, is_lora_b
 
 #: progress(step, total_steps, running_mean_loss)
@@ -347,8 +347,8 @@ def train_local(
     params = _set_trainable(model, phase)
     masks = _rank_masks(params, r, spec.r_max)
     plist = list(params.values())
-    if dp_sgd is not None and dp_sgd.optimizer not in ("adamw", "sgd"):
-        raise ConfigError(f"dp_sgd.optimizer must be 'adamw' or 'sgd', got {dp_sgd.optimizer!r}")
+    if dp_sgd is not None and dp_sgd.optimizer not in DPSGD_OPTIMIZERS:
+        raise ConfigError(f"dp_sgd.optimizer must be one of {DPSGD_OPTIMIZERS}, got {dp_sgd.optimizer!r}")
     step_lr = dp_sgd.learning_rate if dp_sgd is not None and dp_sgd.learning_rate else lr
     groups: list[dict[str, Any]] = [{"params": plist}]
     if dp_sgd is not None and dp_sgd.head_learning_rate:

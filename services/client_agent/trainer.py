@@ -34,6 +34,7 @@ from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, ProtocolError, StateError
 from ffa_lora.lora import LoRASpec
+from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
 from services.common.files import atomic_write
@@ -184,7 +185,7 @@ class LocalTrainer:
             return None
         from ffa_lora.lora import DPSGDOptions
 
-        if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1 or p.dpsgd_optimizer not in ("", "adamw", "sgd"):
+        if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1 or p.dpsgd_optimizer not in ("", *DPSGD_OPTIMIZERS):
             raise ProtocolError(f"task asks for DP-SGD with max_grad_norm {p.dpsgd_max_grad_norm}, delta "
                                 f"{p.dpsgd_delta} and optimizer {p.dpsgd_optimizer!r}; the first two must be positive "
                                 "(delta < 1), the optimizer adamw or sgd")
