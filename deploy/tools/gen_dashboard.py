@@ -31,6 +31,7 @@ METRICS: tuple[str, ...] = (
     "ffalora_round_phase",
     "ffalora_round_duration_seconds",
     "ffalora_connected_clients",
+    "ffalora_roster_clients",
     "ffalora_updates_accepted_total",
     "ffalora_updates_rejected_total",
     "ffalora_bytes_received_total",
@@ -280,8 +281,9 @@ def build() -> dict[str, Any]:
     lay.row("Edges")
     lay.add(
         _ts(
-            "Connected clients per edge",
-            [_target(f"sum by (instance) (ffalora_connected_clients{{{edge}}})", "{{instance}}")],
+            "Clients per edge: connected / on the roster (check-in clients away count on the roster)",
+            [_target(f"sum by (instance) (ffalora_connected_clients{{{edge}}})", "{{instance}} connected"),
+             _target(f"sum by (instance) (ffalora_roster_clients{{{edge}}})", "{{instance}} roster", "B")],
         ),
         8,
         8,

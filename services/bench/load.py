@@ -8,8 +8,14 @@ one precomputed encrypted update reused under fresh round numbers). All clients 
 then the coordinator starts and runs ``--rounds`` synchronous rounds with min_clients = all of
 them. Reported per stage: round latency percentiles (plan -> commit, from the coordinator's
 store), per-update latency (task -> acknowledgement, at the clients), the resident memory of
-every edge process (psutil; before clients, with all clients connected, peak during the
-rounds), and rejected updates (client acknowledgements and the edges' metrics).
+every edge process (psutil; before clients, with all clients registered, peak during the
+rounds), the most client sessions an edge held open at once, and rejected updates (client
+acknowledgements and the edges' metrics).
+
+``--session persistent`` (default) keeps one mutual-TLS stream per client open for the whole
+run; ``--session check_in`` runs the clients as check-in clients (``client.session: check_in``:
+they leave while idle and come back every ``--check-in-s`` seconds), so an edge holds only the
+sessions of clients checking in at that moment.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -50,6 +56,7 @@ class RssSampler:
     def __init__(self, cluster: Cluster, names: list[str], period: float = 0.25) -> None:
         self.cluster, self.names, self.period = cluster, names, period
         self.peak: dict[str, int] = {n: 0 for n in names}
+        self.max_sessions: dict[str, int] = {n: 0 for n in names}
         self.metrics: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -63,6 +70,7 @@ class RssSampler:
                     s = self.cluster.scrape(n)
                     if s:
                         self.metrics[n] = s
+                        self.max_sessions[n] = max(self.max_sessions[n], int(s.get("ffalora_connected_clients", 0)))
             i += 1
             self._stop.wait(self.period)
 
@@ -151,7 +159,9 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
         "secure_sum": {"key_bits": args.key_bits, "bits": args.bits, "clip": 0.05,
                        "max_clients": max(n, args.max_clients), "max_weight": 1},
     }
-    limits = {"max_messages_per_s": 500.0}
+    limits: dict[str, Any] = {"max_messages_per_s": 500.0}
+    if args.max_sessions:
+        limits["max_client_sessions"] = args.max_sessions
     cluster = Cluster(root, model=str(model), certs=certs, federation=fed, edge_limits=limits, metrics=True,
                       log_level="WARNING")
     cluster.share_fernet(fernet)
@@ -174,23 +184,28 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
             with open(root / "logs" / f"generator-{i}.log", "wb") as log:
                 gens.append(subprocess.Popen(
                     [sys.executable, "-m", "services.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
-                     "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout)],
+                     "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout),
+                     "--session", args.session, "--check-in-s", str(args.check_in_s),
+                     # check-in clients come online spread over one check-in interval
+                     *(["--connect-rate", f"{max(1.0, len(part) / args.check_in_s):.1f}"]
+                       if args.session == "check_in" else [])],
                     stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=cluster.env))
         deadline = time.time() + 300
         while True:
-            connected = sum(cluster.scrape(e).get("ffalora_connected_clients", 0) for e in edge_ids)
-            if connected >= n:
+            # on the roster: connected, or (check-in clients) away but due back
+            registered = sum(cluster.scrape(e).get("ffalora_roster_clients", 0) for e in edge_ids)
+            if registered >= n:
                 break
             if time.time() > deadline or any(p.poll() not in (None, 0) for p in gens):
-                raise RuntimeError(f"only {connected:.0f}/{n} clients connected")
+                raise RuntimeError(f"only {registered:.0f}/{n} clients registered")
             time.sleep(0.25)
         out["connect_seconds"] = round(time.time() - t_connect, 2)
         time.sleep(1.0)
         out["edge_rss_mb_connected"] = [_mb(cluster.services[e].rss()) for e in edge_ids]
         per_edge = n / len(edge_ids)
-        out["edge_rss_kb_per_connection"] = round(1024 * (sum(out["edge_rss_mb_connected"]) - sum(out["edge_rss_mb_idle"]))
-                                                  / len(edge_ids) / per_edge, 1)
-        _say(f"{n} clients connected in {out['connect_seconds']}s; starting the coordinator")
+        out["edge_rss_kb_per_client"] = round(1024 * (sum(out["edge_rss_mb_connected"]) - sum(out["edge_rss_mb_idle"]))
+                                              / len(edge_ids) / per_edge, 1)
+        _say(f"{n} clients registered in {out['connect_seconds']}s; starting the coordinator")
         t_start = time.time()
         with RssSampler(cluster, edge_ids) as sampler:
             cluster.start_coordinator(timeout=180)
@@ -203,6 +218,7 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
         out["federation_seconds"] = round(time.time() - t_start, 2)
         out["coordinator_exit"] = rc
         out["edge_rss_mb_peak"] = [_mb(sampler.peak[e]) for e in edge_ids]
+        out["edge_max_open_sessions"] = [sampler.max_sessions[e] for e in edge_ids]
         scraped = [cluster.scrape(e) or sampler.metrics.get(e, {}) for e in edge_ids]
         rounds = cluster.rounds()
         out["rounds_completed"] = len(rounds)
@@ -213,6 +229,7 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
         accepted = 0
         welcome: list[float] = []
         gen_errors: list[str] = []
+        check_ins = busy = 0
         for i in range(len(gens)):
             f = root / f"gen-{i}.json"
             if not f.exists():
@@ -221,6 +238,8 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
             rec = json.loads(f.read_text())
             gen_errors += rec["errors"]
             for c in rec["clients"].values():
+                check_ins += c.get("check_ins", 0)
+                busy += c.get("busy_refusals", 0)
                 if c["welcomed"]:
                     welcome.append(c["welcomed"] - t_start)
                 for ev in c["events"].values():
@@ -234,11 +253,15 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
         out["updates_accepted"] = accepted
         out["rejected_updates"] = sum(rejected.values())
         out["rejected_by_reason"] = rejected
+        if args.session == "check_in":
+            out["check_ins"], out["sessions_refused_edge_busy"] = check_ins, busy
         # the edges' own counters, from their last /metrics scrape (they exit with the federation,
         # so the final round may be missing here; the client-side counts above are complete)
         out["edge_metrics_last_scrape"] = {
             "accepted": sum(v for s in scraped for k, v in s.items() if k.startswith("ffalora_updates_accepted_total")),
             "rejected": sum(v for s in scraped for k, v in s.items() if k.startswith("ffalora_updates_rejected_total")),
+            "rejected_by_reason": {k.split('reason="')[1].split('"')[0]: v for s in scraped for k, v in s.items()
+                                   if k.startswith("ffalora_updates_rejected_total") and v},
         }
         out["generator_errors"] = gen_errors[:5]
         out["crashes"] = len(cluster.unexpected_exits())
@@ -263,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bits", type=int, default=8, choices=[8, 16])
     p.add_argument("--max-clients", type=int, default=1024, help="layout headroom (secure_sum.max_clients)")
     p.add_argument("--generators", type=int, default=2, help="client generator processes")
+    p.add_argument("--session", choices=["persistent", "check_in"], default="persistent",
+                   help="client sessions: held open, or check-in clients that leave while idle")
+    p.add_argument("--check-in-s", type=float, default=5.0, help="check-in interval of --session check_in clients")
+    p.add_argument("--max-sessions", type=int, default=0,
+                   help="the edges' limits.max_client_sessions (0: the default, no practical cap)")
     p.add_argument("--deadline", type=float, default=120.0, help="round deadline (s)")
     p.add_argument("--timeout", type=float, default=600.0, help="per stage (s)")
     p.add_argument("--work-dir", type=Path, default=None)
@@ -282,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     key, fernet, keygen_s = prepare_key(work, args.key_bits)
     result: dict[str, Any] = {
         "clients": args.clients, "edges": args.edges, "key_bits": args.key_bits, "bits": args.bits,
-        "rounds_per_stage": args.rounds, "generators": args.generators,
+        "rounds_per_stage": args.rounds, "generators": args.generators, "session": args.session,
+        **({"check_in_s": args.check_in_s} if args.session == "check_in" else {}),
+        **({"max_client_sessions_per_edge": args.max_sessions} if args.max_sessions else {}),
         "cert_issue_seconds": round(cert_s, 2), "cert_issue_ms_per_client": round(1000 * cert_s / max(1, len(client_ids)), 2),
         "keygen_seconds": round(keygen_s, 2), "stages": [],
     }

@@ -1,6 +1,12 @@
 """The client agent's session with its edge: hello, adapter download, tasks, encrypted upload,
 acknowledgement, reconnects with backoff (to the next edge in the list), and a kept update that
-is resent after a reconnect until the edge acknowledges it."""
+is resent after a reconnect until the edge acknowledges it.
+
+``session: check_in`` clients do not hold the stream open: once nothing is awaiting an answer
+(welcome received, last update acknowledged or rejected) and the edge has been quiet for
+``linger_s``, the client says goodbye; it comes back after ``check_in_interval_s`` (±20 %), or
+at once when an update is ready, and the edge hands it its task and takes the kept update
+then. Training goes on while it is away."""
 
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ from services.common.transfer import AdapterReceiver, outgoing
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+
+#: check-in sessions: how long the edge must have been quiet before an idle client leaves
+CHECK_IN_LINGER_S = 0.5
 
 
 @dataclass
@@ -70,6 +79,13 @@ class ClientAgent:
         self._pending: d.RoundTask | None = None
         self._pending_adapter: tuple[int, bytes] | None = None
         self._queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
+        self.check_in = cfg.session == "check_in"
+        self.linger_s = CHECK_IN_LINGER_S
+        self._answered_key: str | None = None  # idempotency key of the last acknowledged/rejected update
+        self._wake = asyncio.Event()  # check-in: an update is ready, come back now
+        self._left_idle = False
+        self.check_ins = 0
+        self.busy_refusals = 0  # check-in sessions the edge refused at its session cap
 
     def _load_adapter(self, version: int, blob: bytes) -> None:
         self.trainer.load_adapter(version, blob)
@@ -85,17 +101,25 @@ class ClientAgent:
         waited = 0.0
         while not self.result.finished:
             target = self.cfg.edges[attempt % len(self.cfg.edges)]
+            self._left_idle = False
             try:
                 async with grpc.aio.secure_channel(target, creds, options=opts) as channel:
                     await self._session(pb_grpc.EdgeServiceStub(channel))
                     backoff, waited = 0.5, 0.0
             except grpc.aio.AioRpcError as exc:
+                if self.check_in and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "edge busy" in (exc.details() or ""):
+                    self.busy_refusals += 1  # the edge is at its session cap: an ordinary check-in later
+                    await self._away(busy=True)
+                    continue
                 log.warning("edge %s: %s (%s)", target, exc.code().name, exc.details())
                 if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                     self.result.reason = f"edge refused this client: {exc.details()}"
                     raise
             if self.result.finished:
                 break
+            if self._left_idle:  # a check-in client away on purpose: same edge, no backoff
+                await self._away()
+                continue
             attempt += 1
             delay = backoff * (0.5 + random.random())
             waited += delay
@@ -106,13 +130,45 @@ class ClientAgent:
             backoff = min(backoff * 2, self.cfg.max_reconnect_s)
         return self.result
 
+    async def _away(self, *, busy: bool = False) -> None:
+        """Wait out a check-in interval, or less when an update becomes ready (at once, unless
+        the edge just refused a session for being busy)."""
+        if self._wake.is_set():
+            if busy:
+                await asyncio.sleep(self.cfg.check_in_interval_s * (0.1 + 0.4 * random.random()))
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.cfg.check_in_interval_s * (0.8 + 0.4 * random.random()))
+        except TimeoutError:
+            pass
+
+    def _idle(self) -> bool:
+        """No update awaits its answer from the edge (a check-in client may leave). Without a
+        welcome yet (the federation has not started) it leaves too: the edge repeats the welcome
+        at every check-in."""
+        return self.kept is None or self._answered_key == self.kept.idempotency_key
+
     async def _session(self, stub: pb_grpc.EdgeServiceStub) -> None:
         queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
         self._queue = queue  # uploads go to the session current when training ends, not when it began
+        self._wake.clear()
         queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(
             num_samples=self.trainer.num_samples, adapter_version=self.trainer.version,
             has_adapter=self.trainer.state is not None,
-            device=self.trainer.device, agent_version=AGENT_VERSION)))
+            device=self.trainer.device, agent_version=AGENT_VERSION,
+            check_in_interval_s=self.cfg.check_in_interval_s if self.check_in else 0.0)))
+        loop = asyncio.get_running_loop()
+        last_rx = loop.time()
+
+        async def leave_when_idle() -> None:
+            while True:
+                await asyncio.sleep(self.linger_s / 4)
+                if self._idle() and queue.empty() and loop.time() - last_rx >= self.linger_s:
+                    self._left_idle = True
+                    self.check_ins += 1
+                    queue.put_nowait(pb.ClientSessionRequest(goodbye=pb.ClientGoodbye(reason="check-in: idle")))
+                    queue.put_nowait(None)
+                    return
 
         async def requests() -> AsyncIterator[pb.ClientSessionRequest]:
             while True:
@@ -123,8 +179,10 @@ class ClientAgent:
 
         call = stub.ClientSession(requests())
         receiver = AdapterReceiver()
+        watchdog = asyncio.create_task(leave_when_idle()) if self.check_in else None
         try:
             async for resp in call:
+                last_rx = loop.time()
                 kind = resp.WhichOneof("kind")
                 if kind == "welcome":
                     w = resp.welcome
@@ -153,6 +211,8 @@ class ClientAgent:
                     queue.put_nowait(None)
                     return
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             queue.put_nowait(None)
 
     def _start_task(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
@@ -198,6 +258,7 @@ class ClientAgent:
         queue = self._queue  # a reconnect during training replaced the session it started on
         for m in msgs:
             queue.put_nowait(m)
+        self._wake.set()  # a check-in client that is away comes back with it (the kept update is resent)
         self._after_training(task.round, queue)
 
     def _after_training(self, round_no: int, queue: asyncio.Queue) -> None:
@@ -211,6 +272,10 @@ class ClientAgent:
 
     def _on_ack(self, ack: pb.UpdateAck) -> None:
         code = ack.status.code
+        if ack.idempotency_key:
+            self._answered_key = ack.idempotency_key
+            if self.kept is not None and ack.idempotency_key == self.kept.idempotency_key:
+                self._wake.clear()  # the update got through in this session: no early check-in needed
         if code == 0 or ack.status.reason == "duplicate":
             self.result.updates_acked += 1
             self.metrics.updates_accepted.labels(self.metrics.service).inc()

@@ -186,6 +186,11 @@ class LimitsConfig(_Model):
     max_chunks_per_update: int = Field(default=4096, ge=1)
     max_streams_per_peer: int = Field(default=2, ge=1)
     max_messages_per_s: float = Field(default=500.0, gt=0)
+    max_client_sessions: int = Field(
+        default=100_000, ge=1,
+        description="Edge only: client sessions open at once; more are refused with RESOURCE_EXHAUSTED "
+                    "(check-in clients come back at their next check-in, persistent ones try the next edge). "
+                    "Caps the edge's transport memory whatever the number of clients.")
 
 
 class CoordinatorConfig(_Model):
@@ -232,6 +237,13 @@ class ClientConfig(_Model):
     deid: DeidSettings = DeidSettings()
     state_dir: Path = Path("state/client")
     max_reconnect_s: float = Field(default=30.0, gt=0)
+    session: Literal["persistent", "check_in"] = Field(
+        default="persistent",
+        description="persistent: stay connected to the edge. check_in: close the session while idle or "
+                    "training and come back every check_in_interval_s (or when the update is ready), so an "
+                    "edge's memory follows the sessions open at a time, not the number of clients.")
+    check_in_interval_s: float = Field(default=10.0, gt=0, le=3600,
+                                       description="check_in sessions: seconds between check-ins while idle.")
     seed: int = 0
 
 
@@ -263,7 +275,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling (see docs/configuration.md)"
+            msg = "unknown field; check the spelling (the fields are in services/common/config.py)"
         elif e["type"] == "missing":
             msg = "required field is missing"
         lines.append(f"  - {loc}: {msg}")

@@ -25,6 +25,7 @@ class Metrics:
     round_phase: Gauge
     round_duration: Histogram
     connected_clients: Gauge
+    roster_clients: Gauge
     updates_accepted: Counter
     updates_rejected: Counter
     bytes_received: Counter
@@ -59,6 +60,7 @@ def create_metrics(service: str) -> Metrics:
         round_phase=Gauge("ffalora_round_phase", "1 for the current phase of the round.", s + ["phase"], registry=reg),
         round_duration=Histogram("ffalora_round_duration_seconds", "Wall time of completed rounds.", s, buckets=secs, registry=reg),
         connected_clients=Gauge("ffalora_connected_clients", "Client sessions connected to this edge.", s, registry=reg),
+        roster_clients=Gauge("ffalora_roster_clients", "Clients on this edge's roster: connected, or check-in clients away but due back.", s, registry=reg),
         updates_accepted=Counter("ffalora_updates_accepted", "Encrypted updates accepted.", s, registry=reg),
         updates_rejected=Counter("ffalora_updates_rejected", "Updates rejected, by reason.", s + ["reason"], registry=reg),
         bytes_received=Counter("ffalora_bytes_received", "Payload bytes received.", s, registry=reg),
@@ -78,7 +80,7 @@ def create_metrics(service: str) -> Metrics:
     )
     # Make the unlabeled-by-client series visible from the start (a scrape shows zeros).
     unlabeled: tuple[Gauge | Counter, ...] = (
-        m.round, m.connected_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size,
+        m.round, m.connected_clients, m.roster_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size,
         m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded)
     for metric in unlabeled:
         metric.labels(service)

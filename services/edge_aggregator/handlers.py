@@ -66,10 +66,22 @@ class _RoundAgg:
     forwarded: bool = False
 
 
+#: a check-in client stays on the roster this many check-in intervals (+ CHECK_IN_SLACK_S) after
+#: it leaves; one that misses them is gone (its round then closes at quorum or deadline)
+CHECK_IN_MISSES = 3
+CHECK_IN_SLACK_S = 5.0
+
+
 @dataclass
 class _Client:
     entry: d.RosterEntry
     adapter_version: int = -1  # -1: holds no adapter
+    check_in_s: float = 0.0  # 0: persistent session; > 0: comes back within about this many seconds
+    connected: bool = True
+    left_at: float = 0.0  # when a check-in client closed its session
+
+    def away_too_long(self, now: float) -> bool:
+        return not self.connected and now - self.left_at > CHECK_IN_MISSES * self.check_in_s + CHECK_IN_SLACK_S
 
 
 class EdgeAggregator:
@@ -105,7 +117,7 @@ class EdgeAggregator:
 
     def on_coordinator_welcome(self, public_key: PublicKey, mode: str, info: d.FederationInfo) -> None:
         self.public_key, self.mode, self.info = public_key, mode, info
-        for cid in self.clients:
+        for cid in self._connected():
             self.outbox.welcome(cid, public_key, info)
         self.outbox.roster(self.roster())
 
@@ -128,44 +140,82 @@ class EdgeAggregator:
         self.metrics.round.labels(self.metrics.service).set(plan.round)
         self.metrics.set_phase("training")
         self.metrics.buffer_size.labels(self.metrics.service).set(0)
-        for a in plan.assignments:
-            if a.client_id in self.clients:
+        connected = set(self._connected())
+        for a in plan.assignments:  # a check-in client that is away gets its task when it is back
+            if a.client_id in connected:
                 self._send_task(a.client_id, a)
         self._maybe_forward()
 
     def on_finished(self, reason: str) -> None:
         self.finished = True
         self.metrics.set_phase("finished")
-        for cid in list(self.clients):
+        for cid in self._connected():  # one that is away hears it when it checks in
             self.outbox.shutdown(cid, reason, True)
 
     # -- client side -----------------------------------------------------------------------
 
-    def client_connected(self, client_id: str, *, num_samples: int, device: str, adapter_version: int | None) -> None:
-        """A client said hello; ``adapter_version`` is None when it holds no adapter."""
+    def client_connected(self, client_id: str, *, num_samples: int, device: str, adapter_version: int | None,
+                         check_in_s: float = 0.0) -> None:
+        """A client said hello; ``adapter_version`` is None when it holds no adapter;
+        ``check_in_s`` > 0 marks a check-in client (see ``ClientHello.check_in_interval_s``)."""
         if self.finished:
             self.outbox.shutdown(client_id, "federation finished", True)
+            self.clients.pop(client_id, None)  # told: no longer awaited
             return
-        self.clients[client_id] = _Client(d.RosterEntry(client_id, num_samples, device),
-                                          -1 if adapter_version is None else adapter_version)
-        self.metrics.connected_clients.labels(self.metrics.service).set(len(self.clients))
+        before = self.clients.get(client_id)
+        entry = d.RosterEntry(client_id, num_samples, device)
+        self.clients[client_id] = _Client(entry, -1 if adapter_version is None else adapter_version,
+                                          check_in_s=check_in_s)
+        self._count_clients()
         if self.public_key is not None and self.info is not None:
             self.outbox.welcome(client_id, self.public_key, self.info)
-        self.outbox.roster(self.roster())
+        if before is None or before.entry != entry:  # a check-in client back from away: no change
+            self.outbox.roster(self.roster())
         if self.agg is not None and not self.agg.forwarded:
             a = self.agg.plan.assignment_for(client_id)
             if a is not None and client_id not in self.agg.contributions:
                 self._send_task(client_id, a)
 
     def client_disconnected(self, client_id: str) -> None:
-        self.clients.pop(client_id, None)
+        client = self.clients.get(client_id)
+        if client is not None and client.check_in_s > 0 and not self.finished:
+            client.connected, client.left_at = False, self.clock()  # stays on the roster while away
+        else:
+            self.clients.pop(client_id, None)
         if self.uploads.pop(client_id, None) is not None:
             log.info("client %s left mid-upload; its partial update was discarded", client_id)
-        self.metrics.connected_clients.labels(self.metrics.service).set(len(self.clients))
-        self.outbox.roster(self.roster())
+        self._count_clients()
+        if client is None or client.check_in_s <= 0:
+            self.outbox.roster(self.roster())
 
     def roster(self) -> list[d.RosterEntry]:
+        """Connected clients and check-in clients that are away but due back."""
         return [c.entry for c in self.clients.values()]
+
+    def away_clients(self) -> int:
+        """Check-in clients away and still due back (after the federation finished: not told yet)."""
+        now = self.clock()
+        return sum(not c.connected and not c.away_too_long(now) for c in self.clients.values())
+
+    def _connected(self) -> list[str]:
+        return [cid for cid, c in self.clients.items() if c.connected]
+
+    def _count_clients(self) -> None:
+        service = self.metrics.service
+        connected = sum(c.connected for c in self.clients.values())
+        self.metrics.connected_clients.labels(service).set(connected)
+        self.metrics.roster_clients.labels(service).set(len(self.clients))
+
+    def _drop_missing(self) -> None:
+        """Take check-in clients that missed their check-ins off the roster."""
+        now = self.clock()
+        gone = [cid for cid, c in self.clients.items() if c.away_too_long(now)]
+        if gone:
+            for cid in gone:
+                del self.clients[cid]
+            log.info("%d check-in client(s) missed their check-ins and left the roster", len(gone))
+            self._count_clients()
+            self.outbox.roster(self.roster())
 
     def _send_task(self, client_id: str, a: d.Assignment) -> None:
         assert self.agg is not None
@@ -353,7 +403,9 @@ class EdgeAggregator:
         self.outbox.partial_sum(agg.plan.round, vec, contributions, key)
 
     def tick(self) -> None:
-        """Called periodically: forward at the deadline whatever has arrived."""
+        """Called periodically: drop check-in clients that stopped checking in; forward at the
+        deadline whatever has arrived."""
+        self._drop_missing()
         agg = self.agg
         if agg is None or agg.forwarded or self.clock() <= agg.plan.deadline_unix:
             return

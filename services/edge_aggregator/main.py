@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
@@ -18,6 +19,9 @@ from services.edge_aggregator.servicer import (
 )
 
 log = logging.getLogger("ffa_lora.edge")
+
+#: after the federation finished, wait at most this long for away check-in clients to be told
+FINISH_GRACE_S = 120.0
 
 
 async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: ignore[no-untyped-def]
@@ -43,7 +47,13 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
              asyncio.create_task(deadline_ticker(edge, stop))]
     try:
         await stop.wait()
-        if not edge.finished:
+        if edge.finished:
+            # Check-in clients that are away hear that it finished at their next check-in.
+            until = time.monotonic() + FINISH_GRACE_S
+            while edge.away_clients() and time.monotonic() < until:
+                edge.tick()
+                await asyncio.sleep(0.2)
+        else:
             # Draining (SIGTERM): clients reconnect elsewhere and resend their kept updates.
             for cid in list(edge.clients):
                 outbox.shutdown(cid, "edge draining; reconnect", False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,9 @@ from services.common.transfer import AdapterReceiver, outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 
 log = logging.getLogger(__name__)
+
+#: longest check-in interval a client may announce (ClientHello.check_in_interval_s)
+MAX_CHECK_IN_S = 3600.0
 
 
 class EdgeOutboxImpl:
@@ -100,6 +104,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
     def __init__(self, edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeConfig) -> None:
         self.edge, self.outbox, self.cfg = edge, outbox, cfg
         self._streams: dict[str, int] = {}
+        self._open = 0  # client sessions open now (limits.max_client_sessions)
 
     async def ClientSession(
         self, request_iterator: AsyncIterator[pb.ClientSessionRequest], context: grpc.aio.ServicerContext
@@ -108,7 +113,12 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         cid = peer.id
         if self._streams.get(cid, 0) >= self.cfg.limits.max_streams_per_peer:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent sessions for this client")
+        if self._open >= self.cfg.limits.max_client_sessions:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"edge busy: {self._open} client sessions open (limits.max_client_sessions); "
+                                "check in again later")
         self._streams[cid] = self._streams.get(cid, 0) + 1
+        self._open += 1
         old = self.outbox.sessions.get(cid)
         session = Session(asyncio.get_running_loop())
         self.outbox.sessions[cid] = session
@@ -121,10 +131,18 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
             nonlocal hello_seen
             kind = req.WhichOneof("kind")
             if kind == "hello":
-                hello_seen = True
                 h = req.hello
+                if not (math.isfinite(h.check_in_interval_s) and 0 <= h.check_in_interval_s <= MAX_CHECK_IN_S):
+                    edge.metrics.reject("bad_hello")
+                    self.outbox.ack(cid, 0, "", Rejection(
+                        grpc.StatusCode.INVALID_ARGUMENT, "bad_hello",
+                        f"check_in_interval_s must be in [0, {MAX_CHECK_IN_S:.0f}] seconds, got {h.check_in_interval_s}"))
+                    session.close()
+                    return
+                hello_seen = True
                 edge.client_connected(cid, num_samples=h.num_samples, device=h.device or "cpu",
-                                      adapter_version=h.adapter_version if h.has_adapter else None)
+                                      adapter_version=h.adapter_version if h.has_adapter else None,
+                                      check_in_s=h.check_in_interval_s)
                 return
             if not hello_seen:
                 edge.metrics.reject("no_hello")
@@ -162,6 +180,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 yield msg
         finally:
             self._streams[cid] -= 1
+            self._open -= 1
             if self.outbox.sessions.get(cid) is session:
                 del self.outbox.sessions[cid]
                 edge.client_disconnected(cid)

@@ -76,13 +76,13 @@ def edge_config(certs: Path, edge_id: str, coordinator_port: int, **limits: Any)
     })
 
 
-def client_config(root: Path, certs: Path, client_id: str, edge_ports: list[int]) -> ServiceConfig:
+def client_config(root: Path, certs: Path, client_id: str, edge_ports: list[int], **client: Any) -> ServiceConfig:
     data = root / f"{client_id}.csv"
     data.write_text("text,label\nhello,negative\n")
     return parse_config({
         "service": "client", "tls": tls(certs, "client", client_id),
         "client": {"edges": [f"127.0.0.1:{p}" for p in edge_ports], "data": {"path": str(data)},
-                   "deid": {"enabled": False}, "state_dir": str(root / client_id), "max_reconnect_s": 1.0},
+                   "deid": {"enabled": False}, "state_dir": str(root / client_id), "max_reconnect_s": 1.0, **client},
     })
 
 
@@ -136,6 +136,7 @@ class InProcessFederation:
         self.trainers: dict[str, SyntheticTrainer] = {}
         self.agents: dict[str, ClientAgent] = {}
         self.coordinator_port = 0
+        self.edge_limits: dict[str, Any] = {}  # the edges' ``limits:`` values
 
     async def start_servers(self) -> None:
         from services.cloud_coordinator.main import serve as serve_coordinator
@@ -149,13 +150,15 @@ class InProcessFederation:
         for e in self.edge_ids:
             fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
             self.tasks.append(asyncio.create_task(serve_edge(
-                edge_config(self.certs, e, self.coordinator_port), ready=lambda port, edge, f=fut: f.set_result((port, edge)))))
+                edge_config(self.certs, e, self.coordinator_port, **self.edge_limits),
+                ready=lambda port, edge, f=fut: f.set_result((port, edge)))))
             self.edge_ports[e], self.edges[e] = await asyncio.wait_for(fut, 30)
 
     def start_client(self, cid: str, *, edge_index: int = 0, num_samples: int = 100, seed: int = 0,
-                     delay: float = 0.0) -> ClientAgent:
+                     delay: float = 0.0, **client: Any) -> ClientAgent:
+        """``client``: extra ``client:`` config values (e.g. ``session="check_in"``)."""
         ports = [self.edge_ports[self.edge_ids[(edge_index + i) % len(self.edge_ids)]] for i in range(len(self.edge_ids))]
-        cfg = client_config(self.root, self.certs, cid, ports)
+        cfg = client_config(self.root, self.certs, cid, ports, **client)
         trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay)
         agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer,  # type: ignore[arg-type]
                             create_metrics("client"))

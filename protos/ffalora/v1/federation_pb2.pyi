@@ -199,18 +199,20 @@ class ClientSessionResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[EdgeWelcome, _Mapping]] = ..., adapter_chunk: _Optional[_Union[AdapterChunk, _Mapping]] = ..., task: _Optional[_Union[RoundTask, _Mapping]] = ..., ack: _Optional[_Union[UpdateAck, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
 
 class ClientHello(_message.Message):
-    __slots__ = ("num_samples", "adapter_version", "device", "agent_version", "has_adapter")
+    __slots__ = ("num_samples", "adapter_version", "device", "agent_version", "has_adapter", "check_in_interval_s")
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     HAS_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CHECK_IN_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     num_samples: int
     adapter_version: int
     device: str
     agent_version: str
     has_adapter: bool
-    def __init__(self, num_samples: _Optional[int] = ..., adapter_version: _Optional[int] = ..., device: _Optional[str] = ..., agent_version: _Optional[str] = ..., has_adapter: _Optional[bool] = ...) -> None: ...
+    check_in_interval_s: float
+    def __init__(self, num_samples: _Optional[int] = ..., adapter_version: _Optional[int] = ..., device: _Optional[str] = ..., agent_version: _Optional[str] = ..., has_adapter: _Optional[bool] = ..., check_in_interval_s: _Optional[float] = ...) -> None: ...
 
 class EdgeWelcome(_message.Message):
     __slots__ = ("edge_id", "region", "public_key", "federation", "model")
