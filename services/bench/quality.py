@@ -5,12 +5,18 @@ Overhead: per round the clients train in parallel, so the federation's cost is c
 the slowest client's training time. ``crypto_seconds`` sums, per round, the slowest client's
 clip+quantize+pack+encrypt time and the coordinator's decryption; ``transport_seconds`` is the
 rest of the round's wall time that is neither training, local validation nor the
-coordinator's held-out evaluation (streaming, waiting, aggregation)."""
+coordinator's held-out evaluation (streaming, waiting, aggregation).
+
+``--seeds 1234,1,2`` repeats both sides for each seed (the seed draws the frozen A, the head's
+start and the order of the minibatches; the held-out split stays fixed) and reports the means,
+their standard deviations and the paired gap per seed: on the 1,852-tweet test split one run's
+accuracy moves by about a point with the seed alone, as much as the 1-point target."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,20 +46,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--out-dir", type=Path, default=Path("runs"))
+    p.add_argument("--seeds", default=str(d.seed),
+                   help="comma-separated seeds; each runs both sides (means and the per-seed gap are reported)")
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
-    settings = DemoSettings(name="quality-federated", rounds=a.rounds, local_epochs=a.local_epochs,
+    try:
+        seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--seeds: give integers separated by commas, e.g. 1234,1,2 (got {a.seeds!r})")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds: give at least one seed and no seed twice (got {a.seeds!r})")
+    runs = []
+    for seed in seeds:
+        out = run_pair(a, seed, suffix="" if len(seeds) == 1 else f"-s{seed}")
+        print(f"seed {seed}: " + json.dumps({k: out[k] for k in (
+            "federated_accuracy", "centralized_accuracy", "accuracy_gap_points")}), file=sys.stderr, flush=True)
+        runs.append(out)
+    print(json.dumps(runs[0] if len(runs) == 1 else summarize(runs, seeds), indent=2))
+    return 0
+
+
+def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Means over the seeds under the single-run keys; spreads and the per-seed runs beside them."""
+    out: dict[str, Any] = {}
+    for k, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed":
+            xs = [r[k] for r in runs]
+            out[k] = statistics.fmean(xs)
+    for k in ("federated_accuracy", "centralized_accuracy", "accuracy_gap_points"):
+        out[f"{k}_std"] = statistics.stdev(r[k] for r in runs)
+    out["rounds"] = runs[0]["rounds"]
+    out["clients"] = runs[0]["clients"]
+    out["seeds"] = seeds
+    out["per_seed"] = runs
+    return out
+
+
+def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]:
+    """One federation and one centralized baseline with this seed."""
+    settings = DemoSettings(name=f"quality-federated{suffix}", rounds=a.rounds, local_epochs=a.local_epochs,
                             learning_rate=a.lr, server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule,
-                            key_bits=a.key_bits,
+                            key_bits=a.key_bits, seed=seed,
                             max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                             patience=a.rounds)  # same epochs as the baseline: no early stop
     fed = run_demo(settings)
     epochs = fed["rounds"] * a.local_epochs
-    print(f"centralized baseline: LoRA, {epochs:g} epochs", file=sys.stderr, flush=True)
-    base = run_baseline(epochs=epochs, lr=a.baseline_lr, strategy="fedavg", max_train_per_site=a.max_train_per_site,
-                        max_test=a.max_test, out_dir=a.out_dir, name="quality-centralized")
+    print(f"centralized baseline: LoRA, {epochs:g} epochs, seed {seed}", file=sys.stderr, flush=True)
+    base = run_baseline(epochs=epochs, lr=a.baseline_lr, strategy="fedavg", seed=seed,
+                        max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
+                        name=f"quality-centralized{suffix}")
     ov = overhead(fed["per_round"])
-    out = {
+    return {
         "federated_accuracy": fed["final_accuracy"],
         "centralized_accuracy": base["final_accuracy"],
         "federated_macro_f1": fed["final_macro_f1"],
@@ -69,6 +112,5 @@ def main(argv: list[str] | None = None) -> int:
         "centralized_train_seconds": base["train_seconds"],
         "clients": fed["clients"],
         "key_bits": a.key_bits,
+        "seed": seed,
     }
-    print(json.dumps(out, indent=2))
-    return 0

@@ -84,6 +84,8 @@ class ClientAgent:
         self._answered_key: str | None = None  # idempotency key of the last acknowledged/rejected update
         self._wake = asyncio.Event()  # check-in: an update is ready, come back now
         self._left_idle = False
+        self._delivered = False
+        self._kept_queue: asyncio.Queue[pb.ClientSessionRequest | None] | None = None  # where ``kept`` was sent
         self.check_ins = 0
         self.busy_refusals = 0  # check-in sessions the edge refused at its session cap
 
@@ -152,6 +154,7 @@ class ClientAgent:
         queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
         self._queue = queue  # uploads go to the session current when training ends, not when it began
         self._wake.clear()
+        self._delivered = False
         queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(
             num_samples=self.trainer.num_samples, adapter_version=self.trainer.version,
             has_adapter=self.trainer.state is not None,
@@ -163,7 +166,8 @@ class ClientAgent:
         async def leave_when_idle() -> None:
             while True:
                 await asyncio.sleep(self.linger_s / 4)
-                if self._idle() and queue.empty() and loop.time() - last_rx >= self.linger_s:
+                quiet = loop.time() - last_rx >= self.linger_s
+                if self._idle() and queue.empty() and (quiet or self._delivered):
                     self._left_idle = True
                     self.check_ins += 1
                     queue.put_nowait(pb.ClientSessionRequest(goodbye=pb.ClientGoodbye(reason="check-in: idle")))
@@ -217,9 +221,12 @@ class ClientAgent:
 
     def _start_task(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
         if self.kept is not None and self.kept.round == task.round:
+            if self._kept_queue is queue:
+                return  # training ended in this session and the update is already on its way
             log.info("round %d: resending the kept encrypted update", task.round)
             for m in upload_messages(self.kept):
                 queue.put_nowait(m)
+            self._kept_queue = queue
             return
         if self._training is not None and not self._training.done():
             log.info("round %d: training already in progress; this task starts after it", task.round)
@@ -258,6 +265,7 @@ class ClientAgent:
         queue = self._queue  # a reconnect during training replaced the session it started on
         for m in msgs:
             queue.put_nowait(m)
+        self._kept_queue = queue
         self._wake.set()  # a check-in client that is away comes back with it (the kept update is resent)
         self._after_training(task.round, queue)
 
@@ -276,6 +284,7 @@ class ClientAgent:
             self._answered_key = ack.idempotency_key
             if self.kept is not None and ack.idempotency_key == self.kept.idempotency_key:
                 self._wake.clear()  # the update got through in this session: no early check-in needed
+                self._delivered = True  # a check-in client leaves at once
         if code == 0 or ack.status.reason == "duplicate":
             self.result.updates_acked += 1
             self.metrics.updates_accepted.labels(self.metrics.service).inc()

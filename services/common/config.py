@@ -210,6 +210,13 @@ class EdgeConfig(_Model):
     coordinator_address: HostPort = "127.0.0.1:50051"
     coordinator_server_name: str | None = None
     limits: LimitsConfig = LimitsConfig()
+    malloc_arena_max: int | None = Field(
+        default=2, ge=1,
+        description="Cap on glibc malloc arenas (null: glibc's default, 8 per core); fewer arenas keep the "
+                    "memory of many short client sessions from fragmenting across gRPC's threads.")
+    malloc_trim_s: float | None = Field(
+        default=2.0, gt=0,
+        description="Return freed heap memory to the OS every this many seconds (glibc malloc_trim); null: never.")
 
 
 class DataConfig(_Model):

@@ -8,6 +8,7 @@ import time
 
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
+from services.common import native_memory
 from services.common.config import ServiceConfig
 from services.common.session import start_metrics, start_server, stop_event_on_signals, tls_files
 from services.edge_aggregator.handlers import EdgeAggregator
@@ -28,6 +29,8 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     """Run one edge replica until the federation finishes (or SIGTERM)."""
     e = cfg.edge
     assert e is not None
+    if e.malloc_arena_max is not None:
+        native_memory.limit_arenas(e.malloc_arena_max)  # before the server's threads allocate
     tls = tls_files(cfg.tls)
     identity = tls.load().identity
     metrics = start_metrics("edge", cfg.metrics)
@@ -45,6 +48,8 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     stop = stop_event_on_signals()
     tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
              asyncio.create_task(deadline_ticker(edge, stop))]
+    if e.malloc_trim_s is not None:
+        tasks.append(asyncio.create_task(_trim_loop(e.malloc_trim_s, stop)))
     try:
         await stop.wait()
         if edge.finished:
@@ -65,3 +70,12 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)
     return edge
+
+
+async def _trim_loop(period: float, stop: asyncio.Event) -> None:
+    """Hand freed heap back to the OS now and then (see services.common.native_memory)."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=period)
+        except TimeoutError:
+            native_memory.trim()

@@ -139,7 +139,7 @@ def test_check_in_clients_train_away_and_every_round_counts_them(tmp_path: Path)
             await fed.stop()
         assert len(rounds) == 3
         assert all(set(r.contributors) == set(fed.client_ids) for r in rounds)
-        assert all(a.result.updates_acked == 3 and not a.result.rejections for a in agents.values())
+        assert all(a.result.updates_acked == 3 and not a.result.rejections for a in agents.values()), {c: a.result for c, a in agents.items()}
         assert all(a.check_ins >= 3 for a in agents.values()), {c: a.check_ins for c, a in agents.items()}
         assert seen["min_connected"] == 0 and seen["roster_when_min"] == 3  # all away, none forgotten
 
@@ -178,6 +178,6 @@ def test_edge_session_cap_turns_check_ins_away_and_rounds_still_complete(tmp_pat
         assert len(rounds) == 2 and all(set(r.contributors) == set(fed.client_ids) for r in rounds)
         assert most_open == 1
         assert sum(a.busy_refusals for a in fed.agents.values()) > 0
-        assert all(a.result.updates_acked == 2 and not a.result.rejections for a in fed.agents.values())
+        assert all(a.result.updates_acked == 2 and not a.result.rejections for a in fed.agents.values()), {c: a.result for c, a in fed.agents.items()}
 
     asyncio.run(scenario())
