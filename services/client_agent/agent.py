@@ -2,9 +2,9 @@
 acknowledgement, reconnects with backoff (to the next edge in the list), and a kept update that
 is resent after a reconnect until the edge acknowledges it.
 
-``session: check_in`` clients do not hold the stream open: once nothing is awaiting an answer
-(welcome received, last update acknowledged or rejected) and the edge has been quiet for
-``linger_s``, the client says goodbye; it comes back after ``check_in_interval_s`` (±20 %), or
+``session: check_in`` clients do not hold the stream open: once no update awaits its answer
+(the last one was acknowledged or rejected) and the edge has been quiet for ``linger_s`` (or at
+once after the acknowledgement), the client says goodbye; it comes back after ``check_in_interval_s`` (±20 %), or
 at once when an update is ready, and the edge hands it its task and takes the kept update
 then. Training goes on while it is away."""
 

@@ -235,6 +235,10 @@ class DeidSettings(_Model):
     use_lac: bool = False
 
 
+#: longest check-in interval a client may use (also what an edge accepts in ClientHello)
+MAX_CHECK_IN_S = 3600.0
+
+
 class ClientConfig(_Model):
     edges: list[HostPort] = Field(min_length=1, description="Edge addresses, tried in order on reconnect.")
     edge_server_name: str | None = None
@@ -249,7 +253,7 @@ class ClientConfig(_Model):
         description="persistent: stay connected to the edge. check_in: close the session while idle or "
                     "training and come back every check_in_interval_s (or when the update is ready), so an "
                     "edge's memory follows the sessions open at a time, not the number of clients.")
-    check_in_interval_s: float = Field(default=10.0, gt=0, le=3600,
+    check_in_interval_s: float = Field(default=10.0, gt=0, le=MAX_CHECK_IN_S,
                                        description="check_in sessions: seconds between check-ins while idle.")
     seed: int = 0
 

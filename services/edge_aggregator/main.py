@@ -15,7 +15,7 @@ from services.edge_aggregator.handlers import EdgeAggregator
 from services.edge_aggregator.servicer import (
     EdgeOutboxImpl,
     EdgeServicer,
-    deadline_ticker,
+    every,
     upstream_loop,
 )
 
@@ -47,16 +47,16 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
         ready(port, edge)
     stop = stop_event_on_signals()
     tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
-             asyncio.create_task(deadline_ticker(edge, stop))]
-    if e.malloc_trim_s is not None:
-        tasks.append(asyncio.create_task(_trim_loop(e.malloc_trim_s, stop)))
+             asyncio.create_task(every(0.5, edge.tick, stop, what="deadline check"))]
+    if e.malloc_trim_s is not None:  # hand freed heap back to the OS (see services.common.native_memory)
+        tasks.append(asyncio.create_task(every(e.malloc_trim_s, native_memory.trim, stop, what="heap trim")))
     try:
         await stop.wait()
         if edge.finished:
-            # Check-in clients that are away hear that it finished at their next check-in.
+            # Check-in clients that are away hear that it finished at their next check-in
+            # (away_clients() leaves out those past their check-in window).
             until = time.monotonic() + FINISH_GRACE_S
             while edge.away_clients() and time.monotonic() < until:
-                edge.tick()
                 await asyncio.sleep(0.2)
         else:
             # Draining (SIGTERM): clients reconnect elsewhere and resend their kept updates.
@@ -70,12 +70,3 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)
     return edge
-
-
-async def _trim_loop(period: float, stop: asyncio.Event) -> None:
-    """Hand freed heap back to the OS now and then (see services.common.native_memory)."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=period)
-        except TimeoutError:
-            native_memory.trim()

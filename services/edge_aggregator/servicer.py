@@ -9,7 +9,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from ffalora.v1 import federation_pb2 as pb
@@ -18,7 +18,7 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 from ffa_lora.crypto import CiphertextVector, PublicKey
 from services.common import domain as d
 from services.common import serde
-from services.common.config import EdgeConfig
+from services.common.config import MAX_CHECK_IN_S, EdgeConfig
 from services.common.errors import Rejection, rejection_for
 from services.common.metrics import Metrics
 from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
@@ -28,9 +28,6 @@ from services.common.transfer import AdapterReceiver, outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 
 log = logging.getLogger(__name__)
-
-#: longest check-in interval a client may announce (ClientHello.check_in_interval_s)
-MAX_CHECK_IN_S = 3600.0
 
 
 class EdgeOutboxImpl:
@@ -254,16 +251,18 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
         backoff = min(backoff * 2, 10.0)
 
 
-async def deadline_ticker(edge: EdgeAggregator, stop: asyncio.Event) -> None:
+async def every(period: float, fn: Callable[[], object], stop: asyncio.Event, *, what: str) -> None:
+    """Call ``fn`` now and every ``period`` seconds until ``stop`` is set; a failure is logged
+    (``"<what> failed"``) and the next call still happens."""
     while not stop.is_set():
         try:
-            edge.tick()
+            fn()
         except Exception:
-            log.exception("deadline check failed")
+            log.exception("%s failed", what)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=0.5)
+            await asyncio.wait_for(stop.wait(), timeout=period)
         except TimeoutError:
             pass
 
 
-__all__ = ["EdgeOutboxImpl", "EdgeServicer", "deadline_ticker", "tls_files", "upstream_loop"]
+__all__ = ["EdgeOutboxImpl", "EdgeServicer", "every", "tls_files", "upstream_loop"]
