@@ -11,6 +11,7 @@ then. Training goes on while it is away."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +33,9 @@ from services.common.tls import TLSFiles, channel_credentials
 from services.common.transfer import AdapterReceiver, outgoing
 
 log = logging.getLogger(__name__)
+
+#: seconds after a session's channel closed to run the garbage collector (see ClientAgent.run)
+COLLECT_AFTER_SESSION_S = 0.3
 
 AGENT_VERSION = "0.1.0"
 
@@ -87,7 +91,8 @@ class ClientAgent:
         self._delivered = False
         self._kept_queue: asyncio.Queue[pb.ClientSessionRequest | None] | None = None  # where ``kept`` was sent
         self.check_ins = 0
-        self.busy_refusals = 0  # check-in sessions the edge refused at its session cap
+        self.busy_refusals = 0
+        self.collect_after_session = True  # see run(); the load generator collects for many agents at once  # check-in sessions the edge refused at its session cap
 
     def _load_adapter(self, version: int, blob: bytes) -> None:
         self.trainer.load_adapter(version, blob)
@@ -117,6 +122,14 @@ class ClientAgent:
                 if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                     self.result.reason = f"edge refused this client: {exc.details()}"
                     raise
+            finally:
+                if self.collect_after_session:
+                    # A channel closed while its stream was still open keeps its TCP
+                    # connection while a reference cycle inside grpc.aio holds the call
+                    # (grpc/grpc#42125); only the garbage collector frees it, once the call's
+                    # own callbacks have run. Collect shortly, or the edge keeps one idle
+                    # connection per past session (~100 KB each) until this process collects.
+                    asyncio.get_running_loop().call_later(COLLECT_AFTER_SESSION_S, gc.collect)
             if self.result.finished:
                 break
             if self._left_idle:  # a check-in client away on purpose: same edge, no backoff

@@ -26,11 +26,13 @@ def test_reliability_bench_reports_fuzz_and_a_scenario(capsys: pytest.CaptureFix
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_load_bench_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("session", [["--session", "persistent"], ["--session", "check_in", "--check-in-s", "1"]],
+                         ids=["persistent", "check_in"])
+def test_load_bench_small(capsys: pytest.CaptureFixture[str], tmp_path: Path, session: list[str]) -> None:
     from services.bench.load import main
 
     rc = main(["--clients", "40", "--stages", "20,40", "--edges", "2", "--key-bits", "512", "--rounds", "2",
-               "--generators", "1", "--work-dir", str(tmp_path)])
+               "--generators", "1", "--work-dir", str(tmp_path), *session])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0, out
     assert out["all_rounds_completed"] and out["rejected_updates"] == 0
@@ -43,3 +45,4 @@ def test_load_bench_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
         assert s["round_seconds"]["n"] == 2 and s["update_latency_seconds"]["n"] == 2 * s["clients"]
         assert len(s["edge_rss_mb_peak"]) == 2 and s["crashes"] == 0
     assert "ratio_of_max_peak" in out["edge_memory"]
+    assert out["session"] == session[1]
