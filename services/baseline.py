@@ -13,16 +13,23 @@ from typing import Any
 
 def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0, lr: float = 1e-3,
                  batch_size: int = 16, rank: int = 8, strategy: str = "fedavg", seed: int = 1234,
+                 target_modules: tuple[str, ...] | None = None,
                  max_train_per_site: int | None = None, max_test: int | None = None,
                  out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1) -> dict[str, Any]:
     """Train centrally and write runs/<name>/summary.json. ``strategy='fedavg'`` trains A and B
-    (classic LoRA); ``'ffa'`` trains B only."""
+    (classic LoRA); ``'ffa'`` trains B only. The adapter's shape (target modules, alpha, dropout,
+    max length) is the federation config's (``model:`` defaults), so both sides train the same."""
     from ffa_lora.data.builtin import load_builtin
     from ffa_lora.lora import LoRASpec, export_peft_adapter, train_centralized
+    from services.common.config import ModelConfig
 
     demo = load_builtin(data, seed=seed, max_train_per_site=max_train_per_site, max_test=max_test)
-    spec = LoRASpec(model=model, num_labels=len(demo.label_names), r_max=rank, strategy=strategy,  # type: ignore[arg-type]
-                    seed=seed)
+    m = ModelConfig(name_or_path=model, num_labels=len(demo.label_names), rank=rank)
+    if target_modules:
+        m = m.model_copy(update={"target_modules": list(target_modules)})
+    spec = LoRASpec(model=m.name_or_path, num_labels=m.num_labels, target_modules=tuple(m.target_modules),
+                    r_max=m.rank, alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
+                    strategy=strategy, seed=seed)  # type: ignore[arg-type]
     t0 = time.time()
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -35,13 +42,20 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
     run.mkdir(parents=True, exist_ok=True)
     export_peft_adapter(res.state, spec, run / "adapter")
     summary = {
-        "name": name, "strategy": f"centralized-{strategy}", "final_accuracy": res.metrics["accuracy"],
+        "name": name, "strategy": f"centralized-{strategy}", "target_modules": list(spec.target_modules),
+        "final_accuracy": res.metrics["accuracy"],
         "final_macro_f1": res.metrics["macro_f1"], "epochs": epochs, "learning_rate": lr,
         "train_seconds": res.train.seconds, "wall_seconds": time.time() - t0, "data": demo.summary(),
         "adapter_dir": str(run / "adapter"),
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def module_list(arg: str | None) -> tuple[str, ...] | None:
+    """``--target-modules q,k`` -> ("q", "k"); None or empty -> None (the config default)."""
+    mods = tuple(x.strip() for x in (arg or "").split(",") if x.strip())
+    return mods or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--strategy", default="fedavg", choices=["fedavg", "ffa"],
                    help="fedavg = classic LoRA (A and B train); ffa = B only")
+    p.add_argument("--target-modules", default=None,
+                   help="comma-separated module names that get LoRA (default: the federation config's, query,value)")
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--out-dir", type=Path, default=Path("runs"))
     p.add_argument("--name", default="baseline")
     a = p.parse_args(argv)
     s = run_baseline(data=a.data, model=a.model, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, rank=a.rank,
-                     strategy=a.strategy, max_train_per_site=a.max_train_per_site, max_test=a.max_test,
-                     out_dir=a.out_dir, name=a.name)
+                     strategy=a.strategy, target_modules=module_list(a.target_modules),
+                     max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, name=a.name)
     print(json.dumps(s, indent=2))
     return 0

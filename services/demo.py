@@ -28,6 +28,7 @@ import yaml
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import FFALoraError
+from services.baseline import module_list
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DemoSettings:
     strategy: str = "ffa"
     warmup_rounds: int = 0
     rank: int = 8
+    target_modules: tuple[str, ...] | None = None  # None: the federation config's default
     rank_scheduler: str = "fixed"
     rank_options: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
@@ -127,7 +129,8 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         "name": "bank-demo" if settings.data == "bank" else "demo",
         "seed": settings.seed,
         "labels": list(demo.label_names),
-        "model": {"name_or_path": settings.model, "num_labels": len(demo.label_names), "rank": settings.rank},
+        "model": {"name_or_path": settings.model, "num_labels": len(demo.label_names), "rank": settings.rank,
+                  **({"target_modules": list(settings.target_modules)} if settings.target_modules else {})},
         "training": {"strategy": settings.strategy, "warmup_rounds": settings.warmup_rounds,
                      "local_epochs": settings.local_epochs, "learning_rate": settings.learning_rate,
                      "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate,
@@ -305,7 +308,8 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
 
 def settings_dict(settings: DemoSettings) -> dict[str, Any]:
     """``settings`` as ``summary.json`` records them (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(settings).items()}
 
 
 def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict[str, Any], *, wall: float) -> dict[str, Any]:
@@ -383,6 +387,8 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--clip", type=float, default=d.clip)
     p.add_argument("--strategy", default=d.strategy, choices=["ffa", "fedavg", "alternating"])
     p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--target-modules", default=None,
+                   help="comma-separated module names that get LoRA (default: query,value)")
     p.add_argument("--rank-scheduler", default=d.rank_scheduler, choices=["fixed", "dynamic"])
     p.add_argument("--edges", type=int, default=d.edges)
     p.add_argument("--max-train-per-site", type=int, default=None)
@@ -396,7 +402,8 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
-                        strategy=a.strategy, rank=a.rank, rank_scheduler=a.rank_scheduler, edges=a.edges,
+                        strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),
+                        rank_scheduler=a.rank_scheduler, edges=a.edges,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
                         timeout_s=a.timeout, containers=a.containers, image_tag=a.image_tag)
 

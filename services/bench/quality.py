@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.baseline import run_baseline
+from services.baseline import module_list, run_baseline
 from services.demo import DemoSettings, run_demo
 
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
                    help="client learning rate over the rounds (cosine: decays to 10%%)")
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="centralized LoRA learning rate (DESIGN §7)")
+    p.add_argument("--target-modules", default=None,
+                   help="comma-separated module names that get LoRA, on both sides (default: query,value)")
     p.add_argument("--key-bits", type=int, default=2048)
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
@@ -86,13 +88,14 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
     """One federation and one centralized baseline with this seed."""
     settings = DemoSettings(name=f"quality-federated{suffix}", rounds=a.rounds, local_epochs=a.local_epochs,
                             learning_rate=a.lr, server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule,
-                            key_bits=a.key_bits, seed=seed,
+                            key_bits=a.key_bits, seed=seed, target_modules=module_list(a.target_modules),
                             max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                             patience=a.rounds)  # same epochs as the baseline: no early stop
     fed = run_demo(settings)
     epochs = fed["rounds"] * a.local_epochs
     print(f"centralized baseline: LoRA, {epochs:g} epochs, seed {seed}", file=sys.stderr, flush=True)
     base = run_baseline(epochs=epochs, lr=a.baseline_lr, strategy="fedavg", seed=seed,
+                        target_modules=module_list(a.target_modules),
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                         name=f"quality-centralized{suffix}")
     ov = overhead(fed["per_round"])
