@@ -146,7 +146,10 @@ def test_check_in_clients_train_away_and_every_round_counts_them(tmp_path: Path)
                 want = ops.apply_mean(want, mean, "B", 1.0)
             for k, v in want.items():
                 np.testing.assert_allclose(fed.coordinator.state[k], v, atol=3 * 2 * 0.5 / (2**16 - 1), rtol=0)
-            await asyncio.sleep(1.5)  # the clients hear that the federation finished at their next check-in
+            for _ in range(300):  # the clients hear that the federation finished at their next check-in
+                if all(a.result.finished for a in agents.values()):
+                    break
+                await asyncio.sleep(0.05)
             assert all(a.result.finished for a in agents.values()), {c: a.result for c, a in agents.items()}
         finally:
             await fed.stop()

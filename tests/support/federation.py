@@ -162,6 +162,10 @@ class InProcessFederation:
         trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay)
         agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer,  # type: ignore[arg-type]
                             create_metrics("client"))
+        # Every agent, server and test shares this process and its (large) heap: a full garbage
+        # collection after each agent's session would stall them all; Python's own collector
+        # frees old connections here (the agent's collection is tested on its own).
+        agent.collect_after_session = False
         self.trainers[cid], self.agents[cid] = trainer, agent
         self.tasks.append(asyncio.create_task(agent.run()))
         return agent
