@@ -91,8 +91,8 @@ class ClientAgent:
         self._delivered = False
         self._kept_queue: asyncio.Queue[pb.ClientSessionRequest | None] | None = None  # where ``kept`` was sent
         self.check_ins = 0
-        self.busy_refusals = 0
-        self.collect_after_session = True  # see run(); the load generator collects for many agents at once  # check-in sessions the edge refused at its session cap
+        self.busy_refusals = 0  # check-in sessions the edge refused at its session cap
+        self.collect_after_session = True  # see run(); off where one process hosts many agents
 
     def _load_adapter(self, version: int, blob: bytes) -> None:
         self.trainer.load_adapter(version, blob)

@@ -199,7 +199,6 @@ def test_edge_session_cap_turns_check_ins_away_and_rounds_still_complete(tmp_pat
     asyncio.run(scenario())
 
 
-
 class _LingeringEdge(pb_grpc.EdgeServiceServicer):
     """Test-only edge that says the federation finished and then leaves the stream open."""
 
