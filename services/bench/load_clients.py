@@ -36,6 +36,7 @@ from services.client_agent.trainer import PreparedUpdate
 from services.common import domain as d
 from services.common.config import ClientConfig, DataConfig, DeidSettings
 from services.common.metrics import Metrics, create_metrics
+from services.common.session import every
 from services.common.tls import TLSFiles
 
 log = logging.getLogger("ffa_lora.bench.load_clients")
@@ -86,12 +87,6 @@ class PrecomputedTrainer:
                               train_seconds=0.0, crypto_seconds=0.0)
 
 
-async def _collect_every(period: float) -> None:
-    while True:
-        await asyncio.sleep(period)
-        gc.collect()
-
-
 class LoadAgent(ClientAgent):
     """ClientAgent that timestamps its session, tasks and acknowledgements."""
 
@@ -126,7 +121,8 @@ async def run_clients(ids: list[str], *, certs: Path, edges: list[str], timeout:
     # Each real client collects its garbage after every session (ClientAgent.run); here one
     # collector does it for all the agents of this process, over a frozen start-up heap.
     gc.freeze()
-    collector = asyncio.create_task(_collect_every(0.5))
+    stop_collecting = asyncio.Event()
+    collector = asyncio.create_task(every(0.5, gc.collect, stop_collecting, what="garbage collection"))
     t0 = time.time()
     for i, cid in enumerate(ids):
         order = edges[i % len(edges):] + edges[: i % len(edges)]
@@ -140,7 +136,8 @@ async def run_clients(ids: list[str], *, certs: Path, edges: list[str], timeout:
         await asyncio.sleep(1.0 / connect_rate)  # no thundering herd of TLS handshakes
     started = time.time()
     done, pending = await asyncio.wait(tasks, timeout=timeout)
-    collector.cancel()
+    stop_collecting.set()
+    await collector
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

@@ -179,3 +179,17 @@ def start_metrics(service: str, cfg: MetricsConfig) -> Metrics:
         port = serve_metrics(metrics, host=cfg.host, port=cfg.port)
         log.info("metrics on http://%s:%d/metrics", cfg.host, port)
     return metrics
+
+
+async def every(period: float, fn: Callable[[], object], stop: asyncio.Event, *, what: str) -> None:
+    """Call ``fn`` now and every ``period`` seconds until ``stop`` is set; a failure is logged
+    (``"<what> failed"``) and the next call still happens."""
+    while not stop.is_set():
+        try:
+            fn()
+        except Exception:
+            log.exception("%s failed", what)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=period)
+        except TimeoutError:
+            pass

@@ -10,12 +10,17 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from services.common import native_memory
 from services.common.config import ServiceConfig
-from services.common.session import start_metrics, start_server, stop_event_on_signals, tls_files
+from services.common.session import (
+    every,
+    start_metrics,
+    start_server,
+    stop_event_on_signals,
+    tls_files,
+)
 from services.edge_aggregator.handlers import EdgeAggregator
 from services.edge_aggregator.servicer import (
     EdgeOutboxImpl,
     EdgeServicer,
-    every,
     upstream_loop,
 )
 

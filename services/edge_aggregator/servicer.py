@@ -9,7 +9,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 from ffalora.v1 import federation_pb2 as pb
@@ -251,18 +251,4 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
         backoff = min(backoff * 2, 10.0)
 
 
-async def every(period: float, fn: Callable[[], object], stop: asyncio.Event, *, what: str) -> None:
-    """Call ``fn`` now and every ``period`` seconds until ``stop`` is set; a failure is logged
-    (``"<what> failed"``) and the next call still happens."""
-    while not stop.is_set():
-        try:
-            fn()
-        except Exception:
-            log.exception("%s failed", what)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=period)
-        except TimeoutError:
-            pass
-
-
-__all__ = ["EdgeOutboxImpl", "EdgeServicer", "every", "tls_files", "upstream_loop"]
+__all__ = ["EdgeOutboxImpl", "EdgeServicer", "tls_files", "upstream_loop"]
