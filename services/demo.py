@@ -59,6 +59,7 @@ class DemoSettings:
     max_test: int | None = None
     seed: int = 1234
     deid: bool = True
+    validation_fraction: float = 0.1  # each client's local hold-out (validation loss, rank signals)
     timeout_s: float = 1800.0
     patience: int = 2
     tolerance: float = 1e-3
@@ -166,7 +167,8 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         docs[c] = {"service": "client", "tls": tls("client", c),
                    "metrics": {"host": "127.0.0.1", "port": metrics_ports[c]},
                    "client": {"edges": [f"127.0.0.1:{edge_ports[e]}" for e in order],
-                              "data": {"path": str(run / "data" / f"{s}.csv"), "labels": list(demo.label_names)},
+                              "data": {"path": str(run / "data" / f"{s}.csv"), "labels": list(demo.label_names),
+                                       "validation_fraction": settings.validation_fraction},
                               "device": "auto", "num_threads": settings.threads_per_client,
                               "deid": {"enabled": settings.deid}, "state_dir": str(run / "state" / c),
                               "seed": settings.seed}}
@@ -394,17 +396,22 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--no-deid", action="store_true")
+    p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
+                   help="share of each site's data it holds out for its validation loss (0: train on all of it)")
     p.add_argument("--timeout", type=float, default=d.timeout_s)
     p.add_argument("--containers", choices=["buildah"], default=None,
                    help="run the services from the images `make images` built (see services/containers.py)")
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
+    if not 0 <= a.validation_fraction < 0.5:
+        p.error(f"--validation-fraction must be in [0, 0.5), got {a.validation_fraction}")
     return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),
                         rank_scheduler=a.rank_scheduler, edges=a.edges,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
+                        validation_fraction=a.validation_fraction,
                         timeout_s=a.timeout, containers=a.containers, image_tag=a.image_tag)
 
 

@@ -30,3 +30,41 @@ def test_bad_seed_lists_are_refused(seeds: str, capsys: pytest.CaptureFixture[st
         main(["--seeds", seeds])
     assert exc.value.code == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_both_sides_train_on_the_same_examples(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The federation holds out no validation share and keeps the raw text (unless --deid), so
+    its clients train on exactly the pooled split the baseline trains on."""
+    import services.bench.quality as q
+
+    seen: dict[str, object] = {}
+
+    def fake_demo(settings: object) -> dict:
+        seen["settings"] = settings
+        return {"final_accuracy": 0.85, "final_macro_f1": 0.7, "rounds": 2, "bytes_uploaded": 1,
+                "wall_seconds": 1.0, "clients": 3, "per_round": []}
+
+    def fake_baseline(**kw: object) -> dict:
+        seen["baseline"] = kw
+        return {"final_accuracy": 0.86, "final_macro_f1": 0.8, "train_seconds": 1.0}
+
+    monkeypatch.setattr(q, "run_demo", fake_demo)
+    monkeypatch.setattr(q, "run_baseline", fake_baseline)
+    assert main(["--rounds", "2", "--local-epochs", "0.5"]) == 0
+    s = seen["settings"]
+    assert s.validation_fraction == 0.0 and s.deid is False  # type: ignore[attr-defined]
+    assert seen["baseline"]["epochs"] == 1.0  # type: ignore[index]
+    assert '"deid": false' in capsys.readouterr().out
+    assert main(["--rounds", "2", "--deid"]) == 0
+    assert seen["settings"].deid is True  # type: ignore[attr-defined]
+
+
+def test_demo_refuses_a_validation_share_outside_its_range(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.demo import parse_args
+
+    assert parse_args(["--validation-fraction", "0"]).validation_fraction == 0.0
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--validation-fraction", "0.6"])
+    assert exc.value.code == 2
+    assert "--validation-fraction must be in [0, 0.5)" in capsys.readouterr().err
