@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ffa_lora.lora.train import (
         CentralizedResult,
         DPSGDOptions,
+        OptimizerState,
         TrainResult,
         evaluate,
         train_centralized,
@@ -39,6 +40,7 @@ __all__ = [
     "DPSGDOptions",
     "LoRAModel",
     "LoRASpec",
+    "OptimizerState",
     "Phase",
     "Strategy",
     "TrainResult",
@@ -70,7 +72,7 @@ def __getattr__(name: str) -> object:
         from ffa_lora.lora import model
 
         return getattr(model, name)
-    if name in {"TrainResult", "CentralizedResult", "DPSGDOptions", "evaluate", "train_centralized",
+    if name in {"TrainResult", "CentralizedResult", "DPSGDOptions", "OptimizerState", "evaluate", "train_centralized",
                 "train_local"}:
         from ffa_lora.lora import train
 

@@ -78,6 +78,29 @@ class DPSGDOptions:
 
 
 @dataclass
+class OptimizerState:
+    """AdamW's moments and step counts for one client's trainable values, kept between rounds.
+
+    A fresh AdamW starts each round with empty second-moment estimates, so its first steps
+    move every value by about the full learning rate whatever its gradient's scale; with a
+    round of a few hundred steps that restart recurs every round (in one centralized run cut
+    into six fresh-optimizer pieces it cost about a point of accuracy). Handing the state
+    of the last round back to :func:`train_local` continues the optimizer instead. It is
+    used only for the same trainable keys and rank it was saved with; it never leaves the
+    client (it is derived from local gradients).
+
+    Attributes:
+        keys: the trainable state keys, in optimizer order.
+        rank: the client's rank when it was saved (masked entries must stay untouched).
+        state: ``torch.optim.AdamW.state_dict()["state"]`` (per-parameter tensors, copies).
+    """
+
+    keys: tuple[str, ...]
+    rank: int
+    state: dict[int, dict[str, torch.Tensor]]
+
+
+@dataclass
 class TrainResult:
     """Outcome of one local training call.
 
@@ -116,6 +139,7 @@ class TrainResult:
     seconds: float
     eval_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    optimizer_state: OptimizerState | None = None
 
     def metrics(self) -> dict[str, float | int | str]:
         """Scalar metadata that may leave the client (no update values)."""
@@ -284,6 +308,7 @@ def train_local(
     eval_batch_size: int = 64,
     progress: ProgressFn | None = None,
     dp_sgd: DPSGDOptions | None = None,
+    optimizer_state: OptimizerState | None = None,
 ) -> TrainResult:
     """Train the model's adapter on ``data`` and return the update.
 
@@ -310,6 +335,9 @@ def train_local(
             same number of steps); ``extra`` then holds ``dpsgd_epsilon`` (all rounds so far,
             at ``dp_sgd.delta``) and ``dpsgd_accountant_state``. ``grad_snr`` is computed from
             the noised gradients (post-processing), ``max_grad_norm`` and AMP are not used.
+        optimizer_state: AdamW state from an earlier call (``TrainResult.optimizer_state``) to
+            continue from; ignored unless it was saved for the same trainable keys and rank.
+            Not used with ``dp_sgd`` (whose result carries none).
     """
     phase = check_phase(phase)
     spec = model.spec
@@ -357,6 +385,12 @@ def train_local(
     optimizer: Any = (torch.optim.SGD(groups, lr=step_lr, momentum=0.9, weight_decay=weight_decay)
                       if dp_sgd is not None and dp_sgd.optimizer == "sgd"
                       else torch.optim.AdamW(groups, lr=step_lr, weight_decay=weight_decay))
+    keys = tuple(params)
+    if (optimizer_state is not None and dp_sgd is None and optimizer_state.keys == keys
+            and optimizer_state.rank == r):
+        saved = optimizer.state_dict()
+        saved["state"] = optimizer_state.state
+        optimizer.load_state_dict(saved)  # copies onto the parameters' device and dtype
     batches = _batches(len(ids), batch_size, epochs, rng)
     net: Any = model.peft
     dp = None
@@ -444,6 +478,11 @@ def train_local(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     extra: dict[str, Any] = {}
+    kept = None
+    if dp is None:
+        kept = OptimizerState(keys=keys, rank=r, state={
+            i: {n: (t.detach().clone() if isinstance(t, torch.Tensor) else t) for n, t in st.items()}
+            for i, st in optimizer.state_dict()["state"].items()})
     if dp is not None:
         assert dp_sgd is not None
         extra = {"dpsgd_epsilon": dp.epsilon(delta=dp_sgd.delta),
@@ -498,6 +537,7 @@ def train_local(
         seconds=seconds,
         eval_seconds=eval_seconds,
         extra=extra,
+        optimizer_state=kept,
     )
 
 

@@ -131,6 +131,8 @@ class LocalTrainer:
         self.spec: LoRASpec | None = None
         self.version = 0
         self.state: dict[str, np.ndarray] | None = None
+        # ffa_lora.lora.OptimizerState of the last round of each phase (alternating keeps two)
+        self.optimizer_states: dict[str, Any] = {}
         if cfg.num_threads:
             import torch
 
@@ -231,7 +233,10 @@ class LocalTrainer:
             dp_opts = self._dpsgd_options(task.privacy)
             res = train_local(model, self.train, epochs=task.training.local_epochs, lr=task.training.learning_rate,
                               batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
-                              rank=a.rank, seed=seed, loss_samples=0, dp_sgd=dp_opts)
+                              rank=a.rank, seed=seed, loss_samples=0, dp_sgd=dp_opts,
+                              optimizer_state=(self.optimizer_states.get(task.training.phase)
+                                               if task.training.keep_optimizer_state else None))
+            self.optimizer_states[task.training.phase] = res.optimizer_state
             train_s = time.perf_counter() - t0
             after = evaluate(model, self.val, batch_size=64) if self.val is not None else None
             dpsgd_epsilon = self._record_dpsgd(res.extra) if dp_opts is not None else 0.0

@@ -340,7 +340,8 @@ class Coordinator:
         training = d.TrainingParams(strategy=tr.strategy, phase=phase, local_epochs=tr.local_epochs,
                                     learning_rate=tr.learning_rate_at(index, self.fed.rounds.max_rounds),
                                     batch_size=tr.batch_size,
-                                    seed=self.fed.seed * 1_000_003 + number)
+                                    seed=self.fed.seed * 1_000_003 + number,
+                                    keep_optimizer_state=tr.keep_optimizer_state)
         by_edge: dict[str, list[d.Assignment]] = {}
         for cid, (edge_id, e) in sorted(roster.items()):
             rank = ranks.get(cid, r_max)

@@ -69,6 +69,9 @@ class TrainingConfig(_Model):
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="constant", description="Client learning rate over the rounds: constant, or cosine decay to min_lr_fraction.")
     min_lr_fraction: float = Field(default=0.1, ge=0, le=1, description="cosine: last round's lr as a fraction of learning_rate.")
+    keep_optimizer_state: bool = Field(
+        default=True, description="Clients continue their local AdamW state from round to round (same phase and "
+                                  "rank) instead of restarting it; false restarts it every round.")
 
     def learning_rate_at(self, round_index: int, max_rounds: int) -> float:
         """The clients' learning rate in round ``round_index`` (0-based) of ``max_rounds``."""

@@ -70,6 +70,7 @@ class TrainingParams:
     learning_rate: float
     batch_size: int
     seed: int
+    keep_optimizer_state: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def training_to_proto(t: d.TrainingParams) -> pb.TrainingSpec:
         learning_rate=t.learning_rate,
         batch_size=t.batch_size,
         seed=t.seed,
+        keep_optimizer_state=t.keep_optimizer_state,
     )
 
 
@@ -84,6 +85,7 @@ def training_from_proto(m: pb.TrainingSpec) -> d.TrainingParams:
         learning_rate=m.learning_rate,
         batch_size=m.batch_size,
         seed=m.seed,
+        keep_optimizer_state=m.keep_optimizer_state,
     )
 
 

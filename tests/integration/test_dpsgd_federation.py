@@ -6,18 +6,13 @@ on disk across rounds, and the coordinator exports the ε per client."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from services.client_agent.agent import ClientAgent
-from services.client_agent.trainer import LocalTrainer
-from services.common.config import parse_config
-from services.common.metrics import create_metrics
-from tests.support.federation import InProcessFederation, tls, tls_files
-from tests.unit.lora.conftest import make_tiny_dataset, make_tiny_model
+from tests.support.federation import InProcessFederation
+from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,27 +29,10 @@ def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path) -> None:
         training={"local_epochs": 1.0, "learning_rate": 1e-2, "batch_size": 8},
     )
 
-    for i, cid in enumerate(fed.client_ids):
-        data = make_tiny_dataset(n=60, seed=i)
-        with open(tmp_path / f"{cid}.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["text", "label"])
-            w.writerows([t, data.label_names[y]] for t, y in zip(data.texts, data.labels))
-
     async def scenario() -> None:
         await fed.start_servers()
-        for cid in fed.client_ids:
-            path = tmp_path / f"{cid}.csv"
-            cfg = parse_config({
-                "service": "client", "tls": tls(fed.certs, "client", cid),
-                "client": {"edges": [f"127.0.0.1:{fed.edge_ports['edge-1']}"], "data": {"path": str(path)},
-                           "deid": {"enabled": False}, "state_dir": str(tmp_path / cid), "num_threads": 1},
-            })
-            assert cfg.client is not None
-            agent = ClientAgent(cfg.client, tls_files(fed.certs, "client", cid),
-                                LocalTrainer(cfg.client, client_id=cid), create_metrics("client"))
-            fed.agents[cid] = agent
-            fed.tasks.append(asyncio.create_task(agent.run()))
+        for i, cid in enumerate(fed.client_ids):
+            fed.start_training_client(cid, n=60, seed=i)
         try:
             await fed.wait_finished(timeout=240)
         finally:

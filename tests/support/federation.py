@@ -170,6 +170,32 @@ class InProcessFederation:
         self.tasks.append(asyncio.create_task(agent.run()))
         return agent
 
+    def start_training_client(self, cid: str, *, n: int = 60, seed: int = 0) -> Any:
+        """A client agent with the REAL local trainer on ``n`` tiny labelled texts (on the first
+        edge, no de-identification, one thread); returns its ``LocalTrainer``."""
+        import csv
+
+        from services.client_agent.trainer import LocalTrainer
+        from tests.unit.lora.conftest import make_tiny_dataset
+
+        data = make_tiny_dataset(n=n, seed=seed)
+        path = self.root / f"{cid}.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            w.writerows([t, data.label_names[y]] for t, y in zip(data.texts, data.labels))
+        cfg = parse_config({
+            "service": "client", "tls": tls(self.certs, "client", cid),
+            "client": {"edges": [f"127.0.0.1:{self.edge_ports[self.edge_ids[0]]}"], "data": {"path": str(path)},
+                       "deid": {"enabled": False}, "state_dir": str(self.root / cid), "num_threads": 1},
+        })
+        assert cfg.client is not None
+        trainer = LocalTrainer(cfg.client, client_id=cid)
+        agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer, create_metrics("client"))
+        self.agents[cid] = agent
+        self.tasks.append(asyncio.create_task(agent.run()))
+        return trainer
+
     async def wait_finished(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not self.coordinator.finished:

@@ -93,20 +93,22 @@ class PrivacySpec(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., mechanism: _Optional[str] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[str] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed")
+    __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed", "keep_optimizer_state")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OPTIMIZER_STATE_FIELD_NUMBER: _ClassVar[int]
     strategy: str
     phase: str
     local_epochs: float
     learning_rate: float
     batch_size: int
     seed: int
-    def __init__(self, strategy: _Optional[str] = ..., phase: _Optional[str] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    keep_optimizer_state: bool
+    def __init__(self, strategy: _Optional[str] = ..., phase: _Optional[str] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., keep_optimizer_state: _Optional[bool] = ...) -> None: ...
 
 class ClientAssignment(_message.Message):
     __slots__ = ("client_id", "rank", "weight", "num_values")

@@ -99,6 +99,42 @@ def test_training_reduces_loss_and_is_reproducible(
     assert not np.array_equal(other.delta, a.delta)
 
 
+def test_optimizer_state_continues_across_calls(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    """A client's next round continues its AdamW (moments and step count) instead of restarting
+    it; a state saved for other trainable keys or another rank is not used."""
+    model = build_model(tiny_spec)
+    glob = model.adapter_state()
+    first = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1, loss_samples=0)
+    kept = first.optimizer_state
+    assert kept is not None and kept.rank == tiny_spec.r_max
+    assert set(kept.keys) == set(first.delta_state)
+    assert all(int(s["step"]) == first.steps for s in kept.state.values())
+
+    def second(state, *, phase="B", rank=None):  # type: ignore[no-untyped-def]
+        m = build_model(tiny_spec, state=glob)  # the next round starts from a global adapter
+        return train_local(m, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase=phase, rank=rank,
+                           seed=2, loss_samples=0, optimizer_state=state)
+
+    fresh, cont = second(None), second(kept)
+    assert cont.optimizer_state is not None
+    assert all(int(s["step"]) == first.steps + cont.steps for s in cont.optimizer_state.state.values())
+    assert not np.allclose(cont.delta, fresh.delta)
+    # A fresh AdamW's first step moves every value with a gradient by ~lr whatever the gradient's
+    # size; continued moments scale the steps: they no longer all sit at the learning rate.
+    one_fresh = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), epochs=1, lr=1e-2,
+                            batch_size=8, phase="B", seed=2, loss_samples=0)
+    one_cont = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), epochs=1, lr=1e-2,
+                           batch_size=8, phase="B", seed=2, loss_samples=0, optimizer_state=kept)
+    moved = np.abs(one_fresh.delta[one_fresh.delta != 0])
+    np.testing.assert_allclose(moved, 1e-2, rtol=1e-2)
+    assert np.abs(one_cont.delta).std() > 10 * moved.std()
+    # Saved for other keys (phase AB) or another rank: ignored, the run equals a fresh one.
+    np.testing.assert_array_equal(second(dataclasses.replace(kept, rank=2)).delta, fresh.delta)
+    np.testing.assert_array_equal(second(dataclasses.replace(kept, keys=kept.keys[:-1])).delta, fresh.delta)
+    ab = second(kept, phase="AB")
+    assert ab.optimizer_state is not None and len(ab.optimizer_state.keys) > len(kept.keys)
+
+
 def test_evaluate_metrics(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     m = evaluate(build_model(tiny_spec), tiny_data, batch_size=32)
     assert set(m) >= {"accuracy", "macro_f1", "loss"}

@@ -38,6 +38,7 @@ def test_dp_sgd_trains_b_only_and_reports_epsilon(tiny_spec: LoRASpec, tiny_data
     assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None
                    for p in model.peft.parameters())
     assert res.grad_snr >= 0
+    assert res.optimizer_state is None  # Opacus' optimizer state is not carried between rounds
 
 
 def test_epsilon_accumulates_across_rounds_and_hooks_do_not_stack(
