@@ -15,7 +15,9 @@ import asyncio
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ffa_lora.errors import FFALoraError
@@ -175,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM → ``SystemExit(143)``, so ``finally`` blocks run: the demo and the benches then
+    stop the service processes they started instead of leaving them running."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     _offline_env()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -188,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
         rest = []
+    # ``serve`` installs its own graceful-shutdown handlers; signals need the main thread.
+    previous = None
+    if args.cmd != "serve" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if args.cmd == "serve":
             return cmd_serve(args)
@@ -205,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

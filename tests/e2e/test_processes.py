@@ -74,3 +74,56 @@ def test_processes_two_rounds_peft_reload_and_no_leaks(tmp_path: Path) -> None:
                 assert value.encode() not in blob, f"{kind} found in {path}"
     rounds = json.loads((run / "summary.json").read_text())["per_round"]
     assert [r["clients"] for r in rounds] == [3, 3]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_sigterm_to_the_demo_stops_the_services_it_started(tmp_path: Path) -> None:
+    """``kill <demo pid>`` (SIGTERM) must not leave the coordinator, edges and clients running."""
+    import subprocess
+    import sys
+    import time
+
+    model_dir = make_tiny_model(tmp_path / "tiny-bert")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "demo", "--name", "sig", "--out-dir", str(tmp_path / "runs"),
+         "--model", str(model_dir), "--key-bits", "512", "--rounds", "50", "--max-train-per-site", "30",
+         "--max-test", "30", "--no-deid"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b"started coordinator" in line:
+                break
+        else:
+            pytest.fail(f"the demo exited ({proc.wait()}) before starting its services")
+        children = _children(proc.pid)
+        assert len(children) == 6  # coordinator, 2 edges, 3 clients
+        proc.terminate()
+        assert proc.wait(timeout=60) == 143
+        deadline = time.monotonic() + 15
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [c for c in children if _alive(c)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
