@@ -83,9 +83,9 @@ class OptimizerState:
 
     A fresh AdamW starts each round with empty second-moment estimates, so its first steps
     move every value by about the full learning rate whatever its gradient's scale; with a
-    round of a few hundred steps that restart recurs every round (in one centralized run cut
-    into six fresh-optimizer pieces it cost about a point of accuracy). Handing the state
-    of the last round back to :func:`train_local` continues the optimizer instead. It is
+    round of a few hundred steps that restart recurs every round. Handing the state of the
+    last round back to :func:`train_local` continues the optimizer instead (README, "The
+    bank demo", has what it changed there). It is
     used only for the same trainable keys and rank it was saved with; it never leaves the
     client (it is derived from local gradients).
 
