@@ -85,17 +85,19 @@ class OptimizerState:
     move every value by about the full learning rate whatever its gradient's scale; with a
     round of a few hundred steps that restart recurs every round. Handing the state of the
     last round back to :func:`train_local` continues the optimizer instead (README, "The
-    bank demo", has what it changed there). It is
-    used only for the same trainable keys and rank it was saved with; it never leaves the
-    client (it is derived from local gradients).
+    bank demo", has what it changed there). It is used only for the same trainable keys,
+    shapes and rank it was saved with; it never leaves the client (it is derived from local
+    gradients).
 
     Attributes:
         keys: the trainable state keys, in optimizer order.
+        shapes: their shapes (an SVD rank reduction reshapes the factors).
         rank: the client's rank when it was saved (masked entries must stay untouched).
         state: ``torch.optim.AdamW.state_dict()["state"]`` (per-parameter tensors, copies).
     """
 
     keys: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
     rank: int
     state: dict[int, dict[str, torch.Tensor]]
 
@@ -336,7 +338,8 @@ def train_local(
             at ``dp_sgd.delta``) and ``dpsgd_accountant_state``. ``grad_snr`` is computed from
             the noised gradients (post-processing), ``max_grad_norm`` and AMP are not used.
         optimizer_state: AdamW state from an earlier call (``TrainResult.optimizer_state``) to
-            continue from; ignored unless it was saved for the same trainable keys and rank.
+            continue from; ignored unless it was saved for the same trainable keys, shapes and
+            rank.
             Not used with ``dp_sgd`` (whose result carries none).
     """
     phase = check_phase(phase)
@@ -385,9 +388,9 @@ def train_local(
     optimizer: Any = (torch.optim.SGD(groups, lr=step_lr, momentum=0.9, weight_decay=weight_decay)
                       if dp_sgd is not None and dp_sgd.optimizer == "sgd"
                       else torch.optim.AdamW(groups, lr=step_lr, weight_decay=weight_decay))
-    keys = tuple(params)
+    keys, shapes = tuple(params), tuple(tuple(p.shape) for p in params.values())
     if (optimizer_state is not None and dp_sgd is None and optimizer_state.keys == keys
-            and optimizer_state.rank == r):
+            and optimizer_state.shapes == shapes and optimizer_state.rank == r):
         saved = optimizer.state_dict()
         saved["state"] = optimizer_state.state
         optimizer.load_state_dict(saved)  # copies onto the parameters' device and dtype
@@ -480,7 +483,7 @@ def train_local(
     extra: dict[str, Any] = {}
     kept = None
     if dp is None:
-        kept = OptimizerState(keys=keys, rank=r, state={
+        kept = OptimizerState(keys=keys, shapes=shapes, rank=r, state={
             i: {n: (t.detach().clone() if isinstance(t, torch.Tensor) else t) for n, t in st.items()}
             for i, st in optimizer.state_dict()["state"].items()})
     if dp is not None:
