@@ -393,7 +393,7 @@ class FakeOps:
     """AdapterOps over a plain 40-value vector: column j of every 10 values belongs to rank > j."""
 
     def __init__(self) -> None:
-        self.spec = SimpleNamespace(r_max=4)
+        self.spec = SimpleNamespace(r_max=4, alpha=8.0)  # what the coordinator records per round
 
     def initial_state(self) -> dict[str, np.ndarray]:
         return {"w": np.zeros(NUM_VALUES, dtype=np.float32)}
@@ -424,7 +424,7 @@ class FakeOps:
         return None
 
     def set_rank(self, r_max: int, alpha: float) -> None:
-        self.spec = SimpleNamespace(r_max=r_max)
+        self.spec = SimpleNamespace(r_max=r_max, alpha=alpha)
 
 
 class NullCoordinatorOutbox:
