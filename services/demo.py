@@ -29,6 +29,7 @@ from ffa_lora.crypto import new_fernet_key
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import FFALoraError
 from services.baseline import module_list
+from services.common.config import MAX_VALIDATION_FRACTION
 
 
 @dataclass
@@ -403,8 +404,8 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                    help="run the services from the images `make images` built (see services/containers.py)")
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
-    if not 0 <= a.validation_fraction < 0.5:
-        p.error(f"--validation-fraction must be in [0, 0.5), got {a.validation_fraction}")
+    if not 0 <= a.validation_fraction < MAX_VALIDATION_FRACTION:
+        p.error(f"--validation-fraction must be in [0, {MAX_VALIDATION_FRACTION:g}), got {a.validation_fraction}")
     return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,

@@ -93,7 +93,7 @@ class OptimizerState:
         keys: the trainable state keys, in optimizer order.
         shapes: their shapes (an SVD rank reduction reshapes the factors).
         rank: the client's rank when it was saved (masked entries must stay untouched).
-        state: ``torch.optim.AdamW.state_dict()["state"]`` (per-parameter tensors, copies).
+        state: ``torch.optim.AdamW.state_dict()["state"]`` of the finished call's optimizer.
     """
 
     keys: tuple[str, ...]
@@ -339,8 +339,7 @@ def train_local(
             the noised gradients (post-processing), ``max_grad_norm`` and AMP are not used.
         optimizer_state: AdamW state from an earlier call (``TrainResult.optimizer_state``) to
             continue from; ignored unless it was saved for the same trainable keys, shapes and
-            rank.
-            Not used with ``dp_sgd`` (whose result carries none).
+            rank. Not used with ``dp_sgd`` (whose result carries none).
     """
     phase = check_phase(phase)
     spec = model.spec
@@ -483,10 +482,9 @@ def train_local(
     extra: dict[str, Any] = {}
     kept = None
     if dp is None:
-        kept = OptimizerState(keys=keys, shapes=shapes, rank=r, state={
-            i: {n: (t.detach().clone() if isinstance(t, torch.Tensor) else t) for n, t in st.items()}
-            for i, st in optimizer.state_dict()["state"].items()})
-    if dp is not None:
+        # This optimizer ends with the call: its state tensors can be handed on as they are.
+        kept = OptimizerState(keys=keys, shapes=shapes, rank=r, state=optimizer.state_dict()["state"])
+    else:
         assert dp_sgd is not None
         extra = {"dpsgd_epsilon": dp.epsilon(delta=dp_sgd.delta),
                  "dpsgd_accountant_state": dp.accountant_state(),

@@ -222,12 +222,16 @@ class EdgeConfig(_Model):
         description="Return freed heap memory to the OS every this many seconds (glibc malloc_trim); null: never.")
 
 
+#: a site holds out less than this share of its data for validation (also checked by ffa-lora demo)
+MAX_VALIDATION_FRACTION = 0.5
+
+
 class DataConfig(_Model):
     path: Path = Field(description="CSV or JSONL file with the site's training records.")
     text_column: str = "text"
     label_column: str = "label"
     labels: list[str] | None = Field(default=None, description="Class names in index order (default: sorted label values); must match the federation's.")
-    validation_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    validation_fraction: float = Field(default=0.1, ge=0, lt=MAX_VALIDATION_FRACTION)
 
 
 class DeidSettings(_Model):
