@@ -14,16 +14,20 @@ from typing import Any
 def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0, lr: float = 1e-3,
                  batch_size: int = 16, rank: int = 8, strategy: str = "fedavg", seed: int = 1234,
                  target_modules: tuple[str, ...] | None = None,
+                 partition: str = "natural", sites: int | None = None,
                  max_train_per_site: int | None = None, max_test: int | None = None,
                  out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1) -> dict[str, Any]:
     """Train centrally and write runs/<name>/summary.json. ``strategy='fedavg'`` trains A and B
     (classic LoRA); ``'ffa'`` trains B only. The adapter's shape (target modules, alpha, dropout,
-    max length) is the federation config's (``model:`` defaults), so both sides train the same."""
+    max length) is the federation config's (``model:`` defaults), so both sides train the same.
+    ``partition``/``sites`` only matter with ``max_train_per_site``: the cap applies per site, so
+    the pooled data is the union of the federation's capped sites."""
     from ffa_lora.data.builtin import load_builtin
     from ffa_lora.lora import LoRASpec, export_peft_adapter, train_centralized
     from services.common.config import ModelConfig
 
-    demo = load_builtin(data, seed=seed, max_train_per_site=max_train_per_site, max_test=max_test)
+    demo = load_builtin(data, seed=seed, method=partition, n_sites=sites,  # type: ignore[arg-type]
+                        max_train_per_site=max_train_per_site, max_test=max_test)
     m = ModelConfig(name_or_path=model, num_labels=len(demo.label_names), rank=rank)
     if target_modules:
         m = m.model_copy(update={"target_modules": list(target_modules)})

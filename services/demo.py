@@ -37,6 +37,7 @@ class DemoSettings:
     name: str = "bank-demo"
     data: str = "bank"
     partition: str = "natural"
+    sites: int | None = None  # iid/dirichlet: number of sites (None: the data's natural number)
     out_dir: Path = Path("runs")
     model: str = "demo"
     rounds: int = 6
@@ -100,7 +101,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         shutil.rmtree(run)
     (run / "logs").mkdir(parents=True)
     demo = load_builtin(settings.data, seed=settings.seed, method=settings.partition,  # type: ignore[arg-type]
-                        max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
+                        n_sites=settings.sites, max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
     sites = sorted(demo.train_parts)
     for s in sites:
         write_csv(run / "data" / f"{s}.csv", demo.train_parts[s])
@@ -372,12 +373,28 @@ def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
+def add_sites_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sites", type=int, default=None,
+                   help="with --partition iid or dirichlet: how many client sites (default: the data's natural number)")
+
+
+def check_sites(p: argparse.ArgumentParser, partition: str, sites: int | None) -> None:
+    """``--sites`` needs a partition that can make that many sites, and at least one."""
+    if sites is None:
+        return
+    if partition == "natural":
+        p.error("--sites needs --partition iid or dirichlet (the natural partition has one site per company/group)")
+    if sites < 1:
+        p.error(f"--sites must be at least 1, got {sites}")
+
+
 def parse_args(argv: list[str] | None) -> DemoSettings:
     d = DemoSettings()
     p = argparse.ArgumentParser(prog="ffa-lora demo", description=__doc__)
     p.add_argument("--name", default=d.name)
     p.add_argument("--data", default=d.data, choices=["bank", "hospital"])
     p.add_argument("--partition", default=d.partition, choices=["natural", "iid", "dirichlet"])
+    add_sites_argument(p)
     p.add_argument("--out-dir", type=Path, default=d.out_dir)
     p.add_argument("--model", default=d.model, help="HF id or local path (default: the shipped MiniLM-L6)")
     p.add_argument("--rounds", type=int, default=d.rounds)
@@ -404,9 +421,10 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                    help="run the services from the images `make images` built (see services/containers.py)")
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
+    check_sites(p, a.partition, a.sites)
     if not 0 <= a.validation_fraction < MAX_VALIDATION_FRACTION:
         p.error(f"--validation-fraction must be in [0, {MAX_VALIDATION_FRACTION:g}), got {a.validation_fraction}")
-    return DemoSettings(name=a.name, data=a.data, partition=a.partition, out_dir=a.out_dir, model=a.model,
+    return DemoSettings(name=a.name, data=a.data, partition=a.partition, sites=a.sites, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from services.baseline import module_list, run_baseline
-from services.demo import DemoSettings, run_demo
+from services.demo import DemoSettings, add_sites_argument, check_sites, run_demo
 
 
 def overhead(per_round: list[dict[str, Any]]) -> dict[str, float]:
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="centralized LoRA learning rate (DESIGN §7)")
     p.add_argument("--target-modules", default=None,
                    help="comma-separated module names that get LoRA, on both sides (default: query,value)")
+    p.add_argument("--partition", default=d.partition, choices=["natural", "iid", "dirichlet"],
+                   help="how the federation's sites split the training data (the baseline pools it either way)")
+    add_sites_argument(p)
     p.add_argument("--key-bits", type=int, default=2048)
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated seeds; each runs both sides (means and the per-seed gap are reported)")
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
+    check_sites(p, a.partition, a.sites)
     try:
         seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     except ValueError:
@@ -95,7 +99,8 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
     """One federation and one centralized baseline with this seed."""
     settings = DemoSettings(name=f"quality-federated{suffix}", rounds=a.rounds, local_epochs=a.local_epochs,
                             learning_rate=a.lr, server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule,
-                            key_bits=a.key_bits, seed=seed, target_modules=module_list(a.target_modules),
+                            key_bits=a.key_bits, seed=seed, partition=a.partition, sites=a.sites,
+                            target_modules=module_list(a.target_modules),
                             max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                             deid=a.deid, validation_fraction=0.0,  # the baseline's training examples
                             patience=a.rounds)  # same epochs as the baseline: no early stop
@@ -103,7 +108,7 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
     epochs = fed["rounds"] * a.local_epochs
     print(f"centralized baseline: LoRA, {epochs:g} epochs, seed {seed}", file=sys.stderr, flush=True)
     base = run_baseline(epochs=epochs, lr=a.baseline_lr, strategy="fedavg", seed=seed,
-                        target_modules=module_list(a.target_modules),
+                        target_modules=module_list(a.target_modules), partition=a.partition, sites=a.sites,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
                         name=f"quality-centralized{suffix}")
     ov = overhead(fed["per_round"])
@@ -124,5 +129,6 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
         "clients": fed["clients"],
         "key_bits": a.key_bits,
         "deid": a.deid,
+        "partition": a.partition,
         "seed": seed,
     }

@@ -12,6 +12,26 @@ def _run(seed: int, fed: float, cen: float) -> dict:
             "rounds": 6, "clients": 3, "bytes_uploaded": 100, "seed": seed}
 
 
+def _fake_sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Replace the federation and the baseline by stand-ins that record how they were asked to run."""
+    import services.bench.quality as q
+
+    seen: dict[str, object] = {}
+
+    def fake_demo(settings: object) -> dict:
+        seen["settings"] = settings
+        return {"final_accuracy": 0.85, "final_macro_f1": 0.7, "rounds": 2, "bytes_uploaded": 1,
+                "wall_seconds": 1.0, "clients": 3, "per_round": []}
+
+    def fake_baseline(**kw: object) -> dict:
+        seen["baseline"] = kw
+        return {"final_accuracy": 0.86, "final_macro_f1": 0.8, "train_seconds": 1.0}
+
+    monkeypatch.setattr(q, "run_demo", fake_demo)
+    monkeypatch.setattr(q, "run_baseline", fake_baseline)
+    return seen
+
+
 def test_summary_reports_means_spreads_and_each_seed() -> None:
     runs = [_run(1, 0.84, 0.86), _run(2, 0.85, 0.85), _run(3, 0.86, 0.87)]
     out = summarize(runs, [1, 2, 3])
@@ -36,21 +56,7 @@ def test_both_sides_train_on_the_same_examples(monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The federation holds out no validation share and keeps the raw text (unless --deid), so
     its clients train on exactly the pooled split the baseline trains on."""
-    import services.bench.quality as q
-
-    seen: dict[str, object] = {}
-
-    def fake_demo(settings: object) -> dict:
-        seen["settings"] = settings
-        return {"final_accuracy": 0.85, "final_macro_f1": 0.7, "rounds": 2, "bytes_uploaded": 1,
-                "wall_seconds": 1.0, "clients": 3, "per_round": []}
-
-    def fake_baseline(**kw: object) -> dict:
-        seen["baseline"] = kw
-        return {"final_accuracy": 0.86, "final_macro_f1": 0.8, "train_seconds": 1.0}
-
-    monkeypatch.setattr(q, "run_demo", fake_demo)
-    monkeypatch.setattr(q, "run_baseline", fake_baseline)
+    seen = _fake_sides(monkeypatch)
     assert main(["--rounds", "2", "--local-epochs", "0.5"]) == 0
     s = seen["settings"]
     assert s.validation_fraction == 0.0 and s.deid is False  # type: ignore[attr-defined]
@@ -68,3 +74,44 @@ def test_demo_refuses_a_validation_share_outside_its_range(capsys: pytest.Captur
         parse_args(["--validation-fraction", "0.6"])
     assert exc.value.code == 2
     assert "--validation-fraction must be in [0, 0.5)" in capsys.readouterr().err
+
+
+def test_partition_and_sites_reach_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN §6's accuracy target is stated for 5 IID sites: the bench runs the federation so,
+    and the baseline draws its (per-site capped) pool from the same partition."""
+    seen = _fake_sides(monkeypatch)
+    assert main(["--rounds", "2", "--partition", "iid", "--sites", "5"]) == 0
+    s = seen["settings"]
+    assert (s.partition, s.sites) == ("iid", 5)  # type: ignore[attr-defined]
+    kw = seen["baseline"]
+    assert (kw["partition"], kw["sites"]) == ("iid", 5)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sites", "5"], "--sites needs --partition iid or dirichlet"),
+    (["--partition", "iid", "--sites", "0"], "--sites must be at least 1"),
+])
+def test_a_site_count_the_partition_cannot_make_is_refused(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.demo import parse_args
+
+    for parse in (parse_args, main):
+        with pytest.raises(SystemExit) as exc:
+            parse(args)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_iid_sites_split_the_pool_the_baseline_trains_on() -> None:
+    """Five IID sites cover the same training examples as the natural three, disjointly, and
+    score on the same test split."""
+    from ffa_lora.data.builtin import load_builtin
+
+    natural = load_builtin("bank", seed=1)
+    iid = load_builtin("bank", seed=1, method="iid", n_sites=5)
+    assert len(iid.train_parts) == 5
+    sizes = [len(d) for d in iid.train_parts.values()]
+    assert max(sizes) - min(sizes) <= 1
+    pooled = sorted(t for d in iid.train_parts.values() for t in d.texts)
+    assert pooled == sorted(natural.train.texts)
+    assert iid.test.texts == natural.test.texts
