@@ -80,16 +80,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """Means over the seeds under the single-run keys; spreads and the per-seed runs beside them."""
+    """Means over the seeds under the single-run keys; spreads and the per-seed runs beside them.
+    A value every seed shares (rounds, clients, key size, partition …) is reported as it is."""
     out: dict[str, Any] = {}
     for k, v in runs[0].items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed":
-            xs = [r[k] for r in runs]
+        xs = [r[k] for r in runs]
+        if k == "seed":
+            continue
+        if all(x == v for x in xs):
+            out[k] = v
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[k] = statistics.fmean(xs)
     for k in ("federated_accuracy", "centralized_accuracy", "accuracy_gap_points"):
         out[f"{k}_std"] = statistics.stdev(r[k] for r in runs)
-    out["rounds"] = runs[0]["rounds"]
-    out["clients"] = runs[0]["clients"]
     out["seeds"] = seeds
     out["per_seed"] = runs
     return out

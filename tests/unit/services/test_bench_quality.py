@@ -9,7 +9,7 @@ from services.bench.quality import main, summarize
 
 def _run(seed: int, fed: float, cen: float) -> dict:
     return {"federated_accuracy": fed, "centralized_accuracy": cen, "accuracy_gap_points": 100 * (cen - fed),
-            "rounds": 6, "clients": 3, "bytes_uploaded": 100, "seed": seed}
+            "rounds": 6, "clients": 3, "bytes_uploaded": 100, "key_bits": 2048, "partition": "iid", "seed": seed}
 
 
 def _fake_sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
@@ -41,7 +41,9 @@ def test_summary_reports_means_spreads_and_each_seed() -> None:
     assert out["federated_accuracy_std"] == pytest.approx(0.01)
     assert out["accuracy_gap_points_std"] == pytest.approx(1.0)
     assert out["seeds"] == [1, 2, 3] and out["per_seed"] == runs
-    assert out["rounds"] == 6 and "seed" not in out
+    assert out["rounds"] == 6 and out["clients"] == 3 and "seed" not in out
+    # values every seed shares are reported as they are, not averaged into floats (or dropped)
+    assert isinstance(out["key_bits"], int) and out["key_bits"] == 2048 and out["partition"] == "iid"
 
 
 @pytest.mark.parametrize("seeds", ["1,x", "1,1", ""])
