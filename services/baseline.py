@@ -16,12 +16,14 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
                  target_modules: tuple[str, ...] | None = None,
                  partition: str = "natural", sites: int | None = None,
                  max_train_per_site: int | None = None, max_test: int | None = None,
-                 out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1) -> dict[str, Any]:
+                 out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1,
+                 eval_every: float | None = None) -> dict[str, Any]:
     """Train centrally and write runs/<name>/summary.json. ``strategy='fedavg'`` trains A and B
     (classic LoRA); ``'ffa'`` trains B only. The adapter's shape (target modules, alpha, dropout,
     max length) is the federation config's (``model:`` defaults), so both sides train the same.
     ``partition``/``sites`` only matter with ``max_train_per_site``: the cap applies per site, so
-    the pooled data is the union of the federation's capped sites."""
+    the pooled data is the union of the federation's capped sites. ``eval_every`` (epochs) adds
+    the test metrics after every such piece of training as ``curve``."""
     from ffa_lora.data.builtin import load_builtin
     from ffa_lora.lora import LoRASpec, export_peft_adapter, train_centralized
     from services.common.config import ModelConfig
@@ -41,7 +43,7 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
             print(f"  step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
 
     res = train_centralized(spec, demo.train, demo.test, epochs=epochs, lr=lr, batch_size=batch_size,
-                            seed=seed, num_threads=num_threads, progress=progress)
+                            seed=seed, num_threads=num_threads, progress=progress, eval_every=eval_every)
     run = out_dir / name
     run.mkdir(parents=True, exist_ok=True)
     export_peft_adapter(res.state, spec, run / "adapter")
@@ -49,9 +51,11 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
         "name": name, "strategy": f"centralized-{strategy}", "target_modules": list(spec.target_modules),
         "final_accuracy": res.metrics["accuracy"],
         "final_macro_f1": res.metrics["macro_f1"], "epochs": epochs, "learning_rate": lr,
-        "train_seconds": res.train.seconds, "wall_seconds": time.time() - t0, "data": demo.summary(),
+        "train_seconds": res.metrics["train_seconds"], "wall_seconds": time.time() - t0, "data": demo.summary(),
         "adapter_dir": str(run / "adapter"),
     }
+    if res.curve:
+        summary["curve"] = res.curve
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -78,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--out-dir", type=Path, default=Path("runs"))
     p.add_argument("--name", default="baseline")
+    p.add_argument("--eval-every", type=float, default=None,
+                   help="also test after every this many epochs (summary.json's curve)")
     a = p.parse_args(argv)
+    if a.eval_every is not None and not 0 < a.eval_every <= a.epochs:
+        p.error(f"--eval-every must be in (0, --epochs={a.epochs:g}], got {a.eval_every}")
     s = run_baseline(data=a.data, model=a.model, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, rank=a.rank,
                      strategy=a.strategy, target_modules=module_list(a.target_modules),
-                     max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, name=a.name)
+                     max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, name=a.name,
+                     eval_every=a.eval_every)
     print(json.dumps(s, indent=2))
     return 0

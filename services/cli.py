@@ -4,7 +4,7 @@
     ffa-lora certs init --out DIR            ffa-lora certs issue --ca-dir DIR --role R --id NAME --out DIR
     ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
-    ffa-lora bench secure-sum|quality|deid|rank|reliability|load ...
+    ffa-lora bench secure-sum|quality|epochs|deid|rank|reliability|load ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
 """
 
@@ -27,6 +27,7 @@ BENCHES = {
     "secure-sum": "ffa_lora.bench.secure_sum",
     "deid": "ffa_lora.bench.deid",
     "quality": "services.bench.quality",
+    "epochs": "services.bench.epochs",
     "rank": "services.bench.rank",
     "reliability": "services.bench.reliability",
     "load": "services.bench.load",

@@ -577,6 +577,7 @@ class CentralizedResult:
     metrics: dict[str, float]
     state: AdapterState
     train: TrainResult
+    curve: list[dict[str, float]] = field(default_factory=list)
 
 
 def train_centralized(
@@ -593,22 +594,47 @@ def train_centralized(
     amp: bool = True,
     num_threads: int | None = None,
     progress: ProgressFn | None = None,
+    eval_every: float | None = None,
 ) -> CentralizedResult:
     """The baseline: the same model and adapter trained on the pooled data, then tested.
 
     ``phase`` defaults to ``"B"`` (FFA-LoRA) for ``strategy="ffa"`` and ``"AB"`` (plain LoRA,
     both factors) otherwise. Returns test accuracy, macro-F1 and loss plus timing.
+
+    With ``eval_every`` (epochs), training runs in pieces of that length — one AdamW continued
+    across them, each piece's batches drawn with its own seed, as a federation's rounds are —
+    and ``curve`` holds the test metrics after each piece. The batch order then differs from
+    one uninterrupted run of the same seed.
     """
     if phase is None:
         phase = "B" if spec.strategy == "ffa" else "AB"
+    if eval_every is not None and not 0 < eval_every <= epochs:
+        raise ConfigError(f"eval_every must be in (0, epochs={epochs:g}], got {eval_every}")
     model = build_model(spec, device=device)
-    result = train_local(
-        model, train, epochs=epochs, lr=lr, batch_size=batch_size, phase=phase, seed=seed,
-        amp=amp, num_threads=num_threads, loss_samples=0, progress=progress,
-    )
-    metrics = evaluate(model, test, amp=amp)
+    if eval_every is None:
+        pieces = [(epochs, seed)]
+    else:
+        n = math.ceil(epochs / eval_every - 1e-9)
+        pieces = [(min(eval_every, epochs - i * eval_every), seed * 1000 + i) for i in range(n)]
+    curve: list[dict[str, float]] = []
+    results: list[TrainResult] = []
+    state: OptimizerState | None = None
+    metrics: dict[str, float] = {}
+    for piece_epochs, piece_seed in pieces:
+        result = train_local(
+            model, train, epochs=piece_epochs, lr=lr, batch_size=batch_size, phase=phase, seed=piece_seed,
+            amp=amp, num_threads=num_threads, loss_samples=0, progress=progress, optimizer_state=state,
+        )
+        state = result.optimizer_state
+        results.append(result)
+        if eval_every is not None or len(results) == len(pieces):
+            metrics = evaluate(model, test, amp=amp)
+        if eval_every is not None:
+            curve.append({"epochs": sum(e for e, _ in pieces[:len(results)]), "accuracy": metrics["accuracy"],
+                          "macro_f1": metrics["macro_f1"], "loss": metrics["loss"], "train_loss": result.train_loss})
+    steps = sum(r.steps for r in results)
     metrics.update(
-        {"train_seconds": result.seconds, "steps": float(result.steps), "epochs": float(epochs),
-         "train_loss": result.train_loss}
+        {"train_seconds": sum(r.seconds for r in results), "steps": float(steps), "epochs": float(epochs),
+         "train_loss": sum(r.train_loss * r.steps for r in results) / max(steps, 1)}
     )
-    return CentralizedResult(metrics=metrics, state=get_adapter_state(model), train=result)
+    return CentralizedResult(metrics=metrics, state=get_adapter_state(model), train=results[-1], curve=curve)

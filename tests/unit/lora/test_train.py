@@ -233,3 +233,18 @@ def test_train_centralized(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     lora = train_centralized(dataclasses.replace(tiny_spec, strategy="fedavg"), tiny_data,
                              tiny_data, epochs=0.5, lr=1e-2, batch_size=16)
     assert lora.train.phase == "AB"
+
+
+def test_train_centralized_curve_evaluates_each_piece_with_one_optimizer(
+        tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    res = train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, lr=1e-2, batch_size=16, eval_every=0.4)
+    assert [p["epochs"] for p in res.curve] == pytest.approx([0.4, 0.8, 1.0])
+    last = res.curve[-1]
+    assert (res.metrics["accuracy"], res.metrics["loss"]) == (last["accuracy"], last["loss"])
+    state = res.train.optimizer_state
+    assert state is not None
+    steps = {int(s["step"]) for s in state.state.values()}
+    assert steps == {int(res.metrics["steps"])}  # the last piece's AdamW counted every piece's steps
+    assert res.metrics["steps"] > res.train.steps
+    with pytest.raises(ConfigError, match="eval_every"):
+        train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, eval_every=2.0)
