@@ -66,6 +66,12 @@ def module_list(arg: str | None) -> tuple[str, ...] | None:
     return mods or None
 
 
+def check_eval_every(p: argparse.ArgumentParser, eval_every: float, epochs: float) -> None:
+    """``--eval-every`` is a positive share of the training, at most all of it."""
+    if not 0 < eval_every <= epochs:
+        p.error(f"--eval-every must be in (0, --epochs={epochs:g}], got {eval_every}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffa-lora baseline", description=__doc__)
     p.add_argument("--data", default="bank", choices=["bank", "hospital"])
@@ -85,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=float, default=None,
                    help="also test after every this many epochs (summary.json's curve)")
     a = p.parse_args(argv)
-    if a.eval_every is not None and not 0 < a.eval_every <= a.epochs:
-        p.error(f"--eval-every must be in (0, --epochs={a.epochs:g}], got {a.eval_every}")
+    if a.eval_every is not None:
+        check_eval_every(p, a.eval_every, a.epochs)
     s = run_baseline(data=a.data, model=a.model, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, rank=a.rank,
                      strategy=a.strategy, target_modules=module_list(a.target_modules),
                      max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, name=a.name,

@@ -17,7 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from services.baseline import run_baseline
+from services.baseline import check_eval_every, run_baseline
+from services.bench.quality import parse_seeds
 
 #: (label, strategy) of the two methods compared.
 METHODS = (("FFA-LoRA", "ffa"), ("LoRA", "fedavg"))
@@ -99,14 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs must be at least 1, got {a.jobs}")
-    if not 0 < a.eval_every <= a.epochs:
-        p.error(f"--eval-every must be in (0, --epochs={a.epochs:g}], got {a.eval_every}")
-    try:
-        seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--seeds: give integers separated by commas, e.g. 1,2 (got {a.seeds!r})")
-    if not seeds:
-        p.error("--seeds: give at least one seed")
+    check_eval_every(p, a.eval_every, a.epochs)
+    seeds = parse_seeds(p, a.seeds)
     out = run_curves(epochs=a.epochs, eval_every=a.eval_every, seeds=seeds,
                      lrs={"ffa": a.ffa_lr, "fedavg": a.lora_lr}, model=a.model,
                      max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, jobs=a.jobs)

@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
     check_sites(p, a.partition, a.sites)
-    try:
-        seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--seeds: give integers separated by commas, e.g. 1234,1,2 (got {a.seeds!r})")
-    if not seeds or len(set(seeds)) != len(seeds):
-        p.error(f"--seeds: give at least one seed and no seed twice (got {a.seeds!r})")
+    seeds = parse_seeds(p, a.seeds)
     runs = []
     for seed in seeds:
         out = run_pair(a, seed, suffix="" if len(seeds) == 1 else f"-s{seed}")
@@ -77,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(out)
     print(json.dumps(runs[0] if len(runs) == 1 else summarize(runs, seeds), indent=2))
     return 0
+
+
+def parse_seeds(p: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--seeds 1234,1,2`` → [1234, 1, 2]; at least one, none twice (each names its run folders)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--seeds: give integers separated by commas, e.g. 1234,1,2 (got {text!r})")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds: give at least one seed and no seed twice (got {text!r})")
+    return seeds
 
 
 def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def test_curves_for_both_methods_and_a_plot(tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.parametrize(("args", "message"), [
     (["--epochs", "1", "--eval-every", "2"], "--eval-every must be in (0, --epochs=1]"),
     (["--seeds", "x"], "--seeds: give integers"),
+    (["--seeds", "1,1"], "no seed twice"),
 ])
 def test_bad_arguments_are_refused(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
