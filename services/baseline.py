@@ -17,13 +17,14 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
                  partition: str = "natural", sites: int | None = None,
                  max_train_per_site: int | None = None, max_test: int | None = None,
                  out_dir: Path = Path("runs"), name: str = "baseline", num_threads: int = 1,
-                 eval_every: float | None = None) -> dict[str, Any]:
+                 eval_every: float | None = None, resample_pieces: bool = False) -> dict[str, Any]:
     """Train centrally and write runs/<name>/summary.json. ``strategy='fedavg'`` trains A and B
     (classic LoRA); ``'ffa'`` trains B only. The adapter's shape (target modules, alpha, dropout,
     max length) is the federation config's (``model:`` defaults), so both sides train the same.
     ``partition``/``sites`` only matter with ``max_train_per_site``: the cap applies per site, so
     the pooled data is the union of the federation's capped sites. ``eval_every`` (epochs) adds
-    the test metrics after every such piece of training as ``curve``."""
+    the test metrics after every such piece of training as ``curve`` (``resample_pieces``: see
+    :func:`~ffa_lora.lora.train_centralized`)."""
     from ffa_lora.data.builtin import load_builtin
     from ffa_lora.lora import LoRASpec, export_peft_adapter, train_centralized
     from services.common.config import ModelConfig
@@ -43,7 +44,8 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
             print(f"  step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
 
     res = train_centralized(spec, demo.train, demo.test, epochs=epochs, lr=lr, batch_size=batch_size,
-                            seed=seed, num_threads=num_threads, progress=progress, eval_every=eval_every)
+                            seed=seed, num_threads=num_threads, progress=progress, eval_every=eval_every,
+                            resample_pieces=resample_pieces)
     run = out_dir / name
     run.mkdir(parents=True, exist_ok=True)
     export_peft_adapter(res.state, spec, run / "adapter")

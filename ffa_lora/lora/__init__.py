@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
     from ffa_lora.lora.train import (
         CentralizedResult,
+        DataCursor,
         DPSGDOptions,
         OptimizerState,
         TrainResult,
@@ -38,6 +39,7 @@ __all__ = [
     "AdapterState",
     "CentralizedResult",
     "DPSGDOptions",
+    "DataCursor",
     "LoRAModel",
     "LoRASpec",
     "OptimizerState",
@@ -72,8 +74,8 @@ def __getattr__(name: str) -> object:
         from ffa_lora.lora import model
 
         return getattr(model, name)
-    if name in {"TrainResult", "CentralizedResult", "DPSGDOptions", "OptimizerState", "evaluate", "train_centralized",
-                "train_local"}:
+    if name in {"TrainResult", "CentralizedResult", "DataCursor", "DPSGDOptions", "OptimizerState", "evaluate",
+                "train_centralized", "train_local"}:
         from ffa_lora.lora import train
 
         return getattr(train, name)

@@ -1,9 +1,9 @@
 """``ffa-lora bench epochs``: held-out accuracy and loss over the epochs of centralized
 FFA-LoRA and centralized LoRA on the pooled demo data, as JSON and a plot.
 
-Each run is ``ffa-lora baseline --eval-every E``: one AdamW continued over pieces of E epochs
-(each piece's minibatches drawn with its own seed, as a federation's rounds are), tested after
-every piece. It answers whether training longer or shorter than the demo's 3 epochs would
+Each run is ``ffa-lora baseline --eval-every E``: one AdamW and one pass over the data continued
+over pieces of E epochs, as a federation's rounds are, tested after every piece
+(``--resample-pieces``: each piece draws its batches afresh, as clients once did). It answers whether training longer or shorter than the demo's 3 epochs would
 change the comparison ``bench quality`` makes: where each method peaks, and where its held-out
 loss turns up again."""
 
@@ -26,13 +26,14 @@ METHODS = (("FFA-LoRA", "ffa"), ("LoRA", "fedavg"))
 
 def run_curves(*, epochs: float, eval_every: float, seeds: list[int], lrs: dict[str, float],
                model: str = "demo", max_train_per_site: int | None = None, max_test: int | None = None,
-               out_dir: Path = Path("runs"), jobs: int = 1) -> dict[str, Any]:
+               out_dir: Path = Path("runs"), jobs: int = 1, resample_pieces: bool = False) -> dict[str, Any]:
     """Train each method with each seed, testing every ``eval_every`` epochs; ``jobs`` runs
     train at once, each in its own process on one thread."""
     tasks = [(label, strategy, seed) for seed in seeds for label, strategy in METHODS]
     kwargs = [{"model": model, "epochs": epochs, "lr": lrs[strategy], "strategy": strategy, "seed": seed,
                "max_train_per_site": max_train_per_site, "max_test": max_test, "out_dir": out_dir,
-               "name": f"epochs-{strategy}-s{seed}", "eval_every": eval_every} for _, strategy, seed in tasks]
+               "name": f"epochs-{strategy}-s{seed}", "eval_every": eval_every,
+               "resample_pieces": resample_pieces} for _, strategy, seed in tasks]
     for i, (label, strategy, seed) in enumerate(tasks):
         print(f"run {i + 1}/{len(tasks)}: {label}, lr {lrs[strategy]:g}, {epochs:g} epochs, seed {seed}"
               f" ({min(jobs, len(tasks))} at once)", file=sys.stderr, flush=True)
@@ -48,7 +49,8 @@ def run_curves(*, epochs: float, eval_every: float, seeds: list[int], lrs: dict[
         runs.append({"method": label, "strategy": strategy, "lr": lrs[strategy], "seed": seed,
                      "curve": s["curve"], "best_accuracy": best["accuracy"], "best_epochs": best["epochs"],
                      "lowest_loss_epochs": min(s["curve"], key=lambda p: p["loss"])["epochs"]})
-    return {"epochs": epochs, "eval_every": eval_every, "seeds": seeds, "runs": runs}
+    return {"epochs": epochs, "eval_every": eval_every, "seeds": seeds, "resample_pieces": resample_pieces,
+            "runs": runs}
 
 
 def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=Path("runs"))
     p.add_argument("--plot", type=Path, default=None, help="PNG path (default: OUT_DIR/epochs.png)")
     p.add_argument("--jobs", type=int, default=1, help="runs training at once (one core each)")
+    p.add_argument("--resample-pieces", action="store_true",
+                   help="draw each piece's batches from a fresh permutation (sampling with replacement "
+                        "across pieces, as clients did before they kept a data cursor)")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs must be at least 1, got {a.jobs}")
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(p, a.seeds)
     out = run_curves(epochs=a.epochs, eval_every=a.eval_every, seeds=seeds,
                      lrs={"ffa": a.ffa_lr, "fedavg": a.lora_lr}, model=a.model,
-                     max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, jobs=a.jobs)
+                     max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir, jobs=a.jobs,
+                     resample_pieces=a.resample_pieces)
     path = a.plot or a.out_dir / "epochs.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(out["runs"], path)

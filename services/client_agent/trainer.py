@@ -133,6 +133,9 @@ class LocalTrainer:
         self.state: dict[str, np.ndarray] | None = None
         # ffa_lora.lora.OptimizerState of the last round of each phase (alternating keeps two)
         self.optimizer_states: dict[str, Any] = {}
+        # ffa_lora.lora.DataCursor: rounds continue one pass over the local data (every example
+        # once per epoch across fractional-epoch rounds); a restarted client begins a new pass.
+        self.data_cursor: Any = None
         if cfg.num_threads:
             import torch
 
@@ -215,7 +218,7 @@ class LocalTrainer:
 
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
         """Train, clip, quantize, pack and encrypt (obfuscators precomputed during training)."""
-        from ffa_lora.lora import evaluate, train_local
+        from ffa_lora.lora import DataCursor, evaluate, train_local
 
         if task.adapter_version != self.version:
             raise ProtocolError(f"task wants adapter v{task.adapter_version}, client holds v{self.version}")
@@ -231,12 +234,16 @@ class LocalTrainer:
             t0 = time.perf_counter()
             seed = int.from_bytes(hashlib.sha256(f"{task.training.seed}:{self.client_id}".encode()).digest()[:4], "little")
             dp_opts = self._dpsgd_options(task.privacy)
+            if self.data_cursor is None:  # the first round seeds this site's data order
+                self.data_cursor = DataCursor(seed=seed, n=len(self.train))
             res = train_local(model, self.train, epochs=task.training.local_epochs, lr=task.training.learning_rate,
                               batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
                               rank=a.rank, seed=seed, loss_samples=0, dp_sgd=dp_opts,
                               optimizer_state=(self.optimizer_states.get(task.training.phase)
-                                               if task.training.keep_optimizer_state else None))
+                                               if task.training.keep_optimizer_state else None),
+                              cursor=self.data_cursor)
             self.optimizer_states[task.training.phase] = res.optimizer_state
+            self.data_cursor = res.cursor
             train_s = time.perf_counter() - t0
             after = evaluate(model, self.val, batch_size=64) if self.val is not None else None
             dpsgd_epsilon = self._record_dpsgd(res.extra) if dp_opts is not None else 0.0

@@ -39,3 +39,5 @@ def test_clients_continue_their_optimizer_only_when_told(tmp_path: Path, keep: b
         # 54 training records (10% validation), batch 8: 7 steps a round. The second round's
         # AdamW continued the first's step count, or started afresh.
         assert {int(s["step"]) for s in kept.state.values()} == ({14} if keep else {7})
+        # Either way the rounds continue one pass over the local data: 7 batches each.
+        assert (trainer.data_cursor.n, trainer.data_cursor.step) == (54, 14)

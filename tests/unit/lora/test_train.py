@@ -10,6 +10,7 @@ import pytest
 from ffa_lora.data import Dataset
 from ffa_lora.errors import ConfigError, DataError
 from ffa_lora.lora import (
+    DataCursor,
     LoRASpec,
     UpdateLayout,
     aggregation_discrepancy,
@@ -235,6 +236,37 @@ def test_train_centralized(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     assert lora.train.phase == "AB"
 
 
+def test_a_data_cursor_sees_every_example_once_per_epoch_across_calls() -> None:
+    from ffa_lora.lora.train import _batches, _cursor_batches
+
+    n, bs = 37, 8  # 5 batches per epoch, the last one of 5 examples
+    cursor = DataCursor(seed=11, n=n)
+    seen: list[int] = []
+    for _ in range(4):  # four half-epoch calls = two epochs
+        batches = _cursor_batches(n, bs, 0.5, cursor)
+        assert len(batches) == 3  # ceil(0.5 * 5)
+        seen += [int(i) for b in batches for i in b]
+        cursor = DataCursor(seed=cursor.seed, n=n, step=cursor.step + len(batches))
+    # 12 batches: two full epochs (10 batches) and two more of the third.
+    assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n : 2 * n]) == list(range(n))
+    # Fresh permutations per call (the old way) miss some examples and repeat others.
+    fresh = [int(i) for s in range(4) for b in _batches(n, bs, 0.5, np.random.default_rng(s)) for i in b]
+    assert len(set(fresh[:n])) < n
+    # A cursor made for other data restarts at its first batch.
+    assert [b.tolist() for b in _cursor_batches(40, bs, 0.5, cursor)] == \
+        [b.tolist() for b in _cursor_batches(40, bs, 0.5, DataCursor(seed=11, n=40))]
+
+
+def test_train_local_advances_the_cursor(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
+    model = build_model(tiny_spec)
+    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0,
+                      cursor=DataCursor(seed=3, n=len(tiny_data)))
+    assert res.cursor == DataCursor(seed=3, n=len(tiny_data), step=res.steps)
+    again = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0, cursor=res.cursor)
+    assert again.cursor is not None and again.cursor.step == res.steps + again.steps
+    assert train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0).cursor is None
+
+
 def test_train_centralized_curve_evaluates_each_piece_with_one_optimizer(
         tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     res = train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, lr=1e-2, batch_size=16, eval_every=0.4)
@@ -246,5 +278,10 @@ def test_train_centralized_curve_evaluates_each_piece_with_one_optimizer(
     steps = {int(s["step"]) for s in state.state.values()}
     assert steps == {int(res.metrics["steps"])}  # the last piece's AdamW counted every piece's steps
     assert res.metrics["steps"] > res.train.steps
+    # the pieces walk one pass over the data, unless asked to resample each piece
+    assert res.train.cursor is not None and res.train.cursor.step == res.metrics["steps"]
+    resampled = train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, lr=1e-2, batch_size=16,
+                                  eval_every=0.5, resample_pieces=True)
+    assert resampled.train.cursor is None and len(resampled.curve) == 2
     with pytest.raises(ConfigError, match="eval_every"):
         train_centralized(tiny_spec, tiny_data, tiny_data, epochs=1, eval_every=2.0)
