@@ -57,7 +57,7 @@ def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
     return run_baseline(**kwargs)
 
 
-def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_curves(runs: list[dict[str, Any]], path: Path, *, eval_every: float, resample_pieces: bool = False) -> None:
     """Accuracy and held-out loss against epochs, one line per method and seed."""
     import matplotlib
 
@@ -80,7 +80,8 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
     a1.legend(fontsize=8)
-    fig.suptitle("Centralized FFA-LoRA and LoRA over the epochs (pooled bank demo data)")
+    order = f"each {eval_every:g}-epoch piece resampled" if resample_pieces else "one pass per epoch"
+    fig.suptitle(f"Centralized FFA-LoRA and LoRA over the epochs (pooled bank demo data; {order})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                      resample_pieces=a.resample_pieces)
     path = a.plot or a.out_dir / "epochs.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_curves(out["runs"], path)
+    plot_curves(out["runs"], path, eval_every=a.eval_every, resample_pieces=a.resample_pieces)
     out["plot"] = str(path)
     print(json.dumps(out, indent=2))
     return 0
