@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.data.dataset import Dataset
+from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import FFALoraError
 from services.baseline import module_list
 from services.common.config import MAX_VALIDATION_FRACTION
@@ -373,7 +374,10 @@ def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
-def add_sites_argument(p: argparse.ArgumentParser) -> None:
+def add_partition_arguments(p: argparse.ArgumentParser) -> None:
+    """``--partition`` and ``--sites``: how the federation's sites split the training data."""
+    p.add_argument("--partition", default=DemoSettings.partition, choices=list(get_args(PartitionMethod)),
+                   help="how the sites split the training data (a centralized baseline pools it either way)")
     p.add_argument("--sites", type=int, default=None,
                    help="with --partition iid or dirichlet: how many client sites (default: the data's natural number)")
 
@@ -393,8 +397,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p = argparse.ArgumentParser(prog="ffa-lora demo", description=__doc__)
     p.add_argument("--name", default=d.name)
     p.add_argument("--data", default=d.data, choices=["bank", "hospital"])
-    p.add_argument("--partition", default=d.partition, choices=["natural", "iid", "dirichlet"])
-    add_sites_argument(p)
+    add_partition_arguments(p)
     p.add_argument("--out-dir", type=Path, default=d.out_dir)
     p.add_argument("--model", default=d.model, help="HF id or local path (default: the shipped MiniLM-L6)")
     p.add_argument("--rounds", type=int, default=d.rounds)

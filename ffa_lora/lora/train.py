@@ -315,8 +315,10 @@ def _batches(n: int, batch_size: int, epochs: float, rng: np.random.Generator) -
     return out[:total]
 
 
-def _cursor_batches(n: int, batch_size: int, epochs: float, cursor: DataCursor) -> list[np.ndarray]:
-    """``epochs`` worth of minibatches, continuing ``cursor`` through its per-epoch permutations."""
+def _cursor_batches(n: int, batch_size: int, epochs: float,
+                    cursor: DataCursor) -> tuple[list[np.ndarray], DataCursor]:
+    """``epochs`` worth of minibatches, continuing ``cursor`` through its per-epoch
+    permutations, and the cursor just past them."""
     per_epoch = math.ceil(n / batch_size)
     total = max(1, math.ceil(epochs * per_epoch))
     start = cursor.step if cursor.n == n else 0
@@ -327,7 +329,7 @@ def _cursor_batches(n: int, batch_size: int, epochs: float, cursor: DataCursor) 
         if k not in perms:
             perms[k] = np.random.default_rng([cursor.seed, k]).permutation(n)
         out.append(perms[k][j * batch_size : (j + 1) * batch_size])
-    return out
+    return out, DataCursor(seed=cursor.seed, n=n, step=start + total)
 
 
 def train_local(
@@ -439,9 +441,7 @@ def train_local(
     if cursor is None:
         batches = _batches(len(ids), batch_size, epochs, rng)
     else:
-        batches = _cursor_batches(len(ids), batch_size, epochs, cursor)
-        start_step = cursor.step if cursor.n == len(ids) else 0
-        cursor = DataCursor(seed=cursor.seed, n=len(ids), step=start_step + len(batches))
+        batches, cursor = _cursor_batches(len(ids), batch_size, epochs, cursor)
     net: Any = model.peft
     dp = None
     if dp_sgd is not None:
@@ -672,6 +672,7 @@ def train_centralized(
     state: OptimizerState | None = None
     cursor = None if resample_pieces or eval_every is None else DataCursor(seed=seed, n=len(train))
     metrics: dict[str, float] = {}
+    done = 0.0
     for piece_epochs, piece_seed in pieces:
         result = train_local(
             model, train, epochs=piece_epochs, lr=lr, batch_size=batch_size, phase=phase, seed=piece_seed,
@@ -680,10 +681,11 @@ def train_centralized(
         )
         state, cursor = result.optimizer_state, result.cursor
         results.append(result)
+        done += piece_epochs
         if eval_every is not None or len(results) == len(pieces):
             metrics = evaluate(model, test, amp=amp)
         if eval_every is not None:
-            curve.append({"epochs": sum(e for e, _ in pieces[:len(results)]), "accuracy": metrics["accuracy"],
+            curve.append({"epochs": done, "accuracy": metrics["accuracy"],
                           "macro_f1": metrics["macro_f1"], "loss": metrics["loss"], "train_loss": result.train_loss})
     steps = sum(r.steps for r in results)
     metrics.update(

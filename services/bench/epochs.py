@@ -3,9 +3,9 @@ FFA-LoRA and centralized LoRA on the pooled demo data, as JSON and a plot.
 
 Each run is ``ffa-lora baseline --eval-every E``: one AdamW and one pass over the data continued
 over pieces of E epochs, as a federation's rounds are, tested after every piece
-(``--resample-pieces``: each piece draws its batches afresh, as clients once did). It answers whether training longer or shorter than the demo's 3 epochs would
-change the comparison ``bench quality`` makes: where each method peaks, and where its held-out
-loss turns up again."""
+(``--resample-pieces``: each piece draws its batches afresh, as clients once did). It answers
+whether training longer or shorter than the demo's 3 epochs would change the comparison
+``bench quality`` makes: where each method peaks, and where its held-out loss turns up again."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from services.baseline import module_list, run_baseline
-from services.demo import DemoSettings, add_sites_argument, check_sites, run_demo
+from services.demo import DemoSettings, add_partition_arguments, check_sites, run_demo
 
 
 def overhead(per_round: list[dict[str, Any]]) -> dict[str, float]:
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="centralized LoRA learning rate (DESIGN §7)")
     p.add_argument("--target-modules", default=None,
                    help="comma-separated module names that get LoRA, on both sides (default: query,value)")
-    p.add_argument("--partition", default=d.partition, choices=["natural", "iid", "dirichlet"],
-                   help="how the federation's sites split the training data (the baseline pools it either way)")
-    add_sites_argument(p)
+    add_partition_arguments(p)
     p.add_argument("--key-bits", type=int, default=2048)
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
@@ -90,9 +88,9 @@ def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     A value every seed shares (rounds, clients, key size, partition …) is reported as it is."""
     out: dict[str, Any] = {}
     for k, v in runs[0].items():
-        xs = [r[k] for r in runs]
         if k == "seed":
             continue
+        xs = [r[k] for r in runs]
         if all(x == v for x in xs):
             out[k] = v
         elif isinstance(v, (int, float)) and not isinstance(v, bool):

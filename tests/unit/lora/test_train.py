@@ -243,18 +243,21 @@ def test_a_data_cursor_sees_every_example_once_per_epoch_across_calls() -> None:
     cursor = DataCursor(seed=11, n=n)
     seen: list[int] = []
     for _ in range(4):  # four half-epoch calls = two epochs
-        batches = _cursor_batches(n, bs, 0.5, cursor)
+        batches, after = _cursor_batches(n, bs, 0.5, cursor)
         assert len(batches) == 3  # ceil(0.5 * 5)
+        assert after == DataCursor(seed=cursor.seed, n=n, step=cursor.step + len(batches))
         seen += [int(i) for b in batches for i in b]
-        cursor = DataCursor(seed=cursor.seed, n=n, step=cursor.step + len(batches))
+        cursor = after
     # 12 batches: two full epochs (10 batches) and two more of the third.
     assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n : 2 * n]) == list(range(n))
     # Fresh permutations per call (the old way) miss some examples and repeat others.
     fresh = [int(i) for s in range(4) for b in _batches(n, bs, 0.5, np.random.default_rng(s)) for i in b]
     assert len(set(fresh[:n])) < n
     # A cursor made for other data restarts at its first batch.
-    assert [b.tolist() for b in _cursor_batches(40, bs, 0.5, cursor)] == \
-        [b.tolist() for b in _cursor_batches(40, bs, 0.5, DataCursor(seed=11, n=40))]
+    other, after = _cursor_batches(40, bs, 0.5, cursor)
+    first, _ = _cursor_batches(40, bs, 0.5, DataCursor(seed=11, n=40))
+    assert [b.tolist() for b in other] == [b.tolist() for b in first]
+    assert after == DataCursor(seed=11, n=40, step=3)
 
 
 def test_train_local_advances_the_cursor(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
