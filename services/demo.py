@@ -29,6 +29,7 @@ from ffa_lora.crypto import new_fernet_key
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import FFALoraError
+from ffa_lora.rank.phases import STRATEGIES
 from services.baseline import module_list
 from services.common.config import MAX_VALIDATION_FRACTION
 
@@ -408,7 +409,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--key-bits", type=int, default=d.key_bits, choices=[512, 1024, 2048, 3072])
     p.add_argument("--bits", type=int, default=d.bits, choices=[8, 16])
     p.add_argument("--clip", type=float, default=d.clip)
-    p.add_argument("--strategy", default=d.strategy, choices=["ffa", "fedavg", "alternating"])
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     p.add_argument("--rank", type=int, default=d.rank)
     p.add_argument("--target-modules", default=None,
                    help="comma-separated module names that get LoRA (default: query,value)")

@@ -26,8 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ffa_lora.rank.phases import STRATEGIES
 from services.baseline import module_list, run_baseline
 from services.demo import DemoSettings, add_partition_arguments, check_sites, run_demo
+
+FFA_LR = DemoSettings.learning_rate  # 5e-3: FFA-LoRA needs a larger rate than LoRA (DESIGN §7)
+LORA_LR = 1e-3  # LoRA with A trained (DESIGN §7's centralized reference)
 
 
 def overhead(per_round: list[dict[str, Any]]) -> dict[str, float]:
@@ -42,11 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffa-lora bench quality", description=__doc__)
     p.add_argument("--rounds", type=int, default=d.rounds)
     p.add_argument("--local-epochs", type=float, default=d.local_epochs)
-    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES,
+                   help="the federation's method: ffa (A frozen, exact aggregate; the demo's), fedavg "
+                        "(classic FedAvg-LoRA, A and B averaged: not exact under the secure sum) or "
+                        "alternating (B and A in turn, each round exact); the baseline is LoRA either way")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"the clients' learning rate (default: {FFA_LR:g} for ffa, whose frozen A needs a "
+                        f"larger one (DESIGN §7), {LORA_LR:g} for fedavg and alternating, the baseline's)")
     p.add_argument("--server-lr", type=float, default=d.server_learning_rate)
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
                    help="client learning rate over the rounds (cosine: decays to 10%%)")
-    p.add_argument("--baseline-lr", type=float, default=1e-3, help="centralized LoRA learning rate (DESIGN §7)")
+    p.add_argument("--baseline-lr", type=float, default=LORA_LR, help="centralized LoRA learning rate (DESIGN §7)")
     p.add_argument("--target-modules", default=None,
                    help="comma-separated module names that get LoRA, on both sides (default: query,value)")
     add_partition_arguments(p)
@@ -61,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
     check_sites(p, a.partition, a.sites)
+    if a.lr is None:
+        a.lr = FFA_LR if a.strategy == "ffa" else LORA_LR
     seeds = parse_seeds(p, a.seeds)
     runs = []
     for seed in seeds:
@@ -105,7 +117,8 @@ def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
 def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]:
     """One federation and one centralized baseline with this seed."""
     settings = DemoSettings(name=f"quality-federated{suffix}", rounds=a.rounds, local_epochs=a.local_epochs,
-                            learning_rate=a.lr, server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule,
+                            strategy=a.strategy, learning_rate=a.lr, server_learning_rate=a.server_lr,
+                            lr_schedule=a.lr_schedule,
                             key_bits=a.key_bits, seed=seed, partition=a.partition, sites=a.sites,
                             target_modules=module_list(a.target_modules),
                             max_train_per_site=a.max_train_per_site, max_test=a.max_test, out_dir=a.out_dir,
@@ -137,5 +150,7 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
         "key_bits": a.key_bits,
         "deid": a.deid,
         "partition": a.partition,
+        "strategy": a.strategy,
+        "learning_rate": a.lr,
         "seed": seed,
     }

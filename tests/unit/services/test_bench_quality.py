@@ -89,6 +89,31 @@ def test_partition_and_sites_reach_both_sides(monkeypatch: pytest.MonkeyPatch) -
     assert (kw["partition"], kw["sites"]) == ("iid", 5)  # type: ignore[index]
 
 
+@pytest.mark.parametrize(("args", "strategy", "lr"), [
+    ([], "ffa", 5e-3),  # the demo's method, at the larger rate a frozen A needs
+    (["--strategy", "fedavg"], "fedavg", 1e-3),  # classic FedAvg-LoRA at the baseline's rate
+    (["--strategy", "alternating"], "alternating", 1e-3),
+    (["--strategy", "fedavg", "--lr", "2e-3"], "fedavg", 2e-3),
+])
+def test_strategy_and_its_learning_rate_reach_the_federation(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: list[str], strategy: str, lr: float) -> None:
+    seen = _fake_sides(monkeypatch)
+    assert main(["--rounds", "2", *args]) == 0
+    s = seen["settings"]
+    assert (s.strategy, s.learning_rate) == (strategy, lr)  # type: ignore[attr-defined]
+    assert seen["baseline"]["strategy"] == "fedavg" and seen["baseline"]["lr"] == 1e-3  # type: ignore[index]
+    out = capsys.readouterr().out
+    assert f'"strategy": "{strategy}"' in out and f'"learning_rate": {lr}' in out
+
+
+def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--strategy", "lora"])
+    assert exc.value.code == 2
+    assert "--strategy" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--sites", "5"], "--sites needs --partition iid or dirichlet"),
     (["--partition", "iid", "--sites", "0"], "--sites must be at least 1"),
