@@ -33,7 +33,7 @@ from services.demo import DemoSettings, add_partition_arguments, check_sites, ru
 LORA_LR = 1e-3  # LoRA with A trained (DESIGN §7's centralized reference)
 # The clients' rate per strategy, as measured (README, "Quality in short"): FFA-LoRA needs a
 # larger one than LoRA (DESIGN §7); alternating trains each factor every other round (1e-3 ended
-# 0.5 points lower than 2e-3, still rising); FedAvg-LoRA trains like the baseline.
+# 0.4 points lower than 2e-3, still rising); FedAvg-LoRA trains like the baseline.
 DEFAULT_LR = {"ffa": DemoSettings.learning_rate, "alternating": 2e-3, "fedavg": LORA_LR}
 
 
