@@ -18,6 +18,7 @@ import yaml
 
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
+from ffa_lora.rank.phases import STRATEGIES
 
 
 def plan_from_file(path: Path) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     the no-DP row: the noise on a step's mean gradient is ``noise_multiplier × clip / batch``.
     """
     from ffa_lora.data.builtin import load_builtin
-    from services.demo import DemoSettings, run_demo
+    from services.demo import STRATEGY_LR, DemoSettings, run_demo
 
     base = DemoSettings()
     epochs = base.local_epochs if local_epochs is None else local_epochs
@@ -127,7 +128,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                            "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
                                      "max_grad_norm": max_grad_norm, "optimizer": dp_optimizer,
                                      "learning_rate": dp_lr, "head_learning_rate": dp_head_lr}}
-            lr = 5e-3 if strategy == "ffa" else 1e-3
+            lr = STRATEGY_LR[strategy]
             batch = dp_batch if calib else base.batch_size
             settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
                                     batch_size=batch,
@@ -239,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(plan)
         return 0
     budgets = [math.inf if b.strip() in ("inf", "∞") else float(b) for b in a.budgets.split(",")]
-    res = sweep(budgets=budgets, strategies=[s.strip() for s in a.strategies.split(",")], rounds=a.rounds,
+    strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if not strategies or unknown:
+        p.error(f"--strategies: give some of {', '.join(STRATEGIES)} separated by commas (got {a.strategies!r})")
+    res = sweep(budgets=budgets, strategies=strategies, rounds=a.rounds,
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
                 max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume,

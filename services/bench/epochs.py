@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from services.baseline import check_eval_every, run_baseline
-from services.bench.quality import DEFAULT_LR, LORA_LR, parse_seeds
+from services.bench.quality import parse_seeds
+from services.demo import LORA_LR, STRATEGY_LR
 
 #: (label, strategy) of the two methods compared.
 METHODS = (("FFA-LoRA", "ffa"), ("LoRA", "fedavg"))
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=4.0)
     p.add_argument("--eval-every", type=float, default=0.5)
     p.add_argument("--seeds", default="1", help="comma-separated seeds; each runs both methods")
-    p.add_argument("--ffa-lr", type=float, default=DEFAULT_LR["ffa"], help="FFA-LoRA's rate (the demo's)")
+    p.add_argument("--ffa-lr", type=float, default=STRATEGY_LR["ffa"], help="FFA-LoRA's rate")
     p.add_argument("--lora-lr", type=float, default=LORA_LR, help="LoRA's rate (bench quality's baseline)")
     p.add_argument("--model", default="demo")
     p.add_argument("--max-train-per-site", type=int, default=None)

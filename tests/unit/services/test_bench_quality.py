@@ -90,9 +90,9 @@ def test_partition_and_sites_reach_both_sides(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize(("args", "strategy", "lr"), [
-    ([], "ffa", 5e-3),  # the demo's method, at the larger rate a frozen A needs
+    ([], "alternating", 2e-3),  # the demo's method: each factor trains every other round
+    (["--strategy", "ffa"], "ffa", 5e-3),  # FFA-LoRA, at the larger rate a frozen A needs
     (["--strategy", "fedavg"], "fedavg", 1e-3),  # classic FedAvg-LoRA at the baseline's rate
-    (["--strategy", "alternating"], "alternating", 2e-3),  # each factor trains every other round
     (["--strategy", "fedavg", "--lr", "2e-3"], "fedavg", 2e-3),
 ])
 def test_strategy_and_its_learning_rate_reach_the_federation(
@@ -142,3 +142,18 @@ def test_iid_sites_split_the_pool_the_baseline_trains_on() -> None:
     pooled = sorted(t for d in iid.train_parts.values() for t in d.texts)
     assert pooled == sorted(natural.train.texts)
     assert iid.test.texts == natural.test.texts
+
+
+def test_demo_settings_take_the_strategys_rate_unless_given() -> None:
+    from ffa_lora.errors import ConfigError
+    from ffa_lora.rank.phases import STRATEGIES
+    from services.demo import STRATEGY_LR, DemoSettings, parse_args
+
+    assert set(STRATEGY_LR) == set(STRATEGIES)  # a rate for every strategy, none for an unknown one
+    assert (DemoSettings().strategy, DemoSettings().learning_rate) == ("alternating", 2e-3)
+    assert DemoSettings(strategy="ffa").learning_rate == 5e-3
+    assert DemoSettings(strategy="ffa", learning_rate=1e-2).learning_rate == 1e-2
+    assert parse_args(["--strategy", "fedavg"]).learning_rate == 1e-3
+    assert parse_args(["--strategy", "fedavg", "--lr", "3e-3"]).learning_rate == 3e-3
+    with pytest.raises(ConfigError, match="unknown training strategy 'lora'"):
+        DemoSettings(strategy="lora")

@@ -71,3 +71,11 @@ def test_loose_budgets_calibrate_with_the_accountant_the_clients_will_use() -> N
     acc = RDPAccountant()
     acc.history = [(cal["noise_multiplier"], cal["sample_rate"], int(cal["steps"]))]
     assert acc.get_epsilon(delta=1e-5) <= 64.0 + 1e-6
+
+
+@pytest.mark.parametrize("strategies", ["lora", "ffa,lora", ","])
+def test_sweep_refuses_an_unknown_strategy_before_any_run(strategies: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        privacy_cli.main(["sweep", "--strategies", strategies])
+    assert exc.value.code == 2
+    assert "--strategies: give some of ffa, alternating, fedavg" in capsys.readouterr().err
