@@ -6,7 +6,8 @@ SNR (whose validation loss still improves) to rank 16 within the per-round budge
 cumulative cap of 65% of fixed rank 16, and reduces everyone to one lower rank by truncated
 SVD when the loss plateaus (see ``ffa_lora.rank.dynamic``). Both runs use the same number of
 rounds (no early stop) and FFA-LoRA (the method these figures were measured with), so
-``savings_fraction = 1 − dynamic / fixed`` values uploaded compares like with like. Target (issue 5): ≥ 35% fewer values, accuracy at most 1 point lower.
+``savings_fraction = 1 − dynamic / fixed`` values uploaded compares like with like.
+Target (issue 5): ≥ 35% fewer values, accuracy at most 1 point lower.
 
 Progress (the demo's round table) goes to stderr; the JSON result to stdout.
 """
