@@ -34,11 +34,14 @@ from services.baseline import module_list
 from services.common.config import MAX_VALIDATION_FRACTION
 
 # The clients' learning rate per strategy on the demo model, as measured (README, "Quality
-# against centralized LoRA"): FFA-LoRA's frozen A needs a larger one than LoRA (DESIGN §7); alternating freeze trains
-# each factor every other round (1e-3 ended 0.4 points lower than 2e-3, still rising); FedAvg-LoRA
-# trains like the centralized LoRA baseline.
+# against centralized LoRA"): FFA-LoRA's frozen A needs a larger one than LoRA (DESIGN §7);
+# alternating freeze trains each factor every other round (1e-3 ended 0.4 points lower than 2e-3,
+# still rising); FedAvg-LoRA trains like the centralized LoRA baseline.
 LORA_LR = 1e-3  # LoRA with A trained: DESIGN §7's centralized reference, the baseline's rate
 STRATEGY_LR: dict[str, float] = {"ffa": 5e-3, "alternating": 2e-3, "fedavg": LORA_LR}
+STRATEGY_HELP = ("alternating (B and A in turn, each round exact; the demo's default), ffa (A frozen "
+                 "throughout: FFA-LoRA) or fedavg (classic FedAvg-LoRA, A and B averaged: not exact "
+                 "under the secure sum)")
 LR_HELP = ("the clients' learning rate (default: the strategy's, "
            + ", ".join(f"{k} {v:g}" for k, v in STRATEGY_LR.items()) + ")")
 
@@ -428,9 +431,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--key-bits", type=int, default=d.key_bits, choices=[512, 1024, 2048, 3072])
     p.add_argument("--bits", type=int, default=d.bits, choices=[8, 16])
     p.add_argument("--clip", type=float, default=d.clip)
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES,
-                   help="alternating (B and A in turn, each round exact; the default), ffa (A frozen "
-                        "throughout: FFA-LoRA) or fedavg (classic FedAvg-LoRA: not exact under the secure sum)")
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help=STRATEGY_HELP)
     p.add_argument("--rank", type=int, default=d.rank)
     p.add_argument("--target-modules", default=None,
                    help="comma-separated module names that get LoRA (default: query,value)")

@@ -32,6 +32,7 @@ from services.baseline import module_list, run_baseline
 from services.demo import (
     LORA_LR,
     LR_HELP,
+    STRATEGY_HELP,
     STRATEGY_LR,
     DemoSettings,
     add_partition_arguments,
@@ -55,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=d.rounds)
     p.add_argument("--local-epochs", type=float, default=d.local_epochs)
     p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES,
-                   help="the federation's method: alternating (B and A in turn, each round exact; the "
-                        "demo's), ffa (A frozen throughout, exact: FFA-LoRA) or fedavg (classic FedAvg-LoRA, "
-                        "A and B averaged: not exact under the secure sum); the baseline is LoRA either way")
+                   help=f"the federation's method: {STRATEGY_HELP}; the baseline is LoRA either way")
     p.add_argument("--lr", type=float, default=None, help=LR_HELP)
     p.add_argument("--server-lr", type=float, default=d.server_learning_rate)
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
