@@ -20,6 +20,11 @@ US_SSN = "US_SSN"
 US_ITIN = "US_ITIN"
 IP_ADDRESS = "IP_ADDRESS"
 IBAN_CODE = "IBAN_CODE"
+ID_NUMBER = "ID_NUMBER"
+USERNAME = "USERNAME"
+URL = "URL"
+FACILITY = "FACILITY"
+AGE = "AGE"
 
 #: Every entity type this package can find, in the order used to break ties between
 #: recognizers that claim the same span (earlier wins).
@@ -30,12 +35,17 @@ ALL_ENTITIES: tuple[str, ...] = (
     BANK_CARD,
     IBAN_CODE,
     MEDICAL_RECORD_NUMBER,
+    ID_NUMBER,
     EMAIL_ADDRESS,
+    URL,
     PHONE_NUMBER,
     IP_ADDRESS,
     DATE_TIME,
+    AGE,
     PERSON,
+    USERNAME,
     ADDRESS,
+    FACILITY,
 )
 
 #: Identifiers with a fixed structure (the issue's "structured identifiers").
@@ -121,6 +131,13 @@ class DeidConfig:
 
     lac_threads: int = 1
     """ONNX Runtime intra-op threads for LAC (1 = one core per scrubbing process)."""
+
+    clinical: bool = True
+    """Also run the recognizers for English clinical notes (i2b2 2014 PHI categories):
+    names in signature blocks and ``LAST, FIRST`` headers, first-name + surname pairs, record
+    and accession numbers, pager numbers, user names, hospital and ward names, ages over 89,
+    clinical date forms (``3/14``, ``in November``), URLs. Off only for text that is known
+    not to be clinical, where their extra matches would cost precision."""
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:

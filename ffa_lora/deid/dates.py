@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 _A = r"(?<![0-9A-Za-z])"  # ASCII word boundary on the left (works next to CJK characters)
 _Z = r"(?![0-9A-Za-z])"
-_Y4 = r"(?:1[89]|20)\d{2}"
+_Y4 = r"(?:1[89]|2[01])\d{2}"
 _M = r"1[0-2]|0?[1-9]"
 _D = r"3[01]|[12]\d|0?[1-9]"
 _CN_DIGITS = "〇零○一二三四五六七八九"

@@ -1,5 +1,10 @@
-"""The de-identifier: Presidio's analyzer (no NLP model) and anonymizer wired to the
-recognizers and operators of this package."""
+"""The de-identifier: Presidio's analyzer (no NLP model) wired to the recognizers and
+operators of this package.
+
+Recognizers run on the Unicode-normalized text (``normalize.py``: NFKC, invisible
+characters removed, dashes unified); found spans are mapped back to the original text and
+replaced there, with the replacement computed from the normalized value.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,14 @@ from dataclasses import dataclass
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
 from presidio_analyzer import RecognizerResult as AnalyzerResult
 from presidio_analyzer.nlp_engine import NoOpNlpEngine
-from presidio_anonymizer import AnonymizerEngine
-from presidio_anonymizer.entities import ConflictResolutionStrategy, OperatorConfig
-from presidio_anonymizer.entities import RecognizerResult as AnonymizerInput
 
 from ffa_lora.deid import config as C
 from ffa_lora.deid.keys import SiteKeys
 from ffa_lora.deid.ner import MODEL_RECOGNIZERS, name_recognizers
+from ffa_lora.deid.normalize import NormalizedText, normalize_text
 from ffa_lora.deid.operators import OPERATOR_REGISTRY, RecordContext, normalize
 from ffa_lora.deid.recognizer_base import ANALYSIS_LANGUAGE, WindowContextEnhancer
+from ffa_lora.deid.recognizers_clinical import clinical_recognizers
 from ffa_lora.deid.recognizers_common import common_recognizers
 from ffa_lora.deid.recognizers_en import en_recognizers
 from ffa_lora.deid.recognizers_zh import zh_recognizers
@@ -45,6 +49,8 @@ def build_recognizers(config: C.DeidConfig) -> list[EntityRecognizer]:
         recognizers += zh_recognizers(config)
     if "en" in config.languages:
         recognizers += en_recognizers(config)
+        if config.clinical:
+            recognizers += clinical_recognizers(config)
     active = set(config.active_entities)
     if C.PERSON in active:
         recognizers += name_recognizers(config)
@@ -135,7 +141,6 @@ class Deidentifier:
             default_score_threshold=self.config.score_threshold,
             context_aware_enhancer=WindowContextEnhancer(window=self.config.context_window),
         )
-        self._anonymizer = AnonymizerEngine()
 
     def __repr__(self) -> str:
         c = self.config
@@ -145,14 +150,20 @@ class Deidentifier:
         )
 
     def analyze(self, text: str) -> list[Span]:
-        """The entities found in ``text``, non-overlapping, in text order."""
+        """The entities found in ``text``, non-overlapping, in text order (offsets into
+        ``text`` itself, also when it had to be normalized)."""
+        norm, spans = self._analyze_normalized(text)
+        return [_to_original(norm, s) for s in spans]
+
+    def _analyze_normalized(self, text: str) -> tuple[NormalizedText, list[Span]]:
         _check_text(text)
-        if not self.config.enabled or not text.strip():
-            return []
+        norm = normalize_text(text)
+        if not self.config.enabled or not norm.text.strip():
+            return norm, []
         results = self._analyzer.analyze(
-            text=text, language=ANALYSIS_LANGUAGE, entities=self._entities
+            text=norm.text, language=ANALYSIS_LANGUAGE, entities=self._entities
         )
-        return resolve_overlaps(results, C.ALL_ENTITIES)
+        return norm, resolve_overlaps(results, C.ALL_ENTITIES)
 
     def scrub(self, text: str, *, subject: str | None = None) -> str:
         """``text`` with every found entity replaced by the configured operator."""
@@ -167,30 +178,23 @@ class Deidentifier:
         patient ID column); without it the first record number, resident ID, SSN or name
         found in the text is used, and records with none of them share a site-wide shift.
         """
-        spans = self.analyze(text)
+        norm, spans = self._analyze_normalized(text)
         counts: Counter[str] = Counter(s.entity_type for s in spans)
         if not spans:
             return text, counts
-        context = RecordContext(date_shift_days=self._date_shift(text, spans, subject))
-        operate = self._operator.replace
-        operators = {
-            etype: OperatorConfig(
-                "custom", {"lambda": lambda v, t=etype: operate(t, v, context)}
-            )
-            for etype in counts
-        }
-        result = self._anonymizer.anonymize(
-            text=text,
-            analyzer_results=[
-                AnonymizerInput(s.entity_type, s.start, s.end, s.score) for s in spans
-            ],
-            operators=operators,
-            conflict_resolution=ConflictResolutionStrategy.REMOVE_INTERSECTIONS,
-            merge_entities_with_spaces=False,
-        )
+        context = RecordContext(date_shift_days=self._date_shift(norm.text, spans, subject))
+        out: list[str] = []
+        pos = 0
+        for span in spans:
+            start, end = norm.to_original(span.start, span.end)
+            value = norm.text[span.start : span.end]
+            out.append(text[pos:start])
+            out.append(self._operator.replace(span.entity_type, value, context))
+            pos = end
+        out.append(text[pos:])
         with self._lock:
             self.counts.update(counts)
-        return result.text, counts
+        return "".join(out), counts
 
     def reset_counts(self) -> Counter[str]:
         """Return the cumulative counts and start again from zero (for periodic export)."""
@@ -209,6 +213,13 @@ class Deidentifier:
                     subject = f"{etype}:{normalize(etype, text[found.start:found.end])}"
                     break
         return self._keys.date_shift_days(subject, self.config.date_shift_max_days)
+
+
+def _to_original(norm: NormalizedText, span: Span) -> Span:
+    if not norm.changed:
+        return span
+    start, end = norm.to_original(span.start, span.end)
+    return Span(span.entity_type, start, end, span.score)
 
 
 def _check_text(text: object) -> None:

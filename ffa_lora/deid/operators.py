@@ -9,7 +9,6 @@ site and tokens from two sites cannot be linked without both secrets.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +16,7 @@ from ffa_lora.deid import config as C
 from ffa_lora.deid import surrogates
 from ffa_lora.deid.dates import iso_key
 from ffa_lora.deid.keys import SiteKeys
+from ffa_lora.deid.normalize import normalize_value
 
 _SEPARATORS = re.compile(r"[\s\-.()（）/]")
 _WS = re.compile(r"\s+")
@@ -34,7 +34,7 @@ class RecordContext:
 
 def normalize(entity_type: str, value: str) -> str:
     """Canonical form of a value, so that formatting differences do not change its token."""
-    text = unicodedata.normalize("NFKC", value).strip()
+    text = normalize_value(value).strip()
     if entity_type in _DIGIT_TYPES:
         return _SEPARATORS.sub("", text).upper()
     if entity_type == C.PHONE_NUMBER:

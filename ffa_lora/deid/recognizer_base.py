@@ -59,13 +59,16 @@ class RegexSpec:
     """One pattern of a ``RegexRecognizer``.
 
     ``group`` names the part of the match that is the entity (cue words before it are not
-    replaced); ``None`` means the whole match.
+    replaced); ``None`` means the whole match. ``accept``, if given, sees the whole text and
+    the match and may drop the candidate (for conditions a regex cannot say cheaply, such
+    as a word list or the text around the match).
     """
 
     name: str
     regex: re.Pattern[str]
     score: float
     group: str | None = None
+    accept: Callable[[str, re.Match[str]], bool] | None = None
 
 
 class RegexRecognizer(LocalRecognizer):
@@ -106,7 +109,7 @@ class RegexRecognizer(LocalRecognizer):
         for spec in self._specs:
             for m in spec.regex.finditer(text):
                 start, end = m.span(spec.group) if spec.group else m.span()
-                if start == end:
+                if start == end or (spec.accept is not None and not spec.accept(text, m)):
                     continue
                 score = spec.score
                 if self._validator is not None:

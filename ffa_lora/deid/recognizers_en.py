@@ -1,9 +1,10 @@
 """Pattern recognizers for English records: Presidio's US SSN and ITIN recognizers (made
 usable next to CJK text), North American phone numbers, medical record numbers after
-their cue words, street addresses, and person names after titles and cue words.
+their cue words, street addresses, and person names (``names_en``).
 
-English person names without a cue need an NER model; see ``ner.SpacyPersonRecognizer``
-(opt-in through ``DeidConfig.en_ner_model``)."""
+English person names without a cue or a known first name need an NER model; see
+``ner.SpacyPersonRecognizer`` (opt-in through ``DeidConfig.en_ner_model``). The recognizers
+for clinical notes are in ``recognizers_clinical``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from presidio_analyzer import EntityRecognizer
 from presidio_analyzer.predefined_recognizers import UsItinRecognizer, UsSsnRecognizer
 
 from ffa_lora.deid import config as C
+from ffa_lora.deid.names_en import en_name_recognizer
 from ffa_lora.deid.recognizer_base import RegexRecognizer, RegexSpec, cjk_ready
 
 _L = r"(?<![0-9A-Za-z])"
@@ -96,66 +98,13 @@ def address_recognizer_en() -> RegexRecognizer:
     )
 
 
-_NAME = r"[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?"
-_NOT_NAME_NEXT = (
-    r"(?!(?:The|This|That|These|His|Her|He|She|They|We|Our|Your|Department|Hospital|Clinic"
-    r"|Center|Medical|Emergency|Room|Unit|General|Street|Avenue|Road|Name|Patient|Date|Phone"
-    r"|Email|Address|Mr|Mrs|Ms|Dr|No|Not|None|Unknown|And|Or|On|In|At|For|With|Was|Is)\b)"
-)
-#: A name's first word is also not a month or weekday (``Patient: March 3`` is a date);
-#: later words may be (Kathleen May).
-_NOT_NAME = (
-    _NOT_NAME_NEXT
-    + r"(?!(?:January|February|March|April|May|June|July|August|September|October|November"
-    r"|December|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b)"
-)
-
-
-def name_cue_recognizer_en() -> RegexRecognizer:
-    """English names after a title (Dr. Jane Roe), a cue word (Patient: Jane Roe) or before a
-    credential (Jane Roe, MD). Case-sensitive: names are capitalized."""
-    full = rf"{_NOT_NAME}{_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NOT_NAME_NEXT}{_NAME}){{1,2}}"
-    cues = (
-        r"[Nn]ame|[Pp]atient|[Pp]t\.?|[Cc]ustomer|[Cc]lient|[Ss]igned(?: by)?|[Cc]ontact|[Ss]pouse"
-        r"|[Ff]ather|[Mm]other|[Ss]on|[Dd]aughter|[Ww]ife|[Hh]usband|[Gg]uardian|[Ss]ister"
-        r"|[Bb]rother|[Dd]octor|[Nn]urse|[Pp]hysician|[Aa]ttending|[Rr]eferred by|[Ss]een by"
-        r"|[Cc]ardholder|[Aa]pplicant|[Ii]nsured|[Bb]eneficiary|[Ee]mployee|[Ss]ubscriber"
-        r"|[Rr]esident|[Mm]ember|[Aa]ccount holder|[Dd]ear"
-    )
-    specs = [
-        RegexSpec(
-            "after title",
-            re.compile(
-                rf"(?<![A-Za-z])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+"
-                rf"(?P<v>{_NOT_NAME}{_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NOT_NAME_NEXT}{_NAME}){{0,2}})"
-            ),
-            0.6,
-            group="v",
-        ),
-        RegexSpec(
-            "after cue",
-            re.compile(rf"(?<![A-Za-z])(?:{cues})\s*[:,]?\s+(?P<v>{full})"),
-            0.55,
-            group="v",
-        ),
-        RegexSpec(
-            "before credential",
-            re.compile(rf"(?P<v>{full}),?\s+(?:MD|M\.D\.|RN|DO|PhD|NP|PA-C|DDS|DMD)(?![A-Za-z])"),
-            0.6,
-            group="v",
-        ),
-    ]
-    return RegexRecognizer(entity=C.PERSON, specs=specs, name="EnNameCueRecognizer")
-
-
 def en_recognizers(config: C.DeidConfig) -> list[EntityRecognizer]:
     """The English pattern recognizers for ``config``."""
-    del config
     return [
         cjk_ready(UsSsnRecognizer, supported_entity=C.US_SSN),
         cjk_ready(UsItinRecognizer, supported_entity=C.US_ITIN),
         nanp_phone_recognizer(),
         medical_record_recognizer_en(),
         address_recognizer_en(),
-        name_cue_recognizer_en(),
+        en_name_recognizer(clinical=config.clinical),
     ]
