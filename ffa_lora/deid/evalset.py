@@ -7,6 +7,11 @@ record numbers, dates, addresses, SSNs) and distractor slots that look like iden
 are not (lab values, amounts, order numbers, an ID number with a wrong check character),
 so that precision means something.
 
+A share of the records (``unicode_share``) write their structured identifiers the way an
+evasion would: full-width characters, zero-width and other invisible characters inside the
+value, Unicode dashes and no-break spaces (variant ``unicode``). English records include
+names in capitals (``SMITH, JOHN`` headers, ``Attending: JOHN SMITH``).
+
 Scoring is entity-level. A gold entity counts as recalled when spans *of its type* cover
 all of its non-space characters; ``leaked`` counts gold entities with characters covered by
 no span at all (the privacy-relevant miss). A predicted span is a true positive when it
@@ -43,11 +48,12 @@ class Example:
     text: str
     entities: tuple[Entity, ...]
     language: str
+    variant: str = "plain"
 
 
 # Slot name → entity type (None: distractor, not an identifier).
 _SLOT_TYPES: dict[str, str | None] = {
-    "name": C.PERSON, "name2": C.PERSON, "id": C.CN_RESIDENT_ID, "mobile": C.PHONE_NUMBER,
+    "name": C.PERSON, "name2": C.PERSON, "name_caps": C.PERSON, "id": C.CN_RESIDENT_ID, "mobile": C.PHONE_NUMBER,
     "landline": C.PHONE_NUMBER, "phone": C.PHONE_NUMBER, "email": C.EMAIL_ADDRESS,
     "card": C.BANK_CARD, "mrn": C.MEDICAL_RECORD_NUMBER, "date": C.DATE_TIME,
     "date2": C.DATE_TIME, "address": C.ADDRESS, "ssn": C.US_SSN,
@@ -83,7 +89,38 @@ EN_TEMPLATES = (
     "The claim for {name} (SSN {ssn}) was filed on {date}.",
     "{name} and {name2} attended the {date} visit; BP {x_lab}.",
     "Please email {email} before {date}; account holder {name}, card {card}.",
+    "{name_caps}   MRN: {mrn}   DOB: {date}\nSSN {ssn}",
+    "Attending: {name_caps}. Seen {date}; reach the patient at {phone}.",
+    "Dictated by: {name_caps}, M.D.\nPatient ID: {mrn}",
 )
+
+#: Slots whose values get the ``unicode`` treatment (structured identifiers).
+_OBFUSCATED_SLOTS = frozenset({"id", "mobile", "landline", "phone", "email", "card", "mrn", "ssn"})
+_INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
+_DASHES = ("\u2010", "\u2011", "\u2013", "\u2212", "\uff0d")
+_SPACES = ("\u00a0", "\u2009", "\u3000")
+
+
+def _fullwidth(value: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in value)
+
+
+def obfuscate(value: str, rng: random.Random) -> str:
+    """``value`` written to defeat ASCII patterns: full-width, invisible characters inside,
+    Unicode dashes and spaces (one or more of these, chosen by ``rng``)."""
+    style = rng.randrange(4)
+    out = value
+    if style in (1, 3):
+        out = "".join(rng.choice(_DASHES) if c == "-" else rng.choice(_SPACES) if c == " " else c
+                      for c in out)
+    if style in (0, 3):
+        out = _fullwidth(out)
+    if style in (2, 3) or out == value:
+        chars = list(out)
+        for _ in range(rng.randrange(1, 4)):
+            chars.insert(rng.randrange(1, len(chars)), rng.choice(_INVISIBLE))
+        out = "".join(chars)
+    return out
 
 
 @dataclass
@@ -246,6 +283,7 @@ def _en_slots(f: _Faker) -> dict[str, Callable[[], str]]:
     slots.update({
         "name": lambda: f"{en.first_name()} {en.last_name()}",  # type: ignore[attr-defined]
         "name2": lambda: f"{en.first_name()} {en.last_name()}",  # type: ignore[attr-defined]
+        "name_caps": lambda: _caps_name(f),
         "phone": en.phone_number, "email": en.email,  # type: ignore[attr-defined]
         "date": lambda: _en_date(f), "date2": lambda: _en_date(f),
         "address": lambda: _en_address(f),
@@ -253,10 +291,18 @@ def _en_slots(f: _Faker) -> dict[str, Callable[[], str]]:
     return slots
 
 
+def _caps_name(f: _Faker) -> str:
+    first, last = f.en.first_name().upper(), f.en.last_name().upper()  # type: ignore[attr-defined]
+    return f"{last}, {first}" if f.rng.random() < 0.5 else f"{first} {last}"
+
+
 _SLOT_RE = re.compile(r"\{(\w+)\}")
 
 
-def _fill(template: str, slots: dict[str, Callable[[], str]], language: str) -> Example:
+def _fill(
+    template: str, slots: dict[str, Callable[[], str]], language: str,
+    rng: random.Random | None = None,
+) -> Example:
     out: list[str] = []
     entities: list[Entity] = []
     pos = 0
@@ -266,6 +312,8 @@ def _fill(template: str, slots: dict[str, Callable[[], str]], language: str) -> 
         out.append(literal)
         length += len(literal)
         value = slots[m.group(1)]()
+        if rng is not None and m.group(1) in _OBFUSCATED_SLOTS:
+            value = obfuscate(value, rng)
         etype = _SLOT_TYPES[m.group(1)]
         if etype is not None:
             entities.append(Entity(etype, length, length + len(value)))
@@ -273,22 +321,26 @@ def _fill(template: str, slots: dict[str, Callable[[], str]], language: str) -> 
         length += len(value)
         pos = m.end()
     out.append(template[pos:])
-    return Example("".join(out), tuple(entities), language)
+    variant = "unicode" if rng is not None else "plain"
+    return Example("".join(out), tuple(entities), language, variant)
 
 
 def generate_examples(
-    n: int, *, seed: int = 0, languages: Sequence[str] = ("zh", "en"), zh_share: float = 0.6
+    n: int, *, seed: int = 0, languages: Sequence[str] = ("zh", "en"), zh_share: float = 0.6,
+    unicode_share: float = 0.15,
 ) -> list[Example]:
-    """``n`` labelled records (``zh_share`` of them Chinese when both languages are asked)."""
+    """``n`` labelled records (``zh_share`` of them Chinese when both languages are asked,
+    ``unicode_share`` of them with obfuscated identifiers)."""
     f = _Faker.seeded(seed)
     zh_slots, en_slots = _zh_slots(f), _en_slots(f)
     examples = []
     for _ in range(n):
         use_zh = "zh" in languages and ("en" not in languages or f.rng.random() < zh_share)
+        rng = f.rng if f.rng.random() < unicode_share else None
         if use_zh:
-            examples.append(_fill(f.rng.choice(ZH_TEMPLATES), zh_slots, "zh"))
+            examples.append(_fill(f.rng.choice(ZH_TEMPLATES), zh_slots, "zh", rng))
         else:
-            examples.append(_fill(f.rng.choice(EN_TEMPLATES), en_slots, "en"))
+            examples.append(_fill(f.rng.choice(EN_TEMPLATES), en_slots, "en", rng))
     return examples
 
 
@@ -327,9 +379,14 @@ class EvalReport:
 
     per_type: dict[str, TypeScore] = field(default_factory=dict)
     per_language: dict[str, dict[str, TypeScore]] = field(default_factory=dict)
+    per_variant: dict[str, dict[str, TypeScore]] = field(default_factory=dict)
 
-    def score(self, entity_type: str, language: str | None = None) -> TypeScore:
-        """Scores of one type (in one language, or overall)."""
+    def score(
+        self, entity_type: str, language: str | None = None, *, variant: str | None = None
+    ) -> TypeScore:
+        """Scores of one type (in one language or one variant, or overall)."""
+        if variant is not None:
+            return self.per_variant.get(variant, {}).get(entity_type, TypeScore())
         table = self.per_type if language is None else self.per_language.get(language, {})
         return table.get(entity_type, TypeScore())
 
@@ -340,6 +397,10 @@ class EvalReport:
             "per_language": {
                 lang: {t: s.as_dict() for t, s in sorted(table.items())}
                 for lang, table in sorted(self.per_language.items())
+            },
+            "per_variant": {
+                v: {t: s.as_dict() for t, s in sorted(table.items())}
+                for v, table in sorted(self.per_variant.items())
             },
         }
 
@@ -358,19 +419,20 @@ def score_example(
 ) -> None:
     """Add one example's gold entities and predicted (type, start, end) spans to ``report``."""
     lang_table = report.per_language.setdefault(example.language, {})
+    variant_table = report.per_variant.setdefault(example.variant, {})
     all_spans = [(s, e) for _, s, e in predicted]
     for gold in example.entities:
         same = [(s, e) for t, s, e in predicted if t == gold.entity_type]
         ok = _covered(gold.start, gold.end, same, example.text)
         touched = any(s < gold.end and e > gold.start for s, e in all_spans)
-        for table in (report.per_type, lang_table):
+        for table in (report.per_type, lang_table, variant_table):
             sc = table.setdefault(gold.entity_type, TypeScore())
             sc.support += 1
             sc.recalled += ok
             sc.leaked += not touched
     for etype, s, e in predicted:
         hit = any(g.entity_type == etype and s < g.end and e > g.start for g in example.entities)
-        for table in (report.per_type, lang_table):
+        for table in (report.per_type, lang_table, variant_table):
             sc = table.setdefault(etype, TypeScore())
             sc.predicted += 1
             sc.correct_predictions += hit

@@ -193,3 +193,23 @@ def evaluate_notes(
         spans = [(s.start, s.end) for s in analyze(note.text)]
         score_note(note, spans, report, keep_misses=keep_misses)
     return report
+
+
+def clinical_evaluation(
+    analyze: Callable[[str], Iterable[_SpanLike]], *, copies: int = 20, seed: int = 0,
+    notes: Sequence[ClinicalNote] | None = None,
+) -> dict[str, object]:
+    """Scores on the annotated i2b2 notes (``notes``, default the five shipped with
+    philter-lite) and on ``copies`` re-surrogated versions of each (see
+    ``clinical_evalset.resurrogate``), as one JSON-friendly dict."""
+    from ffa_lora.deid.clinical_evalset import resurrogate
+    from ffa_lora.deid.i2b2 import builtin_notes
+
+    real = list(notes) if notes is not None else builtin_notes()
+    out: dict[str, object] = {
+        "i2b2_notes": evaluate_notes(analyze, real).as_dict(),
+    }
+    if copies > 0:
+        fresh = resurrogate(real, copies=copies, seed=seed)
+        out["i2b2_resurrogated"] = evaluate_notes(analyze, fresh).as_dict()
+    return out

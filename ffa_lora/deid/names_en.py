@@ -7,7 +7,8 @@ M.D.``, ``Owen M Gallagher, MD``), as ``LAST, FIRST`` at the start of a line
 mode, as a known first name followed by a capitalized word (``Gilbert Perez``; the first
 names are Faker's ``en_US`` list less those that are also common English words).
 
-Names never run across a line break, and words that are section headings, clinical
+Name words are separated by single spaces (columns of a table are not one name), names
+never run across a line break, and words that are section headings, clinical
 abbreviations or function words (``HPI``, ``CODE``, ``The``) are trimmed from either end
 of a candidate rather than taken as names.
 """
@@ -29,9 +30,9 @@ _CAP = r"(?:Mc|Mac|O['’]|D['’])?[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?"
 _CAPS = r"(?:O['’]|D['’])?[A-Z]{2,}(?:[-'’][A-Z]{2,})?"
 WORD = rf"(?:{_CAP}|{_CAPS})"
 #: One to three name words, with middle initials (``Xzavian G. Tavares``, ``J. Smith``).
-NAME_SEQ = rf"(?:[A-Z]\.[ \t]*)?{WORD}(?:[ \t]+(?:[A-Z]\.?[ \t]+)?{WORD}){{0,2}}"
+NAME_SEQ = rf"(?:[A-Z]\. ?)?{WORD}(?: (?:[A-Z]\.? )?{WORD}){{0,2}}"
 #: ``Villegas, Yosef`` / ``OROZCO,KYLE`` / ``Smith, John A.``
-NAME_LF = rf"{WORD},[ \t]*{WORD}(?:[ \t]+[A-Z]\.?(?![A-Za-z]))?"
+NAME_LF = rf"{WORD}, ?{WORD}(?: [A-Z]\.?(?![A-Za-z]))?"
 
 _FUNCTION_WORDS = (
     "a an the this that these those his her him he she they them their we our you your it its "
@@ -43,9 +44,10 @@ _FUNCTION_WORDS = (
     "monday tuesday wednesday thursday friday saturday sunday today yesterday tomorrow"
 )
 _CLINICAL_WORDS = (
-    "patient pt pts name date phone tel fax email address street avenue road city state zip "
+    "patient pt pts name date phone mrn mr dob doa dod ssn id acct acc dd dt dv age sex "
+    " tel fax email address street avenue road city state zip "
     "department dept hospital clinic center centre medical emergency room unit general service "
-    "team floor ward icu ccu micu sicu ed er or pacu ward bed "
+    "team floor icu ccu micu sicu ed er or pacu "
     "hpi cc ros pmh psh fh sh meds medications medication allergies allergy history exam "
     "examination plan assessment impression diagnosis diagnoses problem problems code full "
     "status male female man woman boy girl admission admitted discharge discharged note notes "
@@ -66,7 +68,8 @@ _CLINICAL_WORDS = (
     "well regular supple nontender obese awake stable"
 )
 STOP_WORDS = frozenset((_FUNCTION_WORDS + " " + _CLINICAL_WORDS).split())
-#: Stop words that are also surnames or given names after the first word (Kathleen May).
+#: Stop words that are also given names or surnames, taken as names next to another name
+#: word (Kathleen May, April Rivera).
 _LATER_OK = frozenset("may june april august march will grace hope".split())
 
 #: First names that are also common English words (never taken as names on their own).
@@ -106,7 +109,9 @@ def trim_name(text: str, start: int, end: int) -> tuple[int, int, int]:
 
     def stop(i: int) -> bool:
         w = text[words[i][0] : words[i][1]].rstrip(".,").lower().replace("’", "'")
-        if i % len(words) != 0 and w in _LATER_OK and text[words[i][0]].isupper():
+        if len(w) == 1 and text[words[i][0]].isupper():
+            return False  # an initial
+        if len(words) > 1 and w in _LATER_OK and text[words[i][0]].isupper():
             return False
         return w in STOP_WORDS or w.removesuffix("'s") in STOP_WORDS
 
@@ -240,7 +245,7 @@ def name_specs(*, clinical: bool) -> list[NameSpec]:
             ),
             NameSpec(
                 "first name + surname",
-                _c(rf"(?<![A-Za-z'’.-])(?P<v>(?P<f>[A-Z][a-z]+|[A-Z]{{3,}})(?:[ \t]+[A-Z]\.?)?[ \t]+{WORD})(?![A-Za-z])"),
+                _c(rf"(?<![A-Za-z'’.-])(?P<v>(?P<f>[A-Z][a-z]+|[A-Z]{{3,}})(?: [A-Z]\.?)? {WORD})(?![A-Za-z])"),
                 0.5, min_words=2, first_name_gazetteer=True,
             ),
         ]

@@ -13,7 +13,7 @@ mathematical or circled digits. The recognizers run on a normalized copy of the 
 3. dashes and minus signs (``‐ ‑ ‒ – — ― − ﹣``) become ``-``;
 4. combining marks stacked on an ASCII digit are dropped (``1̸`` is read as ``1``).
 
-Chinese punctuation that NFKC would fold to ASCII (，：；（）！？) is kept: the Chinese
+Chinese punctuation that NFKC would fold to ASCII (，：；！？) is kept: the Chinese
 recognizers and the LAC name model expect it, and it never carries identifier content.
 
 Replacements are applied to the **original** text: a span found in the normalized text is
@@ -28,7 +28,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-_KEEP = frozenset("，：；（）！？")
+_KEEP = frozenset("，：；！？")
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
 _INVISIBLE_EXTRA = frozenset(
     "\u034f\u115f\u1160\u3164\uffa0\u180b\u180c\u180d\u180f"
@@ -86,7 +86,7 @@ def _needs_work(text: str) -> bool:
         return False
     if not unicodedata.is_normalized("NFKC", text):
         return True
-    return any(_invisible(ch) or ch in _DASHES for ch in text)
+    return any(_invisible(ch) or ch in _DASHES or _is_mark(ch) for ch in text)
 
 
 def normalize_text(text: str) -> NormalizedText:
