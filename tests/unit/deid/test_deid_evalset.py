@@ -9,6 +9,7 @@ import pytest
 
 from ffa_lora.deid import STRUCTURED_ENTITIES, DeidConfig, Deidentifier
 from ffa_lora.deid.checksums import is_luhn_valid, is_valid_cn_resident_id
+from ffa_lora.deid.normalize import normalize_value
 from ffa_lora.deid.evalset import (
     Entity,
     EvalReport,
@@ -24,14 +25,18 @@ def test_generator_is_deterministic_and_labels_are_valid() -> None:
     assert a == generate_examples(200, seed=7)
     assert a != generate_examples(200, seed=8)
     assert {ex.language for ex in a} == {"zh", "en"}
+    assert {ex.variant for ex in a} == {"plain", "unicode"}
     for ex in a:
         for ent in ex.entities:
-            value = ex.text[ent.start : ent.end]
-            assert value and value == value.strip()
+            raw = ex.text[ent.start : ent.end]
+            assert raw and raw == raw.strip()
+            value = normalize_value(raw)
+            if ex.variant == "plain":
+                assert value == raw
             if ent.entity_type == "CN_RESIDENT_ID":
                 assert is_valid_cn_resident_id(value)
             if ent.entity_type == "BANK_CARD":
-                assert is_luhn_valid(value.replace(" ", ""))
+                assert is_luhn_valid(re.sub(r"\s", "", value))
 
 
 def test_scorer_counts_partial_and_wrong_type() -> None:
@@ -62,6 +67,15 @@ def test_structured_recall_pattern_only(pattern_tagger: Deidentifier) -> None:
     report = evaluate(pattern_tagger.analyze, generate_examples(400, seed=11))
     _check_targets(report, with_names=False)
     assert report.score("DATE_TIME").recall >= 0.99
+
+
+def test_obfuscated_identifiers_recall(pattern_tagger: Deidentifier) -> None:
+    report = evaluate(pattern_tagger.analyze,
+                      generate_examples(400, seed=13, unicode_share=1.0))
+    assert set(report.per_variant) == {"unicode"}
+    for etype in STRUCTURED_ENTITIES:
+        score = report.score(etype, variant="unicode")
+        assert score.support > 5 and score.recall >= 0.99, (etype, score.as_dict())
 
 
 def test_recall_targets_with_lac(lac_tagger: Deidentifier) -> None:
