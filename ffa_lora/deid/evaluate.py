@@ -31,8 +31,11 @@ _AGE_LIMIT = 89
 
 
 class _SpanLike(Protocol):
-    start: int
-    end: int
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
 
 
 def category_of(mention: PhiMention) -> str:

@@ -70,17 +70,11 @@ _CLINICAL_WORDS = (
 STOP_WORDS = frozenset((_FUNCTION_WORDS + " " + _CLINICAL_WORDS).split())
 #: Stop words that are also given names or surnames, taken as names next to another name
 #: word (Kathleen May, April Rivera).
-_LATER_OK = frozenset("may june april august march will grace hope".split())
+_LATER_OK = frozenset(["may", "june", "april", "august", "march", "will", "grace", "hope"])
 
 #: First names that are also common English words (never taken as names on their own).
 _AMBIGUOUS_FIRST = frozenset(
-    "bill mark joy grace faith chase rose april summer dawn guy don ray max jack angel sandy "
-    "penny crystal amber holly daisy heather hunter mason tanner taylor parker christian "
-    "frank drew grant lance lee ross dale glen blake dean cole troy gene norman destiny "
-    "will may june hope art pat page ivy lily august miles wade young white brown gray "
-    "reed brooks lane cliff king case bishop church marshall noble sterling justice "
-    "carter cooper porter jade ruby iris violet willow river forest autumn dusty rusty sunny "
-    "misty stormy brandy ginger candy cherry olive hazel pearl jewel star sky".split()
+    ["bill", "mark", "joy", "grace", "faith", "chase", "rose", "april", "summer", "dawn", "guy", "don", "ray", "max", "jack", "angel", "sandy", "penny", "crystal", "amber", "holly", "daisy", "heather", "hunter", "mason", "tanner", "taylor", "parker", "christian", "frank", "drew", "grant", "lance", "lee", "ross", "dale", "glen", "blake", "dean", "cole", "troy", "gene", "norman", "destiny", "will", "may", "june", "hope", "art", "pat", "page", "ivy", "lily", "august", "miles", "wade", "young", "white", "brown", "gray", "reed", "brooks", "lane", "cliff", "king", "case", "bishop", "church", "marshall", "noble", "sterling", "justice", "carter", "cooper", "porter", "jade", "ruby", "iris", "violet", "willow", "river", "forest", "autumn", "dusty", "rusty", "sunny", "misty", "stormy", "brandy", "ginger", "candy", "cherry", "olive", "hazel", "pearl", "jewel", "star", "sky"]
 )
 
 

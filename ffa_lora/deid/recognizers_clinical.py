@@ -20,6 +20,7 @@ taken as dates.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from presidio_analyzer import EntityRecognizer
 
@@ -62,7 +63,7 @@ def record_number_recognizer() -> RegexRecognizer:
     )
 
 
-def _digit_count(lo: int) -> object:
+def _digit_count(lo: int) -> Callable[[str, re.Match[str]], bool]:
     def accept(text: str, m: re.Match[str]) -> bool:
         return sum(ch.isdigit() for ch in m.group("v")) >= lo and _not_a_date(text, m)
 
@@ -76,21 +77,21 @@ def id_number_recognizer() -> RegexRecognizer:
         RegexSpec(
             "id cue",
             re.compile(rf"(?<![A-Za-z])(?i:{_ID_CUES})[ \t]*(?:[:#=]+)?[ \t]*{_VALUE}{_R}"),
-            0.6, group="v", accept=_digit_count(4),  # type: ignore[arg-type]
+            0.6, group="v", accept=_digit_count(4),
         ),
         RegexSpec(
             "dashed groups",
-            re.compile(rf"(?<![\w/.-])(?P<v>\d{{2,}}(?:-\d{{1,6}}){{2,}})(?![\w/-]|\.\d)"),
-            0.45, group="v", accept=_digit_count(7),  # type: ignore[arg-type]
+            re.compile(r"(?<![\w/.-])(?P<v>\d{2,}(?:-\d{1,6}){2,})(?![\w/-]|\.\d)"),
+            0.45, group="v", accept=_digit_count(7),
         ),
         RegexSpec(
             "dictation code",
-            re.compile(rf"(?<![\w/])(?P<v>[A-Z]{{1,4}}\d{{2,8}}(?:/\d{{2,8}})+)(?![\w/])"),
+            re.compile(r"(?<![\w/])(?P<v>[A-Z]{1,4}\d{2,8}(?:/\d{2,8})+)(?![\w/])"),
             0.6, group="v",
         ),
         RegexSpec(
             "letter-prefixed number",
-            re.compile(rf"(?<![\w/-])(?P<v>[A-Z]{{1,3}}-?\d{{6,12}})(?![\w/-])"),
+            re.compile(r"(?<![\w/-])(?P<v>[A-Z]{1,3}-?\d{6,12})(?![\w/-])"),
             0.5, group="v",
         ),
     ]
@@ -161,12 +162,7 @@ _FACILITY_WORDS = (
 )
 #: Words that alone do not name a facility (``the Emergency Department``).
 _GENERIC = frozenset(
-    "the a an emergency general medical memorial community regional university county state "
-    "city department dept room unit intensive care surgical cardiac internal medicine family "
-    "children's women's veterans health mental public private main north south east west "
-    "central new old st saint primary urgent outpatient inpatient day short long term our your "
-    "his her their this that cardiology oncology neurology radiology surgery psychiatry "
-    "pediatric pediatrics orthopedic rehabilitation and of for at in to".split()
+    ["the", "a", "an", "emergency", "general", "medical", "memorial", "community", "regional", "university", "county", "state", "city", "department", "dept", "room", "unit", "intensive", "care", "surgical", "cardiac", "internal", "medicine", "family", "children's", "women's", "veterans", "health", "mental", "public", "private", "main", "north", "south", "east", "west", "central", "new", "old", "st", "saint", "primary", "urgent", "outpatient", "inpatient", "day", "short", "long", "term", "our", "your", "his", "her", "their", "this", "that", "cardiology", "oncology", "neurology", "radiology", "surgery", "psychiatry", "pediatric", "pediatrics", "orthopedic", "rehabilitation", "and", "of", "for", "at", "in", "to"]
 )
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ffa_lora.deid import DeidConfig, DeidFileError, Deidentifier
+from ffa_lora.deid import DeidConfig, Deidentifier, DeidFileError
 from ffa_lora.deid.clinical_evalset import resurrogate
 from ffa_lora.deid.evaluate import clinical_evaluation, evaluate_notes, score_note
 from ffa_lora.deid.i2b2 import ClinicalNote, PhiMention, builtin_notes, parse_i2b2, to_i2b2
@@ -221,3 +221,39 @@ def test_bench_reports_clinical_scores(capsys: pytest.CaptureFixture[str]) -> No
     assert clinical["i2b2_notes"]["notes"] == 5 and clinical["i2b2_resurrogated"]["notes"] == 5
     assert "clinical_phi_recall" in out["meets_targets"]
     assert "Villegas" not in json.dumps(out)
+
+
+# --- Philter, the comparison engine ---------------------------------------------------
+
+def test_philter_stand_in_tagger() -> None:
+    from ffa_lora.deid.philter_engine import _stand_in_pos_tag
+
+    assert _stand_in_pos_tag(["Smith", " ", "84710", "pain"]) == [
+        ("Smith", "NNP"), (" ", "SP"), ("84710", "CD"), ("pain", "NN")]
+
+
+def test_philter_needs_nltk_or_says_how_to_get_it() -> None:
+    from ffa_lora.deid.philter_engine import PhilterAnalyzer, philter_available
+
+    if philter_available():
+        pytest.skip("nltk is installed: the comparison itself is tested below")
+    from ffa_lora.errors import DeidError
+
+    with pytest.raises(DeidError, match="pip install"):
+        PhilterAnalyzer()
+
+
+def test_philter_comparison_on_the_notes() -> None:
+    from ffa_lora.deid.philter_engine import PhilterAnalyzer, philter_available, union
+
+    if not philter_available():
+        pytest.skip("nltk not installed (optional: pip install nltk)")
+    philter = PhilterAnalyzer()
+    pattern = Deidentifier(DeidConfig(operator="tag", use_lac=False, name_fallback="none"),
+                           site_secret=None)
+    notes = builtin_notes()
+    alone = evaluate_notes(philter.analyze, notes)
+    both = evaluate_notes(union(pattern.analyze, philter.analyze), notes)
+    assert alone.total.recall >= 0.9 and alone.token_precision < 0.9
+    assert both.total.recall >= max(alone.total.recall,
+                                    evaluate_notes(pattern.analyze, notes).total.recall)

@@ -9,7 +9,6 @@ import pytest
 
 from ffa_lora.deid import STRUCTURED_ENTITIES, DeidConfig, Deidentifier
 from ffa_lora.deid.checksums import is_luhn_valid, is_valid_cn_resident_id
-from ffa_lora.deid.normalize import normalize_value
 from ffa_lora.deid.evalset import (
     Entity,
     EvalReport,
@@ -18,6 +17,7 @@ from ffa_lora.deid.evalset import (
     generate_examples,
     score_example,
 )
+from ffa_lora.deid.normalize import normalize_value
 
 
 def test_generator_is_deterministic_and_labels_are_valid() -> None:
