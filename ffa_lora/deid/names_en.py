@@ -115,7 +115,12 @@ def trim_name(text: str, start: int, end: int) -> tuple[int, int, int]:
         words.pop()
     if not words or any(stop(i) for i in range(len(words))):
         return start, start, 0
-    count = sum(not _is_initial(text[s:e]) for s, e in words)
+    # A double-barrelled surname (Reyes-Villalobos) is as specific as two names.
+    count = sum(
+        0 if _is_initial(text[s:e]) else 2 if re.fullmatch(r"[A-Z][a-z]+-[A-Z][a-z]+", text[s:e])
+        else 1
+        for s, e in words
+    )
     return words[0][0], words[-1][1], count
 
 
@@ -222,6 +227,12 @@ def name_specs(*, clinical: bool) -> list[NameSpec]:
     ]
     if clinical:
         specs += [
+            NameSpec(
+                "before identifier cue",
+                _c(rf"(?P<v>{NAME_LF}|{NAME_SEQ})[ \t]*[,(][ \t]*(?=(?:MRN|MR#|MR:|DOB|D\.O\.B"
+                   rf"|SSN|Unit No|U#|age[ :]+\d|\d{{1,3}}[ -]?(?:yo|y/o|y\.o\.|years?[ -]old)))"),
+                0.55, min_words=2,
+            ),
             NameSpec(
                 "LAST,FIRST line",
                 _c(rf"(?m)^[ \t]*(?P<v>{_CAPS},[ \t]?{_CAPS}(?:[ \t]+[A-Z]\.?)?)(?=[ \t]|$)"),

@@ -46,6 +46,15 @@ _ID_CUES = (
     r"|device id|id(?: no\.?| number| #)?|no\.|#"
 )
 _VALUE = r"(?P<v>(?:[A-Za-z]{1,4}[-#]?)?\d(?:[-/.]?\d){3,19}[A-Za-z]?)"
+#: Between a cue and its value: ``MRN: ``, ``license number is ``, ``ID # ``.
+_CUE_SEP = r"[ \t]*(?:(?i:number|no\.?)[ \t]*)?(?:[:#=]+|\bis\b|\bof\b)?[ \t]*"
+#: Cues of identifiers that mix letters and digits freely (plates, serials, plan IDs).
+_ALNUM_CUES = (
+    r"(?:license )?plate(?: no\.?| #)?|tag|vin|serial(?: no\.?| #)?|s/n|sn|device(?: id)?"
+    r"|member id|policy(?: no\.?| #| id)?|group(?: no\.?| #| id)|health plan(?: id)?"
+    r"|insurance id|beneficiary id"
+)
+_ALNUM_VALUE = r"(?P<v>(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{3,24}[A-Z0-9])"
 
 
 def _not_a_date(text: str, m: re.Match[str]) -> bool:
@@ -55,7 +64,7 @@ def _not_a_date(text: str, m: re.Match[str]) -> bool:
 
 def record_number_recognizer() -> RegexRecognizer:
     """Record numbers after MRN / MR / Unit No / … cues (only the number is replaced)."""
-    regex = re.compile(rf"(?<![A-Za-z])(?i:{_MRN_CUES})[ \t]*(?:[:#=]+|\bis\b)?[ \t]*{_VALUE}{_R}")
+    regex = re.compile(rf"(?<![A-Za-z])(?i:{_MRN_CUES}){_CUE_SEP}{_VALUE}{_R}")
     return RegexRecognizer(
         entity=C.MEDICAL_RECORD_NUMBER,
         specs=[RegexSpec("record cue", regex, 0.85, group="v", accept=_not_a_date)],
@@ -70,14 +79,40 @@ def _digit_count(lo: int) -> Callable[[str, re.Match[str]], bool]:
     return accept
 
 
+_VIN_VALUES = {**{str(d): d for d in range(10)},
+               **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
+               **dict(zip("JKLMN", range(1, 6), strict=True)), "P": 7, "R": 9,
+               **dict(zip("STUVWXYZ", range(2, 10), strict=True))}
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def _valid_vin(text: str, m: re.Match[str]) -> bool:
+    """ISO 3779 / FMVSS 115 check digit (position 9) of a 17-character VIN."""
+    vin = m.group("v")
+    if sum(c.isdigit() for c in vin) < 3 or vin.isdigit():
+        return False
+    total = sum(_VIN_VALUES[c] * w for c, w in zip(vin, _VIN_WEIGHTS, strict=True)) % 11
+    return vin[8] == ("X" if total == 10 else str(total))
+
+
 def id_number_recognizer() -> RegexRecognizer:
     """Accession, account, order, job, licence and similar numbers; dictation codes; dashed
     digit groups; letter-prefixed numbers."""
     specs = [
         RegexSpec(
             "id cue",
-            re.compile(rf"(?<![A-Za-z])(?i:{_ID_CUES})[ \t]*(?:[:#=]+)?[ \t]*{_VALUE}{_R}"),
+            re.compile(rf"(?<![A-Za-z])(?i:{_ID_CUES}){_CUE_SEP}{_VALUE}{_R}"),
             0.6, group="v", accept=_digit_count(4),
+        ),
+        RegexSpec(
+            "alphanumeric id cue",
+            re.compile(rf"(?<![A-Za-z])(?i:{_ALNUM_CUES}){_CUE_SEP}{_ALNUM_VALUE}{_R}"),
+            0.6, group="v",
+        ),
+        RegexSpec(
+            "vehicle identification number",
+            re.compile(r"(?<![A-Za-z0-9])(?P<v>[A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"),
+            0.4, group="v", accept=_valid_vin,
         ),
         RegexSpec(
             "dashed groups",
@@ -227,6 +262,11 @@ _DATE_CUES = (
     r"in|since|from|until|till|through|thru|of|by|during|early|late|mid|last|next|this|before"
     r"|after|around|circa|on|in early|in late|in mid|end of|beginning of"
 )
+_ORDINALS = (
+    r"(?:twenty-|thirty-)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
+    r"|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth"
+    r"|eighteenth|nineteenth|twentieth|thirtieth"
+)
 _HOLIDAYS = (
     r"Christmas(?: Eve| Day)?|Thanksgiving|Easter|Halloween|New Year['’]?s(?: Day| Eve)?"
     r"|Memorial Day|Labor Day|Independence Day|Fourth of July|Valentine['’]?s Day"
@@ -249,6 +289,16 @@ def _not_a_measure(text: str, m: re.Match[str]) -> bool:
     )
 
 
+_DATE_CUE_BEFORE = re.compile(
+    rf"(?i)(?<![A-Za-z])(?:{_DATE_CUES}|year|yr)[ \t]+(?:of[ \t]+)?$"
+)
+
+
+def _after_date_cue(text: str, m: re.Match[str]) -> bool:
+    start = m.start("v")
+    return _DATE_CUE_BEFORE.search(text, max(0, start - 20), start) is not None
+
+
 def clinical_date_recognizer() -> RegexRecognizer:
     """Dates without a full day-month-year that clinical notes are full of."""
     specs = [
@@ -259,18 +309,26 @@ def clinical_date_recognizer() -> RegexRecognizer:
         ),
         RegexSpec(
             "m/d after cue",
-            re.compile(rf"(?<![A-Za-z])(?i:{_DATE_CUES})[ \t]+(?P<v>(?:1[0-2]|0?[1-9])/[1-9])(?![\d/]|\.\d)"),
-            0.5, group="v", accept=_not_a_measure,
+            re.compile(r"(?<![\d/.,])(?P<v>(?:1[0-2]|0?[1-9])/[1-9])(?![\d/]|\.\d)"),
+            0.5, group="v", accept=lambda t, m: _after_date_cue(t, m) and _not_a_measure(t, m),
         ),
         RegexSpec(
             "month after cue",
-            re.compile(rf"(?<![A-Za-z])(?i:{_DATE_CUES})[ \t]+(?:of[ \t]+)?(?P<v>{_MONTH}|{_MONTH.upper()})(?![A-Za-z])"),
-            0.5, group="v",
+            re.compile(rf"(?<![A-Za-z])(?P<v>{_MONTH}|{_MONTH.upper()})(?![A-Za-z])"),
+            0.5, group="v", accept=_after_date_cue,
         ),
         RegexSpec(
             "year after cue",
-            re.compile(rf"(?<![A-Za-z])(?i:{_DATE_CUES}|year|yr)[ \t]+(?P<v>(?:19|20|21)\d{{2}})(?![\d.]|[ \t]*(?:mg|ml|mcg|units|cc))"),
-            0.5, group="v",
+            re.compile(r"(?<![\d.])(?P<v>(?:19|20|21)\d{2})(?![\d.]|[ \t]*(?:mg|ml|mcg|units|cc))"),
+            0.5, group="v", accept=_after_date_cue,
+        ),
+        RegexSpec(
+            "ordinal of month",
+            re.compile(
+                rf"(?<![A-Za-z])(?P<v>(?:the[ \t]+)?(?:\d{{1,2}}(?:st|nd|rd|th)|{_ORDINALS})"
+                rf"[ \t]+of[ \t]+(?:{_MONTH}))(?![A-Za-z])"
+            ),
+            0.6, group="v",
         ),
         RegexSpec("holiday", re.compile(rf"(?<![A-Za-z])(?P<v>{_HOLIDAYS})(?![A-Za-z])"), 0.5,
                   group="v"),

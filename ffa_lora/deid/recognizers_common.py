@@ -31,8 +31,15 @@ def offline_tld_extractor() -> tldextract.TLDExtract:
     return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
 
+#: Top-level domains reserved for examples and tests (RFC 2606, RFC 6761): synthetic and
+#: test records use them in place of real addresses, and the address is still a person's.
+_RESERVED_TLDS = frozenset({"example", "test", "invalid", "localhost"})
+
+
 def _valid_email_domain(value: str) -> bool:
     domain = value.rpartition("@")[2]
+    if domain.rpartition(".")[2].lower() in _RESERVED_TLDS:
+        return True
     return offline_tld_extractor()(domain).fqdn != ""
 
 

@@ -53,6 +53,15 @@ POSITIVE = [
     ("plans to visit over Thanksgiving", "Thanksgiving"),
     ("lives at 12 Oak Street, Boston, MA 02114", "Boston, MA 02114"),
     ("PO Box 1234", "PO Box 1234"),
+    ("admitted on the third of July", "third of July"),
+    ("seen on the 3rd of July", "3rd of July"),
+    ("the provider license number is 1841007193.", "1841007193"),
+    ("member ID is HPX-77-40921", "HPX-77-40921"),
+    ("plate 8XYZ432, VIN 1HGCM82633A004352", "8XYZ432"),
+    ("plate 8XYZ432, VIN 1HGCM82633A004352", "1HGCM82633A004352"),
+    ("Progress note: Ana Ostrowski (MRN 5583920) was seen", "Ana Ostrowski"),
+    ("Consult requested for patient Reyes-Villalobos today", "Reyes-Villalobos"),
+    ("reach her at m.roe@mail.example today", "m.roe@mail.example"),
 ]
 
 NEGATIVE = [
@@ -71,6 +80,9 @@ NEGATIVE = [
     ("Metformin 850 MG BID", "850"),
     ("ASSESSMENT AND PLAN:", "PLAN"),
     ("total of 2000 mg daily", "2000"),
+    ("serial dilutions were done", "dilutions"),
+    ("code 1HGCM82633A004353 fails the check digit", "1HGCM82633A004353"),
+    ("on the third attempt", "third"),
 ]
 
 
