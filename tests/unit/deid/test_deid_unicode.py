@@ -139,3 +139,18 @@ def test_offset_map_is_monotone_and_complete(raw: str) -> None:
     assert starts == sorted(starts)
     assert "".join(normalize_text(raw[a:b]).text for a, b in dict.fromkeys(
         norm.to_original(i, i + 1) for i in range(len(norm.text)))) == norm.text
+
+
+_MIXED = "0123456789１２３ -‐–+()（）@.ａbc\u200b\u00ad\ufeff\u0301手机电话身份证卡号，。:/MRN Dr"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_MIXED, max_size=80))
+def test_any_mixed_text_scrubs_with_spans_in_the_original(surrogator: Deidentifier,
+                                                          text: str) -> None:
+    from itertools import pairwise
+
+    spans = surrogator.analyze(text)
+    assert all(0 <= s.start < s.end <= len(text) for s in spans)
+    assert all(a.end <= b.start for a, b in pairwise(spans))
+    assert isinstance(surrogator.scrub(text), str)
