@@ -149,3 +149,47 @@ def _resurrogate_one(
         pos = m.end
     pieces.append(note.text[pos:])
     return ClinicalNote(name=name, text="".join(pieces), phi=tuple(mentions))
+
+
+#: The package whose labelled synthetic notes ``safe_harbor_notes`` reads (located, never
+#: imported).
+SAFE_HARBOR_PACKAGE = "deidgate"
+
+
+def safe_harbor_notes() -> list[ClinicalNote] | None:
+    """The 15 synthetic notes of ``deidgate`` (MIT), or None when it is not installed.
+
+    Short English notes written to break de-identifiers (identifiers in prose, reformatted
+    digits, an age over 89, hyphenated names, vehicle and device numbers …), each with its
+    identifier *values* and HIPAA Safe Harbor category. Every occurrence of a value is
+    annotated; ``N-year-old`` is annotated as an ``AGE`` on its digits, as i2b2 does.
+    """
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(SAFE_HARBOR_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "safeharbor_seed.jsonl"
+    notes = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        notes.append(_safe_harbor_note(record["id"], record["text"], record["phi"]))
+    return notes
+
+
+def _safe_harbor_note(name: str, text: str, phi: list[dict[str, str]]) -> ClinicalNote:
+    mentions: list[PhiMention] = []
+    for item in phi:
+        value, category = item["value"], item["category"].upper()
+        for m in re.finditer(re.escape(value), text):
+            start, end = m.span()
+            age = re.fullmatch(r"(\d+)-year-old", value)
+            if age:
+                category, end = "AGE", start + len(age.group(1))
+            if not any(start < x.end and x.start < end for x in mentions):
+                mentions.append(PhiMention(category, category, start, end))
+    return ClinicalNote(name, text, tuple(sorted(mentions, key=lambda x: x.start)))

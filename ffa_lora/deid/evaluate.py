@@ -203,9 +203,11 @@ def clinical_evaluation(
     notes: Sequence[ClinicalNote] | None = None,
 ) -> dict[str, object]:
     """Scores on the annotated i2b2 notes (``notes``, default the five shipped with
-    philter-lite) and on ``copies`` re-surrogated versions of each (see
-    ``clinical_evalset.resurrogate``), as one JSON-friendly dict."""
-    from ffa_lora.deid.clinical_evalset import resurrogate
+    philter-lite), on ``copies`` re-surrogated versions of each (see
+    ``clinical_evalset.resurrogate``) and, when the package is installed, on deidgate's
+    synthetic Safe Harbor notes (``clinical_evalset.safe_harbor_notes``), as one
+    JSON-friendly dict."""
+    from ffa_lora.deid.clinical_evalset import resurrogate, safe_harbor_notes
     from ffa_lora.deid.i2b2 import builtin_notes
 
     real = list(notes) if notes is not None else builtin_notes()
@@ -215,4 +217,7 @@ def clinical_evaluation(
     if copies > 0:
         fresh = resurrogate(real, copies=copies, seed=seed)
         out["i2b2_resurrogated"] = evaluate_notes(analyze, fresh).as_dict()
+    safe_harbor = safe_harbor_notes()
+    if safe_harbor is not None:
+        out["deidgate_safe_harbor"] = evaluate_notes(analyze, safe_harbor).as_dict()
     return out

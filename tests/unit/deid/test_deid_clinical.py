@@ -269,3 +269,16 @@ def test_philter_comparison_on_the_notes() -> None:
     assert alone.total.recall >= 0.9 and alone.token_precision < 0.9
     assert both.total.recall >= max(alone.total.recall,
                                     evaluate_notes(pattern.analyze, notes).total.recall)
+
+
+def test_safe_harbor_notes_from_deidgate() -> None:
+    from ffa_lora.deid.clinical_evalset import safe_harbor_notes
+
+    notes = safe_harbor_notes()
+    if notes is None:
+        pytest.skip("deidgate not installed (requirements/data.txt)")
+    assert len(notes) == 15 and sum(len(n.phi) for n in notes) == 38
+    ages = [n.text[m.start : m.end] for n in notes for m in n.phi if m.category == "AGE"]
+    assert ages == ["94"]
+    for note in notes:
+        assert parse_i2b2(to_i2b2(note), name=note.name) == note
