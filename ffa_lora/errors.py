@@ -49,6 +49,28 @@ class ObfuscatorReuseError(CryptoError):
     """An obfuscator r^n would have been used twice (breaks semantic security)."""
 
 
+class ThresholdError(CryptoError):
+    """Threshold decryption cannot proceed: too few or foreign shares, or shares that do not
+    combine to a valid plaintext."""
+
+
+class DecryptionShareError(ThresholdError):
+    """One or more decryption shares failed their proof of correctness.
+
+    Attributes:
+        holders: ids of the key holders whose shares are wrong (the combiner may retry
+            without them).
+    """
+
+    def __init__(self, message: str, *, holders: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.holders = tuple(holders)
+
+
+class SignatureError(CryptoError):
+    """A signature, the certificate behind it, or a pinned key fingerprint did not verify."""
+
+
 class PrivacyError(FFALoraError):
     """Base class of the differential-privacy subsystem's errors."""
 

@@ -35,7 +35,9 @@ __all__ = [
     "load_fernet_key",
     "load_private_key",
     "new_fernet_key",
+    "read_sealed",
     "save_private_key",
+    "write_sealed",
 ]
 
 #: Key sizes accepted in production. Smaller sizes exist only for unit tests (``test_only``).
@@ -254,13 +256,41 @@ def save_private_key(path: str | os.PathLike[str], key: PrivateKey, *, fernet_ke
 
     The file is created with mode 0600.
     """
+    write_sealed(path, key._payload(), fernet_key=fernet_key, magic=_PRIV_MAGIC)
+
+
+def load_private_key(path: str | os.PathLike[str], *, fernet_key: bytes) -> PrivateKey:
+    """Read and decrypt a private key written by :func:`save_private_key`.
+
+    Raises:
+        KeyFileError: naming the file and saying what is wrong: missing, unreadable, not a key
+            file, truncated, corrupt (checksum or content), or wrong Fernet key.
+    """
+    where = f"private key file '{Path(path)}'"
+    payload = read_sealed(path, fernet_key=fernet_key, magic=_PRIV_MAGIC, what="private key")
+    try:
+        return _parse_payload(payload)
+    except (CryptoError, struct.error, ValueError, ZeroDivisionError):
+        raise KeyFileError(f"{where} is corrupt: the decrypted key material is malformed") from None
+
+
+def write_sealed(path: str | os.PathLike[str], payload: bytes, *, fernet_key: bytes,
+                 magic: bytes) -> None:
+    """Write ``payload`` Fernet-encrypted in the key-file container, atomically, mode 0600.
+
+    The container is ``magic (5 B) | version u8 | token length u32 | sha256(token) | token``;
+    :func:`read_sealed` reads it back. Private keys and threshold key shares both use it,
+    each with its own magic.
+    """
     path = Path(path)
+    if len(magic) != len(_PRIV_MAGIC):
+        raise ValueError(f"sealed-file magic must be {len(_PRIV_MAGIC)} bytes")
     try:
         fernet = Fernet(fernet_key)
     except (ValueError, TypeError):
         raise KeyFileError(f"cannot write '{path}': the Fernet key is not valid") from None
-    token = fernet.encrypt(key._payload())
-    blob = _PRIV_HEADER.pack(_PRIV_MAGIC, _PRIV_VERSION, len(token),
+    token = fernet.encrypt(payload)
+    blob = _PRIV_HEADER.pack(magic, _PRIV_VERSION, len(token),
                              hashlib.sha256(token).digest()) + token
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -287,15 +317,20 @@ def save_private_key(path: str | os.PathLike[str], key: PrivateKey, *, fernet_ke
         pass
 
 
-def load_private_key(path: str | os.PathLike[str], *, fernet_key: bytes) -> PrivateKey:
-    """Read and decrypt a private key written by :func:`save_private_key`.
+def read_sealed(path: str | os.PathLike[str], *, fernet_key: bytes, magic: bytes,
+                what: str) -> bytes:
+    """Read and decrypt a container written by :func:`write_sealed` with the same ``magic``.
+
+    Args:
+        what: what the file holds, for messages (e.g. "private key", "key share").
 
     Raises:
-        KeyFileError: naming the file and saying what is wrong: missing, unreadable, not a key
-            file, truncated, corrupt (checksum or content), or wrong Fernet key.
+        KeyFileError: naming the file and saying what is wrong: missing, unreadable, not such
+            a file, truncated, corrupt (checksum), or wrong Fernet key.
     """
     path = Path(path)
-    where = f"private key file '{path}'"
+    where = f"{what} file '{path}'"
+    kind = f"an FFA-LoRA {what} file"
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -303,14 +338,14 @@ def load_private_key(path: str | os.PathLike[str], *, fernet_key: bytes) -> Priv
     except OSError as exc:
         raise KeyFileError(f"{where} cannot be read: {exc.strerror}") from None
     if len(blob) < _PRIV_HEADER.size:
-        if blob and not _PRIV_MAGIC.startswith(blob[: len(_PRIV_MAGIC)]):
-            raise KeyFileError(f"{where} is not an FFA-LoRA private key file (bad magic)")
+        if blob and not magic.startswith(blob[: len(magic)]):
+            raise KeyFileError(f"{where} is not {kind} (bad magic)")
         raise KeyFileError(
             f"{where} is truncated: {len(blob)} bytes, shorter than the {_PRIV_HEADER.size}-byte header"
         )
-    magic, version, length, digest = _PRIV_HEADER.unpack_from(blob)
-    if magic != _PRIV_MAGIC:
-        raise KeyFileError(f"{where} is not an FFA-LoRA private key file (bad magic)")
+    found, version, length, digest = _PRIV_HEADER.unpack_from(blob)
+    if found != magic:
+        raise KeyFileError(f"{where} is not {kind} (bad magic)")
     if version != _PRIV_VERSION:
         raise KeyFileError(f"{where} has format version {version}; this build reads {_PRIV_VERSION}")
     token = blob[_PRIV_HEADER.size :]
@@ -325,13 +360,9 @@ def load_private_key(path: str | os.PathLike[str], *, fernet_key: bytes) -> Priv
     except (ValueError, TypeError):
         raise KeyFileError(f"cannot open {where}: the Fernet key given is not a valid key") from None
     try:
-        payload = fernet.decrypt(token)
+        return fernet.decrypt(token)
     except InvalidToken:
         raise KeyFileError(f"cannot decrypt {where}: wrong Fernet key") from None
-    try:
-        return _parse_payload(payload)
-    except (CryptoError, struct.error, ValueError, ZeroDivisionError):
-        raise KeyFileError(f"{where} is corrupt: the decrypted key material is malformed") from None
 
 
 def _parse_payload(payload: bytes) -> PrivateKey:

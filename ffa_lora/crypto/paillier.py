@@ -54,6 +54,7 @@ __all__ = [
     "RunningSum",
     "add",
     "scale",
+    "unpack_code_sums",
 ]
 
 # Batches per worker when splitting work, so that a core slowed by another process does not
@@ -304,6 +305,29 @@ class Encryptor:
         self.close()
 
 
+def unpack_code_sums(layout: PackingLayout, vec: CiphertextVector,
+                     plaintexts: list[Any]) -> np.ndarray:
+    """Unpack decrypted plaintexts of ``vec`` into slot sums (int64) and check their range.
+
+    This is where plaintexts meet the packing layout, whoever decrypted them: the
+    :class:`Decryptor` (whole key, CRT) or a threshold combiner (key shares).
+
+    Raises:
+        CiphertextError: a plaintext or slot sum is impossible for the vector's weight
+            total (tampering, wrong layout or value count): never a silent wrong sum.
+    """
+    if vec.layout != layout:
+        raise LayoutError("ciphertext vector uses a different packing layout")
+    sums = layout.unpack(plaintexts, vec.num_values)
+    bound = vec.weight_total * layout.levels
+    if sums.size and int(sums.max()) > bound:
+        raise CiphertextError(
+            "a decrypted slot sum exceeds weight_total × levels: ciphertexts were tampered "
+            "with or the weight total is wrong"
+        )
+    return sums
+
+
 class Decryptor:
     """Coordinator-side CRT decryption and unpacking, parallel over cores.
 
@@ -353,14 +377,7 @@ class Decryptor:
             CiphertextError: a plaintext or slot sum is impossible for the vector's weight
                 total (tampering, wrong layout or value count): never a silent wrong sum.
         """
-        sums = self.layout.unpack(self.decrypt_plaintexts(vec), vec.num_values)
-        bound = vec.weight_total * self.layout.levels
-        if sums.size and int(sums.max()) > bound:
-            raise CiphertextError(
-                "a decrypted slot sum exceeds weight_total × levels: ciphertexts were tampered "
-                "with or the weight total is wrong"
-            )
-        return sums
+        return unpack_code_sums(self.layout, vec, self.decrypt_plaintexts(vec))
 
     def decrypt_mean(self, vec: CiphertextVector, *, quantizer: Quantizer,
                      weight_totals: np.ndarray | float) -> np.ndarray:
