@@ -11,6 +11,11 @@ Typical round::
     acc = RunningSum(pub, layout, n); acc.add_vector(vec)         # edge (no key)
     sums = Decryptor(priv, layout).decrypt_code_sums(acc.result())  # coordinator
     mean = q.dequantize_mean(sums, weight_totals)
+
+With a threshold key (:mod:`ffa_lora.crypto.threshold`) no party holds the whole private
+key: t key holders each compute a proven decryption share and a ``Combiner`` turns them into
+the same plaintexts; :mod:`ffa_lora.crypto.signing` signs contributions, partial sums and
+the key announcement, and :mod:`ffa_lora.crypto.evidence` is what a key holder checks first.
 """
 
 from ffa_lora.crypto.keys import (

@@ -9,7 +9,8 @@ a small binary container around a Fernet token::
     magic "FFAPK" | version u8 | token length u32 | sha256(token) 32 B | token
 
 The checksum lets :func:`load_private_key` tell a corrupt or truncated file from a wrong
-Fernet key (Fernet alone reports both as "invalid token").
+Fernet key (Fernet alone reports both as "invalid token"). Threshold key shares use the same
+container with their own magic (:func:`write_sealed` / :func:`read_sealed`).
 """
 
 from __future__ import annotations

@@ -51,3 +51,28 @@ def test_end_to_end_2048(tmp_path) -> None:
     mean = q.dequantize_mean(sums, float(sum(weights)))
     exact = sum(w * np.clip(x, -0.1, 0.1) for x, w in zip(xs, weights)) / sum(weights)
     assert np.abs(mean - exact).max() <= q.step
+
+
+@pytest.mark.slow
+def test_threshold_2048_ceremony_and_decryption() -> None:
+    from ffa_lora.crypto.threshold import Combiner, ShareDecryptor, deal
+
+    cer = deal(holders=["coordinator", "holder-1", "holder-2"], threshold=2, bits=2048,
+               workers=2)
+    pub = cer.public_key
+    assert pub.bits == 2048 and all(s.secret < pub.nsquare for s in cer.shares)
+    layout = PackingLayout.derive(key_bits=2048, bits=8)
+    rng = np.random.default_rng(3)
+    codes = [rng.integers(0, 256, 500) for _ in range(3)]
+    acc = RunningSum(pub, layout, 500)
+    enc = Encryptor(pub, layout, workers=0)
+    for c in codes:
+        acc.add_vector(enc.encrypt_codes(c))
+    vec = acc.result()
+    shares = []
+    for ks in cer.shares[1:]:
+        with ShareDecryptor(ks, workers=2) as sd:
+            shares.append(sd.decryption_share(vec, context=b"slow"))
+    with Combiner(cer.params, layout, workers=2) as comb:
+        sums = comb.decrypt_code_sums(vec, shares, context=b"slow")
+    assert np.array_equal(sums, sum(codes))
