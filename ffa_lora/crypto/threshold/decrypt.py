@@ -18,6 +18,7 @@ and phase), so a share cannot be replayed for another vector or round.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -269,24 +270,27 @@ class ShareDecryptor:
             values = _share_batch(vec.values, self._key)
         else:
             values = _run_batched(self.worker_pool, _share_batch, vec.values)
-        proof = self._prove(vec, values, digest, ctx) if prove else None
-        return DecryptionShare(self.share.holder, self.share.index, self.params.fingerprint,
-                               digest, ctx, values, proof)
+        share = DecryptionShare(self.share.holder, self.share.index, self.params.fingerprint,
+                                digest, ctx, values)
+        return self.add_proof(vec, share) if prove else share
 
-    def _prove(self, vec: CiphertextVector, values: list[gmpy2.mpz], digest: bytes,
-               ctx: bytes) -> proofs.ShareProof:
+    def add_proof(self, vec: CiphertextVector, share: DecryptionShare) -> DecryptionShare:
+        """``share`` (this holder's, for ``vec``) with its proof of correctness attached."""
+        if share.index != self.share.index or share.vector_digest != vector_digest(vec):
+            raise ThresholdError("can only prove this holder's own share of this vector")
         p, i = self.params, self.share.index
         n2 = int(p.public_key.nsquare)
-        statement = _statement(p, i, digest, ctx)
+        statement = _statement(p, i, share.vector_digest, share.context_digest)
         weights = proofs.batch_weights(
-            proofs.weights_seed(statement=statement, shares=values,
-                                width=p.public_key.ciphertext_bytes), len(values))
-        big_c, big_y = proofs.weighted_products(vec.values, values, weights, n2,
+            proofs.weights_seed(statement=statement, shares=share.values,
+                                width=p.public_key.ciphertext_bytes), len(share.values))
+        big_c, big_y = proofs.weighted_products(vec.values, share.values, weights, n2,
                                                 self.worker_pool)
-        return proofs.prove(statement=statement, combined_c=big_c, combined_y=big_y,
-                            base=p.verification_base, key=p.verification_keys[i - 1],
-                            exponent=p.delta * int(self.share.secret),
-                            exponent_bound_bits=_exponent_bound_bits(p), nsquare=n2)
+        proof = proofs.prove(statement=statement, combined_c=big_c, combined_y=big_y,
+                             base=p.verification_base, key=p.verification_keys[i - 1],
+                             exponent=p.delta * int(self.share.secret),
+                             exponent_bound_bits=_exponent_bound_bits(p), nsquare=n2)
+        return dataclasses.replace(share, proof=proof)
 
     def warm_up(self) -> None:
         """Start the worker processes (and send them the share) now."""
