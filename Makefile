@@ -42,8 +42,8 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/ffalora/v1/federation.proto
 
 lint: install
-	$(BIN)/ruff check ffa_lora services tests
-	$(BIN)/mypy ffa_lora services
+	$(BIN)/ruff check ffa_lora services ffa_lora_tools tests
+	$(BIN)/mypy ffa_lora services ffa_lora_tools
 
 ## Helm lint/template/schema validation, promtool checks.
 deploy-check: install
@@ -62,7 +62,7 @@ images:
 	bash deploy/images/build.sh
 
 ## A short federation with every service running from its image (buildah, chroot isolation: see
-## services/containers.py); builds the images first when they are missing.
+## ffa_lora_tools/containers.py); builds the images first when they are missing.
 images-demo: install
 	bash deploy/images/build.sh --smoke
 	$(BIN)/ffa-lora demo --containers buildah --name containers-demo --rounds 2 --key-bits 1024 \

@@ -15,7 +15,7 @@ Two ways to run it:
           --start 2025-01-01T10:00:00Z --end 2025-01-01T10:12:00Z --out metrics.png
 
 * ``--demo``: start a local Prometheus (Debian package ``prometheus``) that scrapes every
-  1 s, run ``services.demo.run_demo`` (all services as OS processes over mTLS on loopback),
+  1 s, run ``ffa_lora_tools.demo.run_demo`` (all services as OS processes over mTLS on loopback),
   then render that run (how ``docs/deploy-metrics.png`` was made; see ``--help`` for the
   federation settings)::
 
@@ -392,7 +392,7 @@ def run_demo_scraped(
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from services.demo import DemoSettings, run_demo
+    from ffa_lora_tools.demo import DemoSettings, run_demo
 
     binary = args.prometheus_binary or shutil.which("prometheus") or "/usr/bin/prometheus"
     if not os.access(binary, os.X_OK):
@@ -437,7 +437,7 @@ def run_demo_scraped(
         else model
     )
     caption = (
-        f"services.demo.run_demo as OS processes over mTLS, scraped every {args.scrape_interval} by "
+        f"ffa_lora_tools.demo.run_demo as OS processes over mTLS, scraped every {args.scrape_interval} by "
         f"Prometheus: model {model_name}, "
         f"{summary['clients']} clients ({', '.join(f'{k} {v}' for k, v in data['sites'].items())} "
         f"training examples), {data['test']} test examples, 2 edges, {summary['rounds']} rounds, "

@@ -26,10 +26,11 @@ from ffa_lora.errors import FFALoraError
 from services.client_agent.trainer import LocalTrainer, PreparedUpdate
 from services.common import domain as d
 from services.common import serde
+from services.common.certs import TLSFiles
 from services.common.config import ClientConfig, LimitsConfig
 from services.common.metrics import Metrics
 from services.common.session import grpc_options
-from services.common.tls import TLSFiles, channel_credentials
+from services.common.tls import channel_credentials
 from services.common.transfer import AdapterReceiver, outgoing
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 
 from ffa_lora import errors as E
+from services.common.certs import PeerAuthError
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,9 @@ class Rejection(Exception):
         return f"{self.code.name} ({self.reason}): {self.message}"
 
 
-def _peer_auth_error() -> type[BaseException]:
-    from services.common.tls import PeerAuthError
-
-    return PeerAuthError
-
-
 # Most specific first.
 _CATALOG: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
-    (_peer_auth_error(), grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"),
+    (PeerAuthError, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"),
     (E.FingerprintMismatchError, grpc.StatusCode.FAILED_PRECONDITION, "key_fingerprint"),
     (E.CiphertextError, grpc.StatusCode.INVALID_ARGUMENT, "ciphertext_invalid"),
     (E.LayoutError, grpc.StatusCode.INVALID_ARGUMENT, "layout_mismatch"),

@@ -15,9 +15,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.common.certs import TLSFiles
 from services.common.config import LimitsConfig, MetricsConfig, TLSConfig
 from services.common.metrics import Metrics, create_metrics, serve_metrics
-from services.common.tls import TLSFiles, server_credentials
+from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 from ffa_lora.crypto import CiphertextVector, PublicKey
 from services.common import domain as d
 from services.common import serde
+from services.common.certs import TLSFiles
 from services.common.config import MAX_CHECK_IN_S, EdgeConfig
 from services.common.errors import Rejection, rejection_for
 from services.common.metrics import Metrics
 from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
 from services.common.session import Session, grpc_options, run_session, tls_files
-from services.common.tls import TLSFiles, channel_credentials, require_role_async
+from services.common.tls import channel_credentials, require_role_async
 from services.common.transfer import AdapterReceiver, outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ffa_lora.errors import FFALoraError
-from services import containers
-from services.containers import BuildahLauncher
-from services.demo import DemoSettings, parse_args
+from ffa_lora_tools import containers
+from ffa_lora_tools.containers import BuildahLauncher
+from ffa_lora_tools.demo import DemoSettings, parse_args
 
 
 def test_demo_flag_reaches_the_settings() -> None:

@@ -1,6 +1,6 @@
 """A real Prometheus scrapes a real federation run and the ``ffalora_*`` series are read back.
 
-One short federation (``services.demo.run_demo``: coordinator, two edges and three client agents
+One short federation (``ffa_lora_tools.demo.run_demo``: coordinator, two edges and three client agents
 as OS processes over mutual TLS on loopback; tiny BERT, 24 examples per site, 2 rounds, 512-bit
 test-only Paillier key) runs in a thread while a real Prometheus server (Debian package
 ``prometheus``) scrapes every service's metrics port once a second. The tests then read the
@@ -59,7 +59,7 @@ class ScrapedRun:
 
 def as_chart_edge_replicas(layout: dict[str, Any]) -> None:
     """Re-issue the demo's edge certificates as the chart's per-replica identities of one region."""
-    from services.common.tls import issue_certificate
+    from services.common.certs import issue_certificate
 
     certs = layout["run"] / "certs"
     for i, edge in enumerate(layout["edges"]):
@@ -81,7 +81,7 @@ def as_chart_edge_replicas(layout: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def scraped_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedRun]:
-    from services.demo import DemoSettings, run_demo
+    from ffa_lora_tools.demo import DemoSettings, run_demo
     from tests.unit.lora.conftest import make_tiny_model
 
     root = tmp_path_factory.mktemp("scrape")

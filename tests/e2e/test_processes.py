@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ffa_lora.deid.checksums import gb11643_check_char, luhn_check_digit
-from services.demo import DemoSettings, prepare, run_demo
+from ffa_lora_tools.demo import DemoSettings, prepare, run_demo
 from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -105,7 +105,7 @@ def test_sigterm_to_the_demo_stops_the_services_it_started(tmp_path: Path) -> No
 
     model_dir = make_tiny_model(tmp_path / "tiny-bert")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "demo", "--name", "sig", "--out-dir", str(tmp_path / "runs"),
+        [sys.executable, "-m", "ffa_lora_tools.cli", "demo", "--name", "sig", "--out-dir", str(tmp_path / "runs"),
          "--model", str(model_dir), "--key-bits", "512", "--rounds", "50", "--max-train-per-site", "30",
          "--max-test", "30", "--no-deid"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])

@@ -15,6 +15,7 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PackingLayout
+from ffa_lora_tools.harness.raw_client import RawClient
 from services.client_agent.agent import upload_messages
 from services.client_agent.trainer import PreparedUpdate, encrypt_update
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps
@@ -22,7 +23,6 @@ from services.common import domain as d
 from services.common import serde
 from services.common.tls import channel_credentials
 from tests.support.federation import InProcessFederation, tls_files
-from tests.support.raw_client import RawClient
 from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)

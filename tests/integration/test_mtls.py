@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.common import certs as pki
 from services.common import tls
 
 UTC = dt.UTC
@@ -39,7 +40,7 @@ WATCH = "/test.v1.Coordinator/Watch"              # unary-stream, edges only
 UNLISTED = "/test.v1.Hidden/Method"               # in no rule: fail closed
 
 RULES: dict[str, tuple[str, ...]] = {
-    WHO: tls.ROLES,
+    WHO: pki.ROLES,
     SUBMIT: ("edge",),
     UPLOAD: ("edge",),
     WATCH: ("edge",),
@@ -51,7 +52,7 @@ RULES: dict[str, tuple[str, ...]] = {
 # certificates
 
 
-def _handmade(ca_dir: Path, out: Path, name: str, sans: list[x509.GeneralName]) -> tls.TLSFiles:
+def _handmade(ca_dir: Path, out: Path, name: str, sans: list[x509.GeneralName]) -> pki.TLSFiles:
     """A client cert signed by the *federation CA* but with arbitrary SANs."""
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
@@ -71,19 +72,19 @@ def _handmade(ca_dir: Path, out: Path, name: str, sans: list[x509.GeneralName]) 
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
-    return tls.TLSFiles(ca_dir / "ca.crt", crt, k)
+    return pki.TLSFiles(ca_dir / "ca.crt", crt, k)
 
 
 class Certs:
     def __init__(self, root: Path) -> None:
         self.dir = root / "fed"
-        tls.init_ca(self.dir)
-        tls.init_ca(root / "foreign")
+        pki.init_ca(self.dir)
+        pki.init_ca(root / "foreign")
         now = dt.datetime.now(UTC)
 
-        def issue(role: str, id: str, **kw: object) -> tls.TLSFiles:
-            tls.issue_certificate(self.dir, self.dir, role=role, id=id, **kw)  # type: ignore[arg-type]
-            return tls.TLSFiles.for_identity(self.dir, role=role, id=id)
+        def issue(role: str, id: str, **kw: object) -> pki.TLSFiles:
+            pki.issue_certificate(self.dir, self.dir, role=role, id=id, **kw)  # type: ignore[arg-type]
+            return pki.TLSFiles.for_identity(self.dir, role=role, id=id)
 
         self.coordinator = issue("coordinator", "main")
         self.edge = issue("edge", "eu-west")
@@ -92,8 +93,8 @@ class Certs:
                              not_after=now - dt.timedelta(days=1))
         self.future = issue("client", "future", not_before=now + dt.timedelta(days=1),
                             not_after=now + dt.timedelta(days=30))
-        tls.issue_certificate(root / "foreign", root / "foreign", role="client", id="bank-a")
-        self.foreign = tls.TLSFiles.for_identity(root / "foreign", role="client", id="bank-a")
+        pki.issue_certificate(root / "foreign", root / "foreign", role="client", id="bank-a")
+        self.foreign = pki.TLSFiles.for_identity(root / "foreign", role="client", id="bank-a")
         self.no_identity = _handmade(self.dir, self.dir, "no-identity",
                                      [x509.DNSName("bank-x.example")])
         self.other_federation = _handmade(self.dir, self.dir, "other-fed", [
@@ -104,7 +105,7 @@ class Certs:
         return (self.dir / "ca.crt").read_bytes()
 
 
-def raw_credentials(ca_pem: bytes, files: tls.TLSFiles | None) -> grpc.ChannelCredentials:
+def raw_credentials(ca_pem: bytes, files: pki.TLSFiles | None) -> grpc.ChannelCredentials:
     """Credentials built straight from files, bypassing TLSFiles.load()'s local checks --
     what a misconfigured or hostile peer would send."""
     if files is None:
@@ -248,10 +249,10 @@ def test_health_service_answers_any_federation_role(server: Server, certs: Certs
 
 
 def test_server_identity_can_be_pinned_by_name(server: Server, certs: Certs) -> None:
-    good = tls.identity_dns_name("coordinator", "main", federation="ffa-lora")
+    good = pki.identity_dns_name("coordinator", "main", federation="ffa-lora")
     with tls.secure_channel(server.target, certs.edge, server_name=good) as ch:
         assert call(ch, SUBMIT) == b"edge/eu-west"
-    wrong = tls.identity_dns_name("edge", "main", federation="ffa-lora")
+    wrong = pki.identity_dns_name("edge", "main", federation="ffa-lora")
     with tls.secure_channel(server.target, certs.edge, server_name=wrong) as ch:
         assert code_of(call, ch, SUBMIT) == grpc.StatusCode.UNAVAILABLE
     assert server.rec.calls == [(SUBMIT, "edge/eu-west")]
@@ -333,10 +334,10 @@ def test_handshake_rejects_missing_foreign_and_out_of_date_certificates(
 
 def test_our_own_helpers_refuse_bad_local_certificates_before_connecting(certs: Certs) -> None:
     for files in (certs.expired, certs.future, certs.no_identity):
-        with pytest.raises(tls.TLSFileError):
+        with pytest.raises(pki.TLSFileError):
             tls.secure_channel("127.0.0.1:1", files)
-    with pytest.raises(tls.TLSFileError, match="not issued by the CA"):
-        tls.secure_channel("127.0.0.1:1", tls.TLSFiles(certs.dir / "ca.crt", certs.foreign.cert,
+    with pytest.raises(pki.TLSFileError, match="not issued by the CA"):
+        tls.secure_channel("127.0.0.1:1", pki.TLSFiles(certs.dir / "ca.crt", certs.foreign.cert,
                                                        certs.foreign.key))
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_reliability_bench_reports_fuzz_and_a_scenario(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from services.bench.reliability import main
+    from ffa_lora_tools.bench.reliability import main
 
     rc = main(["--only", "fuzz,garbage_ciphertext", "--fuzz-examples", "20", "--work-dir", str(tmp_path)])
     out = json.loads(capsys.readouterr().out)
@@ -29,7 +29,7 @@ def test_reliability_bench_reports_fuzz_and_a_scenario(capsys: pytest.CaptureFix
 @pytest.mark.parametrize("session", [["--session", "persistent"], ["--session", "check_in", "--check-in-s", "1"]],
                          ids=["persistent", "check_in"])
 def test_load_bench_small(capsys: pytest.CaptureFixture[str], tmp_path: Path, session: list[str]) -> None:
-    from services.bench.load import main
+    from ffa_lora_tools.bench.load import main
 
     rc = main(["--clients", "40", "--stages", "20,40", "--edges", "2", "--key-bits", "512", "--rounds", "2",
                "--generators", "1", "--work-dir", str(tmp_path), *session])

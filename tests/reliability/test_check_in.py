@@ -17,13 +17,13 @@ import pytest
 from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
+from ffa_lora_tools.harness import fuzzing as fz
 from services.client_agent.agent import COLLECT_AFTER_SESSION_S, ClientAgent
 from services.common import domain as d
 from services.common.config import LimitsConfig
 from services.common.metrics import create_metrics
 from services.common.tls import server_credentials
 from services.edge_aggregator.handlers import CHECK_IN_MISSES, CHECK_IN_SLACK_S, EdgeAggregator
-from tests.reliability import fuzzing as fz
 from tests.support.federation import (
     InProcessFederation,
     SyntheticTrainer,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.faultproxy import FaultProxy, ProxyThread
+from ffa_lora_tools.harness.faultproxy import FaultProxy, ProxyThread
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.reliability import scenarios as sc
+from ffa_lora_tools.harness import scenarios as sc
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
 

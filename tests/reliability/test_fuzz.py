@@ -16,9 +16,10 @@ from ffalora.v1 import federation_pb2 as pb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.bench.cluster import make_pki
-from services.common.tls import TLSFiles, channel_credentials
-from tests.reliability import fuzzing as fz
+from ffa_lora_tools.harness import fuzzing as fz
+from ffa_lora_tools.harness.cluster import make_pki
+from services.common.certs import TLSFiles
+from services.common.tls import channel_credentials
 
 pytestmark = pytest.mark.timeout(300)
 

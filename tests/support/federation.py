@@ -22,9 +22,9 @@ from ffa_lora.lora import LoRASpec
 from services.client_agent.agent import ClientAgent
 from services.client_agent.trainer import PreparedUpdate, encrypt_update
 from services.common import domain as d
+from services.common.certs import TLSFiles, init_ca, issue_certificate
 from services.common.config import ServiceConfig, parse_config
 from services.common.metrics import create_metrics
-from services.common.tls import TLSFiles, init_ca, issue_certificate
 
 
 def make_pki(root: Path, *, edges: list[str], clients: list[str]) -> Path:

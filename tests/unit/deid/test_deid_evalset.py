@@ -91,7 +91,7 @@ def test_recall_targets_large_set() -> None:
 
 
 def test_bench_main_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from ffa_lora.bench.deid import main
+    from ffa_lora_tools.bench.deid import main
 
     assert main(["--n", "40", "--modes", "pattern", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -129,7 +129,7 @@ with operator-made secrets it is the edge Service name, which each replica's --h
 {{- max 1 (int ($v.autoscaling.enabled | ternary $v.autoscaling.maxReplicas $v.replicaCount)) -}}
 {{- end -}}
 
-{{/* spiffe://<federation>/<role>/<id>: the URI SAN that names the peer (services/common/tls.py). */}}
+{{/* spiffe://<federation>/<role>/<id>: the URI SAN that names the peer (services/common/certs.py). */}}
 {{- define "ffa-lora.identity.spiffe" -}}
 {{- printf "spiffe://%s/%s/%s" .root.Values.federation.name .component (include "ffa-lora.identity.id" .) -}}
 {{- end -}}

@@ -3,7 +3,7 @@ coordinator and several edge processes on loopback.
 
 For each stage (default 100, 250, 500, 1000 clients) a fresh federation runs: the coordinator
 and ``--edges`` edge aggregators as separate processes, and the clients in one or two generator
-processes (:mod:`services.bench.load_clients`: real client agents with their own certificates,
+processes (:mod:`ffa_lora_tools.bench.load_clients`: real client agents with their own certificates,
 one precomputed encrypted update reused under fresh round numbers). All clients connect first,
 then the coordinator starts and runs ``--rounds`` synchronous rounds with min_clients = all of
 them. Reported per stage: round latency percentiles (plan -> commit, from the coordinator's
@@ -37,7 +37,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from services.bench.cluster import REPO_ROOT, Cluster, make_pki, tiny_bert
+from ffa_lora_tools.harness.cluster import Cluster, make_pki, tiny_bert
 
 
 def _say(msg: str) -> None:
@@ -185,13 +185,13 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
             f.write_text("\n".join(part))
             with open(root / "logs" / f"generator-{i}.log", "wb") as log:
                 gens.append(subprocess.Popen(
-                    [sys.executable, "-m", "services.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
+                    [sys.executable, "-m", "ffa_lora_tools.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
                      "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout),
                      "--session", args.session, "--check-in-s", str(args.check_in_s),
                      # check-in clients come online spread over one check-in interval
                      *(["--connect-rate", f"{max(1.0, len(part) / args.check_in_s):.1f}"]
                        if args.session == "check_in" else [])],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=cluster.env))
+                    stdout=log, stderr=subprocess.STDOUT, cwd=str(root), env=cluster.env))
         deadline = time.time() + 300
         while True:
             # on the roster: connected, or (check-in clients) away but due back

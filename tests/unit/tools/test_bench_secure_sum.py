@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ffa_lora.bench import secure_sum
+from ffa_lora_tools.bench import secure_sum
 
 FIELDS = ["bytes_per_value", "naive_bytes_per_value", "encrypt_values_per_s_fresh",
           "encrypt_values_per_s_pooled_online", "naive_encrypt_values_per_s", "add_values_per_s",

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.demo import STRATEGY_LR, DemoSettings, run_demo
+from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo
 
 R_MAX = 16
 RANK_STRATEGY = "ffa"  # the method issue 5's figures were measured with (the demo now alternates)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.bench.quality import main, summarize
+from ffa_lora_tools.bench.quality import main, summarize
 
 
 def _run(seed: int, fed: float, cen: float) -> dict:
@@ -14,7 +14,7 @@ def _run(seed: int, fed: float, cen: float) -> dict:
 
 def _fake_sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """Replace the federation and the baseline by stand-ins that record how they were asked to run."""
-    import services.bench.quality as q
+    import ffa_lora_tools.bench.quality as q
 
     seen: dict[str, object] = {}
 
@@ -69,7 +69,7 @@ def test_both_sides_train_on_the_same_examples(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_demo_refuses_a_validation_share_outside_its_range(capsys: pytest.CaptureFixture[str]) -> None:
-    from services.demo import parse_args
+    from ffa_lora_tools.demo import parse_args
 
     assert parse_args(["--validation-fraction", "0"]).validation_fraction == 0.0
     with pytest.raises(SystemExit) as exc:
@@ -120,7 +120,7 @@ def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 ])
 def test_a_site_count_the_partition_cannot_make_is_refused(
         args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from services.demo import parse_args
+    from ffa_lora_tools.demo import parse_args
 
     for parse in (parse_args, main):
         with pytest.raises(SystemExit) as exc:
@@ -147,7 +147,7 @@ def test_iid_sites_split_the_pool_the_baseline_trains_on() -> None:
 def test_demo_settings_take_the_strategys_rate_unless_given() -> None:
     from ffa_lora.errors import ConfigError
     from ffa_lora.rank.phases import STRATEGIES
-    from services.demo import STRATEGY_LR, DemoSettings, parse_args
+    from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, parse_args
 
     assert set(STRATEGY_LR) == set(STRATEGIES)  # a rate for every strategy, none for an unknown one
     assert (DemoSettings().strategy, DemoSettings().learning_rate) == ("alternating", 2e-3)

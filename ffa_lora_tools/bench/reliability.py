@@ -2,8 +2,8 @@
 the faults injected by kind, rounds completed, updates lost, updates double-counted, crashes
 and fuzz cases run (lost, double-counted and crashes must all be 0).
 
-The scenarios are the reliability test suite's (``tests/reliability``; this command needs the
-source checkout): the coordinator and edges run as OS processes over mutual TLS on loopback;
+The scenarios and fuzzers live in :mod:`ffa_lora_tools.harness` and are shared with the
+reliability tests: the coordinator and edges run as OS processes over mutual TLS on loopback;
 clients are real agents uploading known synthetic updates; each scenario ends with an audit of
 the coordinator's stored adapters that recovers how many times each client's update is in each
 committed round. Faults: a client vanishing mid-upload, a late update, the coordinator
@@ -27,24 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.bench.cluster import REPO_ROOT
+from ffa_lora_tools.harness import fuzzing, scenarios
 
 
 def _say(msg: str) -> None:
     print(f"[reliability] {msg}", file=sys.stderr, flush=True)
-
-
-def _import_suite() -> tuple[Any, Any]:
-    if not (REPO_ROOT / "tests" / "reliability" / "scenarios.py").exists():
-        raise SystemExit("ffa-lora bench reliability needs the source checkout (tests/reliability); "
-                         "run it from the repository")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import importlib
-
-    # imported by name: the suite lives beside the tests, outside the installed packages
-    return (importlib.import_module("tests.reliability.scenarios"),
-            importlib.import_module("tests.reliability.fuzzing"))
 
 
 QUICK = [("dropout_mid_upload", ()), ("late_update", ()), ("coordinator_sigkill", ("training",)),
@@ -55,12 +42,12 @@ FULL = QUICK[:2] + [("coordinator_sigkill", (p,)) for p in ("waiting", "training
     ("network_faults", ("partition",)), ("garbage_ciphertext", ())]
 
 
-def run_fuzz(fz: Any, *, examples: int, work: Path) -> dict[str, Any]:
-    """The hypothesis properties of tests/reliability/test_fuzz.py, outside pytest."""
+def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
+    """The hypothesis properties of the reliability tests' fuzzing, outside pytest."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from services.bench.cluster import make_pki
+    from ffa_lora_tools.harness.cluster import make_pki
 
     out: dict[str, Any] = {"crashes": 0, "invariant_violations": 0, "failures": []}
     cfg = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -77,21 +64,22 @@ def run_fuzz(fz: Any, *, examples: int, work: Path) -> dict[str, Any]:
             traceback.print_exc(file=sys.stderr)
 
     @cfg
-    @given(st.lists(fz.edge_op_strategy(), max_size=25))
+    @given(st.lists(fuzzing.edge_op_strategy(), max_size=25))
     def edge_prop(ops: list[Any]) -> None:
-        fz.run_edge_ops(ops)
+        fuzzing.run_edge_ops(ops)
 
     @cfg
-    @given(st.lists(fz.coordinator_op_strategy(), max_size=8))
+    @given(st.lists(fuzzing.coordinator_op_strategy(), max_size=8))
     def coord_prop(ops: list[Any]) -> None:
-        fz.run_coordinator_ops(ops)
+        fuzzing.run_coordinator_ops(ops)
 
     attempt("edge_handlers", edge_prop)
     attempt("coordinator_partials", coord_prop)
 
     import grpc
 
-    from services.common.tls import TLSFiles, channel_credentials
+    from services.common.certs import TLSFiles
+    from services.common.tls import channel_credentials
 
     certs = make_pki(work / "fuzz-pki", edges=["edge-fuzz"], clients=["mallory", "good"])
 
@@ -99,7 +87,7 @@ def run_fuzz(fz: Any, *, examples: int, work: Path) -> dict[str, Any]:
         files = TLSFiles(ca=certs / "ca.crt", cert=certs / f"client-{cid}.crt", key=certs / f"client-{cid}.key")
         return grpc.secure_channel(srv.address, channel_credentials(files))
 
-    with fz.EdgeServerThread(certs, limits={"max_messages_per_s": 1e6}) as srv:
+    with fuzzing.EdgeServerThread(certs, limits={"max_messages_per_s": 1e6}) as srv:
         from ffalora.v1 import federation_pb2 as pb
 
         hello = pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=10)).SerializeToString()
@@ -108,26 +96,26 @@ def run_fuzz(fz: Any, *, examples: int, work: Path) -> dict[str, Any]:
                   suppress_health_check=list(HealthCheck))
         @given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8), st.booleans())
         def raw_prop(msgs: list[bytes], hello_first: bool) -> None:
-            fz.FUZZ_CASES["grpc_raw_bytes"] += 1
+            fuzzing.FUZZ_CASES["grpc_raw_bytes"] += 1
             before = srv.snapshot()
             with channel(srv, "mallory") as ch:
-                code, _ = fz.raw_session(ch, ([hello] if hello_first else []) + msgs)
-            assert code in fz.RAW_ALLOWED, f"stream ended with {code}"
+                code, _ = fuzzing.raw_session(ch, ([hello] if hello_first else []) + msgs)
+            assert code in fuzzing.RAW_ALLOWED, f"stream ended with {code}"
             assert srv.snapshot() == before, "random bytes changed the edge's round state"
 
         attempt("grpc_raw_bytes", raw_prop)
 
         def still_serves() -> None:
-            srv.new_round(fz.ROUND + 1)
+            srv.new_round(fuzzing.ROUND + 1)
             time.sleep(0.2)
-            u = fz.make_upload(srv.pub, srv.layout, seed=99, key="good:1")
+            u = fuzzing.make_upload(srv.pub, srv.layout, seed=99, key="good:1")
             with channel(srv, "good") as ch:
-                acks = fz.good_session(ch, u, round=fz.ROUND + 1)
+                acks = fuzzing.good_session(ch, u, round=fuzzing.ROUND + 1)
             assert acks and acks[0].status.code == 0, "the edge refused a good client after the fuzz"
             assert srv.snapshot()[2] == ("good",)
 
         attempt("good_client_after_fuzz", still_serves)
-    out["cases"] = dict(fz.FUZZ_CASES)
+    out["cases"] = dict(fuzzing.FUZZ_CASES)
     return out
 
 
@@ -139,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated scenario names (e.g. fuzz,late_update)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep logs, configs and state here")
     args = p.parse_args(argv)
-    sc, fz = _import_suite()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="ffa-reliability-"))
     work.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
@@ -150,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     fuzz: dict[str, Any] = {"cases": {}}
     if only is None or "fuzz" in only:
         _say(f"fuzzing ({args.fuzz_examples} examples per handler property)")
-        fuzz = run_fuzz(fz, examples=args.fuzz_examples, work=work)
+        fuzz = run_fuzz(examples=args.fuzz_examples, work=work)
         crashes += fuzz["crashes"]
         faults["fuzz_case"] += sum(fuzz["cases"].values())
     plan = FULL if args.full else QUICK
@@ -162,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         root = work / f"{i:02d}-{label}"
         try:
             if name == "edge_sigkill_other":
-                coro = sc.edge_sigkill(root, failover="other_edge")
+                coro = scenarios.edge_sigkill(root, failover="other_edge")
             else:
-                coro = getattr(sc, name)(root, *params)
+                coro = getattr(scenarios, name)(root, *params)
             res = asyncio.run(coro).to_dict()
         except Exception as exc:  # noqa: BLE001 - a scenario that cannot finish is a failure to report
             traceback.print_exc(file=sys.stderr)

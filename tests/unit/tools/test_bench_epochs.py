@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bench.epochs import main
+from ffa_lora_tools.bench.epochs import main
 from tests.unit.lora.conftest import make_tiny_model
 
 
@@ -43,7 +43,7 @@ def test_bad_arguments_are_refused(args: list[str], message: str, capsys: pytest
 
 def test_baseline_refuses_an_evaluation_interval_longer_than_its_training(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from services.baseline import main as baseline_main
+    from ffa_lora_tools.baseline import main as baseline_main
 
     with pytest.raises(SystemExit) as exc:
         baseline_main(["--epochs", "3", "--eval-every", "0"])

@@ -17,9 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from services.baseline import check_eval_every, run_baseline
-from services.bench.quality import parse_seeds
-from services.demo import LORA_LR, STRATEGY_LR
+from ffa_lora_tools.baseline import check_eval_every, run_baseline
+from ffa_lora_tools.bench.quality import parse_seeds
+from ffa_lora_tools.demo import LORA_LR, STRATEGY_LR
 
 #: (label, strategy) of the two methods compared.
 METHODS = (("FFA-LoRA", "ffa"), ("LoRA", "fedavg"))

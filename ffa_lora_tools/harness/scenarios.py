@@ -1,5 +1,5 @@
 """Fault scenarios against a real federation: the coordinator and edges run as OS processes
-(``python -m services.cli serve ...``, real mutual TLS on loopback, SQLite state folder), the
+(``python -m ffa_lora_tools.cli serve ...``, real mutual TLS on loopback, SQLite state folder), the
 clients are real :class:`ClientAgent`s in this process whose training is replaced by known
 synthetic updates (encrypted and streamed through the real path).
 
@@ -34,14 +34,14 @@ import numpy as np
 from safetensors.numpy import load as st_load
 
 from ffa_lora.crypto import Encryptor, PackingLayout, PublicKey, Quantizer
-from services.bench.cluster import Cluster, make_pki
+from ffa_lora_tools.harness.cluster import Cluster, make_pki
+from ffa_lora_tools.harness.raw_client import RawClient
 from services.client_agent.agent import ClientAgent, upload_messages
 from services.client_agent.trainer import PreparedUpdate, privatize
 from services.common import domain as d
+from services.common.certs import TLSFiles
 from services.common.config import ClientConfig, DataConfig, DeidSettings
 from services.common.metrics import create_metrics
-from services.common.tls import TLSFiles
-from tests.support.raw_client import RawClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ EDGES = ["edge-1", "edge-2"]
 @cache
 def tiny_model(cache_dir: str) -> Path:
     """The tiny random BERT of the LoRA unit tests (same config and seed), saved once per directory."""
-    from services.bench.cluster import tiny_bert
+    from ffa_lora_tools.harness.cluster import tiny_bert
 
     return tiny_bert(Path(cache_dir) / "tiny-bert")
 
@@ -563,7 +563,7 @@ async def edge_sigkill(root: Path, *, failover: str = "replica") -> ScenarioResu
 
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet
-        from services.bench.cluster import free_port
+        from ffa_lora_tools.harness.cluster import free_port
 
         replica_port = free_port()
         backup = f"127.0.0.1:{replica_port}" if failover == "replica" else "edge-2"
@@ -592,7 +592,7 @@ async def network_faults(root: Path, kind: str) -> ScenarioResult:
     ``latency``: 150 ms each way on every link. ``drops``: every client connection is reset
     repeatedly during the uploads. ``partition``: the edge<->coordinator link is cut (refused)
     while the edge forwards its partial sum, then healed."""
-    from tests.support.faultproxy import FaultProxy
+    from ffa_lora_tools.harness.faultproxy import FaultProxy
 
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet

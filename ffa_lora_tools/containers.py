@@ -1,7 +1,7 @@
 """Run the demo's services as containers of the built images: ``ffa-lora demo --containers buildah``.
 
 ``deploy/images/build.sh`` builds ``ffa-lora/{cloud-coordinator,edge-aggregator,client-agent}``.
-This launcher starts each service of :func:`services.demo.run_demo` from its image instead of
+This launcher starts each service of :func:`ffa_lora_tools.demo.run_demo` from its image instead of
 from the host's Python: one working container per service (``buildah from``), the service run
 with ``buildah run`` as the image's unprivileged user (uid 10001) and its entrypoint
 (``ffa-lora serve ROLE``), the run folder bind-mounted at the same path so that the generated

@@ -103,7 +103,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     the no-DP row: the noise on a step's mean gradient is ``noise_multiplier × clip / batch``.
     """
     from ffa_lora.data.builtin import load_builtin
-    from services.demo import STRATEGY_LR, DemoSettings, run_demo
+    from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo
 
     base = DemoSettings()
     epochs = base.local_epochs if local_epochs is None else local_epochs
@@ -163,7 +163,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
 
 def _finished_run(settings: Any) -> dict[str, Any] | None:
     """The summary of an earlier run with exactly these settings, if one finished."""
-    from services.demo import settings_dict
+    from ffa_lora_tools.demo import settings_dict
 
     path = Path(settings.out_dir) / settings.name / "summary.json"
     try:

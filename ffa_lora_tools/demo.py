@@ -30,7 +30,7 @@ from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.rank.phases import STRATEGIES
-from services.baseline import module_list
+from ffa_lora_tools.baseline import module_list
 from services.common.config import MAX_VALIDATION_FRACTION
 
 # The clients' learning rate per strategy on the demo model, as measured (README, "Quality
@@ -118,7 +118,7 @@ def _say(settings: DemoSettings, msg: str) -> None:
 def prepare(settings: DemoSettings) -> dict[str, Any]:
     """Create the run folder: data, certificates, keys and configs. Returns the layout."""
     from ffa_lora.data.builtin import load_builtin
-    from services.common.tls import init_ca, issue_certificate
+    from services.common.certs import init_ca, issue_certificate
 
     run = (settings.out_dir / settings.name).resolve()
     if run.exists():
@@ -243,7 +243,7 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     starts: it sees the run folder, configs and ``metrics_ports`` (e.g. to point a Prometheus
     at them) and may edit the config files. ``on_started(layout)`` runs once every service
     process has been started. ``settings.containers == "buildah"`` runs each service from its
-    container image (:class:`services.containers.BuildahLauncher`) instead of the host's Python.
+    container image (:class:`ffa_lora_tools.containers.BuildahLauncher`) instead of the host's Python.
     """
     t_start = time.time()
     if layout is None:
@@ -256,14 +256,14 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     procs: dict[str, subprocess.Popen[bytes]] = {}
     launcher = None
     if settings.containers == "buildah":
-        from services.containers import BuildahLauncher
+        from ffa_lora_tools.containers import BuildahLauncher
 
         launcher = BuildahLauncher(tag=settings.image_tag)
 
     def start(name: str, role: str) -> None:
         log = open(run / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - the child process owns it
         config = layout["configs"][name]
-        argv = ([sys.executable, "-m", "services.cli", "serve", role, "--config", str(config)] if launcher is None
+        argv = ([sys.executable, "-m", "ffa_lora_tools.cli", "serve", role, "--config", str(config)] if launcher is None
                 else launcher.command(name, role, config, run, env))
         procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        cwd=str(Path(__file__).resolve().parents[1]))
@@ -444,7 +444,7 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                    help="share of each site's data it holds out for its validation loss (0: train on all of it)")
     p.add_argument("--timeout", type=float, default=d.timeout_s)
     p.add_argument("--containers", choices=["buildah"], default=None,
-                   help="run the services from the images `make images` built (see services/containers.py)")
+                   help="run the services from the images `make images` built (see ffa_lora_tools/containers.py)")
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
     check_sites(p, a.partition, a.sites)

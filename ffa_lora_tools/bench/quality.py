@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora.rank.phases import STRATEGIES
-from services.baseline import module_list, run_baseline
-from services.demo import (
+from ffa_lora_tools.baseline import module_list, run_baseline
+from ffa_lora_tools.demo import (
     LORA_LR,
     LR_HELP,
     STRATEGY_HELP,

@@ -1,5 +1,5 @@
-"""Test-only TCP fault proxy on loopback: forwards bytes between a listen port and a target and
-injects network faults at run time.
+"""A TCP fault proxy on loopback for fault tests and benchmarks (never in a deployment):
+forwards bytes between a listen port and a target and injects network faults at run time.
 
 Put it between two tiers by pointing the caller at the proxy instead of the server (a client's
 ``edges`` list, an edge's ``coordinator_address``). TLS passes through untouched: the servers'

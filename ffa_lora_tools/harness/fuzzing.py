@@ -1,4 +1,4 @@
-"""Hostile-input harnesses for the property tests (and ``ffa-lora bench reliability``).
+"""Hostile-input harnesses for the property tests and ``ffa-lora bench reliability``.
 
 Three targets, each driven with hypothesis-generated malformed, oversized, out-of-order and
 random messages:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.baseline import module_list, run_baseline
+from ffa_lora_tools.baseline import module_list, run_baseline
 from services.common.config import ModelConfig
 
 pytestmark = pytest.mark.timeout(600)

@@ -24,13 +24,13 @@ from ffa_lora.errors import FFALoraError
 
 # Benchmarks: the name on the command line -> module with main(argv).
 BENCHES = {
-    "secure-sum": "ffa_lora.bench.secure_sum",
-    "deid": "ffa_lora.bench.deid",
-    "quality": "services.bench.quality",
-    "epochs": "services.bench.epochs",
-    "rank": "services.bench.rank",
-    "reliability": "services.bench.reliability",
-    "load": "services.bench.load",
+    "secure-sum": "ffa_lora_tools.bench.secure_sum",
+    "deid": "ffa_lora_tools.bench.deid",
+    "quality": "ffa_lora_tools.bench.quality",
+    "epochs": "ffa_lora_tools.bench.epochs",
+    "rank": "ffa_lora_tools.bench.rank",
+    "reliability": "ffa_lora_tools.bench.reliability",
+    "load": "ffa_lora_tools.bench.load",
 }
 
 
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from services.common.tls import init_ca, issue_certificate
+    from services.common.certs import init_ca, issue_certificate
 
     if args.certs_cmd == "init":
         path = init_ca(Path(args.out), federation=args.federation, overwrite=args.force)
@@ -92,7 +92,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.common.tls import TLSFiles, secure_channel
+    from services.common.certs import TLSFiles
+    from services.common.tls import secure_channel
 
     files = TLSFiles(ca=Path(args.ca), cert=Path(args.cert), key=Path(args.key))
     with secure_channel(args.address, files, server_name=args.server_name) as channel:
@@ -113,13 +114,13 @@ def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from services.demo import main as demo_main
+    from ffa_lora_tools.demo import main as demo_main
 
     return demo_main(rest)
 
 
 def cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
-    from services.baseline import main as baseline_main
+    from ffa_lora_tools.baseline import main as baseline_main
 
     return baseline_main(rest)
 
@@ -131,7 +132,7 @@ def cmd_deid(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_privacy(args: argparse.Namespace, rest: list[str]) -> int:
-    from services.privacy_cli import main as privacy_main
+    from ffa_lora_tools.privacy_cli import main as privacy_main
 
     return privacy_main(rest)
 

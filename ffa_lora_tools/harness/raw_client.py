@@ -1,4 +1,4 @@
-"""Test-only: a hand-driven client session over real mutual TLS, for protocol and fault tests
+"""A hand-driven client session over real mutual TLS, for protocol and fault tests
 that must send what a well-behaved client agent never would (half uploads, garbage, replays)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from services.common import serde
-from services.common.tls import TLSFiles, channel_credentials
+from services.common.certs import TLSFiles
+from services.common.tls import channel_credentials
 
 
 class RawClient:

@@ -2,7 +2,7 @@
 benchmarks and the fault tests: certificates, one YAML file per service, start / SIGKILL /
 restart, readiness, and read-only views of the coordinator's state folder.
 
-Each service runs exactly as an operator would run it (``python -m services.cli serve ROLE
+Each service runs exactly as an operator would run it (``python -m ffa_lora_tools.cli serve ROLE
 --config FILE``), with its log in ``<root>/logs/<name>.log``.
 """
 
@@ -21,12 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+import ffalora
 import yaml
 
+import ffa_lora_tools
+import services
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.errors import FFALoraError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def import_roots() -> list[str]:
+    """The folders this process imports the project's packages from (the checkout and its
+    ``protos/``, or site-packages for an installed wheel): child processes put them first on
+    their ``PYTHONPATH`` so that they run the same code as their parent."""
+    roots: list[str] = []
+    for module in (ffa_lora_tools, services, ffalora):
+        root = str(Path(module.__file__ or "").resolve().parents[1])
+        if root not in roots:
+            roots.append(root)
+    return roots
 
 
 def free_port() -> int:
@@ -65,7 +78,7 @@ def tiny_bert(path: Path, *, num_labels: int = 3) -> Path:
 
 
 def _issue_batch(certs: str, role: str, ids: list[str]) -> int:
-    from services.common.tls import issue_certificate
+    from services.common.certs import issue_certificate
 
     for i in ids:
         issue_certificate(Path(certs), Path(certs), role=role, id=i, overwrite=True)
@@ -77,7 +90,7 @@ def make_pki(certs: Path, *, edges: list[str], clients: list[str], coordinator: 
     """Create (or extend) a federation CA with certificates for every peer; existing ones are kept.
 
     Client certificates are issued in ``workers`` processes (EC P-256, a few ms each)."""
-    from services.common.tls import init_ca, issue_certificate
+    from services.common.certs import init_ca, issue_certificate
 
     certs = Path(certs)
     if not (certs / "ca.crt").exists():
@@ -183,8 +196,8 @@ class Cluster:
         self.metrics_ports: dict[str, int] = {}
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                         TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **(env or {}))
-        self.env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "protos"),
-                                                  self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.env["PYTHONPATH"] = os.pathsep.join([*import_roots(), self.env.get("PYTHONPATH", "")]
+                                                 ).rstrip(os.pathsep)
 
     @property
     def coordinator_address(self) -> str:
@@ -237,8 +250,8 @@ class Cluster:
             log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
             log.flush()
             svc.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve", svc.role, "--config", str(svc.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO_ROOT))
+                [sys.executable, "-m", "ffa_lora_tools.cli", "serve", svc.role, "--config", str(svc.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root))
 
     def start_coordinator(self, *, wait: bool = True, timeout: float = 90.0) -> ServiceProcess:
         svc = self.services.get("coordinator")
@@ -394,4 +407,4 @@ class Cluster:
         return (self.state_dir / rows[0][0]).read_bytes()
 
 
-__all__ = ["REPO_ROOT", "Cluster", "ServiceProcess", "free_port", "make_pki", "tls_block", "wait_port"]
+__all__ = ["Cluster", "ServiceProcess", "free_port", "import_roots", "make_pki", "tls_block", "wait_port"]

@@ -9,7 +9,7 @@ encryption.
 
 Run as a process (the load benchmark starts one or two)::
 
-    python -m services.bench.load_clients --certs DIR --ids-file IDS --edges H:P,H:P --out OUT.json
+    python -m ffa_lora_tools.bench.load_clients --certs DIR --ids-file IDS --edges H:P,H:P --out OUT.json
 
 It writes, per client, when its session was welcomed and, per round, when the task arrived and
 when (and how) the upload was acknowledged.
@@ -34,12 +34,12 @@ from ffa_lora.crypto import CiphertextVector, Encryptor, PackingLayout, PublicKe
 from services.client_agent.agent import ClientAgent
 from services.client_agent.trainer import PreparedUpdate
 from services.common import domain as d
+from services.common.certs import TLSFiles
 from services.common.config import ClientConfig, DataConfig, DeidSettings
 from services.common.metrics import Metrics, create_metrics
 from services.common.session import every
-from services.common.tls import TLSFiles
 
-log = logging.getLogger("ffa_lora.bench.load_clients")
+log = logging.getLogger("ffa_lora_tools.bench.load_clients")
 
 
 class UpdateCache:
@@ -152,7 +152,7 @@ async def run_clients(ids: list[str], *, certs: Path, edges: list[str], timeout:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m services.bench.load_clients", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ffa_lora_tools.bench.load_clients", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--certs", type=Path, required=True, help="folder with ca.crt and client-<id>.crt/.key")
     p.add_argument("--ids-file", type=Path, required=True, help="client ids, one per line")

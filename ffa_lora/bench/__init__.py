@@ -1,1 +1,0 @@
-"""Benchmarks: each module exposes ``main(argv)`` printing one JSON object."""

@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes ``main(argv)`` and prints one JSON object on stdout."""

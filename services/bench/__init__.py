@@ -1,1 +1,0 @@
-"""Benchmarks that run the services (quality, rank, reliability, load)."""
