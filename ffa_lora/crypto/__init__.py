@@ -18,6 +18,7 @@ the same plaintexts; :mod:`ffa_lora.crypto.signing` signs contributions, partial
 the key announcement, and :mod:`ffa_lora.crypto.evidence` is what a key holder checks first.
 """
 
+from ffa_lora.crypto.codec import ciphertexts_from_bytes, ciphertexts_to_bytes
 from ffa_lora.crypto.keys import (
     PrivateKey,
     PublicKey,
@@ -33,8 +34,6 @@ from ffa_lora.crypto.quantize import QuantizationError, Quantizer
 from ffa_lora.crypto.vector import CiphertextVector, RunningSum, add, scale
 from ffa_lora.crypto.wire import (
     VectorHeader,
-    ciphertexts_from_bytes,
-    ciphertexts_to_bytes,
     decode_header,
     encode_header,
     iter_chunks,

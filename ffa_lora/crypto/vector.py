@@ -19,6 +19,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 
+from ffa_lora.crypto.codec import ciphertexts_from_bytes, ciphertexts_to_bytes
 from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.errors import CiphertextError, FingerprintMismatchError, LayoutError
@@ -247,8 +248,6 @@ class RunningSum:
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointable state: the layout, value count, ciphertexts and per-position weight."""
-        from ffa_lora.crypto.wire import ciphertexts_to_bytes
-
         with self._lock:
             acc, used = list(self._acc), self._used.copy()
         return {
@@ -261,8 +260,6 @@ class RunningSum:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (validated like any incoming ciphertexts)."""
-        from ffa_lora.crypto.wire import ciphertexts_from_bytes
-
         if state.get("fingerprint") != self.public_key.fingerprint:
             raise FingerprintMismatchError("saved running sum was made under another public key")
         if PackingLayout.from_bytes(state["layout"]) != self.layout or int(

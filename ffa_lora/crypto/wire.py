@@ -1,7 +1,7 @@
 """Binary wire format of ciphertext vectors: no JSON, no decimal strings.
 
-Ciphertexts are fixed-width big-endian integers of 2·key_bits/8 bytes each, sent in chunks of
-whole ciphertexts (at most 1 MiB by default). A header carries the packing layout, the key
+Ciphertexts are fixed-width big-endian integers of 2·key_bits/8 bytes each
+(:mod:`ffa_lora.crypto.codec`), sent in chunks of whole ciphertexts (at most 1 MiB by default). A header carries the packing layout, the key
 fingerprint and the value count::
 
     magic "FFAV" | version u8 | layout (19 B, PackingLayout.to_bytes) | sha256(n) 32 B
@@ -13,10 +13,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import gmpy2
 
+from ffa_lora.crypto.codec import ciphertexts_from_bytes, ciphertexts_to_bytes
 from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.vector import CiphertextVector
@@ -25,8 +25,6 @@ from ffa_lora.errors import CiphertextError, FingerprintMismatchError, LayoutErr
 __all__ = [
     "MAX_CHUNK_BYTES",
     "VectorHeader",
-    "ciphertexts_from_bytes",
-    "ciphertexts_to_bytes",
     "decode_header",
     "encode_header",
     "iter_chunks",
@@ -39,46 +37,6 @@ _MAGIC = b"FFAV"
 _VERSION = 1
 _LAYOUT_SIZE = len(PackingLayout.derive(key_bits=2048).to_bytes())
 _HEADER = struct.Struct(f">4sB{_LAYOUT_SIZE}s32sQII")
-
-
-def _width(key_bits: int) -> int:
-    return (2 * int(key_bits) + 7) // 8
-
-
-def ciphertexts_to_bytes(values: Iterable[Any], *, key_bits: int) -> bytes:
-    """Concatenate ciphertexts as fixed-width big-endian integers (2·key_bits/8 bytes each)."""
-    w = _width(key_bits)
-    try:
-        return b"".join(gmpy2.mpz(c).to_bytes(w, "big") for c in values)
-    except OverflowError:
-        raise CiphertextError(f"a ciphertext does not fit {w} bytes (wrong key size?)") from None
-
-
-def ciphertexts_from_bytes(data: bytes, *, public_key: PublicKey,
-                           first_index: int = 0) -> list[gmpy2.mpz]:
-    """Parse fixed-width ciphertexts and check 0 < c < n² for each.
-
-    Raises:
-        CiphertextError: the length is not a multiple of the width, or a value is out of range.
-    """
-    w = public_key.ciphertext_bytes
-    if len(data) % w:
-        raise CiphertextError(
-            f"ciphertext bytes ({len(data)}) are not a multiple of the {w}-byte width: "
-            "truncated or wrong key size"
-        )
-    n2 = public_key.nsquare
-    frm = gmpy2.mpz.from_bytes
-    mv = memoryview(data)
-    out = []
-    for i in range(len(data) // w):
-        c = frm(bytes(mv[i * w : (i + 1) * w]), "big")
-        if not 0 < c < n2:
-            raise CiphertextError(
-                f"ciphertext {first_index + i} is out of range (must satisfy 0 < c < n²)"
-            )
-        out.append(c)
-    return out
 
 
 def iter_chunks(vec: CiphertextVector, *, max_chunk_bytes: int = MAX_CHUNK_BYTES

@@ -2,13 +2,16 @@
 pluggable rank scheduler, SVD rank reduction at convergence, and the warm-up /
 alternating-freeze policy.
 
-Modules: ``hetero`` (per-column aggregation math and the flat-layout sizes), ``scheduler``
-(interface, registry, fixed scheduler), ``dynamic`` (the dynamic scheduler), ``svd`` (rank
+Modules: ``hetero`` (per-column aggregation math and the flat-layout sizes), ``base`` (the
+scheduler interface), ``fixed`` and ``dynamic`` (the schedulers), ``registry`` (name ->
+scheduler), ``svd`` (rank
 reduction of an adapter state), ``phases`` (which factors train in a round), ``keys``
 (reading peft adapter-state keys).
 """
 
+from ffa_lora.rank.base import ClientReport, RankDecision, RankScheduler
 from ffa_lora.rank.dynamic import DynamicRankConfig, DynamicRankScheduler
+from ffa_lora.rank.fixed import FixedRankScheduler
 from ffa_lora.rank.hetero import (
     aggregate_columns,
     column_totals_from_buckets,
@@ -29,15 +32,7 @@ from ffa_lora.rank.phases import (
     trains_a,
     trains_b,
 )
-from ffa_lora.rank.scheduler import (
-    ClientReport,
-    FixedRankScheduler,
-    RankDecision,
-    RankScheduler,
-    available_schedulers,
-    make_scheduler,
-    register_scheduler,
-)
+from ffa_lora.rank.registry import available_schedulers, make_scheduler, register_scheduler
 from ffa_lora.rank.svd import (
     ModuleReduction,
     ReductionReport,

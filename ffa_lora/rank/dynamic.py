@@ -58,18 +58,17 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ffa_lora.errors import ConfigError, RankError, StateError
-from ffa_lora.rank.scheduler import (
-    _STATE_VERSION,
+from ffa_lora.rank.base import (
+    STATE_VERSION,
     ClientReport,
     Phase,
     RankDecision,
     RankScheduler,
     ValuesAtRank,
-    _check_round_and_clients,
-    register_scheduler,
+    check_round_and_clients,
 )
 from ffa_lora.rank.svd import required_rank
 
@@ -177,9 +176,10 @@ class DynamicRankConfig:
         return chosen[1], chosen[0]
 
 
-@register_scheduler("dynamic")
 class DynamicRankScheduler(RankScheduler):
     """Initial rank from data size, quality promotions within budget, SVD reduction at plateau."""
+
+    name: ClassVar[str] = "dynamic"
 
     def __init__(
         self, config: DynamicRankConfig | None = None, *, values_at_rank: ValuesAtRank
@@ -237,7 +237,7 @@ class DynamicRankScheduler(RankScheduler):
         Without it, ``reduce_to = reduced_rank`` and the coordinator reports the rank the SVD
         actually gave through :meth:`on_reduced`.
         """
-        _check_round_and_clients(round_index, clients)
+        check_round_and_clients(round_index, clients)
         for loss in loss_history:
             if not math.isfinite(loss):
                 raise RankError("loss_history must hold finite numbers")
@@ -504,7 +504,7 @@ class DynamicRankScheduler(RankScheduler):
         """Promotions, reduction and per-round upload record (JSON-serialisable)."""
         return {
             "scheduler": self.name,
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "config": asdict(self.config),
             "promoted": [[cid, since] for cid, since in self._promoted.items()],
             "reduced_rank": self._reduced_rank,

@@ -1,13 +1,14 @@
-"""Rank schedulers: which LoRA rank each client trains in the coming round, and why.
+"""The rank scheduler interface: which LoRA rank each client trains in the coming round, and why.
 
 Pluggable: every scheduler implements :class:`RankScheduler` (``decide``, ``on_reduced``,
-``state_dict`` / ``load_state_dict``) and is registered by name (``"fixed"``, ``"dynamic"``);
-build one with :func:`make_scheduler`. The coordinator calls ``decide`` once per round, before
+``state_dict`` / ``load_state_dict``) and is registered by name (``"fixed"``, ``"dynamic"``)
+in :mod:`ffa_lora.rank.registry`; build one with
+:func:`~ffa_lora.rank.registry.make_scheduler`. The coordinator calls ``decide`` once per round, before
 planning it, with what it legitimately knows: each client's sample count and the quality
 scalars the client computed locally (:class:`ClientReport`), the global loss history and the
 communication budget. It never sees a client's update.
 
-Implementations: :class:`FixedRankScheduler` (the baseline, here) and
+Implementations: :class:`ffa_lora.rank.fixed.FixedRankScheduler` (the baseline) and
 :class:`ffa_lora.rank.dynamic.DynamicRankScheduler` (initial rank from data size, quality
 promotions within the budget, SVD reduction at plateau — its module docstring explains the
 defaults). Every decision carries a reason per client, to log and export as metrics together
@@ -22,12 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass
 from typing import Any, ClassVar, Literal
 
-from ffa_lora.errors import ConfigError, RankError, StateError
+from ffa_lora.errors import RankError, StateError
 
 Phase = Literal["fixed", "initial", "promote", "reduce", "reduced"]
 ValuesAtRank = Callable[[int], int]
 
-_STATE_VERSION = 1
+STATE_VERSION = 1
+"""Version of the checkpoint format of every scheduler's ``state_dict``."""
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,17 @@ class RankScheduler(ABC):
             raise StateError("rank scheduler state has a malformed 'spend' table") from exc
 
     def _check_state_header(self, state: Mapping[str, Any]) -> None:
-        if state.get("scheduler") != self.name or state.get("version") != _STATE_VERSION:
+        if state.get("scheduler") != self.name or state.get("version") != STATE_VERSION:
             raise StateError(
                 f"checkpoint holds rank scheduler state {state.get('scheduler')!r} "
-                f"v{state.get('version')}, expected {self.name!r} v{_STATE_VERSION}; "
+                f"v{state.get('version')}, expected {self.name!r} v{STATE_VERSION}; "
                 "configure the same scheduler as the checkpointed run"
             )
 
 
-def _check_round_and_clients(round_index: int, clients: Mapping[str, ClientReport]) -> None:
+def check_round_and_clients(round_index: int, clients: Mapping[str, ClientReport]) -> None:
+    """Raise :class:`RankError` unless ``round_index`` is an integer >= 0 and ``clients`` maps
+    client ids to :class:`ClientReport`."""
     if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
         raise RankError("round_index must be an integer >= 0")
     if not clients:
@@ -183,107 +187,3 @@ def _check_round_and_clients(round_index: int, clients: Mapping[str, ClientRepor
     for cid, rep in clients.items():
         if not isinstance(cid, str) or not isinstance(rep, ClientReport):
             raise RankError("clients must map client id strings to ClientReport")
-
-
-_REGISTRY: dict[str, type[RankScheduler]] = {}
-
-
-def register_scheduler(name: str) -> Callable[[type[RankScheduler]], type[RankScheduler]]:
-    """Class decorator adding a scheduler to the registry under ``name``."""
-
-    def add(cls: type[RankScheduler]) -> type[RankScheduler]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def available_schedulers() -> tuple[str, ...]:
-    """Names accepted by :func:`make_scheduler`."""
-    return tuple(sorted(_REGISTRY))
-
-
-def make_scheduler(
-    name: str, *, values_at_rank: ValuesAtRank | None = None, **options: Any
-) -> RankScheduler:
-    """Build a registered scheduler: ``make_scheduler("dynamic", values_at_rank=f, r_max=16)``.
-
-    ``options`` are the scheduler's settings (``rank`` for ``"fixed"``; the fields of
-    :class:`ffa_lora.rank.dynamic.DynamicRankConfig` for ``"dynamic"``).
-    """
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown rank scheduler {name!r}; choose one of {available_schedulers()}"
-        )
-    try:
-        return _REGISTRY[name].from_options(values_at_rank=values_at_rank, **options)
-    except TypeError as exc:
-        raise ConfigError(f"rank scheduler {name!r}: unknown or missing option ({exc})") from exc
-
-
-@register_scheduler("fixed")
-class FixedRankScheduler(RankScheduler):
-    """Every client trains the same rank every round (the baseline). Ignores the budget."""
-
-    def __init__(self, rank: int = 16, *, values_at_rank: ValuesAtRank | None = None) -> None:
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ConfigError("fixed rank scheduler: rank must be an integer >= 1")
-        super().__init__(values_at_rank=values_at_rank)
-        self.rank = rank
-
-    @classmethod
-    def from_options(
-        cls, *, values_at_rank: ValuesAtRank | None = None, **options: Any
-    ) -> FixedRankScheduler:
-        """Registry constructor: the only option is ``rank``."""
-        return cls(**options, values_at_rank=values_at_rank)
-
-    def decide(
-        self,
-        *,
-        round_index: int,
-        clients: Mapping[str, ClientReport],
-        loss_history: Sequence[float] = (),
-        budget: int | None = None,
-        global_state: Mapping[str, Any] | None = None,
-    ) -> RankDecision:
-        """Rank ``self.rank`` for everyone."""
-        _check_round_and_clients(round_index, clients)
-        ranks = {cid: self.rank for cid in clients}
-        reasons = {cid: f"fixed rank {self.rank} (scheduler 'fixed')" for cid in clients}
-        planned: int | None = None
-        if self._values_at_rank is not None:
-            planned = len(clients) * self._cost(self.rank)
-            self._spend[round_index] = (planned, planned)
-        return RankDecision(
-            ranks,
-            None,
-            reasons,
-            "fixed",
-            round_index=round_index,
-            r_max=self.rank,
-            planned_values=planned,
-            budget=budget,
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        """Header, rank and the per-round upload record."""
-        return {
-            "scheduler": self.name,
-            "version": _STATE_VERSION,
-            "rank": self.rank,
-            "spend": self._spend_state(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore; the configured rank must match the checkpoint's."""
-        self._check_state_header(state)
-        if state.get("rank") != self.rank:
-            raise StateError("checkpointed fixed rank differs from the configured one")
-        self._load_spend(state.get("spend", {}))
-
-
-# The dynamic scheduler registers itself on import; importing it here makes the registry
-# complete for anyone who imports this module.
-from ffa_lora.rank import dynamic as _dynamic  # noqa: F401
