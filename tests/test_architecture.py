@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ffa_lora", "services", "ffa_lora_tools")
 TRANSPORT = {"grpc", "grpc_health", "ffalora"}
@@ -204,8 +202,6 @@ def test_core_reads_no_environment() -> None:
     assert not offenders, offenders
 
 
-@pytest.mark.xfail(strict=True, reason="the edge and coordinator handlers and transfer.py still "
-                   "raise gRPC status codes")
 def test_domain_code_of_the_services_imports_no_grpc() -> None:
     """Handlers, stores, policies, transfer and the rest of the services' domain code raise
     domain errors; only the transport modules map them to gRPC."""

@@ -48,8 +48,9 @@ from ffa_lora.errors import FFALoraError, ProtocolError
 from ffa_lora.lora import LoRASpec
 from services.common import domain as d
 from services.common.config import LimitsConfig
-from services.common.errors import Rejection
+from services.common.errors import status_of
 from services.common.metrics import create_metrics
+from services.common.rejections import Rejection
 from services.common.transfer import outgoing
 
 #: Fuzz cases run, by target (read by the reliability bench).
@@ -88,9 +89,9 @@ def layout_for(pub: PublicKey) -> PackingLayout:
 
 def check_rejection(rej: Rejection) -> None:
     """A rejection must carry a known reason and the status code documented for it."""
-    want = REASON_CODES.get(rej.reason)
-    assert want is not None, f"undocumented rejection reason {rej.reason!r} ({rej.code.name}): {rej.message}"
-    assert rej.code == want, f"reason {rej.reason!r} answered with {rej.code.name}, documented {want.name}"
+    want, code = REASON_CODES.get(rej.reason), status_of(rej)
+    assert want is not None, f"undocumented rejection reason {rej.reason!r} ({code.name}): {rej.message}"
+    assert code == want, f"reason {rej.reason!r} answered with {code.name}, documented {want.name}"
     assert rej.message, "a rejection needs a message saying what is wrong"
 
 

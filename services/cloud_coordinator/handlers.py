@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
@@ -30,8 +29,8 @@ from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, Roun
 from services.common import domain as d
 from services.common.config import FederationConfig
 from services.common.domain import STALENESS_SCALE
-from services.common.errors import Rejection
 from services.common.metrics import Metrics
+from services.common.rejections import Duplicate, InvalidMessage, WrongState
 
 log = logging.getLogger(__name__)
 
@@ -266,19 +265,19 @@ class Coordinator:
         lag = (cur.number - round) if cur is not None else -1
         if cur is None or not (lag == 0 or (asynchronous and 0 <= lag <= rounds.max_staleness)):
             self.metrics.reject("wrong_round")
-            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "wrong_round",
-                            f"partial sum for round {round}; current round is {cur.number if cur else 'none'}")
+            raise WrongState("wrong_round",
+                             f"partial sum for round {round}; current round is {cur.number if cur else 'none'}")
         if any(p[3] == key for p in cur.partials):
-            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "partial sum already received")
+            raise Duplicate("duplicate", "partial sum already received")
         if not asynchronous and edge_id in cur.edges_reported():
             self.metrics.reject("second_partial")
-            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "second_partial", "edge already sent a partial sum this round")
+            raise Duplicate("second_partial", "edge already sent a partial sum this round")
         assigned = {a.client_id: a for p in cur.plans.values() for a in p.assignments}
         if not asynchronous:
             plan = cur.plans.get(edge_id)
             if plan is None:
                 self.metrics.reject("not_assigned")
-                raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "not_assigned", "this edge has no clients in the round")
+                raise WrongState("not_assigned", "this edge has no clients in the round")
             assigned = {a.client_id: a for a in plan.assignments}
         max_factor = STALENESS_SCALE if asynchronous else 1
         seen: set[str] = set()
@@ -288,24 +287,22 @@ class Coordinator:
                 a is not None and 1 <= c.weight <= a.weight * max_factor)
             if a is None or c.client_id in seen or c.rank != a.rank or not weight_ok:
                 self.metrics.reject("contributors")
-                raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "contributors",
-                                "contributor list does not match the round plan")
+                raise InvalidMessage("contributors", "contributor list does not match the round plan")
             seen.add(c.client_id)
         if seen & {c.client_id for c in cur.contributors()}:
             self.metrics.reject("double_count")
-            raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "double_count",
-                            "a contributor is already counted in this round")
+            raise Duplicate("double_count", "a contributor is already counted in this round")
         if (vec is None) != (not contributions):
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "sum and contributor list disagree")
+            raise InvalidMessage("size_mismatch", "sum and contributor list disagree")
         if vec is not None and (vec.layout != cur.layout or vec.num_values != cur.num_values):
             self.metrics.reject("size_mismatch")
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "partial sum has the wrong layout or length")
+            raise InvalidMessage("size_mismatch", "partial sum has the wrong layout or length")
         if cur.closed:
             if not asynchronous:
                 self.metrics.reject("deadline")
-                raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "deadline", f"round {cur.number} is closed")
+                raise WrongState("deadline", f"round {cur.number} is closed")
             if seen & {c.client_id for p in self._carry for c in p[2]}:
-                raise Rejection(grpc.StatusCode.ALREADY_EXISTS, "double_count", "a contributor is already buffered")
+                raise Duplicate("double_count", "a contributor is already buffered")
             self._carry.append((edge_id, vec, list(contributions), key))
             log.info("round %d closed: buffer from edge %s carried to the next round", cur.number, edge_id)
             return

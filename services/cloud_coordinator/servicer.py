@@ -20,7 +20,8 @@ from services.cloud_coordinator.handlers import Coordinator
 from services.common import domain as d
 from services.common import serde
 from services.common.config import LimitsConfig
-from services.common.errors import Rejection, rejection_for
+from services.common.errors import to_status
+from services.common.rejections import Rejection, WrongState, as_rejection
 from services.common.serde import adapter_messages, public_key_to_proto
 from services.common.session import Session, run_session
 from services.common.tls import require_role_async
@@ -74,9 +75,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         incoming: dict[str, IncomingVector | int] = {}
         coord = self.coordinator
 
-        def ack(round: int, key: str, rej: Rejection | None) -> None:
-            status = serde.status_to_proto(0, "", "accepted") if rej is None else serde.status_to_proto(
-                rej.code.value[0], rej.reason, rej.message)
+        def ack(round: int, key: str, refusal: BaseException | None) -> None:
+            if refusal is None:
+                status = serde.status_to_proto(0, "", "accepted")
+            else:
+                s = to_status(refusal)
+                status = serde.status_to_proto(s.number, s.reason, s.message)
             session.put(pb.EdgeSessionResponse(ack=pb.PartialSumAck(round=round, status=status, idempotency_key=key)))
 
         async def handle(req: pb.EdgeSessionRequest) -> None:
@@ -91,8 +95,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                 try:
                     cur = coord.current
                     if cur is None or h.round != cur.number:
-                        raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "wrong_round",
-                                        f"no round {h.round} in progress")
+                        raise WrongState("wrong_round", f"no round {h.round} in progress")
                     incoming["vec"] = IncomingVector.begin(
                         header=h.header, num_ciphertexts=h.num_ciphertexts, public_key=coord.public_key,
                         expected_layout=cur.layout, max_values=cur.num_values, expected_values=cur.num_values,
@@ -119,14 +122,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                     ct = None
                     if contributions:
                         if not isinstance(vec, IncomingVector):
-                            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "no_upload", "commit without a partial sum")
+                            raise WrongState("no_upload", "commit without a partial sum")
                         ct = vec.finish(c.sha256)
                     coord.receive_partial(edge_id, round=c.round, vec=ct, contributions=contributions,
                                           key=c.idempotency_key)
                     coord.metrics.updates_accepted.labels(coord.metrics.service).inc(len(contributions))
                     ack(c.round, c.idempotency_key, None)
                 except Exception as exc:  # noqa: BLE001 - mapped to a safe status
-                    refusal = rejection_for(exc)
+                    refusal = as_rejection(exc)
                     log.warning("edge %s: partial sum for round %d rejected: %s", edge_id, c.round, refusal)
                     ack(c.round, c.idempotency_key, refusal)
 

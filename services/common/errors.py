@@ -1,59 +1,66 @@
-"""One catalog that maps core errors to (gRPC status, public reason).
+"""The one catalog that maps the services' refusals to gRPC status codes.
 
-Servicers call :func:`to_status` for in-band rejections and :func:`abort_with` to end a
-session. The public message is the core error's message, which by the core's rules never holds
-plaintext, key material or personal data; the full traceback is only logged locally.
+Handlers raise :class:`~services.common.rejections.Rejection` subclasses (or core errors);
+servicers turn whatever they catch into an in-band status with :func:`to_status` (or end the
+call with that code). The public message is the rejection's, which never holds plaintext, key
+material or personal data; an unexpected error is logged here with its traceback and reaches
+the peer only as ``INTERNAL`` / "internal error".
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import grpc
 
-from ffa_lora import errors as E
-from services.common.certs import PeerAuthError
+from services.common.rejections import (
+    Corrupted,
+    Duplicate,
+    InternalFailure,
+    InvalidMessage,
+    LimitExceeded,
+    Rejection,
+    Unauthenticated,
+    WrongState,
+    as_rejection,
+)
 
-log = logging.getLogger(__name__)
+__all__ = ["STATUS", "Status", "status_of", "to_status"]
+
+STATUS: dict[type[Rejection], grpc.StatusCode] = {
+    InvalidMessage: grpc.StatusCode.INVALID_ARGUMENT,
+    WrongState: grpc.StatusCode.FAILED_PRECONDITION,
+    Duplicate: grpc.StatusCode.ALREADY_EXISTS,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Corrupted: grpc.StatusCode.DATA_LOSS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    InternalFailure: grpc.StatusCode.INTERNAL,
+}
+"""Kind of refusal -> the gRPC status code a peer sees."""
 
 
 @dataclass(frozen=True)
-class Rejection(Exception):
-    """An in-band rejection: a gRPC status code, a metric reason and a safe message."""
+class Status:
+    """What a peer is told about a refused message: code, stable reason, public message."""
 
     code: grpc.StatusCode
     reason: str
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.code.name} ({self.reason}): {self.message}"
+    @property
+    def number(self) -> int:
+        """The numeric status code, as carried in ``ffalora.v1.Status.code``."""
+        return int(self.code.value[0])
 
 
-# Most specific first.
-_CATALOG: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
-    (PeerAuthError, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"),
-    (E.FingerprintMismatchError, grpc.StatusCode.FAILED_PRECONDITION, "key_fingerprint"),
-    (E.CiphertextError, grpc.StatusCode.INVALID_ARGUMENT, "ciphertext_invalid"),
-    (E.LayoutError, grpc.StatusCode.INVALID_ARGUMENT, "layout_mismatch"),
-    (E.KeyFileError, grpc.StatusCode.INTERNAL, "key_file"),
-    (E.BudgetExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED, "privacy_budget"),
-    (E.ProtocolError, grpc.StatusCode.FAILED_PRECONDITION, "protocol"),
-    (E.ConfigError, grpc.StatusCode.INVALID_ARGUMENT, "config"),
-    (E.FFALoraError, grpc.StatusCode.INTERNAL, "internal"),
-]
+def status_of(rejection: Rejection) -> grpc.StatusCode:
+    """The status code of a kind of refusal (the kinds are disjoint: a subclass of one kind
+    gets that kind's code)."""
+    return next((code for kind, code in STATUS.items() if isinstance(rejection, kind)),
+                grpc.StatusCode.INTERNAL)
 
 
-def rejection_for(exc: BaseException) -> Rejection:
-    """Translate an exception into a Rejection with a safe public message."""
-    if isinstance(exc, Rejection):
-        return exc
-    for cls, code, reason in _CATALOG:
-        if isinstance(exc, cls):
-            return Rejection(code, reason, str(exc) if code != grpc.StatusCode.INTERNAL else "internal error")
-    log.exception("unexpected error", exc_info=exc)
-    return Rejection(grpc.StatusCode.INTERNAL, "internal", "internal error")
-
-
-def reject(code: grpc.StatusCode, reason: str, message: str) -> Rejection:
-    return Rejection(code, reason, message)
+def to_status(exc: BaseException) -> Status:
+    """Any exception as the status a peer may see (see :func:`as_rejection`)."""
+    rejection = as_rejection(exc)
+    return Status(status_of(rejection), rejection.reason, rejection.message)

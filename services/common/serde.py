@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
 from ffalora.v1 import federation_pb2 as pb
 
 from ffa_lora.crypto import PublicKey
 from ffa_lora.lora.spec import LoRASpec
 from services.common import domain as d
-from services.common.errors import Rejection
+from services.common.rejections import InvalidMessage
 from services.common.transfer import split_blob
 
 
@@ -226,7 +225,7 @@ def public_key_to_proto(pk: PublicKey) -> pb.PublicKey:
 def public_key_from_proto(m: pb.PublicKey) -> PublicKey:
     pk = PublicKey.from_bytes(m.n)
     if pk.fingerprint != m.fingerprint:
-        raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "key_fingerprint", "public key fingerprint mismatch")
+        raise InvalidMessage("key_fingerprint", "public key fingerprint mismatch")
     return pk
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import grpc
-
 from ffa_lora.crypto import (
     CiphertextVector,
     PackingLayout,
@@ -23,7 +21,13 @@ from ffa_lora.crypto import (
     read_header,
 )
 from ffa_lora.errors import CryptoError
-from services.common.errors import Rejection, rejection_for
+from services.common.rejections import (
+    Corrupted,
+    InvalidMessage,
+    LimitExceeded,
+    WrongState,
+    as_rejection,
+)
 
 MAX_CHUNK_BYTES = 1 << 20
 
@@ -56,7 +60,7 @@ class IncomingVector:
         max_chunks: int,
         max_weight_total: int | None = 1,
     ) -> IncomingVector:
-        """Check a header against what this round expects; raise Rejection otherwise.
+        """Check a header against what this round expects; raise a Rejection otherwise.
 
         ``max_weight_total`` bounds the weight the sender claims is inside the vector (1 for a
         client's own update: the edge applies weights itself; None for partial sums, bounded
@@ -64,22 +68,22 @@ class IncomingVector:
         try:
             h = read_header(header)
         except CryptoError as exc:
-            raise rejection_for(exc) from None
+            raise as_rejection(exc) from None
         layout, fingerprint, num_values = h.layout, h.fingerprint, h.num_values
         if max_weight_total is not None and h.weight_total > max_weight_total:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "weight",
+            raise InvalidMessage("weight",
                             "the vector claims a larger weight than allowed; upload your own update only")
         if fingerprint != public_key.fingerprint:
-            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "key_fingerprint",
+            raise WrongState("key_fingerprint",
                             "ciphertexts were made under a different public key; reconnect to fetch the current key")
         if layout != expected_layout:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "layout_mismatch",
+            raise InvalidMessage("layout_mismatch",
                             "packing layout differs from the round's layout")
         if num_values <= 0 or num_values > max_values or (expected_values is not None and num_values != expected_values):
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch",
+            raise InvalidMessage("size_mismatch",
                             f"update has {num_values} values; the round expects {expected_values or max_values}")
         if num_ciphertexts != layout.num_ciphertexts(num_values):
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch",
+            raise InvalidMessage("size_mismatch",
                             "ciphertext count does not match the number of values and the layout")
         return cls(public_key=public_key, layout=layout, num_values=num_values,
                    num_ciphertexts=num_ciphertexts, max_chunks=max_chunks, weight_total=h.weight_total)
@@ -87,19 +91,19 @@ class IncomingVector:
     def add_chunk(self, offset: int, data: bytes) -> None:
         width = self.public_key.ciphertext_bytes
         if len(data) > MAX_CHUNK_BYTES:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "chunk_too_large", "chunk exceeds 1 MiB")
+            raise InvalidMessage("chunk_too_large", "chunk exceeds 1 MiB")
         if not data or len(data) % width:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "chunk_size",
+            raise InvalidMessage("chunk_size",
                             f"chunk must hold whole ciphertexts of {width} bytes")
         if offset != self.received:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "out_of_order",
+            raise InvalidMessage("out_of_order",
                             f"chunk offset {offset} but {self.received} ciphertexts received so far")
         count = len(data) // width
         if self.received + count > self.num_ciphertexts:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch", "more ciphertexts than announced")
+            raise InvalidMessage("size_mismatch", "more ciphertexts than announced")
         self.chunks += 1
         if self.chunks > self.max_chunks:
-            raise Rejection(grpc.StatusCode.RESOURCE_EXHAUSTED, "too_many_chunks", "too many chunks for one update")
+            raise LimitExceeded("too_many_chunks", "too many chunks for one update")
         self.received += count
         self.parts.append(data)
         self.digest.update(data)
@@ -111,17 +115,17 @@ class IncomingVector:
     def finish(self, sha256_hex: str) -> CiphertextVector:
         """Verify completeness and checksum, parse and range-check every ciphertext."""
         if self.received != self.num_ciphertexts:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "incomplete",
+            raise InvalidMessage("incomplete",
                             f"commit after {self.received} of {self.num_ciphertexts} ciphertexts")
         if self.digest.hexdigest() != sha256_hex:
-            raise Rejection(grpc.StatusCode.DATA_LOSS, "checksum", "sha256 of the chunks does not match the commit")
+            raise Corrupted("checksum", "sha256 of the chunks does not match the commit")
         try:
             values = ciphertexts_from_bytes(b"".join(self.parts), public_key=self.public_key)
             return CiphertextVector(values=values, layout=self.layout, num_values=self.num_values,
                                     fingerprint=self.public_key.fingerprint, public_key=self.public_key,
                                     weight_total=self.weight_total)
         except CryptoError as exc:
-            raise rejection_for(exc) from None
+            raise as_rejection(exc) from None
         finally:
             self.parts.clear()
 
@@ -156,20 +160,20 @@ class BlobAssembler:
 
     def __init__(self, *, version: int, total_size: int, sha256: str, max_size: int = 1 << 31) -> None:
         if total_size > max_size:
-            raise Rejection(grpc.StatusCode.RESOURCE_EXHAUSTED, "adapter_too_large", "adapter larger than allowed")
+            raise LimitExceeded("adapter_too_large", "adapter larger than allowed")
         self.version, self.total_size, self.sha256 = version, total_size, sha256
         self._buf = bytearray()
 
     def add(self, offset: int, data: bytes) -> bytes | None:
         """Add a chunk; return the whole blob once complete and verified."""
         if offset != len(self._buf) or len(self._buf) + len(data) > self.total_size:
-            raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "adapter_chunk", "adapter chunk out of order or too long")
+            raise InvalidMessage("adapter_chunk", "adapter chunk out of order or too long")
         self._buf += data
         if len(self._buf) < self.total_size:
             return None
         blob = bytes(self._buf)
         if hashlib.sha256(blob).hexdigest() != self.sha256:
-            raise Rejection(grpc.StatusCode.DATA_LOSS, "adapter_checksum", "adapter sha256 mismatch")
+            raise Corrupted("adapter_checksum", "adapter sha256 mismatch")
         return blob
 
 

@@ -17,21 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import grpc
-
 from ffa_lora.crypto import CiphertextVector, RunningSum
 from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from services.common import domain as d
 from services.common.config import LimitsConfig
 from services.common.domain import staleness_weight
-from services.common.errors import Rejection
 from services.common.metrics import Metrics
+from services.common.rejections import Duplicate, InvalidMessage, Rejection, WrongState
 from services.common.transfer import IncomingVector
 
 log = logging.getLogger(__name__)
-
-OK = grpc.StatusCode.OK
 
 
 class Ignored(Exception):
@@ -128,7 +124,7 @@ class EdgeAggregator:
     def on_plan(self, plan: d.RoundPlan) -> None:
         """A new round: start an empty running sum and hand tasks to assigned clients."""
         if self.public_key is None:
-            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, "no_key", "plan before welcome")
+            raise WrongState("no_key", "plan before welcome")
         layout = PackingLayout.from_bytes(plan.secure_sum.layout)
         if self.agg is not None and not self.agg.forwarded and self.agg.plan.round != plan.round:
             log.warning("round %d superseded by round %d before forwarding", self.agg.plan.round, plan.round)
@@ -232,9 +228,9 @@ class EdgeAggregator:
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def _reject(self, reason: str, code: grpc.StatusCode, message: str) -> Rejection:
+    def _reject(self, kind: type[Rejection], reason: str, message: str) -> Rejection:
         self.metrics.reject(reason)
-        return Rejection(code, reason, message)
+        return kind(reason, message)
 
     def _current(self, client_id: str, round: int) -> tuple[_RoundAgg, d.Assignment]:
         agg = self.agg
@@ -243,19 +239,19 @@ class EdgeAggregator:
             # by its staleness, as long as it is at most max_staleness rounds behind.
             lag = agg.plan.round - round
             if not 0 <= lag <= agg.plan.max_staleness:
-                raise self._reject("wrong_round", grpc.StatusCode.FAILED_PRECONDITION,
+                raise self._reject(WrongState, "wrong_round",
                                    f"update for round {round} is outside the staleness window of round "
                                    f"{agg.plan.round} (max {agg.plan.max_staleness})")
         elif agg is None or round != agg.plan.round:
             current = agg.plan.round if agg else 0
-            raise self._reject("wrong_round", grpc.StatusCode.FAILED_PRECONDITION,
+            raise self._reject(WrongState, "wrong_round",
                                f"update for round {round} but the current round is {current}")
         if agg.plan.mode == "sync" and (agg.forwarded or self.clock() > agg.plan.deadline_unix):
-            raise self._reject("deadline", grpc.StatusCode.FAILED_PRECONDITION,
+            raise self._reject(WrongState, "deadline",
                                f"round {round} is closed (deadline passed or sum forwarded)")
         a = agg.plan.assignment_for(client_id)
         if a is None:
-            raise self._reject("not_assigned", grpc.StatusCode.FAILED_PRECONDITION,
+            raise self._reject(WrongState, "not_assigned",
                                f"client is not part of round {round}")
         return agg, a
 
@@ -294,7 +290,7 @@ class EdgeAggregator:
         if up is None or up.round != round:
             if self._rejected.get(client_id) == round:
                 raise Ignored()
-            raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION,
+            raise self._reject(WrongState, "no_upload",
                                "chunk without a matching UpdateBegin for this round")
         if up.incoming is None:
             return
@@ -329,18 +325,18 @@ class EdgeAggregator:
         counted = self._recent_keys.get(round, {}).get(client_id)
         if counted is not None:
             if counted == idempotency_key:
-                raise self._reject("duplicate", grpc.StatusCode.ALREADY_EXISTS,
+                raise self._reject(Duplicate, "duplicate",
                                    "this update was already counted (idempotent resend)")
-            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
+            raise self._reject(Duplicate, "second_update",
                                f"an update for round {round} was already accepted from this client")
         agg, a = self._current(client_id, round)
         if client_id in agg.keys:
-            raise self._reject("second_update", grpc.StatusCode.ALREADY_EXISTS,
+            raise self._reject(Duplicate, "second_update",
                                f"an update for round {agg.plan.round} was already accepted from this client")
         if up is None or up.round != round or up.incoming is None:
-            raise self._reject("no_upload", grpc.StatusCode.FAILED_PRECONDITION, "commit without an upload")
+            raise self._reject(WrongState, "no_upload", "commit without an upload")
         if rank != a.rank:
-            raise self._reject("rank_mismatch", grpc.StatusCode.INVALID_ARGUMENT,
+            raise self._reject(InvalidMessage, "rank_mismatch",
                                f"update trained at rank {rank}, assigned rank {a.rank}")
         try:
             vec = up.incoming.finish(sha256)

@@ -20,8 +20,9 @@ from services.common import domain as d
 from services.common import serde
 from services.common.certs import TLSFiles
 from services.common.config import MAX_CHECK_IN_S, EdgeConfig
-from services.common.errors import Rejection, rejection_for
+from services.common.errors import to_status
 from services.common.metrics import Metrics
+from services.common.rejections import InvalidMessage, Rejection, WrongState, as_rejection
 from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
 from services.common.session import Session, grpc_options, run_session, tls_files
 from services.common.tls import channel_credentials, require_role_async
@@ -57,9 +58,13 @@ class EdgeOutboxImpl:
     def task(self, client_id: str, task: d.RoundTask) -> None:
         self._put(client_id, pb.ClientSessionResponse(task=serde.task_to_proto(task)))
 
-    def ack(self, client_id: str, round: int, key: str, rej: Rejection | None) -> None:
-        status = (serde.status_to_proto(0, "", "accepted") if rej is None
-                  else serde.status_to_proto(rej.code.value[0], rej.reason, rej.message))
+    def ack(self, client_id: str, round: int, key: str, refusal: Rejection | None) -> None:
+        """Answer one update: accepted (``refusal`` None) or refused, with its status."""
+        if refusal is None:
+            status = serde.status_to_proto(0, "", "accepted")
+        else:
+            s = to_status(refusal)
+            status = serde.status_to_proto(s.number, s.reason, s.message)
         self._put(client_id, pb.ClientSessionResponse(ack=pb.UpdateAck(round=round, status=status, idempotency_key=key)))
 
     def shutdown(self, client_id: str, reason: str, finished: bool) -> None:
@@ -132,8 +137,8 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 h = req.hello
                 if not (math.isfinite(h.check_in_interval_s) and 0 <= h.check_in_interval_s <= MAX_CHECK_IN_S):
                     edge.metrics.reject("bad_hello")
-                    self.outbox.ack(cid, 0, "", Rejection(
-                        grpc.StatusCode.INVALID_ARGUMENT, "bad_hello",
+                    self.outbox.ack(cid, 0, "", InvalidMessage(
+                        "bad_hello",
                         f"check_in_interval_s must be in [0, {MAX_CHECK_IN_S:.0f}] seconds, got {h.check_in_interval_s}"))
                     session.close()
                     return
@@ -144,7 +149,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 return
             if not hello_seen:
                 edge.metrics.reject("no_hello")
-                self.outbox.ack(cid, 0, "", Rejection(grpc.StatusCode.FAILED_PRECONDITION, "no_hello", "send ClientHello first"))
+                self.outbox.ack(cid, 0, "", WrongState("no_hello", "send ClientHello first"))
                 return
             round_no = 0
             try:
@@ -168,7 +173,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
             except Ignored:
                 pass
             except Exception as exc:  # noqa: BLE001 - mapped to a safe in-band status
-                rej = rejection_for(exc)
+                rej = as_rejection(exc)
                 log.info("client %s: round %d upload rejected: %s", cid, round_no, rej)
                 key = req.update_commit.idempotency_key if kind == "update_commit" else ""
                 self.outbox.ack(cid, round_no, key, rej)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ffa_lora_tools.harness import fuzzing as fz
 from ffa_lora_tools.harness.cluster import make_pki
 from services.common.certs import TLSFiles
+from services.common.errors import status_of
 from services.common.tls import channel_credentials
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,7 +47,7 @@ def test_edge_handler_rejections_have_documented_codes() -> None:
         try:
             fn(*a, **kw)
         except fz.Rejection as rej:
-            cases.append((reason, rej.reason, rej.code))
+            cases.append((reason, rej.reason, status_of(rej)))
             return
         raise AssertionError(f"{reason}: accepted")
 

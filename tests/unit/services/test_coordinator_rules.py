@@ -16,8 +16,8 @@ from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.store import MemoryStore
 from services.common import domain as d
 from services.common.config import parse_config
-from services.common.errors import Rejection
 from services.common.metrics import create_metrics
+from services.common.rejections import Rejection
 from tests.unit.lora.conftest import make_tiny_model
 
 
