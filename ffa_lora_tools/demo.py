@@ -29,7 +29,7 @@ from ffa_lora.crypto import new_fernet_key
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import ConfigError, FFALoraError
-from ffa_lora.rank.phases import STRATEGIES
+from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.baseline import module_list
 from services.common.config import MAX_VALIDATION_FRACTION
 

@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 
 from ffa_lora.errors import ConfigError
-from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
-from ffa_lora.rank.phases import STRATEGIES
+from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
 
 
 def plan_from_file(path: Path) -> dict[str, Any]:

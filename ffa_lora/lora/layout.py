@@ -11,7 +11,10 @@ A rank-``r`` client's vector is ``layout.prefix_len(r)`` long; everything after 
 implicitly zero with weight zero. The coordinator divides the decrypted sum position-wise by
 ``weight_totals``: head positions by the total weight of all clients, column-``j`` positions
 by the total weight of the clients whose rank exceeds ``j``. Because A is shared, this
-per-column mean of B is exactly the weighted mean of the clients' ΔW restricted per column.
+per-column mean of B is exactly the weighted mean of the clients' ΔW restricted per column:
+``ΔW = s·Σ_j B[:, j] ⊗ A[j, :]`` is linear in B, and the scaling ``s = alpha / r_max`` is the
+same for every rank. Methods that need plaintext products (FlexLoRA's SVD of ``Σ B_i·A_i``,
+FLoRA's stacking of per-client A) cannot be computed under additive encryption; this can.
 """
 
 from __future__ import annotations

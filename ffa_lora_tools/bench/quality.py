@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ffa_lora.rank.phases import STRATEGIES
+from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.baseline import module_list, run_baseline
 from ffa_lora_tools.demo import (
     LORA_LR,

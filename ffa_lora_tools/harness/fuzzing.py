@@ -405,6 +405,9 @@ class FakeOps:
     def num_values(self, phase: str, rank: int) -> int:
         return 10 * rank
 
+    def upload_cost(self, phase: str, rank: int) -> int:
+        return 10 * rank
+
     def weight_totals(self, phase: str, weights_by_rank: dict[int, float]) -> np.ndarray:
         cols = np.arange(NUM_VALUES) // 10
         return np.array([sum(w for r, w in weights_by_rank.items() if r > c) for c in cols], dtype=np.float64)

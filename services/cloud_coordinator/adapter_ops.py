@@ -77,6 +77,13 @@ class LoraAdapterOps:
     def num_values(self, phase: str, rank: int) -> int:
         return self.layout(phase).prefix_len(rank)
 
+    def upload_cost(self, phase: str, rank: int) -> int:
+        """Values a rank-``rank`` client uploads in ``phase``; unlike :meth:`num_values` not
+        limited to the current r_max (a scheduler prices ranks up to the configured maximum,
+        also after the adapter was reduced)."""
+        layout = self.layout(phase)
+        return int(layout.head_len + rank * layout.column_len)
+
     def weight_totals(self, phase: str, weights_by_rank: dict[int, float]) -> np.ndarray:
         return self.layout(phase).weight_totals(weights_by_rank)
 

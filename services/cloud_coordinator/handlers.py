@@ -25,7 +25,9 @@ from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.errors import BudgetExhaustedError, CryptoError, ProtocolError
-from services.cloud_coordinator.store import CoordinatorStore, LedgerEntry, RoundRecord
+from ffa_lora.privacy.ledger import LedgerEntry
+from services.cloud_coordinator.rank import RankPolicy, ScheduledRank
+from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
 from services.common import domain as d
 from services.common.config import FederationConfig
 from services.common.domain import STALENESS_SCALE
@@ -41,6 +43,7 @@ class AdapterOps(Protocol):
     def initial_state(self) -> dict[str, np.ndarray]: ...
     def phase(self, round_index: int) -> str: ...
     def num_values(self, phase: str, rank: int) -> int: ...
+    def upload_cost(self, phase: str, rank: int) -> int: ...
     def weight_totals(self, phase: str, weights_by_rank: dict[int, float]) -> np.ndarray: ...
     def apply_mean(self, state: dict[str, np.ndarray], mean: np.ndarray, phase: str, server_lr: float) -> dict[str, np.ndarray]: ...
     def to_bytes(self, state: dict[str, np.ndarray]) -> bytes: ...
@@ -64,48 +67,6 @@ class PrivacyEngine(Protocol):
     def epsilon_spent(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_ledger(self, entries: list[LedgerEntry]) -> None: ...
-
-
-@dataclass(frozen=True)
-class RankReduction:
-    """The global adapter reduced to a lower uniform rank (truncated SVD of B·A per module)."""
-
-    state: dict[str, np.ndarray]
-    r_max: int
-    alpha: float
-    report: dict[str, Any]  # JSON-ready summary for the round metrics (no tensor values)
-
-
-class RankPolicy(Protocol):
-    def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]: ...
-    def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None: ...
-    def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
-        """At commit, before round ``round_index``: the reduced adapter to publish, or None."""
-        ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class FixedRank:
-    """Every client trains at r_max."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-
-    def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]:
-        return {cid: self.rank for cid in roster}
-
-    def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None:
-        pass
-
-    def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rank = int(state.get("rank", self.rank))
 
 
 class CoordinatorOutbox(Protocol):
@@ -180,7 +141,7 @@ class Coordinator:
         self._private_key = private_key
         self.ops, self.outbox, self.metrics = adapter_ops, outbox, metrics
         self.privacy = privacy
-        self.rank_policy: RankPolicy = rank_policy or FixedRank(fed.model.rank)
+        self.rank_policy: RankPolicy = rank_policy or ScheduledRank(fed, adapter_ops)
         self.decrypt_workers, self.export_dir = decrypt_workers, export_dir
         self.on_round, self.clock = on_round, clock
         self.edges: dict[str, dict[str, d.RosterEntry]] = {}

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.cloud_coordinator.handlers import FixedRank, PrivacyEngine, RankPolicy
+from services.cloud_coordinator.handlers import PrivacyEngine
+from services.cloud_coordinator.privacy import AggregatePrivacy
+from services.cloud_coordinator.rank import RankPolicy, ScheduledRank
 from services.common.config import FederationConfig
 
 
 def make_privacy_engine(fed: FederationConfig) -> PrivacyEngine | None:
+    """The aggregate DP engine of ``fed.privacy``, or None when privacy is off."""
     if fed.privacy.mode == "off":
         return None
-    from services.cloud_coordinator.privacy import AggregatePrivacy
-
     return AggregatePrivacy(fed)
 
 
 def make_rank_policy(fed: FederationConfig, ops: Any) -> RankPolicy:
-    if fed.rank.scheduler == "fixed":
-        return FixedRank(int(fed.rank.options.get("rank", fed.model.rank)))
-    from services.cloud_coordinator.rank import ScheduledRank
-
+    """The rank policy over the scheduler ``fed.rank.scheduler`` names."""
     return ScheduledRank(fed, ops)

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 
 from ffa_lora.privacy import get_mechanism, plan_privacy
-from ffa_lora.privacy.ledger import LedgerEntry as CoreEntry
-from ffa_lora.privacy.ledger import PrivacyLedger
-from services.cloud_coordinator.store import LedgerEntry
+from ffa_lora.privacy.ledger import LedgerEntry, PrivacyLedger
 from services.common import domain as d
 from services.common.config import FederationConfig
 
@@ -66,12 +64,10 @@ class AggregatePrivacy:
 
     def prepare(self, round_index: int) -> LedgerEntry:
         existing = self.ledger.entry_for(round_index)
-        core = existing or self.ledger.prepare(round_index=round_index, event=self._event(round_index))
-        return LedgerEntry(round_index, self.cfg.mechanism, core.epsilon_after, core.delta,
-                           core.event.noise_multiplier, core.to_dict())
+        return existing or self.ledger.prepare(round_index=round_index, event=self._event(round_index))
 
     def commit(self, entry: LedgerEntry) -> None:
-        self.ledger.commit(CoreEntry.from_dict(entry.event))
+        self.ledger.commit(entry)
 
     def noise_sum(self, total: np.ndarray, round_index: int, w_max: int) -> np.ndarray:
         if self.mode != "central":
@@ -83,7 +79,7 @@ class AggregatePrivacy:
         return float(self.ledger.epsilon_spent) if self.ledger.rounds else 0.0
 
     def load_ledger(self, entries: list[LedgerEntry]) -> None:
-        self.ledger = PrivacyLedger.from_entries([e.event for e in entries], epsilon_budget=self.cfg.epsilon,
+        self.ledger = PrivacyLedger.from_entries(entries, epsilon_budget=self.cfg.epsilon,
                                                  delta=self.cfg.delta)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Dynamic rank in the coordinator: :class:`ScheduledRank` adapts the core scheduler
-(:class:`ffa_lora.rank.DynamicRankScheduler`) to the coordinator's ``RankPolicy``.
+"""Rank in the coordinator: :class:`ScheduledRank` adapts the configured core rank scheduler
+(``federation.rank.scheduler``: ``"fixed"`` or ``"dynamic"``, from
+:func:`ffa_lora.rank.make_scheduler`) to the coordinator's :class:`RankPolicy`.
 
 What the scheduler sees is what the coordinator legitimately knows: each client's sample count
 (from its edge's roster) and the quality scalars the client computed locally and sent as
@@ -10,7 +11,8 @@ When decisions are made:
 
 * ``ranks`` — before each round is planned: initial ranks and quality promotions (phases 1–2).
   The plateau test is *not* made here.
-* ``maybe_reduce`` — at the commit of a round, for the next one: the plateau test (phase 3). A
+* ``maybe_reduce`` — at the commit of a round, for the next one: the plateau test (phase 3 of
+  the dynamic scheduler; the fixed one never reduces). A
   reduction has to happen here, because the reduced adapter (new frozen A′, B′, rank and alpha)
   must be published as the version the next round trains from. The scheduler is asked with the
   full loss history and the new global adapter; if it does not reduce, its state is rolled back
@@ -28,19 +30,59 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from ffa_lora.errors import ConfigError, RankError, StateError
 from ffa_lora.rank import ClientReport, RankDecision, make_scheduler, reduce_adapter_state
-from services.cloud_coordinator.handlers import RankReduction
 from services.common import domain as d
 from services.common.config import FederationConfig
 
 log = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RankReduction:
+    """The global adapter reduced to a lower uniform rank (truncated SVD of B·A per module)."""
+
+    state: dict[str, np.ndarray]
+    r_max: int
+    alpha: float
+    report: dict[str, Any]  # JSON-ready summary for the round metrics (no tensor values)
+
+
+class RankPolicy(Protocol):
+    """How the coordinator picks each client's rank and when it reduces the global adapter."""
+
+    def ranks(self, round_index: int, roster: dict[str, d.RosterEntry]) -> dict[str, int]: ...
+    def observe(self, round_index: int, contributions: list[d.Contribution], loss: float) -> None: ...
+    def maybe_reduce(self, round_index: int, state: dict[str, np.ndarray]) -> RankReduction | None:
+        """At commit, before round ``round_index``: the reduced adapter to publish, or None."""
+        ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def scheduler_options(fed: FederationConfig) -> dict[str, Any]:
+    """``fed.rank.options`` with the defaults that tie the scheduler to ``model.rank``: the
+    fixed rank defaults to it; the dynamic scheduler's ``r_max`` defaults to (and must equal)
+    it, and its ``promoted_rank`` defaults to ``r_max``."""
+    options = dict(fed.rank.options)
+    if fed.rank.scheduler == "fixed":
+        options.setdefault("rank", fed.model.rank)
+        return options
+    r_max = options.setdefault("r_max", fed.model.rank)
+    if r_max != fed.model.rank:
+        raise ConfigError(
+            f"rank.options.r_max ({r_max}) must equal model.rank ({fed.model.rank}): the shared A "
+            "has model.rank rows; set one of them to the other (or drop rank.options.r_max)"
+        )
+    options.setdefault("promoted_rank", r_max)
+    return options
 
 
 def report_from_quality(num_samples: int, q: d.Quality) -> ClientReport:
@@ -58,30 +100,22 @@ def report_from_quality(num_samples: int, q: d.Quality) -> ClientReport:
 
 
 class ScheduledRank:
-    """``RankPolicy`` over the ``"dynamic"`` rank scheduler (see the module docstring).
+    """:class:`RankPolicy` over the configured core rank scheduler (see the module docstring).
 
     Args:
-        fed: the federation config; ``fed.rank.options`` are
-            :class:`ffa_lora.rank.DynamicRankConfig` fields. ``r_max`` defaults to (and must
-            equal) ``model.rank``; ``promoted_rank`` defaults to ``r_max``.
-        ops: the coordinator's adapter ops (``spec``, ``phase(round)``, ``layout(phase)``);
-            the upload cost of a rank is ``layout.prefix_len(rank)`` of the round's phase.
+        fed: the federation config; ``fed.rank.scheduler`` names the scheduler and
+            ``fed.rank.options`` are its settings (see :func:`scheduler_options`).
+        ops: the coordinator's adapter ops (``spec``, ``phase(round)``,
+            ``upload_cost(phase, rank)``: the upload cost of a rank in the round's phase).
     """
 
     def __init__(self, fed: FederationConfig, ops: Any) -> None:
-        options = dict(fed.rank.options)
-        r_max = options.setdefault("r_max", fed.model.rank)
-        if r_max != fed.model.rank:
-            raise ConfigError(
-                f"rank.options.r_max ({r_max}) must equal model.rank ({fed.model.rank}): the shared A "
-                "has model.rank rows; set one of them to the other (or drop rank.options.r_max)"
-            )
-        options.setdefault("promoted_rank", r_max)
         self.ops = ops
         self._asynchronous = fed.rounds.mode == "async"
         self._phase: str = ops.phase(0)
-        self.scheduler = make_scheduler("dynamic", values_at_rank=self._values_at_rank, **options)
-        if self._asynchronous:
+        self.scheduler = make_scheduler(fed.rank.scheduler, values_at_rank=self._values_at_rank,
+                                        **scheduler_options(fed))
+        if self._asynchronous and fed.rank.scheduler == "dynamic":
             log.info("asynchronous mode: the dynamic rank scheduler will not reduce the rank at a plateau")
         self._samples: dict[str, int] = {}  # last contributors -> their sample count
         self._quality: dict[str, tuple[float | None, float | None]] = {}  # client -> (snr, improvement)
@@ -89,10 +123,7 @@ class ScheduledRank:
         self.last_decision: RankDecision | None = None
 
     def _values_at_rank(self, rank: int) -> int:
-        # prefix_len of the current phase's layout, without its rank <= r_max check (the
-        # scheduler prices ranks up to the configured r_max, also after a reduction).
-        layout = self.ops.layout(self._phase)
-        return int(layout.head_len + rank * layout.column_len)
+        return int(self.ops.upload_cost(self._phase, rank))
 
     def _report(self, cid: str, num_samples: int) -> ClientReport:
         snr, improvement = self._quality.get(cid, (None, None))
@@ -160,7 +191,7 @@ class ScheduledRank:
     def state_dict(self) -> dict[str, Any]:
         """Scheduler state, last reports and loss history (JSON-serialisable)."""
         return {
-            "policy": "dynamic",
+            "policy": self.scheduler.name,
             "version": _STATE_VERSION,
             "scheduler": self.scheduler.state_dict(),
             "samples": dict(self._samples),
@@ -170,17 +201,17 @@ class ScheduledRank:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` (StateError when it is another policy's)."""
-        if state.get("policy") != "dynamic" or state.get("version") != _STATE_VERSION:
+        if state.get("policy") != self.scheduler.name or state.get("version") != _STATE_VERSION:
             raise StateError(
-                "the checkpoint's rank policy state is not the dynamic scheduler's; configure the "
-                "rank scheduler of the checkpointed run (federation.rank.scheduler)"
+                f"the checkpoint's rank policy state is not the {self.scheduler.name} scheduler's; "
+                "configure the rank scheduler of the checkpointed run (federation.rank.scheduler)"
             )
         try:
             samples = {str(k): int(v) for k, v in state["samples"].items()}
             quality = {str(k): (_opt_float(v[0]), _opt_float(v[1])) for k, v in state["quality"].items()}
             history = [float(x) for x in state["loss_history"]]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise StateError("dynamic rank policy state is incomplete or malformed") from exc
+            raise StateError("rank policy state is incomplete or malformed") from exc
         self.scheduler.load_state_dict(state["scheduler"])
         self._samples, self._quality, self._loss_history = samples, quality, history
 
@@ -197,5 +228,7 @@ def _opt_float(v: Any) -> float | None:
 def _log_decision(decision: RankDecision) -> None:
     log.info("rank decision for round index %d: phase %s, r_max %s, %s values planned (budget %s)",
              decision.round_index, decision.phase, decision.r_max, decision.planned_values, decision.budget)
+    # a fixed rank has one reason for everyone: per-client lines only say something when ranks vary
+    level = logging.DEBUG if decision.phase == "fixed" else logging.INFO
     for cid in sorted(decision.ranks):
-        log.info("  client %s: rank %d: %s", cid, decision.ranks[cid], decision.reasons.get(cid, ""))
+        log.log(level, "  client %s: rank %d: %s", cid, decision.ranks[cid], decision.reasons.get(cid, ""))

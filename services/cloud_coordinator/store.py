@@ -25,22 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora.errors import StateError
+from ffa_lora.privacy.ledger import LedgerEntry
 from services.common.files import atomic_write
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One round's privacy charge; keyed by the 0-based index of the committed round it pays
-    for, so a round retried after a crash is charged once."""
-
-    round: int
-    mechanism: str
-    epsilon: float
-    delta: float
-    noise_scale: float
-    event: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -114,7 +102,7 @@ class MemoryStore(CoordinatorStore):
         self._meta[key] = value
 
     def record_privacy_spend(self, entry: LedgerEntry) -> None:
-        self._ledger.setdefault(entry.round, entry)
+        self._ledger.setdefault(entry.round_index, entry)
 
     def ledger(self) -> list[LedgerEntry]:
         return [self._ledger[k] for k in sorted(self._ledger)]
@@ -195,13 +183,13 @@ class SQLiteStore(CoordinatorStore):
     def record_privacy_spend(self, entry: LedgerEntry) -> None:
         self._q(
             "INSERT OR IGNORE INTO privacy_ledger VALUES(?,?,?,?,?,?,?)",
-            (entry.round, entry.mechanism, entry.epsilon, entry.delta, entry.noise_scale,
-             json.dumps(entry.event, sort_keys=True), time.time()),
+            (entry.round_index, entry.event.mechanism, entry.epsilon_after, entry.delta,
+             entry.event.noise_multiplier, json.dumps(entry.to_dict(), sort_keys=True), time.time()),
         )
 
     def ledger(self) -> list[LedgerEntry]:
-        rows = self._q("SELECT round, mechanism, epsilon, delta, noise_scale, event FROM privacy_ledger ORDER BY round")
-        return [LedgerEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        rows = self._q("SELECT event FROM privacy_ledger ORDER BY round")
+        return [LedgerEntry.from_dict(json.loads(r[0])) for r in rows]
 
     def commit_round(self, record: RoundRecord, adapter_blob: bytes, state: dict[str, Any]) -> None:
         name = f"adapters/v{record.adapter_version}.safetensors"

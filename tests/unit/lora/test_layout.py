@@ -110,13 +110,18 @@ def test_columns_and_weight_totals() -> None:
         layout.column_of(layout.total_len)
 
 
-def test_heterogeneous_rank_mean_is_exact_per_column() -> None:
-    """Issue 5 item 1: the per-column weighted mean of zero-padded B updates equals the weighted
-    mean of the clients' B_i·A restricted per column (A shared)."""
-    rng = np.random.default_rng(3)
+@settings(max_examples=80, deadline=None)
+@given(clients=st.lists(st.tuples(st.integers(1, R_MAX), st.floats(0.1, 500.0)), min_size=1,
+                        max_size=5),
+       seed=st.integers(0, 2**32 - 1))
+def test_heterogeneous_rank_mean_is_exact_per_column(clients: list[tuple[int, float]],
+                                                     seed: int) -> None:
+    """The per-column weighted mean of zero-padded B updates equals, column by column, the
+    weighted mean of the clients' rank-one pieces B_i[:, j] ⊗ A[j] over the clients whose rank
+    covers column j (A shared); with equal ranks that is the weighted mean of their ΔW."""
+    rng = np.random.default_rng(seed)
     base = random_state(rng)  # shared A
     layout = UpdateLayout.build(base, phase="B")
-    clients = [(1, 3.0), (2, 1.0), (4, 2.0), (4, 0.5)]  # (rank, weight)
     deltas, total, by_rank = [], np.zeros(layout.total_len), {}
     for rank, w in clients:
         d = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in base.items()}
@@ -131,15 +136,18 @@ def test_heterogeneous_rank_mean_is_exact_per_column() -> None:
         b_key = m + ".lora_B.weight"
         for j in range(R_MAX):
             have = [(w, d) for r, w, d in deltas if r > j]
+            got = np.outer(agg[b_key][:, j], a[j])
+            if not have:  # nobody trains this column: it stays exactly zero
+                assert np.all(agg[b_key][:, j] == 0)
+                continue
             wsum = sum(w for w, _ in have)
             want = sum(w * np.outer(d[b_key][:, j], a[j]) for w, d in have) / wsum
-            got = np.outer(agg[b_key][:, j], a[j])
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # and the head is the plain weighted mean over everyone
     wall = sum(w for _, w in clients)
     for k in HEAD:
         want = sum(w * d[k] for _, w, d in deltas) / wall
-        np.testing.assert_allclose(agg[k], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(agg[k], want, rtol=1e-4, atol=1e-5)
 
 
 def test_apply_mean_update() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -17,12 +16,15 @@ from ffa_lora.rank import (
     FixedRankScheduler,
     RankDecision,
     available_schedulers,
-    flat_update_size,
     make_scheduler,
 )
 
-# MiniLM-L6, LoRA on query/value of 6 layers (12 modules, out=384), 3-class head.
-MINILM = partial(flat_update_size, head_values=384 * 3 + 3, values_per_column=12 * 384)
+
+def minilm(rank: int) -> int:
+    """Values a rank-``rank`` client uploads with MiniLM-L6, LoRA on query/value of 6 layers
+    (12 modules, out=384) and a 3-class head: the head, then ``rank`` columns of B."""
+    return 384 * 3 + 3 + rank * 12 * 384
+
 
 
 def _reports(snrs: dict[str, float | None], samples: int = 3000) -> dict[str, ClientReport]:
@@ -39,18 +41,18 @@ def _assert_reasons(decision: RankDecision) -> None:
 def test_registry() -> None:
     assert available_schedulers() == ("dynamic", "fixed")
     assert isinstance(make_scheduler("fixed", rank=8), FixedRankScheduler)
-    dyn = make_scheduler("dynamic", values_at_rank=MINILM, reduced_rank=2)
+    dyn = make_scheduler("dynamic", values_at_rank=minilm, reduced_rank=2)
     assert isinstance(dyn, DynamicRankScheduler) and dyn.config.reduced_rank == 2
     with pytest.raises(ConfigError, match="unknown rank scheduler"):
         make_scheduler("adalora")
     with pytest.raises(ConfigError, match="unknown or missing option"):
-        make_scheduler("dynamic", values_at_rank=MINILM, no_such_option=1)
+        make_scheduler("dynamic", values_at_rank=minilm, no_such_option=1)
     with pytest.raises(ConfigError, match="values_at_rank"):
         make_scheduler("dynamic")
 
 
 def test_phase_transitions_initial_promote_reduce() -> None:
-    s = DynamicRankScheduler(values_at_rank=MINILM)
+    s = DynamicRankScheduler(values_at_rank=minilm)
     clients = {"a": ClientReport(3000), "b": ClientReport(900), "tiny": ClientReport(100)}
     d0 = s.decide(round_index=0, clients=clients)
     assert d0.phase == "initial" and d0.ranks == {"a": 8, "b": 8, "tiny": 4}
@@ -82,7 +84,7 @@ def test_phase_transitions_initial_promote_reduce() -> None:
     fixed = s.on_reduced(d3, 6)  # the SVD's energy bound needed rank 6
     assert set(fixed.ranks.values()) == {6} and fixed.r_max == 6
     assert "needed rank 6" in fixed.reasons["a"]
-    assert s.values_uploaded_by_round()[3] == 3 * MINILM(6)
+    assert s.values_uploaded_by_round()[3] == 3 * minilm(6)
 
     d4 = s.decide(round_index=4, clients=reports, loss_history=[1.0, 0.8, 0.795, 0.793, 0.7])
     assert d4.phase == "reduced" and d4.reduce_to is None and set(d4.ranks.values()) == {6}
@@ -97,7 +99,7 @@ def test_quality_gates() -> None:
             budget_fraction=1.0,
             max_cumulative_fraction=None,
         ),
-        values_at_rank=MINILM,
+        values_at_rank=minilm,
     )
     reports = {
         "good": ClientReport(3000, 3.0, 0.05),
@@ -112,23 +114,23 @@ def test_quality_gates() -> None:
 
 
 def test_budget_limits_promotions_and_says_so() -> None:
-    s = DynamicRankScheduler(DynamicRankConfig(max_promotions_per_round=3), values_at_rank=MINILM)
+    s = DynamicRankScheduler(DynamicRankConfig(max_promotions_per_round=3), values_at_rank=minilm)
     s.decide(round_index=0, clients=_reports({"a": None, "b": None, "c": None}))
     d = s.decide(round_index=1, clients=_reports({"a": 3.0, "b": 2.0, "c": 1.0}))
     assert d.ranks == {"a": 16, "b": 8, "c": 8}
     assert d.planned_values is not None and d.budget is not None
-    assert d.planned_values <= d.budget == int(0.7 * 3 * MINILM(16))
+    assert d.planned_values <= d.budget == int(0.7 * 3 * minilm(16))
     assert "would exceed the per-round budget" in d.reasons["b"]
 
 
 def test_explicit_budget_lowers_ranks_and_refuses_impossible() -> None:
-    s = DynamicRankScheduler(values_at_rank=MINILM)
+    s = DynamicRankScheduler(values_at_rank=minilm)
     clients = {"big": ClientReport(5000), "small": ClientReport(300)}
-    d = s.decide(round_index=0, clients=clients, budget=MINILM(8) + MINILM(4))
+    d = s.decide(round_index=0, clients=clients, budget=minilm(8) + minilm(4))
     assert d.ranks == {"big": 8, "small": 4}
     assert "lowered to 4 to fit" in d.reasons["small"]
     with pytest.raises(RankError, match="raise the budget"):
-        s.decide(round_index=0, clients=clients, budget=MINILM(1))
+        s.decide(round_index=0, clients=clients, budget=minilm(1))
 
 
 @settings(max_examples=80, deadline=None)
@@ -148,7 +150,7 @@ def test_budget_and_cap_always_respected(
     cfg = DynamicRankConfig(
         max_promotions_per_round=n, max_cumulative_fraction=cap, min_rounds_before_reduce=rounds + 1
     )
-    s = DynamicRankScheduler(cfg, values_at_rank=MINILM)
+    s = DynamicRankScheduler(cfg, values_at_rank=minilm)
     fixed_total = 0
     for r in range(rounds):
         clients = {
@@ -157,24 +159,24 @@ def test_budget_and_cap_always_respected(
             )
             for i in range(n)
         }
-        budget = int(budget_frac * n * MINILM(16))
+        budget = int(budget_frac * n * minilm(16))
         try:
             d = s.decide(round_index=r, clients=clients, budget=budget)
         except RankError:
-            assert budget < n * MINILM(1)
+            assert budget < n * minilm(1)
             return
         _assert_reasons(d)
-        assert d.planned_values == sum(MINILM(x) for x in d.ranks.values()) <= budget
+        assert d.planned_values == sum(minilm(x) for x in d.ranks.values()) <= budget
         assert all(1 <= x <= 16 for x in d.ranks.values())
-        fixed_total += n * MINILM(16)
+        fixed_total += n * minilm(16)
         if cap is not None:
             # Promotions never push the running total over the cap (initial ranks are below it).
             assert s.values_uploaded_total <= cap * fixed_total + 1
 
 
 def test_cumulative_cap_guarantees_savings_on_long_runs() -> None:
-    s = DynamicRankScheduler(DynamicRankConfig(reduced_rank=None), values_at_rank=MINILM)
-    fixed = FixedRankScheduler(16, values_at_rank=MINILM)
+    s = DynamicRankScheduler(DynamicRankConfig(reduced_rank=None), values_at_rank=minilm)
+    fixed = FixedRankScheduler(16, values_at_rank=minilm)
     withdrawn = False
     for r in range(40):
         clients = _reports(
@@ -189,8 +191,8 @@ def test_cumulative_cap_guarantees_savings_on_long_runs() -> None:
 
 def test_bank_demo_like_run_saves_at_least_35_percent() -> None:
     """3 clients, 8 rounds; loss flattens after round 5 -> ≥ 35% fewer values than fixed 16."""
-    s = make_scheduler("dynamic", values_at_rank=MINILM)
-    f = make_scheduler("fixed", values_at_rank=MINILM, rank=16)
+    s = make_scheduler("dynamic", values_at_rank=minilm)
+    f = make_scheduler("fixed", values_at_rank=minilm, rank=16)
     losses = [0.9, 0.62, 0.51, 0.47, 0.466, 0.464, 0.463, 0.462]
     samples = {"bank_a": 2600, "bank_b": 2200, "bank_c": 1500}
     snr = {"bank_a": 1.9, "bank_b": 2.4, "bank_c": 1.1}
@@ -233,12 +235,12 @@ def test_state_dict_round_trip_continues_identically() -> None:
             )
         return out
 
-    ref = DynamicRankScheduler(values_at_rank=MINILM)
+    ref = DynamicRankScheduler(values_at_rank=minilm)
     expected = run(ref, 0, 7)
-    first = DynamicRankScheduler(values_at_rank=MINILM)
+    first = DynamicRankScheduler(values_at_rank=minilm)
     run(first, 0, 3)
     blob = json.loads(json.dumps(first.state_dict()))
-    second = DynamicRankScheduler(values_at_rank=MINILM)
+    second = DynamicRankScheduler(values_at_rank=minilm)
     second.load_state_dict(blob)
     assert second.state_dict() == first.state_dict()
     assert run(second, 3, 7) == expected[3:]
@@ -246,8 +248,8 @@ def test_state_dict_round_trip_continues_identically() -> None:
 
 
 def test_state_dict_rejects_foreign_state() -> None:
-    dyn = DynamicRankScheduler(values_at_rank=MINILM)
-    fixed = FixedRankScheduler(16, values_at_rank=MINILM)
+    dyn = DynamicRankScheduler(values_at_rank=minilm)
+    fixed = FixedRankScheduler(16, values_at_rank=minilm)
     fixed.decide(round_index=0, clients=_reports({"a": None}))
     with pytest.raises(StateError, match="expected 'dynamic'"):
         dyn.load_state_dict(fixed.state_dict())
@@ -263,16 +265,16 @@ def test_state_dict_rejects_foreign_state() -> None:
         )
     with pytest.raises(StateError, match="differs"):
         FixedRankScheduler(8).load_state_dict(fixed.state_dict())
-    again = FixedRankScheduler(16, values_at_rank=MINILM)
+    again = FixedRankScheduler(16, values_at_rank=minilm)
     again.load_state_dict(json.loads(json.dumps(fixed.state_dict())))
     assert again.values_uploaded_total == 16 * 4608 + 1155
 
 
 def test_fixed_scheduler() -> None:
-    s = FixedRankScheduler(16, values_at_rank=MINILM)
+    s = FixedRankScheduler(16, values_at_rank=minilm)
     d = s.decide(round_index=0, clients=_reports({"a": None, "b": 1.0}))
     assert d.ranks == {"a": 16, "b": 16} and d.phase == "fixed" and d.reduce_to is None
-    assert d.planned_values == 2 * MINILM(16)
+    assert d.planned_values == 2 * minilm(16)
     _assert_reasons(d)
     with pytest.raises(RankError, match="never asks"):
         s.on_reduced(d, 4)
@@ -295,7 +297,7 @@ def test_fixed_scheduler() -> None:
 )
 def test_config_validation(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        DynamicRankScheduler(DynamicRankConfig(**options), values_at_rank=MINILM)
+        DynamicRankScheduler(DynamicRankConfig(**options), values_at_rank=minilm)
 
 
 @pytest.mark.parametrize(
@@ -328,7 +330,7 @@ def _adapter_with_spectrum(n_strong: int, r_max: int = 16) -> dict:
 
 
 def _plateau_run(global_state: dict | None) -> list[RankDecision]:
-    s = DynamicRankScheduler(DynamicRankConfig(reduce_energy=0.9), values_at_rank=MINILM)
+    s = DynamicRankScheduler(DynamicRankConfig(reduce_energy=0.9), values_at_rank=minilm)
     out = []
     losses = [1.0, 0.6, 0.6, 0.6, 0.6, 0.6]  # flat for 2 rounds as of round 4
     for r in range(6):

@@ -12,10 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ffa_lora.errors import RankError
-from ffa_lora.rank.hetero import delta_w
 from ffa_lora.rank.svd import product_svd, rank_for_energy, reduce_adapter_state
 
 HEAD = "base_model.model.classifier.weight"
+
+
+def delta_w(b: np.ndarray, a: np.ndarray, scaling: float) -> np.ndarray:
+    """The weight change of one LoRA pair, ``scaling · B · A`` in float64."""
+    return float(scaling) * (np.asarray(b, dtype=np.float64) @ np.asarray(a, dtype=np.float64))
 
 
 def _key(i: int, f: str) -> str:

@@ -78,7 +78,7 @@ def test_crash_after_ledger_write_never_undercounts(setup: Any, tmp_path: Path, 
     assert restarted.privacy.epsilon_spent() >= eps_before_crash > eps_after_first  # type: ignore[union-attr]
     # The retried round reuses its ledger entry: counted exactly once.
     restarted.finish_round(one_round(restarted))
-    assert [e.round for e in restarted.store.ledger()] == [0, 1]
+    assert [e.round_index for e in restarted.store.ledger()] == [0, 1]
     assert restarted.privacy.epsilon_spent() == pytest.approx(eps_before_crash)  # type: ignore[union-attr]
     assert restarted.committed == 2
     restarted.store.close()

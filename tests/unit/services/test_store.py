@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from ffa_lora.errors import StateError
-from services.cloud_coordinator.store import (
-    CoordinatorStore,
-    LedgerEntry,
-    MemoryStore,
-    RoundRecord,
-    SQLiteStore,
-)
+from ffa_lora.privacy import LedgerEntry, PrivacyEvent
+from services.cloud_coordinator.store import CoordinatorStore, MemoryStore, RoundRecord, SQLiteStore
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -36,11 +32,14 @@ def test_rounds_adapters_and_state_round_trip(store: CoordinatorStore) -> None:
 
 
 def test_ledger_is_idempotent_per_round(store: CoordinatorStore) -> None:
-    e = LedgerEntry(0, "gaussian", 1.5, 1e-5, 2.0, {"round_index": 0})
+    event = PrivacyEvent(mechanism="gaussian", noise_multiplier=2.0)
+    e = LedgerEntry(round_index=0, event=event, epsilon_after=1.5, delta=1e-5, accountant="pld")
     store.record_privacy_spend(e)
-    store.record_privacy_spend(LedgerEntry(0, "gaussian", 9.9, 1e-5, 2.0, {"round_index": 0}))
-    store.record_privacy_spend(LedgerEntry(1, "gaussian", 2.5, 1e-5, 2.0, {"round_index": 1}))
-    assert [(x.round, x.epsilon) for x in store.ledger()] == [(0, 1.5), (1, 2.5)]
+    store.record_privacy_spend(dataclasses.replace(e, epsilon_after=9.9))
+    store.record_privacy_spend(dataclasses.replace(e, round_index=1, epsilon_after=2.5))
+    ledger = store.ledger()
+    assert [(x.round_index, x.epsilon_after) for x in ledger] == [(0, 1.5), (1, 2.5)]
+    assert ledger[0] == e  # the whole entry comes back, event included
 
 
 def test_sqlite_survives_reopen_and_detects_corruption(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_iid_sites_split_the_pool_the_baseline_trains_on() -> None:
 
 def test_demo_settings_take_the_strategys_rate_unless_given() -> None:
     from ffa_lora.errors import ConfigError
-    from ffa_lora.rank.phases import STRATEGIES
+    from ffa_lora.lora.spec import STRATEGIES
     from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, parse_args
 
     assert set(STRATEGY_LR) == set(STRATEGIES)  # a rate for every strategy, none for an unknown one
