@@ -22,8 +22,7 @@ Two ways to run it:
       .venv/bin/python deploy/tools/render_metrics_png.py --demo --rounds 5 \\
           --out docs/deploy-metrics.png
 
-Needs matplotlib; ``--demo`` also needs the project (run it from the repository root with the
-project's virtualenv).
+Run it with the project's virtualenv (matplotlib, and the project for ``--demo``).
 """
 
 from __future__ import annotations
@@ -32,65 +31,43 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from ffa_lora_tools.demo import DemoSettings, run_demo
+from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusHarness,
+    find_binary,
+    seconds,
+)
 
 Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
 
 
-class PrometheusAPI:
-    """The two read endpoints this tool needs."""
+def matrix(api: PrometheusClient, expr: str, start: float, end: float, step: float) -> Series:
+    """A range query as ``[(labels, [(t, value), ...]), ...]`` (NaN and infinite samples
+    dropped)."""
+    out: Series = []
+    for r in api.query_range(expr, start, end, step):
+        points = [(float(t), float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")]
+        if points:
+            out.append((dict(r["metric"]), points))
+    return out
 
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
 
-    def _get(self, path: str, params: Mapping[str, str]) -> Any:
-        full = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(full, timeout=30) as r:
-                body = json.load(r)
-        except urllib.error.HTTPError as e:
-            body = json.loads(e.read() or b"{}")
-            raise SystemExit(f"Prometheus {path}: HTTP {e.code}: {body.get('error', body)}") from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-            raise SystemExit(f"Prometheus at {self.url} unreachable: {e}") from e
-        if body.get("status") != "success":
-            raise SystemExit(f"Prometheus {path}: {body.get('error', body)}")
-        return body["data"]
-
-    def query_range(self, expr: str, start: float, end: float, step: float) -> Series:
-        """Matrix result as ``[(labels, [(t, value), ...]), ...]`` (NaN samples dropped)."""
-        data = self._get(
-            "/api/v1/query_range",
-            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
-        )
-        out: Series = []
-        for r in data["result"]:
-            points = [
-                (float(t), float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")
-            ]
-            if points:
-                out.append((dict(r["metric"]), points))
-        return out
-
-    def first_sample_time(self, expr: str, start: float, end: float) -> float | None:
-        """Time of the first sample of ``expr`` in [start, end] (to trim an idle lead-in)."""
-        series = self.query_range(expr, start, end, max((end - start) / 2000, 0.5))
-        times = [pts[0][0] for _, pts in series if pts]
-        return min(times) if times else None
+def first_sample_time(api: PrometheusClient, expr: str, start: float, end: float) -> float | None:
+    """Time of the first sample of ``expr`` in [start, end] (to trim an idle lead-in)."""
+    series = matrix(api, expr, start, end, max((end - start) / 2000, 0.5))
+    times = [pts[0][0] for _, pts in series if pts]
+    return min(times) if times else None
 
 
 # -- the panels ----------------------------------------------------------------------------------
@@ -217,7 +194,7 @@ def panels(rate_window: str) -> tuple[Panel, ...]:
 
 
 def render(
-    api: PrometheusAPI,
+    api: PrometheusClient,
     *,
     start: float,
     end: float,
@@ -235,7 +212,7 @@ def render(
     import matplotlib.pyplot as plt
 
     if trim:  # start the x axis where the coordinator's first sample is
-        first = api.first_sample_time('ffalora_round{service="coordinator"}', start, end)
+        first = first_sample_time(api, 'ffalora_round{service="coordinator"}', start, end)
         if first is not None:
             start = max(start, first - step)
     ps = panels(rate_window)
@@ -248,7 +225,7 @@ def render(
         n, peak = 0, 0.0
         for line in panel.lines:
             target = right if (line.axis == "right" and right is not None) else ax
-            for labels, points in api.query_range(line.expr, start, end, step):
+            for labels, points in matrix(api, line.expr, start, end, step):
                 xs = [t - start for t, _ in points]
                 ys = [v * line.scale for _, v in points]
                 label = line.label.format_map(_Default(labels))
@@ -307,104 +284,26 @@ class _Default(dict[str, str]):
 # -- --demo: a local Prometheus + one federation run ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalPrometheus:
-    """A throw-away Prometheus (scrape every ``interval``, file_sd targets) in a temp dir."""
-
-    def __init__(self, binary: str, interval: str = "1s", keep: Path | None = None) -> None:
-        self.binary, self.interval, self.keep = binary, interval, keep
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-        self.dir = keep or Path(tempfile.mkdtemp(prefix="ffa-prom-render-"))
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.targets = self.dir / "targets.json"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> LocalPrometheus:
-        self.set_targets({})
-        (self.dir / "prometheus.yml").write_text(
-            json.dumps(
-                {
-                    "global": {"scrape_interval": self.interval, "scrape_timeout": self.interval},
-                    "scrape_configs": [
-                        {
-                            "job_name": "ffa-lora",
-                            "honor_labels": True,
-                            "file_sd_configs": [
-                                {"files": [str(self.targets)], "refresh_interval": "1s"}
-                            ],
-                        }
-                    ],
-                }
-            )
-        )
-        log = open(self.dir / "prometheus.log", "wb")  # noqa: SIM115  (open while it runs)
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={self.dir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1):
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        raise SystemExit(f"Prometheus did not start; see {self.dir / 'prometheus.log'}")
-
-    def set_targets(self, targets: Mapping[str, int]) -> None:
-        groups = [
-            {"targets": [f"127.0.0.1:{port}"], "labels": {"role": name}}
-            for name, port in targets.items()
-        ]
-        tmp = self.targets.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self.targets)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.keep is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def run_demo_scraped(
     args: argparse.Namespace,
-) -> tuple[PrometheusAPI, float, float, str, LocalPrometheus]:
+) -> tuple[float, float, str, PrometheusHarness]:
     """Run one federation under a local Prometheus; return what render() needs."""
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from ffa_lora_tools.demo import DemoSettings, run_demo
-
-    binary = args.prometheus_binary or shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not os.access(binary, os.X_OK):
+    if find_binary(args.prometheus_binary) is None:
         raise SystemExit(
             "prometheus not found: apt-get install prometheus (or --prometheus-binary)"
         )
     model = args.model
     if args.tiny_model:
-        from tests.unit.lora.conftest import make_tiny_model
+        model = str(tiny_bert(Path(tempfile.mkdtemp(prefix="ffa-tiny-")) / "model"))
+    prom = PrometheusHarness(binary=args.prometheus_binary, scrape_interval=args.scrape_interval,
+                             workdir=args.keep_data).start()
 
-        model = str(make_tiny_model(Path(tempfile.mkdtemp(prefix="ffa-tiny-")) / "model"))
-    prom = LocalPrometheus(binary, interval=args.scrape_interval, keep=args.keep_data).start()
+    def scrape(layout: dict[str, Any]) -> None:
+        prom.set_targets({name: [f"127.0.0.1:{port}"]
+                          for name, port in layout["metrics_ports"].items()})
+
     privacy = {"mode": "central", "epsilon": args.epsilon} if args.epsilon > 0 else {}
     settings = DemoSettings(
         name="metrics-png",
@@ -420,13 +319,11 @@ def run_demo_scraped(
     )
     start = time.time()
     try:
-        summary = run_demo(
-            settings, on_prepared=lambda layout: prom.set_targets(layout["metrics_ports"])
-        )
+        summary = run_demo(settings, on_prepared=scrape)
     except BaseException:
         prom.stop()
         raise
-    time.sleep(2 * _seconds(args.scrape_interval))
+    time.sleep(2 * seconds(args.scrape_interval))
     end = time.time()
     data = summary["data"]
     model_name = (
@@ -446,15 +343,7 @@ def run_demo_scraped(
         + f"; final accuracy {summary['final_accuracy']:.3f}; wall {summary['wall_seconds']:.0f} s"
         + f" on {os.cpu_count()} shared CPU cores."
     )
-    return PrometheusAPI(prom.url), start, end, caption, prom
-
-
-def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for unit in ("ms", "s", "m", "h"):
-        if duration.endswith(unit):
-            return float(duration[: -len(unit)]) * units[unit]
-    return float(duration)
+    return start, end, caption, prom
 
 
 def _time(value: str) -> float:
@@ -462,7 +351,7 @@ def _time(value: str) -> float:
     if value == "now":
         return time.time()
     if value.startswith("now-"):
-        return time.time() - _seconds(value[4:])
+        return time.time() - seconds(value[4:])
     try:
         return float(value)
     except ValueError:
@@ -505,13 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    local: LocalPrometheus | None = None
+    local: PrometheusHarness | None = None
+    api: PrometheusClient
     if args.demo:
-        api, start, end, caption, local = run_demo_scraped(args)
-        caption = args.caption or caption
+        start, end, caption, local = run_demo_scraped(args)
+        api, caption = local, args.caption or caption
     elif args.prometheus:
         api, start, end, caption = (
-            PrometheusAPI(args.prometheus),
+            PrometheusClient(args.prometheus, timeout=30.0),
             _time(args.start),
             _time(args.end),
             args.caption,
@@ -530,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_window=args.rate_window,
             trim=not args.no_trim,
         )
+    except PrometheusError as exc:
+        raise SystemExit(f"Prometheus: {exc}") from None
     finally:
         if local is not None:
             local.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from phe import paillier
 
 from ffa_lora.errors import ConfigError, CryptoError, KeyFileError
+from ffa_lora.files import atomic_write
 
 __all__ = [
     "ALLOWED_KEY_BITS",
@@ -294,28 +294,7 @@ def write_sealed(path: str | os.PathLike[str], payload: bytes, *, fernet_key: by
     blob = _PRIV_HEADER.pack(magic, _PRIV_VERSION, len(token),
                              hashlib.sha256(token).digest()) + token
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write(path, blob, mode=0o600)
 
 
 def read_sealed(path: str | os.PathLike[str], *, fernet_key: bytes, magic: bytes,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ffa_lora.errors import StateError
+from ffa_lora.files import atomic_write, replacing
 from ffa_lora.lora.spec import LoRASpec
 
 AdapterState = dict[str, np.ndarray]
@@ -218,21 +217,10 @@ def export_peft_adapter(
     config["task_type"] = "SEQ_CLS"
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
 
-    def _write(name: str, writer: Any) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.replace(tmp, out / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    _write(ADAPTER_WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _write(
-        ADAPTER_CONFIG_NAME,
-        lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True, default=str)),
-    )
+    with replacing(out / ADAPTER_WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write(out / ADAPTER_CONFIG_NAME,
+                 json.dumps(config, indent=2, sort_keys=True, default=str).encode())
     return out
 
 

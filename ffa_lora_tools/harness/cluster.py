@@ -49,7 +49,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-_TINY_WORDS = ["the", "a", "is", "was", "very", "not", "flight", "service", "bank", "staff", "good", "great", "love",
+#: The tiny tokenizer's words: enough for toy sentiment texts (see tests/unit/lora/conftest.py).
+TINY_WORDS = ["the", "a", "is", "was", "very", "not", "flight", "service", "bank", "staff", "good", "great", "love",
                "happy", "thanks", "bad", "awful", "hate", "late", "delay", "ok", "fine", "today", "time", "my",
                "bag", "seat", "crew", "card", "fee"]
 
@@ -66,7 +67,7 @@ def tiny_bert(path: Path, *, num_labels: int = 3) -> Path:
 
     path.mkdir(parents=True, exist_ok=True)
     letters = [chr(c) for c in range(97, 123)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters] + _TINY_WORDS
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters] + TINY_WORDS
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,

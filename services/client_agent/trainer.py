@@ -33,11 +33,11 @@ from ffa_lora.crypto import (
 from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, ProtocolError, StateError
+from ffa_lora.files import atomic_write
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
-from services.common.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora.errors import StateError
+from ffa_lora.files import atomic_write
 from ffa_lora.privacy.ledger import LedgerEntry
-from services.common.files import atomic_write
 
 SCHEMA_VERSION = 1
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ffa_lora.errors import ConfigError, FFALoraError
+from ffa_lora.files import atomic_write
 
 __all__ = [
     "CA_CERT_NAME",
@@ -200,17 +199,7 @@ def _write_file(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
     """Write ``data`` atomically with ``mode``; never leaves a half-written file."""
     if path.exists() and not overwrite:
         raise TLSFileError(f"{path} already exists; pass overwrite=True (--force) to replace it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=mode)
 
 
 def _read_file(path: Path, what: str) -> bytes:

@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from chart_helpers import CHART, KUBE_VERSION, REPO, TOOLS, run_helm
-from prometheus_harness import PrometheusHarness, find_binary
+
+from ffa_lora_tools.harness.prometheus import PrometheusHarness, find_binary
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 from chart_helpers import load_tool
-from prometheus_harness import PrometheusError, PrometheusHarness, find_binary
+
+from ffa_lora_tools.harness.prometheus import PrometheusError, PrometheusHarness, find_binary
 
 pytestmark = [
     pytest.mark.e2e,
@@ -82,10 +83,10 @@ def as_chart_edge_replicas(layout: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def scraped_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedRun]:
     from ffa_lora_tools.demo import DemoSettings, run_demo
-    from tests.unit.lora.conftest import make_tiny_model
+    from ffa_lora_tools.harness.cluster import tiny_bert
 
     root = tmp_path_factory.mktemp("scrape")
-    model = make_tiny_model(root / "tiny-bert")
+    model = tiny_bert(root / "tiny-bert")
     prom = PrometheusHarness(workdir=root / "prometheus").start()
     run = ScrapedRun(prom=prom, summary={}, layout={})
     prepared = threading.Event()

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_harness import PrometheusError, PrometheusHarness, free_port
+
+from ffa_lora_tools.harness.cluster import free_port
+from ffa_lora_tools.harness.prometheus import PrometheusError, PrometheusHarness
 
 prometheus_client = pytest.importorskip("prometheus_client")
 

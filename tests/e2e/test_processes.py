@@ -13,7 +13,7 @@ import pytest
 
 from ffa_lora.deid.checksums import gb11643_check_char, luhn_check_digit
 from ffa_lora_tools.demo import DemoSettings, prepare, run_demo
-from tests.unit.lora.conftest import make_tiny_model
+from ffa_lora_tools.harness.cluster import tiny_bert
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -30,7 +30,7 @@ def planted_identifiers() -> dict[str, str]:
 
 
 def test_processes_two_rounds_peft_reload_and_no_leaks(tmp_path: Path) -> None:
-    model_dir = make_tiny_model(tmp_path / "tiny-bert")
+    model_dir = tiny_bert(tmp_path / "tiny-bert")
     settings = DemoSettings(name="e2e", out_dir=tmp_path / "runs", model=str(model_dir), rounds=2, local_epochs=1.0,
                             key_bits=512, bits=16, clip=0.5, max_train_per_site=30, max_test=30, deid=True,
                             quiet=True, patience=5, timeout_s=600)
@@ -103,7 +103,7 @@ def test_sigterm_to_the_demo_stops_the_services_it_started(tmp_path: Path) -> No
     import sys
     import time
 
-    model_dir = make_tiny_model(tmp_path / "tiny-bert")
+    model_dir = tiny_bert(tmp_path / "tiny-bert")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ffa_lora_tools.cli", "demo", "--name", "sig", "--out-dir", str(tmp_path / "runs"),
          "--model", str(model_dir), "--key-bits", "512", "--rounds", "50", "--max-train-per-site", "30",

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from ffa_lora_tools.harness.cluster import tiny_bert
 from services.common.domain import STALENESS_SCALE, staleness_weight
 from tests.support.federation import InProcessFederation
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def test_slow_client_never_blocks_and_is_weighted_by_staleness(tmp_path: Path) -> None:
-    model_dir = make_tiny_model(tmp_path / "tiny")
+    model_dir = tiny_bert(tmp_path / "tiny")
 
     async def scenario() -> None:
         fed = InProcessFederation(

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from ffa_lora_tools.harness.cluster import tiny_bert
 from tests.support.federation import InProcessFederation
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path) -> None:
-    model_dir = make_tiny_model(tmp_path / "tiny")
+    model_dir = tiny_bert(tmp_path / "tiny")
     fed = InProcessFederation(
         tmp_path, model_dir, edges=1, clients=2,
         rounds={"max_rounds": 2, "min_clients": 2},

@@ -15,6 +15,7 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PackingLayout
+from ffa_lora_tools.harness.cluster import tiny_bert
 from ffa_lora_tools.harness.raw_client import RawClient
 from services.client_agent.agent import upload_messages
 from services.client_agent.trainer import PreparedUpdate, encrypt_update
@@ -23,14 +24,13 @@ from services.common import domain as d
 from services.common import serde
 from services.common.tls import channel_credentials
 from tests.support.federation import InProcessFederation, tls_files
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def expected_state(fed: InProcessFederation, deltas: dict[str, np.ndarray], weights: dict[str, int]) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ffa_lora_tools.harness.cluster import tiny_bert
 from tests.support.federation import InProcessFederation
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.mark.parametrize("keep", [True, False])
 def test_clients_continue_their_optimizer_only_when_told(tmp_path: Path, keep: bool) -> None:
     fed = InProcessFederation(
-        tmp_path, make_tiny_model(tmp_path / "tiny"), edges=1, clients=2,
+        tmp_path, tiny_bert(tmp_path / "tiny"), edges=1, clients=2,
         rounds={"max_rounds": 2, "min_clients": 2}, labels=["negative", "neutral", "positive"],
         training={"local_epochs": 1.0, "learning_rate": 1e-2, "batch_size": 8, "keep_optimizer_state": keep},
     )

@@ -23,6 +23,7 @@ from safetensors.numpy import load as st_load
 
 from ffa_lora.lora import UpdateLayout, apply_mean_update, initial_adapter_state
 from ffa_lora.rank.keys import lora_modules
+from ffa_lora_tools.harness.cluster import tiny_bert
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.handlers import Coordinator
 from services.cloud_coordinator.main import load_or_create_keys
@@ -33,7 +34,6 @@ from services.common import domain as d
 from services.common.config import parse_federation
 from services.common.metrics import create_metrics
 from tests.support.federation import InProcessFederation
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -60,7 +60,7 @@ RANK_OPTIONS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def per_column_mean(layout: UpdateLayout, deltas: dict[str, np.ndarray], ranks: dict[str, int],

@@ -18,6 +18,7 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora_tools.harness import fuzzing as fz
+from ffa_lora_tools.harness.cluster import tiny_bert
 from services.client_agent.agent import COLLECT_AFTER_SESSION_S, ClientAgent
 from services.common import domain as d
 from services.common.config import LimitsConfig
@@ -31,7 +32,6 @@ from tests.support.federation import (
     make_pki,
     tls_files,
 )
-from tests.unit.lora.conftest import make_tiny_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -113,7 +113,7 @@ def test_finished_federation_tells_returning_check_in_client() -> None:
 def test_check_in_clients_train_away_and_every_round_counts_them(tmp_path: Path) -> None:
     """Three check-in clients over real mTLS: they leave while idle and while training (1 s),
     come back with their updates, and every round holds all three with the exact FedAvg."""
-    model_dir = make_tiny_model(tmp_path / "tiny")
+    model_dir = tiny_bert(tmp_path / "tiny")
     seen: dict[str, Any] = {"min_connected": 99, "roster_when_min": 0}
 
     async def watch(fed: InProcessFederation) -> None:
@@ -166,7 +166,7 @@ def test_edge_session_cap_turns_check_ins_away_and_rounds_still_complete(tmp_pat
     """``limits.max_client_sessions: 1``: the edge refuses a second session with RESOURCE_EXHAUSTED
     ("edge busy"); check-in clients treat it as an ordinary check-in later, so every round still
     holds all of them while the edge never has two sessions open."""
-    model_dir = make_tiny_model(tmp_path / "tiny")
+    model_dir = tiny_bert(tmp_path / "tiny")
     most_open = 0
 
     async def watch(fed: InProcessFederation) -> None:

@@ -1,5 +1,6 @@
-"""A tiny random BERT (hidden 32, 2 layers) with a tiny WordPiece tokenizer, saved once per
-test session, so LoRA tests run in seconds without the real model."""
+"""A tiny random BERT (hidden 32, 2 layers; :func:`ffa_lora_tools.harness.cluster.tiny_bert`)
+saved once per test session, and toy texts from its vocabulary, so LoRA tests run in seconds
+without the real model."""
 
 from __future__ import annotations
 
@@ -7,36 +8,11 @@ from pathlib import Path
 
 import pytest
 
-WORDS = [
-    "the", "a", "is", "was", "very", "not", "flight", "service", "bank", "staff",
-    "good", "great", "love", "happy", "thanks", "bad", "awful", "hate", "late", "delay",
-    "ok", "fine", "today", "time", "my", "bag", "seat", "crew", "card", "fee",
-]
+from ffa_lora_tools.harness.cluster import tiny_bert
+
 POSITIVE = ["good", "great", "love", "happy", "thanks"]
 NEGATIVE = ["bad", "awful", "hate", "late", "delay"]
 NEUTRAL = ["ok", "fine", "today", "time", "seat"]
-
-
-def make_tiny_model(path: Path, *, num_labels: int = 3) -> Path:
-    """Save a tiny BERT classifier and tokenizer to ``path``."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = specials + letters + ["##" + c for c in letters] + WORDS
-    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
-    tok.save_pretrained(path)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
-        initializer_range=0.2,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)
-        model = BertForSequenceClassification(config)
-    model.save_pretrained(path)
-    return path
 
 
 def make_tiny_dataset(n: int = 96, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -60,7 +36,7 @@ def make_tiny_dataset(n: int = 96, seed: int = 0):  # type: ignore[no-untyped-de
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture()

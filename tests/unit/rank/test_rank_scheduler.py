@@ -26,7 +26,6 @@ def minilm(rank: int) -> int:
     return 384 * 3 + 3 + rank * 12 * 384
 
 
-
 def _reports(snrs: dict[str, float | None], samples: int = 3000) -> dict[str, ClientReport]:
     return {
         cid: ClientReport(samples, snr, None if snr is None else 0.05) for cid, snr in snrs.items()

@@ -11,6 +11,7 @@ import pytest
 
 from ffa_lora.crypto import Encryptor, Quantizer, generate_keypair
 from ffa_lora.errors import ProtocolError
+from ffa_lora_tools.harness.cluster import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.store import MemoryStore
@@ -18,7 +19,6 @@ from services.common import domain as d
 from services.common.config import parse_config
 from services.common.metrics import create_metrics
 from services.common.rejections import Rejection
-from tests.unit.lora.conftest import make_tiny_model
 
 
 class Outbox:
@@ -41,7 +41,7 @@ def keys() -> Any:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny"))
 
 
 def make_coordinator(model_dir: Path, keys: Any, min_clients: int = 3) -> handlers.Coordinator:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ffa_lora.crypto import generate_keypair
+from ffa_lora_tools.harness.cluster import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.policies import make_privacy_engine
@@ -18,7 +19,6 @@ from services.cloud_coordinator.store import SQLiteStore
 from services.common import domain as d
 from services.common.config import parse_config
 from services.common.metrics import create_metrics
-from tests.unit.lora.conftest import make_tiny_model
 from tests.unit.services.test_coordinator_rules import Outbox, partial
 
 
@@ -28,7 +28,7 @@ class Crash(Exception):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny")), generate_keypair(bits=512, test_only=True)
+    return tiny_bert(tmp_path_factory.mktemp("tiny")), generate_keypair(bits=512, test_only=True)
 
 
 def coordinator(model_dir: Path, keys: Any, state: Path, epsilon: float = 4.0) -> handlers.Coordinator:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from ffa_lora_tools.bench.epochs import main
-from tests.unit.lora.conftest import make_tiny_model
+from ffa_lora_tools.harness.cluster import tiny_bert
 
 
 def test_curves_for_both_methods_and_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = make_tiny_model(tmp_path / "tiny-bert")
+    model = tiny_bert(tmp_path / "tiny-bert")
     out_dir = tmp_path / "runs"
     assert main(["--model", str(model), "--epochs", "1", "--eval-every", "0.5", "--seeds", "3", "--jobs", "2",
                  "--max-train-per-site", "16", "--max-test", "24", "--out-dir", str(out_dir)]) == 0

@@ -1,4 +1,5 @@
-"""A real Prometheus server for tests: start, scrape given targets every second, query, stop.
+"""A real Prometheus server for tests and tools: start, scrape given targets every second,
+query, stop.
 
 Uses the Prometheus binary of the Debian package ``prometheus`` (``/usr/bin/prometheus``; another
 path with ``binary=``). The server listens on 127.0.0.1 on a free port, keeps its TSDB in a
@@ -8,8 +9,6 @@ federation run have picked their metrics ports. Every target is scraped at ``scr
 (default 1 s) with ``honor_labels: true``, so the services' own ``service`` label is kept.
 
 Typical use (pytest)::
-
-    from prometheus_harness import PrometheusHarness   # tests/deploy is on sys.path there
 
     def test_round_is_scraped(prometheus_server):       # fixture from tests/deploy/conftest.py
         prom = prometheus_server({"coordinator": ["127.0.0.1:9400"]})
@@ -25,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,6 +36,8 @@ from typing import Any, Self
 
 import yaml
 
+from ffa_lora_tools.harness.cluster import free_port
+
 DEFAULT_BINARY = "/usr/bin/prometheus"
 
 Targets = Sequence[str] | Mapping[str, Sequence[str]]
@@ -46,13 +46,6 @@ Targets = Sequence[str] | Mapping[str, Sequence[str]]
 
 class PrometheusError(RuntimeError):
     """The server did not start, a query failed, or a condition was not met in time."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binary(binary: str | None = None) -> str | None:
@@ -68,7 +61,79 @@ def find_binary(binary: str | None = None) -> str | None:
     return None
 
 
-class PrometheusHarness:
+class PrometheusClient:
+    """Read-only client of a Prometheus server's HTTP API at ``url``."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self._url = url.rstrip("/")
+        self.timeout = timeout
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server's HTTP API."""
+        return self._url
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query; the ``result`` list (vector: ``{"metric": {...}, "value": [t, "v"]}``)."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return list(self._get("/api/v1/query", params)["result"])
+
+    def query_range(
+        self, expr: str, start: float, end: float, step: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Range query; the ``result`` list (matrix: ``{"metric": {...}, "values": [...]}``)."""
+        return list(
+            self._get(
+                "/api/v1/query_range",
+                {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"},
+            )["result"]
+        )
+
+    def wait_for(
+        self,
+        expr: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 30.0,
+        interval: float = 0.25,
+    ) -> list[dict[str, Any]]:
+        """Poll an instant query until ``predicate(result)`` holds; return that result."""
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if predicate(result):
+                return result
+            time.sleep(interval)
+        raise PrometheusError(
+            f"{expr!r} did not satisfy the condition within {timeout}s; last result: {result}"
+        )
+
+    def series(self, match: str) -> list[dict[str, str]]:
+        """Label sets of the series matching a selector (``/api/v1/series``)."""
+        return list(self._get("/api/v1/series", {"match[]": match}))
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read() or b"{}")
+            raise PrometheusError(
+                f"{path} {params}: HTTP {e.code}: {body.get('error', body)}"
+            ) from e
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise PrometheusError(f"{path}: Prometheus at {self.url} unreachable: {e}") from e
+        if body.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {body.get('error', body)}")
+        return body["data"]
+
+
+class PrometheusHarness(PrometheusClient):
     """One Prometheus server process scraping ``targets``; see the module docstring."""
 
     def __init__(
@@ -87,6 +152,7 @@ class PrometheusHarness:
         self.rule_files = [str(Path(p).resolve()) for p in rule_files]
         self.startup_timeout = startup_timeout
         self.port = port or free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ffa-prom-"))
         self.config_path = self.workdir / "prometheus.yml"
@@ -98,14 +164,9 @@ class PrometheusHarness:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """Base URL of the server's HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
-
     def config(self) -> dict[str, Any]:
         """The prometheus.yml the server runs with."""
-        interval_s = _seconds(self.scrape_interval)
+        interval_s = seconds(self.scrape_interval)
         return {
             "global": {
                 "scrape_interval": self.scrape_interval,
@@ -238,67 +299,8 @@ class PrometheusHarness:
         )
         raise PrometheusError(f"{want} target(s) not up after {timeout}s: {states or 'none'}")
 
-    # -- queries --------------------------------------------------------------------------------
-
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-        """Instant query; the ``result`` list (vector: ``{"metric": {...}, "value": [t, "v"]}``)."""
-        params = {"query": expr}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        return list(self._get("/api/v1/query", params)["result"])
-
-    def query_range(
-        self, expr: str, start: float, end: float, step: float = 1.0
-    ) -> list[dict[str, Any]]:
-        """Range query; the ``result`` list (matrix: ``{"metric": {...}, "values": [...]}``)."""
-        return list(
-            self._get(
-                "/api/v1/query_range",
-                {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"},
-            )["result"]
-        )
-
-    def wait_for(
-        self,
-        expr: str,
-        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
-        timeout: float = 30.0,
-        interval: float = 0.25,
-    ) -> list[dict[str, Any]]:
-        """Poll an instant query until ``predicate(result)`` holds; return that result."""
-        deadline = time.monotonic() + timeout
-        result: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            result = self.query(expr)
-            if predicate(result):
-                return result
-            time.sleep(interval)
-        raise PrometheusError(
-            f"{expr!r} did not satisfy the condition within {timeout}s; last result: {result}"
-        )
-
-    def series(self, match: str) -> list[dict[str, str]]:
-        """Label sets of the series matching a selector (``/api/v1/series``)."""
-        return list(self._get("/api/v1/series", {"match[]": match}))
-
-    def _get(self, path: str, params: Mapping[str, str]) -> Any:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                body = json.load(r)
-        except urllib.error.HTTPError as e:
-            body = json.loads(e.read() or b"{}")
-            raise PrometheusError(
-                f"{path} {params}: HTTP {e.code}: {body.get('error', body)}"
-            ) from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-            raise PrometheusError(f"{path}: Prometheus at {self.url} unreachable: {e}") from e
-        if body.get("status") != "success":
-            raise PrometheusError(f"{path} {params}: {body.get('error', body)}")
-        return body["data"]
-
-
-def _seconds(duration: str) -> float:
+def seconds(duration: str) -> float:
+    """A Prometheus duration (``500ms``, ``1s``, ``5m``, ``1h``, or plain seconds) in seconds."""
     units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
     for unit in ("ms", "s", "m", "h"):
         if duration.endswith(unit):
