@@ -23,7 +23,7 @@ from ffa_lora.errors import FFALoraError
 
 #: image name per service role (``deploy/images/build.sh`` tags them PREFIX/NAME:TAG)
 IMAGE_NAMES = {"coordinator": "cloud-coordinator", "edge": "edge-aggregator", "client": "client-agent"}
-#: the images' unprivileged user (services/*/Dockerfile)
+#: the images' unprivileged user (deploy/images/Dockerfile)
 IMAGE_UID = 10001
 
 

@@ -10,7 +10,7 @@
 # 2. Local wheels: a torch==2.13.0 CPU wheel found in pip's find-links (/opt/wheels or
 #    $PIP_FIND_LINKS) is copied into deploy/images/wheels/ so that the images take it instead of
 #    the multi-GB CUDA build from PyPI (pass --cuda-torch to skip this, e.g. for GPU clients).
-# 3. services/{cloud_coordinator,edge_aggregator,client_agent}/Dockerfile are built with the
+# 3. The targets coordinator, edge and client of deploy/images/Dockerfile are built with the
 #    first engine that works: podman, buildah, docker (a reachable daemon).
 # 4. --smoke runs `ffa-lora --help` in each image.
 #
@@ -129,22 +129,20 @@ if [[ -n "$host_ca" && -f "$host_ca" && "$engine" != docker ]]; then
   ca_args=(-v "$host_ca:/etc/ffa-lora-build/ca.crt:ro" --build-arg PIP_CERT=/etc/ffa-lora-build/ca.crt)
   log "pip CA bundle for the build: $host_ca"
 fi
-declare -A dockerfile=([coordinator]=services/cloud_coordinator/Dockerfile
-                       [edge]=services/edge_aggregator/Dockerfile
-                       [client]=services/client_agent/Dockerfile)
+dockerfile=deploy/images/Dockerfile
 declare -A name=([coordinator]=cloud-coordinator [edge]=edge-aggregator [client]=client-agent)
 IFS=, read -r -a wanted <<<"$only"
 for c in "${wanted[@]}"; do
-  [[ -n "${dockerfile[$c]:-}" ]] || { log "unknown component $c"; exit 2; }
+  [[ -n "${name[$c]:-}" ]] || { log "unknown component $c"; exit 2; }
   ref="$prefix/${name[$c]}:$tag"
-  log "building $ref from ${dockerfile[$c]}"
+  log "building $ref from $dockerfile (target $c)"
   start=$SECONDS
   case "$engine" in
-    podman) podman build --isolation "$isolation" --network host --format docker \
-              -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
-    buildah) buildah bud --isolation "$isolation" --network host --format docker \
-              -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
-    docker) docker build -f "${dockerfile[$c]}" --build-arg BASE_IMAGE="$base" -t "$ref" . ;;
+    podman) podman build --isolation "$isolation" --network host --format docker --target "$c" \
+              -f "$dockerfile" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
+    buildah) buildah bud --isolation "$isolation" --network host --format docker --target "$c" \
+              -f "$dockerfile" --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$ref" . ;;
+    docker) docker build -f "$dockerfile" --target "$c" --build-arg BASE_IMAGE="$base" -t "$ref" . ;;
   esac
   log "built $ref in $((SECONDS - start)) s"
   if (( smoke )); then
