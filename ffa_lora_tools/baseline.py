@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ffa_lora.data.builtin import load_builtin
+from ffa_lora.lora import LoRASpec, export_peft_adapter
+from ffa_lora.lora.train import train_centralized
+from services.common.config import ModelConfig
+
 
 def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0, lr: float = 1e-3,
                  batch_size: int = 16, rank: int = 8, strategy: str = "fedavg", seed: int = 1234,
@@ -25,10 +30,6 @@ def run_baseline(*, data: str = "bank", model: str = "demo", epochs: float = 3.0
     the pooled data is the union of the federation's capped sites. ``eval_every`` (epochs) adds
     the test metrics after every such piece of training as ``curve`` (``resample_pieces``: see
     :func:`~ffa_lora.lora.train_centralized`)."""
-    from ffa_lora.data.builtin import load_builtin
-    from ffa_lora.lora import LoRASpec, export_peft_adapter, train_centralized
-    from services.common.config import ModelConfig
-
     demo = load_builtin(data, seed=seed, method=partition, n_sites=sites,  # type: ignore[arg-type]
                         max_train_per_site=max_train_per_site, max_test=max_test)
     m = ModelConfig(name_or_path=model, num_labels=len(demo.label_names), rank=rank)

@@ -22,6 +22,9 @@ from pathlib import Path
 
 from ffa_lora.errors import FFALoraError
 
+# Every command imports the modules it runs inside its function: the services and the demo pull
+# in torch, which `ffa-lora --help`, `certs` and `health` never need (docs/architecture.md).
+
 # Benchmarks: the name on the command line -> module with main(argv).
 BENCHES = {
     "secure-sum": "ffa_lora_tools.bench.secure_sum",

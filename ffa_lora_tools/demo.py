@@ -24,13 +24,17 @@ from pathlib import Path
 from typing import Any, get_args
 
 import yaml
+from matplotlib.figure import Figure
 
 from ffa_lora.crypto import new_fernet_key
+from ffa_lora.data.builtin import load_builtin
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.baseline import module_list
+from ffa_lora_tools.containers import BuildahLauncher
+from services.common.certs import init_ca, issue_certificate
 from services.common.config import MAX_VALIDATION_FRACTION
 
 # The clients' learning rate per strategy on the demo model, as measured (README, "Quality
@@ -117,9 +121,6 @@ def _say(settings: DemoSettings, msg: str) -> None:
 
 def prepare(settings: DemoSettings) -> dict[str, Any]:
     """Create the run folder: data, certificates, keys and configs. Returns the layout."""
-    from ffa_lora.data.builtin import load_builtin
-    from services.common.certs import init_ca, issue_certificate
-
     run = (settings.out_dir / settings.name).resolve()
     if run.exists():
         shutil.rmtree(run)
@@ -256,8 +257,6 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
     procs: dict[str, subprocess.Popen[bytes]] = {}
     launcher = None
     if settings.containers == "buildah":
-        from ffa_lora_tools.containers import BuildahLauncher
-
         launcher = BuildahLauncher(tag=settings.image_tag)
 
     def start(name: str, role: str) -> None:
@@ -373,13 +372,9 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
 
 
 def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [r["round"] for r in rounds]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(xs, [r["loss"] for r in rounds], "o-", label="weighted train loss")
     if any(r.get("eval_loss") is not None for r in rounds):
         a1.plot(xs, [r.get("eval_loss") for r in rounds], "s--", label="held-out loss")
@@ -394,7 +389,6 @@ def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def add_partition_arguments(p: argparse.ArgumentParser) -> None:

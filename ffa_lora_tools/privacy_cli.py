@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
 
+from ffa_lora.data.builtin import load_builtin
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
+from ffa_lora.lora.train import PRV_MIN_NOISE
+from ffa_lora.privacy.dp_sgd import dp_sgd_noise_multiplier
+from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
+from services.cloud_coordinator.privacy import AggregatePrivacy
+from services.common.config import parse_config, parse_federation
 
 
 def plan_from_file(path: Path) -> dict[str, Any]:
-    from services.cloud_coordinator.privacy import AggregatePrivacy
-    from services.common.config import parse_config, parse_federation
-
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -50,9 +56,6 @@ def plan_from_file(path: Path) -> dict[str, Any]:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"{plan['mechanism']} {plan['mode']} DP: budget eps={plan['epsilon_budget']:g}, "
                     f"delta={plan['delta']:g}, {plan['schedule']} schedule")
     for col in ("round", "epsilon_t", "noise multiplier", "noise scale (sum)", "cumulative eps"):
@@ -72,9 +75,6 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, 
     the most for a given noise: calibrating on it bounds every site. Steps per round follow
     :func:`ffa_lora.lora.train.train_local` (``ceil(local_epochs × n / batch)``).
     """
-    from ffa_lora.lora.train import PRV_MIN_NOISE
-    from ffa_lora.privacy.dp_sgd import dp_sgd_noise_multiplier
-
     n = max(1, int(smallest_site * (1 - validation_fraction)))
     q = min(1.0, batch_size / n)
     steps = rounds * max(1, math.ceil(local_epochs * n / batch_size))
@@ -101,9 +101,6 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     (default: the strategy's) and task-head rate of DP-SGD. DP-SGD wants larger batches than
     the no-DP row: the noise on a step's mean gradient is ``noise_multiplier × clip / batch``.
     """
-    from ffa_lora.data.builtin import load_builtin
-    from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo
-
     base = DemoSettings()
     epochs = base.local_epochs if local_epochs is None else local_epochs
     dp_batch = dp_batch_size or base.batch_size
@@ -162,8 +159,6 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
 
 def _finished_run(settings: Any) -> dict[str, Any] | None:
     """The summary of an earlier run with exactly these settings, if one finished."""
-    from ffa_lora_tools.demo import settings_dict
-
     path = Path(settings.out_dir) / settings.name / "summary.json"
     try:
         summ: dict[str, Any] = json.loads(path.read_text())
@@ -178,14 +173,10 @@ def _finished_run(settings: Any) -> dict[str, Any] | None:
 
 
 def _plot(rows: list[dict[str, Any]], budgets: list[float], strategies: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     finite = [b for b in budgets if not math.isinf(b)]
     xs_inf = max(finite) * 2 if finite else 1.0
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for s in strategies:
         pts = sorted((xs_inf if math.isinf(r["epsilon"]) else r["epsilon"], r["accuracy"])
                       for r in rows if r["strategy"] == s)
@@ -199,7 +190,6 @@ def _plot(rows: list[dict[str, Any]], budgets: list[float], strategies: list[str
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ffa_lora_tools.demo import DemoSettings, run_demo
-from ffa_lora_tools.harness.cluster import tiny_bert
 from ffa_lora_tools.harness.prometheus import (
     PrometheusClient,
     PrometheusError,
@@ -48,6 +49,7 @@ from ffa_lora_tools.harness.prometheus import (
     find_binary,
     seconds,
 )
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 
 Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
 
@@ -206,11 +208,6 @@ def render(
     trim: bool = True,
 ) -> dict[str, int]:
     """Query every panel over [start, end] and write the PNG; return series counts per panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if trim:  # start the x axis where the coordinator's first sample is
         first = first_sample_time(api, 'ffalora_round{service="coordinator"}', start, end)
         if first is not None:
@@ -218,7 +215,8 @@ def render(
     ps = panels(rate_window)
     ncols = 3
     nrows = -(-len(ps) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.5 * nrows), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncols, 3.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     counts: dict[str, int] = {}
     for ax, panel in zip(axes.flat, ps):
         right = ax.twinx() if any(line.axis == "right" for line in panel.lines) else None
@@ -272,7 +270,6 @@ def render(
     fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 0.96))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return counts
 
 

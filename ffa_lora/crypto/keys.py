@@ -25,6 +25,7 @@ import gmpy2
 from cryptography.fernet import Fernet, InvalidToken
 from phe import paillier
 
+from ffa_lora.crypto.parallel import crt_decrypt
 from ffa_lora.errors import ConfigError, CryptoError, KeyFileError
 from ffa_lora.files import atomic_write
 
@@ -177,8 +178,6 @@ class PrivateKey:
 
     def raw_decrypt(self, ciphertext: int) -> int:
         """Decrypt one ciphertext with CRT (single value; bulk work goes through Decryptor)."""
-        from ffa_lora.crypto.parallel import crt_decrypt
-
         return int(crt_decrypt(gmpy2.mpz(ciphertext), self.p, self.q, self.psquare,
                                self.qsquare, self.hp, self.hq, self.q_inverse))
 

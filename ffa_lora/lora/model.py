@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ffa_lora.errors import ConfigError, StateError
 from ffa_lora.lora.spec import LoRASpec
@@ -105,8 +106,6 @@ def load_adapter_state(model: LoRAModel, state: Mapping[str, np.ndarray]) -> Non
 
 @lru_cache(maxsize=4)
 def _load_tokenizer(path: str, local_only: bool) -> Any:
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(path, local_files_only=local_only)
 
 
@@ -132,8 +131,6 @@ def build_model(
     forked torch RNG seeded with ``spec.seed``, so the caller's RNG is untouched. All ranks use
     the full-rank PEFT module (scaling ``alpha / r_max``); lower ranks are masks in training.
     """
-    from transformers import AutoModelForSequenceClassification
-
     dev = resolve_device(device)
     path = spec.model_path()
     local_only = spec.use_local_files_only()

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from ffa_lora.errors import StateError
 from ffa_lora.files import atomic_write, replacing
@@ -69,7 +71,7 @@ def lora_modules(keys: Any) -> list[str]:
 
 def wrap_with_lora(base: Any, spec: LoRASpec) -> Any:
     """``peft.get_peft_model(base, peft_lora_config(spec))``, without peft's deprecation noise."""
-    from peft import get_peft_model
+    from peft import get_peft_model  # lazy: peft loads torch, which the edge must not pay for
 
     with warnings.catch_warnings():
         # peft 0.21 calls transformers' deprecated is_gradient_checkpointing; not ours to fix.
@@ -79,7 +81,7 @@ def wrap_with_lora(base: Any, spec: LoRASpec) -> Any:
 
 def peft_lora_config(spec: LoRASpec, *, inference_mode: bool = False) -> Any:
     """The ``peft.LoraConfig`` of ``spec`` (rank r_max, task SEQ_CLS, head in modules_to_save)."""
-    from peft import LoraConfig, TaskType
+    from peft import LoraConfig, TaskType  # lazy: see wrap_with_lora
 
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
@@ -107,6 +109,7 @@ class AdapterShapes:
 def _adapter_shapes_cached(
     path: str, local_only: bool, num_labels: int, target_modules: tuple[str, ...], r_max: int
 ) -> AdapterShapes:
+    # lazy: see wrap_with_lora
     import torch
     from peft import get_peft_model_state_dict
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -204,8 +207,6 @@ def export_peft_adapter(
     num_labels=spec.num_labels)``. No model is instantiated; both files are written to
     temporary names and renamed into place, so a crash never leaves a half-written file.
     """
-    from safetensors.numpy import save_file
-
     check_state(state, spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,9 +227,6 @@ def export_peft_adapter(
 
 def read_peft_adapter(out_dir: str | Path) -> AdapterState:
     """Read the weights of an exported adapter back into the state convention."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     path = Path(out_dir) / ADAPTER_WEIGHTS_NAME
     if not path.is_file():
         raise StateError(f"{path}: no exported adapter weights there")

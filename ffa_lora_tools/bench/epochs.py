@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ffa_lora_tools.baseline import check_eval_every, run_baseline
 from ffa_lora_tools.bench.quality import parse_seeds
 from ffa_lora_tools.demo import LORA_LR, STRATEGY_LR
@@ -60,15 +62,11 @@ def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def plot_curves(runs: list[dict[str, Any]], path: Path, *, eval_every: float, resample_pieces: bool = False) -> None:
     """Accuracy and held-out loss against epochs, one line per method and seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"ffa": "tab:orange", "fedavg": "tab:blue"}
     styles = ["o-", "s--", "^:", "d-."]
     seeds = sorted({r["seed"] for r in runs})
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    a1, a2 = fig.subplots(1, 2)
     for r in runs:
         xs = [p["epochs"] for p in r["curve"]]
         style = styles[seeds.index(r["seed"]) % len(styles)]
@@ -85,7 +83,6 @@ def plot_curves(runs: list[dict[str, Any]], path: Path, *, eval_every: float, re
     fig.suptitle(f"Centralized FFA-LoRA and LoRA over the epochs (pooled bank demo data; {order})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,12 +32,23 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from ffa_lora_tools.harness.cluster import Cluster, make_pki, tiny_bert
+from ffa_lora.crypto import Encryptor, PackingLayout, generate_keypair, new_fernet_key
+from ffa_lora.lora import LoRASpec
+from ffa_lora_tools.harness.cluster import Cluster, make_pki
+from ffa_lora_tools.harness.tiny_model import tiny_bert
+from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
+from services.cloud_coordinator.main import load_or_create_keys
+from services.common import domain as d
+from services.common.config import LimitsConfig, parse_federation
+from services.common.metrics import create_metrics
+from services.common.transfer import outgoing
+from services.edge_aggregator.handlers import EdgeAggregator
 
 
 def _say(msg: str) -> None:
@@ -92,16 +103,6 @@ def _mb(x: int) -> float:
 def aggregation_heap(n: int, *, key_bits: int, bits: int, values: int, max_clients: int) -> dict[str, float]:
     """Python heap of the real EdgeAggregator handler after ``n`` clients uploaded one round
     (no transport): the running sum is O(update size); what grows is per-contributor metadata."""
-    import tracemalloc
-
-    from ffa_lora.crypto import Encryptor, PackingLayout, generate_keypair
-    from ffa_lora.lora import LoRASpec
-    from services.common import domain as d
-    from services.common.config import LimitsConfig
-    from services.common.metrics import create_metrics
-    from services.common.transfer import outgoing
-    from services.edge_aggregator.handlers import EdgeAggregator
-
     class _Null:
         def __getattr__(self, name: str) -> Any:
             return lambda *a, **k: None
@@ -141,9 +142,6 @@ _KEYS: dict[int, Any] = {}
 
 def prepare_key(work: Path, key_bits: int) -> tuple[Path, Path, float]:
     """A Paillier key pair made once for all stages (encrypted with one Fernet key)."""
-    from ffa_lora.crypto import new_fernet_key
-    from services.cloud_coordinator.main import load_or_create_keys
-
     fernet = work / "fernet.key"
     fernet.write_bytes(new_fernet_key())
     t0 = time.perf_counter()
@@ -319,10 +317,6 @@ def main(argv: list[str] | None = None) -> int:
         "keygen_seconds": round(keygen_s, 2), "stages": [],
     }
     try:
-        from ffa_lora.crypto import PackingLayout
-        from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
-        from services.common.config import parse_federation
-
         fed = parse_federation({"name": "load", "seed": 7, "model": {"name_or_path": str(model), "rank": 4, "alpha": 8.0,
                                                                      "max_length": 16}})
         values = LoraAdapterOps(lora_spec(fed), labels=fed.labels).num_values("B", 4)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ffa_lora.crypto import CiphertextVector, Encryptor, PackingLayout, PublicKey
 from services.client_agent.agent import ClientAgent
-from services.client_agent.trainer import PreparedUpdate
+from services.client_agent.update import PreparedUpdate
 from services.common import domain as d
 from services.common.certs import TLSFiles
 from services.common.config import ClientConfig, DataConfig, DeidSettings

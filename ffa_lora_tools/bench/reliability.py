@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
+from ffalora.v1 import federation_pb2 as pb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ffa_lora_tools.harness import fuzzing, scenarios
+from ffa_lora_tools.harness.cluster import make_pki
+from services.common.certs import TLSFiles
+from services.common.tls import channel_credentials
 
 
 def _say(msg: str) -> None:
@@ -44,11 +53,6 @@ FULL = QUICK[:2] + [("coordinator_sigkill", (p,)) for p in ("waiting", "training
 
 def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
     """The hypothesis properties of the reliability tests' fuzzing, outside pytest."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    from ffa_lora_tools.harness.cluster import make_pki
-
     out: dict[str, Any] = {"crashes": 0, "invariant_violations": 0, "failures": []}
     cfg = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
@@ -76,11 +80,6 @@ def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
     attempt("edge_handlers", edge_prop)
     attempt("coordinator_partials", coord_prop)
 
-    import grpc
-
-    from services.common.certs import TLSFiles
-    from services.common.tls import channel_credentials
-
     certs = make_pki(work / "fuzz-pki", edges=["edge-fuzz"], clients=["mallory", "good"])
 
     def channel(srv: Any, cid: str) -> grpc.Channel:
@@ -88,8 +87,6 @@ def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
         return grpc.secure_channel(srv.address, channel_credentials(files))
 
     with fuzzing.EdgeServerThread(certs, limits={"max_messages_per_s": 1e6}) as srv:
-        from ffalora.v1 import federation_pb2 as pb
-
         hello = pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=10)).SerializeToString()
 
         @settings(max_examples=max(20, examples // 3), deadline=None, database=None,
@@ -181,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     report["passed"] = (lost == 0 and double == 0 and crashes == 0 and not fuzz.get("invariant_violations")
                         and not any("error" in r for r in results))
     if args.work_dir is None and report["passed"]:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)  # kept (and named in the report) when something failed
         del report["work_dir"]
     print(json.dumps(report, indent=2, default=str))

@@ -16,18 +16,22 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import ffalora
+import psutil
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import ffa_lora_tools
 import services
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.errors import FFALoraError
+from services.common.certs import init_ca, issue_certificate
 
 
 def import_roots() -> list[str]:
@@ -49,38 +53,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: The tiny tokenizer's words: enough for toy sentiment texts (see tests/unit/lora/conftest.py).
-TINY_WORDS = ["the", "a", "is", "was", "very", "not", "flight", "service", "bank", "staff", "good", "great", "love",
-               "happy", "thanks", "bad", "awful", "hate", "late", "delay", "ok", "fine", "today", "time", "my",
-               "bag", "seat", "crew", "card", "fee"]
-
-
-def tiny_bert(path: Path, *, num_labels: int = 3) -> Path:
-    """Save a tiny random BERT classifier (hidden 32, 2 layers) and its WordPiece tokenizer to
-    ``path`` (once): a real model layout with a small adapter, for benchmarks of the protocol
-    rather than of training."""
-    path = Path(path)
-    if (path / "config.json").exists():
-        return path
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters] + TINY_WORDS
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
-                        initializer_range=0.2)  # type: ignore[call-arg]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)
-        BertForSequenceClassification(config).save_pretrained(path)
-    return path
-
-
 def _issue_batch(certs: str, role: str, ids: list[str]) -> int:
-    from services.common.certs import issue_certificate
-
     for i in ids:
         issue_certificate(Path(certs), Path(certs), role=role, id=i, overwrite=True)
     return len(ids)
@@ -91,8 +64,6 @@ def make_pki(certs: Path, *, edges: list[str], clients: list[str], coordinator: 
     """Create (or extend) a federation CA with certificates for every peer; existing ones are kept.
 
     Client certificates are issued in ``workers`` processes (EC P-256, a few ms each)."""
-    from services.common.certs import init_ca, issue_certificate
-
     certs = Path(certs)
     if not (certs / "ca.crt").exists():
         init_ca(certs, federation=federation)
@@ -152,8 +123,6 @@ class ServiceProcess:
 
     def rss(self) -> int:
         """Resident memory in bytes (0 when not running)."""
-        import psutil
-
         try:
             return int(psutil.Process(self.pid).memory_info().rss) if self.alive() else 0
         except psutil.Error:
@@ -340,10 +309,6 @@ class Cluster:
     def scrape(self, name: str) -> dict[str, float]:
         """The Prometheus samples of a service started with ``metrics=True``
         (``name{label="v",...}`` -> value, the ``service`` label left out); {} if unreachable."""
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
         port = self.metrics_ports.get(name)
         if port is None:
             return {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,6 +34,9 @@ from typing import Any, Self
 
 import grpc
 import numpy as np
+from ffalora.v1 import federation_pb2 as pb
+from ffalora.v1 import federation_pb2_grpc as pb_grpc
+from hypothesis import strategies as st
 
 from ffa_lora.crypto import (
     CiphertextVector,
@@ -46,12 +50,17 @@ from ffa_lora.crypto import (
 )
 from ffa_lora.errors import FFALoraError, ProtocolError
 from ffa_lora.lora import LoRASpec
+from services.cloud_coordinator.handlers import Coordinator
+from services.cloud_coordinator.store import MemoryStore
 from services.common import domain as d
-from services.common.config import LimitsConfig
+from services.common.config import EdgeConfig, LimitsConfig, TLSConfig, parse_federation
 from services.common.errors import status_of
 from services.common.metrics import create_metrics
 from services.common.rejections import Rejection
+from services.common.session import start_server
 from services.common.transfer import outgoing
+from services.edge_aggregator.handlers import EdgeAggregator, Ignored
+from services.edge_aggregator.servicer import EdgeOutboxImpl, EdgeServicer
 
 #: Fuzz cases run, by target (read by the reliability bench).
 FUZZ_CASES: Counter[str] = Counter()
@@ -183,8 +192,6 @@ class EdgeHarness:
     """A real EdgeAggregator in a round, with a model of what its running sum must hold."""
 
     def __init__(self) -> None:
-        from services.edge_aggregator.handlers import EdgeAggregator
-
         self.pub, self.priv = fuzz_keys()
         self.layout = layout_for(self.pub)
         self.clock = FakeClock()
@@ -209,8 +216,6 @@ class EdgeHarness:
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> bool:
         """Run one handler call; True when it was accepted, False when rejected or ignored."""
-        from services.edge_aggregator.handlers import Ignored
-
         before = self.snapshot()
         try:
             fn(*args, **kw)
@@ -367,8 +372,6 @@ def _other_key_header() -> bytes:
 
 def edge_op_strategy() -> Any:
     """Hypothesis strategy of one operation on the edge."""
-    from hypothesis import strategies as st
-
     clients = st.sampled_from(FUZZED)
     rounds = st.sampled_from([ROUND, ROUND, ROUND, ROUND - 1, ROUND + 1, 0, 2**63 - 1])
     return st.one_of(
@@ -452,10 +455,6 @@ class CoordinatorHarness:
     """A real Coordinator (memory store, fake adapter) with a round in progress."""
 
     def __init__(self) -> None:
-        from services.cloud_coordinator.handlers import Coordinator
-        from services.cloud_coordinator.store import MemoryStore
-        from services.common.config import parse_federation
-
         self.pub, self.priv = fuzz_keys()
         fed = parse_federation({
             "name": "fuzz", "model": {"rank": 4},
@@ -562,8 +561,6 @@ def run_coordinator_ops(ops: list[tuple[Any, ...]]) -> CoordinatorHarness:
 
 
 def coordinator_op_strategy() -> Any:
-    from hypothesis import strategies as st
-
     contrib = st.tuples(st.sampled_from(["c1", "c2", "c3", "c4", "cx"]), st.booleans(), st.booleans())
     return st.tuples(
         st.just("partial"), st.sampled_from(["edge-a", "edge-b", "edge-x"]),
@@ -602,13 +599,6 @@ class EdgeServerThread:
         return self
 
     async def _start(self) -> None:
-        from ffalora.v1 import federation_pb2_grpc as pb_grpc
-
-        from services.common.config import EdgeConfig, TLSConfig
-        from services.common.session import start_server
-        from services.edge_aggregator.handlers import EdgeAggregator
-        from services.edge_aggregator.servicer import EdgeOutboxImpl, EdgeServicer
-
         cfg = EdgeConfig(listen="127.0.0.1:0", region="fuzz", limits=LimitsConfig(**self.limits))
         self.outbox = EdgeOutboxImpl()
         self.edge = EdgeAggregator(edge_id="edge-fuzz", region="fuzz", limits=cfg.limits,
@@ -624,11 +614,9 @@ class EdgeServerThread:
         self.new_round(ROUND)
 
     def new_round(self, round: int, clients: tuple[str, ...] = ("mallory", "good")) -> None:
-        import time as _time
-
         def go() -> None:
             self.edge.on_plan(round_plan(self.pub, self.layout, round=round, weights={c: 1 for c in clients},
-                                         deadline=_time.time() + 3600))
+                                         deadline=time.time() + 3600))
 
         if threading.current_thread() is self._thread:
             go()
@@ -680,8 +668,6 @@ def raw_session(channel: grpc.Channel, messages: list[bytes], *, timeout: float 
 
 def good_session(channel: grpc.Channel, upload: Upload, *, round: int) -> list[Any]:
     """A well-behaved client: hello, then one upload; returns the acks."""
-    from ffalora.v1 import federation_pb2 as pb
-
     msgs = [pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=10, device="cpu")),
             pb.ClientSessionRequest(update_begin=pb.UpdateBegin(header=pb.CiphertextHeader(
                 round=round, header=upload.header, num_ciphertexts=upload.num_ciphertexts)))]

@@ -34,13 +34,16 @@ import numpy as np
 from safetensors.numpy import load as st_load
 
 from ffa_lora.crypto import Encryptor, PackingLayout, PublicKey, Quantizer
-from ffa_lora_tools.harness.cluster import Cluster, make_pki
+from ffa_lora_tools.harness.cluster import Cluster, free_port, make_pki
+from ffa_lora_tools.harness.faultproxy import FaultProxy
 from ffa_lora_tools.harness.raw_client import RawClient
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import ClientAgent, upload_messages
-from services.client_agent.trainer import PreparedUpdate, privatize
+from services.client_agent.update import PreparedUpdate, privatize
+from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.common import domain as d
 from services.common.certs import TLSFiles
-from services.common.config import ClientConfig, DataConfig, DeidSettings
+from services.common.config import ClientConfig, DataConfig, DeidSettings, parse_federation
 from services.common.metrics import create_metrics
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,6 @@ EDGES = ["edge-1", "edge-2"]
 @cache
 def tiny_model(cache_dir: str) -> Path:
     """The tiny random BERT of the LoRA unit tests (same config and seed), saved once per directory."""
-    from ffa_lora_tools.harness.cluster import tiny_bert
-
     return tiny_bert(Path(cache_dir) / "tiny-bert")
 
 
@@ -203,9 +204,6 @@ def audit(cluster: Cluster, deltas: dict[str, dict[int, np.ndarray]], acked: dic
     ``deltas``: every known update (candidates for the sum). An update is lost when its round
     committed without it although an edge acknowledged it (``acked``), or although its client
     produced it (``produced``) and was never told it was refused (``refused``)."""
-    from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
-    from services.common.config import parse_federation
-
     fed = parse_federation(cluster.federation)
     ops = LoraAdapterOps(lora_spec(fed), labels=fed.labels)
     out = Audit()
@@ -563,8 +561,6 @@ async def edge_sigkill(root: Path, *, failover: str = "replica") -> ScenarioResu
 
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet
-        from ffa_lora_tools.harness.cluster import free_port
-
         replica_port = free_port()
         backup = f"127.0.0.1:{replica_port}" if failover == "replica" else "edge-2"
         gate = threading.Event()
@@ -592,8 +588,6 @@ async def network_faults(root: Path, kind: str) -> ScenarioResult:
     ``latency``: 150 ms each way on every link. ``drops``: every client connection is reset
     repeatedly during the uploads. ``partition``: the edge<->coordinator link is cut (refused)
     while the edge forwards its partial sum, then healed."""
-    from ffa_lora_tools.harness.faultproxy import FaultProxy
-
     async def body(env: Env) -> None:
         c, fleet = env.cluster, env.fleet
         c.start_coordinator()

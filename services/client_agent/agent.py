@@ -16,14 +16,17 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
+import numpy as np
 from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PublicKey
 from ffa_lora.errors import FFALoraError
-from services.client_agent.trainer import LocalTrainer, PreparedUpdate
+from ffa_lora.lora import LoRASpec
+from services.client_agent.update import PreparedUpdate
 from services.common import domain as d
 from services.common import serde
 from services.common.certs import TLSFiles
@@ -42,6 +45,25 @@ AGENT_VERSION = "0.1.0"
 
 #: check-in sessions: how long the edge must have been quiet before an idle client leaves
 CHECK_IN_LINGER_S = 0.5
+
+
+class Trainer(Protocol):
+    """What the agent needs from its trainer: :class:`~services.client_agent.trainer.LocalTrainer`,
+    or a synthetic one in the benchmarks and fault tests."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def num_samples(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> dict[str, np.ndarray] | None: ...
+    @property
+    def device(self) -> str: ...
+    def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None: ...
+    def load_adapter(self, version: int, blob: bytes) -> None: ...
+    def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate: ...
 
 
 @dataclass
@@ -70,7 +92,7 @@ def upload_messages(up: PreparedUpdate, *, max_chunk_bytes: int | None = None) -
 class ClientAgent:
     """Runs one site's participation until the federation finishes."""
 
-    def __init__(self, cfg: ClientConfig, tls: TLSFiles, trainer: LocalTrainer, metrics: Metrics,
+    def __init__(self, cfg: ClientConfig, tls: TLSFiles, trainer: Trainer, metrics: Metrics,
                  *, on_event: Callable[[str, dict], None] | None = None) -> None:
         self.cfg, self.tls, self.trainer, self.metrics = cfg, tls, trainer, metrics
         self.on_event = on_event

@@ -1,5 +1,5 @@
-"""Client-side domain logic: local data (de-identified before tokenization), the model, one
-round of local training, and turning the update into ciphertexts.
+"""Client-side domain logic: local data (de-identified before tokenization), the model and one
+round of local training; :mod:`services.client_agent.update` turns the update into ciphertexts.
 
 Raw data and plaintext updates never leave this process: :meth:`LocalTrainer.run_task`
 returns only a :class:`PreparedUpdate` holding ciphertexts and scalar metadata.
@@ -15,64 +15,28 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors.numpy import load as st_load
 
-from ffa_lora.crypto import (
-    CiphertextVector,
-    Encryptor,
-    ObfuscatorPool,
-    PackingLayout,
-    PublicKey,
-    Quantizer,
-)
+from ffa_lora.crypto import ObfuscatorPool, PackingLayout, PublicKey
 from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.data.loaders import load_table
+from ffa_lora.deid import DeidConfig, Deidentifier
 from ffa_lora.errors import ConfigError, ProtocolError, StateError
 from ffa_lora.files import atomic_write
 from ffa_lora.lora import LoRASpec
+from ffa_lora.lora.model import build_model, load_adapter_state
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
+from ffa_lora.lora.train import DataCursor, DPSGDOptions, evaluate, train_local
+from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedUpdate:
-    """An encrypted update ready to stream, kept until the edge acknowledges it."""
-
-    round: int
-    vec: CiphertextVector
-    idempotency_key: str
-    num_samples: int
-    rank: int
-    quality: d.Quality
-    base_version: int
-    train_seconds: float
-    crypto_seconds: float
-
-
-def encrypt_update(delta: np.ndarray, task: d.RoundTask, public_key: PublicKey, layout: PackingLayout,
-                   *, pool: ObfuscatorPool | None = None) -> tuple[CiphertextVector, float]:
-    """Clip (DP bound), add the noise share (distributed DP), quantize with stochastic rounding,
-    pack and encrypt one update; returns the ciphertexts and the seconds it took."""
-    t1 = time.perf_counter()
-    delta = privatize(np.asarray(delta, dtype=np.float64), task)
-    clipped = float(np.mean(np.abs(delta) > task.secure_sum.clip)) if len(delta) else 0.0
-    if clipped > 0.01:
-        log.warning("%.1f%% of update values exceed the quantization range +-%g and are clipped; "
-                    "consider a larger secure_sum.clip", 100 * clipped, task.secure_sum.clip)
-    log.info("update: max |value| %.4g, %.2f%% outside +-%g", float(np.max(np.abs(delta))) if len(delta) else 0.0,
-             100 * clipped, task.secure_sum.clip)
-    codes = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits).quantize(
-        delta, rng=np.random.default_rng(secrets.randbits(128)))
-    vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
-    return vec, time.perf_counter() - t1
 
 
 def load_site_secret(path: Path | None, state_dir: Path) -> bytes:
@@ -93,8 +57,6 @@ def load_site_secret(path: Path | None, state_dir: Path) -> bytes:
 def deidentify(data: Dataset, settings: DeidSettings, secret: bytes,
                on_counts: Callable[[Counter[str]], None] | None = None) -> Dataset:
     """Scrub every record before tokenization; returns a new Dataset (counts reported only)."""
-    from ffa_lora.deid import DeidConfig, Deidentifier
-
     engine = Deidentifier(DeidConfig(operator=settings.operator, languages=tuple(settings.languages),
                                      use_lac=settings.use_lac), site_secret=secret)
     totals: Counter[str] = Counter()
@@ -137,16 +99,12 @@ class LocalTrainer:
         # once per epoch across fractional-epoch rounds); a restarted client begins a new pass.
         self.data_cursor: Any = None
         if cfg.num_threads:
-            import torch
-
             torch.set_num_threads(cfg.num_threads)
 
     @property
     def device(self) -> str:
         if self.cfg.device != "auto":
             return self.cfg.device
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None:
@@ -162,8 +120,6 @@ class LocalTrainer:
         self.state = dict(st_load(blob))
         self.version = version
         if self.model is not None:
-            from ffa_lora.lora import load_adapter_state
-
             try:
                 load_adapter_state(self.model, self.state)
             except StateError:
@@ -175,8 +131,6 @@ class LocalTrainer:
         if self.model is None:
             if self.spec is None or self.state is None:
                 raise ProtocolError("task before the adapter and spec arrived")
-            from ffa_lora.lora import build_model
-
             self.model = build_model(self.spec, device=self.device, state=self.state)
         return self.model
 
@@ -188,8 +142,6 @@ class LocalTrainer:
         """DP-SGD settings of this round, with the accountant history of earlier rounds."""
         if p.dpsgd_noise_multiplier <= 0:
             return None
-        from ffa_lora.lora import DPSGDOptions
-
         if p.dpsgd_max_grad_norm <= 0 or not 0 < p.dpsgd_delta < 1 or p.dpsgd_optimizer not in ("", *DPSGD_OPTIMIZERS):
             raise ProtocolError(f"task asks for DP-SGD with max_grad_norm {p.dpsgd_max_grad_norm}, delta "
                                 f"{p.dpsgd_delta} and optimizer {p.dpsgd_optimizer!r}; the first two must be positive "
@@ -218,8 +170,6 @@ class LocalTrainer:
 
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
         """Train, clip, quantize, pack and encrypt (obfuscators precomputed during training)."""
-        from ffa_lora.lora import DataCursor, evaluate, train_local
-
         if task.adapter_version != self.version:
             raise ProtocolError(f"task wants adapter v{task.adapter_version}, client holds v{self.version}")
         layout = PackingLayout.from_bytes(task.secure_sum.layout)
@@ -249,8 +199,6 @@ class LocalTrainer:
             dpsgd_epsilon = self._record_dpsgd(res.extra) if dp_opts is not None else 0.0
             # The local model goes back to the global adapter: the next round starts from the
             # aggregate, never from this site's own update.
-            from ffa_lora.lora import load_adapter_state
-
             assert self.state is not None
             load_adapter_state(model, self.state)
             delta = np.asarray(res.delta, dtype=np.float64)
@@ -277,23 +225,3 @@ class LocalTrainer:
             num_samples=self.num_samples, rank=a.rank, quality=quality, base_version=self.version,
             train_seconds=train_s, crypto_seconds=crypto_s,
         )
-
-
-def privatize(delta: np.ndarray, task: d.RoundTask) -> np.ndarray:
-    """Norm clipping (the DP bound) and, in distributed mode, this client's noise share."""
-    p = task.privacy
-    if p.mode == "off" or p.norm_clip <= 0:
-        return delta
-    from ffa_lora.privacy.clipping import clip_by_norm
-
-    norm = "l1" if p.mechanism == "laplace" else "l2"
-    delta = clip_by_norm(delta, bound=p.norm_clip, norm=norm).vector  # type: ignore[arg-type]
-    if p.mode == "distributed" and p.noise_scale > 0:
-        from ffa_lora.privacy.distributed import noise_share
-
-        # The edge multiplies this update by the client's weight, so the share is divided
-        # by it: the weighted shares then add up to noise of the planned scale.
-        scale = p.noise_scale / max(1, task.assignment.weight)
-        delta = delta + noise_share(mechanism=p.mechanism, scale=scale, n_clients=p.share_clients,  # type: ignore[arg-type]
-                                    tolerated_dropouts=p.tolerated_dropouts, size=len(delta))
-    return delta

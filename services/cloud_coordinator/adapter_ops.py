@@ -13,6 +13,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import StateError
 from ffa_lora.lora import (
     LoRASpec,
@@ -23,6 +24,8 @@ from ffa_lora.lora import (
     export_peft_adapter,
     initial_adapter_state,
 )
+from ffa_lora.lora.model import build_model, load_adapter_state
+from ffa_lora.lora.train import evaluate
 from services.common.config import EvaluationConfig, FederationConfig
 
 log = logging.getLogger(__name__)
@@ -108,9 +111,6 @@ class LoraAdapterOps:
         ev = self.evaluation
         if ev is None or ev.path is None:
             return None
-        from ffa_lora.data.loaders import load_table
-        from ffa_lora.lora import build_model, evaluate, load_adapter_state
-
         with self._lock:
             if self._model is None:
                 self._eval_data = load_table(ev.path, text_column=ev.text_column, label_column=ev.label_column,

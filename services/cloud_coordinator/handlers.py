@@ -25,6 +25,7 @@ from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.errors import BudgetExhaustedError, CryptoError, ProtocolError
+from ffa_lora.privacy import noise_headroom
 from ffa_lora.privacy.ledger import LedgerEntry
 from services.cloud_coordinator.rank import RankPolicy, ScheduledRank
 from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
@@ -344,8 +345,6 @@ class Coordinator:
         noise shares are clipped with probability below 1e-6 (union bound over coordinates)."""
         clip = self.fed.secure_sum.clip
         if privacy.mode == "distributed" and privacy.noise_scale > 0:
-            from ffa_lora.privacy import noise_headroom
-
             clip += noise_headroom(mechanism=privacy.mechanism, scale=privacy.noise_scale,  # type: ignore[arg-type]
                                    n_clients=privacy.share_clients, tolerated_dropouts=privacy.tolerated_dropouts,
                                    dimension=dimension).headroom

@@ -245,8 +245,6 @@ def federation_to_proto(info: d.FederationInfo) -> pb.ModelSpec:
 
 
 def federation_from_proto(name: str, m: pb.ModelSpec) -> d.FederationInfo:
-    from ffa_lora.lora.spec import LoRASpec
-
     spec = LoRASpec(
         model=m.name_or_path, num_labels=m.num_labels, target_modules=tuple(m.target_modules), r_max=m.rank,
         alpha=m.alpha, dropout=m.dropout, max_length=m.max_length, strategy=m.strategy or "ffa",  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def as_chart_edge_replicas(layout: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def scraped_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedRun]:
     from ffa_lora_tools.demo import DemoSettings, run_demo
-    from ffa_lora_tools.harness.cluster import tiny_bert
+    from ffa_lora_tools.harness.tiny_model import tiny_bert
 
     root = tmp_path_factory.mktemp("scrape")
     model = tiny_bert(root / "tiny-bert")

@@ -13,7 +13,7 @@ import pytest
 
 from ffa_lora.deid.checksums import gb11643_check_char, luhn_check_digit
 from ffa_lora_tools.demo import DemoSettings, prepare, run_demo
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.common.domain import STALENESS_SCALE, staleness_weight
 from tests.support.federation import InProcessFederation
 

@@ -15,10 +15,10 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PackingLayout
-from ffa_lora_tools.harness.cluster import tiny_bert
 from ffa_lora_tools.harness.raw_client import RawClient
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import upload_messages
-from services.client_agent.trainer import PreparedUpdate, encrypt_update
+from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps
 from services.common import domain as d
 from services.common import serde

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from tests.support.federation import InProcessFederation
 
 pytestmark = pytest.mark.timeout(300)

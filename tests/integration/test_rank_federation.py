@@ -23,7 +23,7 @@ from safetensors.numpy import load as st_load
 
 from ffa_lora.lora import UpdateLayout, apply_mean_update, initial_adapter_state
 from ffa_lora.rank.keys import lora_modules
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.handlers import Coordinator
 from services.cloud_coordinator.main import load_or_create_keys

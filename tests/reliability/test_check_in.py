@@ -18,7 +18,7 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora_tools.harness import fuzzing as fz
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import COLLECT_AFTER_SESSION_S, ClientAgent
 from services.common import domain as d
 from services.common.config import LimitsConfig

@@ -20,7 +20,7 @@ from safetensors.numpy import load as st_load
 from ffa_lora.crypto import PackingLayout, PublicKey, new_fernet_key
 from ffa_lora.lora import LoRASpec
 from services.client_agent.agent import ClientAgent
-from services.client_agent.trainer import PreparedUpdate, encrypt_update
+from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.common import domain as d
 from services.common.certs import TLSFiles, init_ca, issue_certificate
 from services.common.config import ServiceConfig, parse_config

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ffa_lora.crypto import generate_keypair
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.policies import make_privacy_engine

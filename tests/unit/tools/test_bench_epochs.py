@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ffa_lora_tools.bench.epochs import main
-from ffa_lora_tools.harness.cluster import tiny_bert
+from ffa_lora_tools.harness.tiny_model import tiny_bert
 
 
 def test_curves_for_both_methods_and_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,8 +33,6 @@ def test_calibrated_noise_keeps_the_most_exposed_site_within_budget() -> None:
 
 def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    import ffa_lora_tools.demo
-
     seen: list[Any] = []
 
     def fake_run_demo(settings: Any) -> dict[str, Any]:
@@ -43,7 +41,7 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
         return {"final_accuracy": 0.8 if not dp else 0.7, "final_macro_f1": 0.6, "rounds": settings.rounds,
                 "epsilon_spent": 0.0, "dpsgd_epsilon_max": 3.9 if dp else 0.0}
 
-    monkeypatch.setattr(ffa_lora_tools.demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr(privacy_cli, "run_demo", fake_run_demo)
     rc = privacy_cli.main(["sweep", "--budgets", "inf,4", "--strategies", "ffa,fedavg", "--rounds", "2",
                            "--max-train-per-site", "200", "--max-test", "50", "--out-dir", str(tmp_path)])
     assert rc == 0
