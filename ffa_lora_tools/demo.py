@@ -251,80 +251,119 @@ def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
         layout = prepare(settings)
     if on_prepared is not None:
         on_prepared(layout)
-    run: Path = layout["run"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(settings.threads_per_client))
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    launcher = None
-    if settings.containers == "buildah":
-        launcher = BuildahLauncher(tag=settings.image_tag)
-
-    def start(name: str, role: str) -> None:
-        log = open(run / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - the child process owns it
-        config = layout["configs"][name]
-        argv = ([sys.executable, "-m", "ffa_lora_tools.cli", "serve", role, "--config", str(config)] if launcher is None
-                else launcher.command(name, role, config, run, env))
-        procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=str(Path(__file__).resolve().parents[1]))
-
-    _say(settings, f"run folder {run}; data {layout['data']['sites']} train, {layout['data']['test']} test")
-    if launcher is not None:
-        launcher.prepare_run_folder(run)
-        _say(settings, f"services run as containers of {launcher.image('coordinator').rsplit('/', 1)[0]}/*:{launcher.tag}")
-    db = run / "state" / "coordinator" / "coordinator.db"
-    shown = 0
-    failed = ""
+    services = _ServiceProcesses(settings, layout)
+    _say(settings, f"run folder {layout['run']}; data {layout['data']['sites']} train, "
+                   f"{layout['data']['test']} test")
     try:  # from the first start: a service that fails to start stops those already running
-        start("coordinator", "coordinator")
-        for e in layout["edges"]:
-            start(e, "edge")
-        for c in layout["clients"]:
-            start(c, "client")
-        _say(settings, f"started coordinator, {len(layout['edges'])} edges, {len(layout['clients'])} clients "
-                       f"(logs in {run / 'logs'})")
+        services.start_all()
         if on_started is not None:
             on_started(layout)
-        _say(settings, HEADER)
-        deadline = time.time() + settings.timeout_s
-        while procs["coordinator"].poll() is None:
+        failed = services.follow()
+        services.wait_for_exit(timeout=30.0)
+    finally:
+        services.stop()
+    return _report(settings, layout, failed, wall=time.time() - t_start)
+
+
+class _ServiceProcesses:
+    """The demo's services as OS processes (or containers), with their progress on the console."""
+
+    def __init__(self, settings: DemoSettings, layout: dict[str, Any]) -> None:
+        self.settings, self.layout = settings, layout
+        self.run: Path = layout["run"]
+        self.db = self.run / "state" / "coordinator" / "coordinator.db"
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                        TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(settings.threads_per_client))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.launcher = BuildahLauncher(tag=settings.image_tag) if settings.containers == "buildah" else None
+
+    def start(self, name: str, role: str) -> None:
+        """Start one service with its config from the run folder, logging to logs/<name>.log."""
+        log = open(self.run / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - the child process owns it
+        config = self.layout["configs"][name]
+        argv = ([sys.executable, "-m", "ffa_lora_tools.cli", "serve", role, "--config", str(config)]
+                if self.launcher is None else self.launcher.command(name, role, config, self.run, self.env))
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            cwd=str(Path(__file__).resolve().parents[1]))
+
+    def start_all(self) -> None:
+        """The coordinator, then the edges, then the clients."""
+        if self.launcher is not None:
+            self.launcher.prepare_run_folder(self.run)
+            images = self.launcher.image("coordinator").rsplit("/", 1)[0]
+            _say(self.settings, f"services run as containers of {images}/*:{self.launcher.tag}")
+        self.start("coordinator", "coordinator")
+        for e in self.layout["edges"]:
+            self.start(e, "edge")
+        for c in self.layout["clients"]:
+            self.start(c, "client")
+        _say(self.settings, f"started coordinator, {len(self.layout['edges'])} edges, "
+                            f"{len(self.layout['clients'])} clients (logs in {self.run / 'logs'})")
+
+    def follow(self) -> str:
+        """Print each committed round until the coordinator exits; returns what failed ("" if
+        nothing did): the time limit, a service that exited with an error, or the coordinator."""
+        _say(self.settings, HEADER)
+        deadline = time.time() + self.settings.timeout_s
+        shown, failed = 0, ""
+        coordinator = self.procs["coordinator"]
+        while coordinator.poll() is None:
             if time.time() > deadline:
-                failed = f"timed out after {settings.timeout_s:.0f}s"
+                failed = f"timed out after {self.settings.timeout_s:.0f}s"
                 break
-            for name, p in procs.items():
-                if name != "coordinator" and p.poll() not in (None, 0):
-                    failed = f"{name} exited with code {p.returncode}; see {run / 'logs' / (name + '.log')}"
+            failed = self._crashed()
             if failed:
                 break
-            rows = _rounds(db)
-            for m in rows[shown:]:
-                _say(settings, _row(m))
-            shown = len(rows)
+            shown = self._show_rounds(shown)
             time.sleep(1.0)
-        for m in _rounds(db)[shown:]:
-            _say(settings, _row(m))
-        if not failed and procs["coordinator"].returncode not in (0, None):
-            failed = f"coordinator exited with code {procs['coordinator'].returncode}; see {run / 'logs' / 'coordinator.log'}"
-        end = time.time() + 30
-        for name, p in procs.items():
+        self._show_rounds(shown)
+        if not failed and coordinator.returncode not in (0, None):
+            failed = (f"coordinator exited with code {coordinator.returncode}; "
+                      f"see {self.run / 'logs' / 'coordinator.log'}")
+        return failed
+
+    def _crashed(self) -> str:
+        for name, p in self.procs.items():
+            if name != "coordinator" and p.poll() not in (None, 0):
+                return f"{name} exited with code {p.returncode}; see {self.run / 'logs' / (name + '.log')}"
+        return ""
+
+    def _show_rounds(self, shown: int) -> int:
+        rows = _rounds(self.db)
+        for m in rows[shown:]:
+            _say(self.settings, _row(m))
+        return len(rows)
+
+    def wait_for_exit(self, *, timeout: float) -> None:
+        """Give every service ``timeout`` seconds in all to finish; terminate the rest."""
+        end = time.time() + timeout
+        for p in self.procs.values():
             try:
                 p.wait(timeout=max(0.1, end - time.time()))
             except subprocess.TimeoutExpired:
                 p.terminate()
-    finally:
-        for p in procs.values():
+
+    def stop(self) -> None:
+        """Terminate what still runs (kill after 10 s) and release the container launcher."""
+        for p in self.procs.values():
             if p.poll() is None:
                 p.terminate()
-        for p in procs.values():
+        for p in self.procs.values():
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if launcher is not None:
-            launcher.close()
-    rounds = _rounds(db)
+        if self.launcher is not None:
+            self.launcher.close()
+
+
+def _report(settings: DemoSettings, layout: dict[str, Any], failed: str, *, wall: float) -> dict[str, Any]:
+    """summary.json and training.png of a finished run; FFALoraError when it failed."""
+    run: Path = layout["run"]
+    rounds = _rounds(run / "state" / "coordinator" / "coordinator.db")
     if failed or not rounds:
         raise FFALoraError(f"demo failed: {failed or 'no round was committed'}")
-    summary = summarize(rounds, settings, layout, wall=time.time() - t_start)
+    summary = summarize(rounds, settings, layout, wall=wall)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(rounds, run / "training.png", title=f"{settings.name}: {settings.strategy}, {len(layout['clients'])} sites")
     _say(settings, f"final accuracy {summary['final_accuracy']:.4f}, macro-F1 {summary['final_macro_f1']:.4f} "

@@ -24,6 +24,7 @@ accountant the coordinator uses at run time.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -237,36 +238,10 @@ def plan_privacy(
     if not 0 < rel_tol < 0.5:
         raise ConfigError(f"rel_tol must be in (0, 0.5), got {rel_tol!r}")
 
-    s = _solve_scale(
-        mechanism=mech, weights=weights, epsilon_budget=budget, delta=delta, rel_tol=rel_tol
+    multipliers, events, cumulative = _verified_multipliers(
+        mech, weights, epsilon_budget=budget, delta=delta, rel_tol=rel_tol, accountant=accountant
     )
-    # Verify with the run-time accountant; shrink s if its finer grid disagrees.
-    for _ in range(50):
-        multipliers = _multipliers(s, weights)
-        events = _events(mech, multipliers)
-        run_time = make_accountant(accountant)
-        cumulative: list[float] = []
-        for e in events:
-            run_time.add_event(e)
-            cumulative.append(run_time.get_epsilon(delta=delta))
-        if cumulative[-1] <= budget:
-            break
-        s *= 1.0 - rel_tol
-    else:
-        raise PrivacyError("the run-time accountant rejects every plan found; report a bug")
-
-    per_round: list[float]
-    if mech == "laplace":
-        per_round = [1.0 / z for z in multipliers]
-    else:
-        cache: dict[float, float] = {}
-        per_round = []
-        for z in multipliers:
-            key = float(z)
-            if key not in cache:
-                cache[key] = epsilon_of([PrivacyEvent("gaussian", key)], delta=delta)
-            per_round.append(cache[key])
-
+    per_round = _per_round_epsilon(mech, multipliers, delta=delta)
     table = tuple(
         RoundPlan(
             round=t,
@@ -277,15 +252,6 @@ def plan_privacy(
         )
         for t in range(rounds)
     )
-    checks: dict[str, float | None] = {}
-    for name in ("pld", "rdp"):
-        if name == accountant:
-            checks[name] = cumulative[-1]
-            continue
-        try:
-            checks[name] = epsilon_of(events, delta=delta, accountant=name)
-        except PrivacyError:
-            checks[name] = None
     return PrivacyPlan(
         mechanism=mech,
         epsilon_budget=budget,
@@ -296,5 +262,63 @@ def plan_privacy(
         sensitivity=None if sensitivity is None else float(sensitivity),
         rounds=table,
         epsilon_total=float(cumulative[-1]),
-        cross_check=checks,
+        cross_check=_cross_check(events, delta=delta, accountant=accountant, epsilon=cumulative[-1]),
     )
+
+
+def _verified_multipliers(
+    mech: MechanismName,
+    weights: np.ndarray,
+    *,
+    epsilon_budget: float,
+    delta: float,
+    rel_tol: float,
+    accountant: str,
+) -> tuple[list[float], list[PrivacyEvent], list[float]]:
+    """Per-round noise multipliers within the budget by the run-time ``accountant``, their
+    events and the cumulative ε after each round.
+
+    The scale found by :func:`_solve_scale` is shrunk until the run-time accountant, whose grid
+    is finer than the search's, agrees that the plan fits."""
+    s = _solve_scale(
+        mechanism=mech, weights=weights, epsilon_budget=epsilon_budget, delta=delta, rel_tol=rel_tol
+    )
+    for _ in range(50):
+        multipliers = [float(z) for z in _multipliers(s, weights)]
+        events = _events(mech, np.asarray(multipliers))
+        run_time = make_accountant(accountant)
+        cumulative: list[float] = []
+        for e in events:
+            run_time.add_event(e)
+            cumulative.append(run_time.get_epsilon(delta=delta))
+        if cumulative[-1] <= epsilon_budget:
+            return multipliers, events, cumulative
+        s *= 1.0 - rel_tol
+    raise PrivacyError("the run-time accountant rejects every plan found; report a bug")
+
+
+def _per_round_epsilon(mech: MechanismName, multipliers: Sequence[float], *,
+                       delta: float) -> list[float]:
+    """ε of each round on its own (Laplace: ``1/z``; Gaussian: at ``delta``)."""
+    if mech == "laplace":
+        return [1.0 / z for z in multipliers]
+    cache: dict[float, float] = {}
+    for z in multipliers:
+        if float(z) not in cache:
+            cache[float(z)] = epsilon_of([PrivacyEvent("gaussian", float(z))], delta=delta)
+    return [cache[float(z)] for z in multipliers]
+
+
+def _cross_check(events: Sequence[PrivacyEvent], *, delta: float, accountant: str,
+                 epsilon: float) -> dict[str, float | None]:
+    """The plan's total ε by each accountant (None where one cannot compute it)."""
+    checks: dict[str, float | None] = {}
+    for name in ("pld", "rdp"):
+        if name == accountant:
+            checks[name] = epsilon
+            continue
+        try:
+            checks[name] = epsilon_of(events, delta=delta, accountant=name)
+        except PrivacyError:
+            checks[name] = None
+    return checks

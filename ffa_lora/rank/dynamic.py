@@ -176,6 +176,25 @@ class DynamicRankConfig:
         return chosen[1], chosen[0]
 
 
+@dataclass
+class _Headroom:
+    """Values planned for a round so far, against its budget and the cumulative cap."""
+
+    planned: int
+    budget: int
+    cap: float | None
+    cap_fraction: float | None
+    r_max: int
+
+    def blocker(self, extra: int) -> str | None:
+        """What ``extra`` more values would exceed, or None when they fit."""
+        if self.planned + extra > self.budget:
+            return f"the per-round budget of {self.budget} values"
+        if self.cap is not None and self.planned + extra > self.cap:
+            return f"the cumulative cap of {self.cap_fraction:.0%} of fixed rank {self.r_max}"
+        return None
+
+
 class DynamicRankScheduler(RankScheduler):
     """Initial rank from data size, quality promotions within budget, SVD reduction at plateau."""
 
@@ -244,73 +263,100 @@ class DynamicRankScheduler(RankScheduler):
         cfg = self.config
         self._spend = {r: v for r, v in self._spend.items() if r < round_index}
         fixed_cost = len(clients) * self._cost(cfg.r_max)
+        budget = self._round_budget(budget, fixed_cost)
+        if self._reduced_rank is not None:
+            return self._after_reduction(round_index, clients, budget, fixed_cost)
+
+        phase: Phase = "initial" if round_index < cfg.promote_from_round else "promote"
+        ranks, reasons = self._initial_ranks(clients)
+        self._fit_budget(ranks, reasons, clients, budget)
+        promoted = dict(self._promoted)
+        if phase == "promote":
+            room = _Headroom(planned=sum(self._cost(r) for r in ranks.values()), budget=budget,
+                             cap=self._cumulative_cap(fixed_cost), cap_fraction=cfg.max_cumulative_fraction,
+                             r_max=cfg.r_max)
+            self._promote(round_index, ranks, reasons, clients, room, promoted)
+        if (
+            cfg.reduced_rank is not None
+            and round_index >= cfg.min_rounds_before_reduce
+            and self._plateau(loss_history)
+        ):
+            reduced = self._reduce(round_index, ranks, reasons, clients, global_state, budget, fixed_cost)
+            if reduced is not None:
+                return reduced
+        self._promoted = promoted
+        return self._record(round_index, ranks, reasons, phase, None, budget, fixed_cost)
+
+    def _round_budget(self, budget: int | None, fixed_cost: int) -> int:
+        """The round's budget: given, else configured, else ``budget_fraction`` of fixed r_max."""
+        cfg = self.config
         if budget is None:
             budget = cfg.budget_values_per_round
         if budget is None:
             budget = int(cfg.budget_fraction * fixed_cost)
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
             raise RankError("budget must be an integer number of values >= 0")
+        return budget
 
-        if self._reduced_rank is not None:
-            r = self._reduced_rank
-            ranks = dict.fromkeys(clients, r)
-            reasons = {
-                cid: f"uniform rank {r} since the reduction in round {self._reduce_round}"
-                for cid in clients
-            }
-            self._fit_budget(ranks, reasons, clients, budget)
-            return self._record(round_index, ranks, reasons, "reduced", None, budget, fixed_cost)
+    def _cumulative_cap(self, fixed_cost: int) -> float | None:
+        """Values this round may plan under the cumulative cap (None: no cap)."""
+        fraction = self.config.max_cumulative_fraction
+        if fraction is None:
+            return None
+        spent = sum(p for p, _ in self._spend.values())
+        fixed = sum(f for _, f in self._spend.values()) + fixed_cost
+        return fraction * fixed - spent
 
-        phase: Phase = "initial" if round_index < cfg.promote_from_round else "promote"
-        ranks = {}
-        reasons = {}
+    def _initial_ranks(self, clients: Mapping[str, ClientReport]) -> tuple[dict[str, int], dict[str, str]]:
+        """Every client's rank from its local sample count, with the reason."""
+        ranks, reasons = {}, {}
         for cid, rep in clients.items():
-            rank, threshold = cfg.initial_rank(rep.num_samples)
+            rank, threshold = self.config.initial_rank(rep.num_samples)
             ranks[cid] = rank
             reasons[cid] = f"rank {rank} from {rep.num_samples} local samples (>= {threshold})"
-        self._fit_budget(ranks, reasons, clients, budget)
-        promoted = dict(self._promoted)
-        if phase == "promote":
-            cap = None
-            if cfg.max_cumulative_fraction is not None:
-                spent = sum(p for p, _ in self._spend.values())
-                fixed = sum(f for _, f in self._spend.values()) + fixed_cost
-                cap = cfg.max_cumulative_fraction * fixed - spent
-            self._promote(round_index, ranks, reasons, clients, budget, cap, promoted)
+        return ranks, reasons
 
-        if (
-            cfg.reduced_rank is not None
-            and round_index >= cfg.min_rounds_before_reduce
-            and self._plateau(loss_history)
-        ):
-            target = cfg.reduced_rank
-            if global_state is not None:
-                target = max(target, required_rank(global_state, energy=cfg.reduce_energy))
-            plateau = (
-                f"loss plateaued (relative change < {cfg.plateau_tol:g} for "
-                f"{cfg.plateau_patience} rounds)"
+    def _after_reduction(self, round_index: int, clients: Mapping[str, ClientReport], budget: int,
+                         fixed_cost: int) -> RankDecision:
+        """Once reduced, every client keeps the reduced rank (within the budget)."""
+        r = self._reduced_rank
+        assert r is not None
+        ranks = dict.fromkeys(clients, r)
+        reasons = {cid: f"uniform rank {r} since the reduction in round {self._reduce_round}"
+                   for cid in clients}
+        self._fit_budget(ranks, reasons, clients, budget)
+        return self._record(round_index, ranks, reasons, "reduced", None, budget, fixed_cost)
+
+    def _reduce(self, round_index: int, ranks: dict[str, int], reasons: dict[str, str],
+                clients: Mapping[str, ClientReport], global_state: Mapping[str, Any] | None,
+                budget: int, fixed_cost: int) -> RankDecision | None:
+        """At a plateau: the reduction decision when it lowers the upload, else None (and the
+        reasons say why not)."""
+        cfg = self.config
+        target = cfg.reduced_rank
+        assert target is not None
+        if global_state is not None:
+            target = max(target, required_rank(global_state, energy=cfg.reduce_energy))
+        plateau = (
+            f"loss plateaued (relative change < {cfg.plateau_tol:g} for "
+            f"{cfg.plateau_patience} rounds)"
+        )
+        keeping = f"keeping {cfg.reduce_energy:.0%} of the energy"
+        planned = sum(self._cost(r) for r in ranks.values())
+        if target < cfg.r_max and len(ranks) * self._cost(target) < planned:
+            self._reduced_rank, self._reduce_round = target, round_index
+            self._promoted = {}
+            ranks = dict.fromkeys(clients, target)
+            reasons = {cid: f"{plateau}: uniform rank {target} by truncated SVD {keeping}"
+                       for cid in clients}
+            self._fit_budget(ranks, reasons, clients, budget)
+            return self._record(round_index, ranks, reasons, "reduce", target, budget, fixed_cost)
+        for cid in reasons:
+            reasons[cid] += (
+                f"; {plateau}, but {keeping} needs rank {target}, which would not lower "
+                "the upload: no reduction this round"
             )
-            keeping = f"keeping {cfg.reduce_energy:.0%} of the energy"
-            planned = sum(self._cost(r) for r in ranks.values())
-            if target < cfg.r_max and len(ranks) * self._cost(target) < planned:
-                self._reduced_rank, self._reduce_round = target, round_index
-                self._promoted = {}
-                ranks = dict.fromkeys(clients, target)
-                reasons = {
-                    cid: f"{plateau}: uniform rank {target} by truncated SVD {keeping}"
-                    for cid in clients
-                }
-                self._fit_budget(ranks, reasons, clients, budget)
-                return self._record(
-                    round_index, ranks, reasons, "reduce", target, budget, fixed_cost
-                )
-            for cid in reasons:
-                reasons[cid] += (
-                    f"; {plateau}, but {keeping} needs rank {target}, which would not lower "
-                    "the upload: no reduction this round"
-                )
-        self._promoted = promoted
-        return self._record(round_index, ranks, reasons, phase, None, budget, fixed_cost)
+        return None
 
     def _record(
         self,
@@ -410,44 +456,46 @@ class DynamicRankScheduler(RankScheduler):
         ranks: dict[str, int],
         reasons: dict[str, str],
         clients: Mapping[str, ClientReport],
-        budget: int,
-        cap: float | None,
+        room: _Headroom,
         promoted: dict[str, int],
     ) -> None:
-        cfg = self.config
-        target = cfg.promoted_rank
-        planned = sum(self._cost(r) for r in ranks.values())
+        """Keep earlier promotions that still fit, then promote the best eligible clients."""
+        withdrawn = self._keep_promotions(ranks, reasons, clients, room, promoted)
+        eligible, median = self._eligible(ranks, reasons, clients, promoted, withdrawn)
+        self._grant(round_index, eligible, median, ranks, reasons, clients, room, promoted)
 
-        def blocker(extra: int) -> str | None:
-            if planned + extra > budget:
-                return f"the per-round budget of {budget} values"
-            if cap is not None and planned + extra > cap:
-                return (
-                    f"the cumulative cap of {cfg.max_cumulative_fraction:.0%} of fixed rank "
-                    f"{cfg.r_max}"
-                )
-            return None
-
+    def _keep_promotions(self, ranks: dict[str, int], reasons: dict[str, str],
+                         clients: Mapping[str, ClientReport], room: _Headroom,
+                         promoted: dict[str, int]) -> set[str]:
+        """Promotions are sticky while they fit; returns the clients whose promotion ends."""
+        target = self.config.promoted_rank
         withdrawn: set[str] = set()
         for cid, since in list(promoted.items()):
             if cid not in clients or ranks[cid] >= target:
                 continue
             extra = self._cost(target) - self._cost(ranks[cid])
-            why_not = blocker(extra)
+            why_not = room.blocker(extra)
             if why_not is None:
-                planned += extra
+                room.planned += extra
                 ranks[cid] = target
                 reasons[cid] = f"rank {target}: promoted in round {since} for gradient quality"
             else:
                 del promoted[cid]
                 withdrawn.add(cid)
                 reasons[cid] += f"; promotion to {target} withdrawn: it would exceed {why_not}"
+        return withdrawn
 
+    def _eligible(self, ranks: dict[str, int], reasons: dict[str, str],
+                  clients: Mapping[str, ClientReport], promoted: dict[str, int],
+                  withdrawn: set[str]) -> tuple[list[str], float]:
+        """Clients whose quality reports qualify for a promotion, best first, and the median
+        gradient SNR they were compared with; the others' reasons say why not."""
+        cfg = self.config
         reporting = [r.grad_snr for r in clients.values() if r.grad_snr is not None]
         median = statistics.median(reporting) if reporting else 0.0
         eligible: list[str] = []
         for cid, rep in clients.items():
-            if cid in promoted or cid in withdrawn or ranks[cid] >= target:
+            if cid in promoted or cid in withdrawn or ranks[cid] >= cfg.promoted_rank:
                 continue
             if rep.grad_snr is None or rep.val_loss_improvement is None:
                 reasons[cid] += "; no quality report yet"
@@ -474,6 +522,14 @@ class DynamicRankScheduler(RankScheduler):
                 c,
             )
         )
+        return eligible, median
+
+    def _grant(self, round_index: int, eligible: list[str], median: float, ranks: dict[str, int],
+               reasons: dict[str, str], clients: Mapping[str, ClientReport], room: _Headroom,
+               promoted: dict[str, int]) -> None:
+        """Promote eligible clients in order while the per-round limit and the budget allow."""
+        cfg = self.config
+        target = cfg.promoted_rank
         granted = 0
         for cid in eligible:
             rep = clients[cid]
@@ -488,11 +544,11 @@ class DynamicRankScheduler(RankScheduler):
                 )
                 continue
             extra = self._cost(target) - self._cost(ranks[cid])
-            why_not = blocker(extra)
+            why_not = room.blocker(extra)
             if why_not is not None:
                 reasons[cid] += f"; eligible for {target} ({quality}) but it would exceed {why_not}"
                 continue
-            planned += extra
+            room.planned += extra
             granted += 1
             ranks[cid] = target
             promoted[cid] = round_index

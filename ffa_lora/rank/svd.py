@@ -201,67 +201,70 @@ def reduce_adapter_state(
     found = state_rank(state)
     if found != r_max:
         raise RankError(f"the adapter state has rank {found} but r_max={r_max} was given")
-    scaling = float(alpha) / r_max
     modules = lora_modules(state)
+    svds = [product_svd(as_array(state[m.b_key]), as_array(state[m.a_key])) for m in modules]
+    needed = [rank_for_energy(dec.s, float(energy)) for dec in svds]
+    new_rank = _uniform_rank(svds, needed, target_rank)
+    new_alpha = float(alpha) * new_rank / r_max if alpha_mode == "keep_scaling" else float(alpha)
 
-    svds: list[ProductSVD] = []
-    needed: list[int] = []
-    for m in modules:
-        dec = product_svd(as_array(state[m.b_key]), as_array(state[m.a_key]))
-        svds.append(dec)
-        needed.append(rank_for_energy(dec.s, float(energy)))
+    new_state = {k: np.array(as_array(v), copy=True) for k, v in state.items()
+                 if k not in {key for m in modules for key in (m.a_key, m.b_key)}}
+    reports: list[ModuleReduction] = []
+    for m, dec, k_m in zip(modules, svds, needed):
+        new_state[m.a_key], new_state[m.b_key] = _truncated_factors(
+            dec, new_rank, scaling=float(alpha) / r_max, new_scaling=new_alpha / new_rank,
+            a_dtype=as_array(state[m.a_key]).dtype, b_dtype=as_array(state[m.b_key]).dtype)
+        reports.append(_module_report(m.module, dec, needed_rank=k_m, new_rank=new_rank))
 
-    need_top = max(needed)
-    new_rank = max(1, need_top, target_rank or 0)
+    def lora_size(st: Mapping[str, Any]) -> int:
+        return sum(int(as_array(st[m.a_key]).size + as_array(st[m.b_key]).size) for m in modules)
+
+    report = ReductionReport(
+        old_rank=r_max,
+        new_rank=new_rank,
+        lora_alpha=new_alpha,
+        scaling=new_alpha / new_rank,
+        energy=float(energy),
+        target_rank=target_rank,
+        energy_raised_rank=target_rank is not None and max(needed) > target_rank,
+        lora_values_before=lora_size(state),
+        lora_values_after=lora_size(new_state),
+        modules=tuple(reports),
+    )
+    return new_state, new_rank, report
+
+
+def _uniform_rank(svds: list[ProductSVD], needed: list[int], target_rank: int | None) -> int:
+    """The one rank every module gets: the target, raised to what the energy bound needs."""
+    new_rank = max(1, max(needed), target_rank or 0)
     capacity = min(dec.vt.shape[0] for dec in svds)
     if new_rank > capacity:
         raise RankError(
             f"rank {new_rank} exceeds a module's min(out, in, r_max)={capacity}; "
             "choose a smaller target_rank"
         )
-    new_alpha = float(alpha) * new_rank / r_max if alpha_mode == "keep_scaling" else float(alpha)
-    new_scaling = new_alpha / new_rank
+    return new_rank
 
-    new_state: dict[str, np.ndarray] = {}
-    lora_keys = {k for m in modules for k in (m.a_key, m.b_key)}
-    for key, value in state.items():
-        if key not in lora_keys:
-            new_state[key] = np.array(as_array(value), copy=True)
-    reports: list[ModuleReduction] = []
-    before = after = 0
-    for m, dec, k_m in zip(modules, svds, needed):
-        a_dtype = as_array(state[m.a_key]).dtype
-        b_dtype = as_array(state[m.b_key]).dtype
-        # scaling·(B·A) has singular values scaling·σ; fold both scales into B′.
-        sigma = scaling * dec.s[:new_rank]
-        new_state[m.a_key] = np.ascontiguousarray(dec.vt[:new_rank]).astype(a_dtype)
-        new_state[m.b_key] = np.ascontiguousarray(
-            dec.u[:, :new_rank] * (sigma / new_scaling)
-        ).astype(b_dtype)
-        sq = dec.s.astype(np.float64) ** 2
-        total = float(sq.sum())
-        lost = float(sq[new_rank:].sum())
-        reports.append(
-            ModuleReduction(
-                module=m.module,
-                needed_rank=k_m,
-                kept_energy=1.0 if total == 0.0 else 1.0 - lost / total,
-                relative_error=0.0 if total == 0.0 else float(np.sqrt(lost / total)),
-            )
-        )
-        before += int(as_array(state[m.a_key]).size + as_array(state[m.b_key]).size)
-        after += int(new_state[m.a_key].size + new_state[m.b_key].size)
 
-    report = ReductionReport(
-        old_rank=r_max,
-        new_rank=new_rank,
-        lora_alpha=new_alpha,
-        scaling=new_scaling,
-        energy=float(energy),
-        target_rank=target_rank,
-        energy_raised_rank=target_rank is not None and need_top > target_rank,
-        lora_values_before=before,
-        lora_values_after=after,
-        modules=tuple(reports),
+def _truncated_factors(dec: ProductSVD, rank: int, *, scaling: float, new_scaling: float,
+                       a_dtype: np.dtype[Any], b_dtype: np.dtype[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(A′, B′)`` of rank ``rank`` with ``new_scaling·B′·A′`` the best rank-``rank``
+    approximation of ``scaling·B·A``: A′ has orthonormal rows, B′ carries the singular values."""
+    # scaling·(B·A) has singular values scaling·σ; fold both scales into B′.
+    sigma = scaling * dec.s[:rank]
+    a = np.ascontiguousarray(dec.vt[:rank]).astype(a_dtype)
+    b = np.ascontiguousarray(dec.u[:, :rank] * (sigma / new_scaling)).astype(b_dtype)
+    return a, b
+
+
+def _module_report(module: str, dec: ProductSVD, *, needed_rank: int, new_rank: int) -> ModuleReduction:
+    """How much of one module's ``‖ΔW‖_F²`` the truncation to ``new_rank`` keeps."""
+    sq = dec.s.astype(np.float64) ** 2
+    total = float(sq.sum())
+    lost = float(sq[new_rank:].sum())
+    return ModuleReduction(
+        module=module,
+        needed_rank=needed_rank,
+        kept_energy=1.0 if total == 0.0 else 1.0 - lost / total,
+        relative_error=0.0 if total == 0.0 else float(np.sqrt(lost / total)),
     )
-    return new_state, new_rank, report

@@ -27,7 +27,7 @@ from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.errors import BudgetExhaustedError, CryptoError, ProtocolError
 from ffa_lora.privacy import noise_headroom
 from ffa_lora.privacy.ledger import LedgerEntry
-from services.cloud_coordinator.rank import RankPolicy, ScheduledRank
+from services.cloud_coordinator.rank import RankPolicy, RankReduction, ScheduledRank
 from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
 from services.common import domain as d
 from services.common.config import FederationConfig
@@ -116,6 +116,20 @@ class RoundSummary:
     epsilon: float
     ranks: dict[str, int]
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _RoundUpdate:
+    """What applying a round's mean update produced, before it is committed."""
+
+    state: dict[str, np.ndarray]
+    blob: bytes
+    reduction: RankReduction | None
+    loss: float
+    federated_val_accuracy: float
+    evaluation: dict[str, float] | None
+    eval_seconds: float
+    dpsgd_epsilon: dict[str, float]
 
 
 class Coordinator:
@@ -432,8 +446,30 @@ class Coordinator:
         return all(abs(b - a) <= tol * max(abs(a), 1e-12) for a, b in itertools.pairwise(recent))
 
     def finish_round(self, cur: _Round) -> RoundSummary:
-        """Combine, check quorum, decrypt, average, noise, update, checkpoint (worker thread)."""
+        """Close a round (in a worker thread): quorum check → combine and decrypt → privacy →
+        apply and evaluate → commit → publish. Raises ProtocolError below the quorum and
+        CryptoError for a sum that does not decrypt; nothing is committed then."""
         self.metrics.set_phase("aggregating")
+        contributions = self._check_quorum(cur)
+        t0 = time.perf_counter()
+        code_sums = self._decrypt(cur, self._combine(cur))
+        decrypt_s = time.perf_counter() - t0
+        self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
+        mean, totals = self._mean_update(cur, contributions, code_sums)
+        epsilon = 0.0
+        if self.privacy is not None:
+            mean, epsilon = self._privatize(cur, self.privacy, mean, totals)
+        update = self._apply_and_evaluate(cur, contributions, mean)
+        summary = self._summarize(cur, contributions, update, decrypt_s=decrypt_s, epsilon=epsilon)
+        self._commit(cur, summary, update)
+        self._publish()
+        return summary
+
+    # -- the steps of finish_round -----------------------------------------------------------
+
+    def _check_quorum(self, cur: _Round) -> list[d.Contribution]:
+        """The round's contributions; ProtocolError when fewer than ``min_clients`` distinct
+        clients are in them (the sum is then never decrypted)."""
         contributions = cur.contributors()
         distinct = {c.client_id for c in contributions}
         if len(distinct) < self.fed.rounds.min_clients:
@@ -441,39 +477,57 @@ class Coordinator:
             raise ProtocolError(
                 f"only {len(distinct)} distinct client(s) contributed, min_clients is "
                 f"{self.fed.rounds.min_clients}: refusing to decrypt")
+        return contributions
+
+    def _combine(self, cur: _Round) -> CiphertextVector:
+        """The encrypted global sum: the edges' partial sums added homomorphically."""
         total = RunningSum(self.public_key, cur.layout, cur.num_values)
         for _, vec, _, _ in cur.partials:
             if vec is not None:
                 total.add_vector(vec)
-        summed = total.result()
+        return total.result()
+
+    def _decrypt(self, cur: _Round, summed: CiphertextVector) -> np.ndarray:
+        """The integer code sums in the global sum: the only use of the private key."""
         self.metrics.set_phase("decrypting")
-        t0 = time.perf_counter()
         with Decryptor(self._private_key, cur.layout, workers=self.decrypt_workers) as decryptor:
-            code_sums = decryptor.decrypt_code_sums(summed)
-        decrypt_s = time.perf_counter() - t0
-        self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
+            return decryptor.decrypt_code_sums(summed)
+
+    def _mean_update(self, cur: _Round, contributions: list[d.Contribution],
+                     code_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The weighted mean update and the per-position weight totals it was divided by."""
         weights_by_rank: dict[int, float] = {}
         for c in contributions:
             weights_by_rank[c.rank] = weights_by_rank.get(c.rank, 0.0) + c.weight
         totals = self.ops.weight_totals(cur.phase, weights_by_rank)
         clip = next(iter(cur.plans.values())).secure_sum.clip
         mean = Quantizer(clip=clip, bits=self.fed.secure_sum.bits).dequantize_mean(code_sums, totals)
-        epsilon = 0.0
-        if self.privacy is not None:
-            # Noise on the weighted sum (sensitivity w_max * norm_clip), then divide by the
-            # planned participants' weight per position: a public, data-independent denominator.
-            assigned = [a for p in cur.plans.values() for a in p.assignments]
-            planned: dict[int, float] = {}
-            for a in assigned:
-                planned[a.rank] = planned.get(a.rank, 0.0) + a.weight
-            reference = self.ops.weight_totals(cur.phase, planned)
-            entry = self.privacy.prepare(cur.index)
-            self.store.record_privacy_spend(entry)  # write-ahead: durable before any noised model
-            self.privacy.commit(entry)
-            noisy = self.privacy.noise_sum(mean * totals, cur.index, max(a.weight for a in assigned))
-            mean = np.divide(noisy, reference, out=np.zeros_like(noisy), where=reference > 0)
-            epsilon = self.privacy.epsilon_spent()
-            self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
+        return mean, totals
+
+    def _privatize(self, cur: _Round, privacy: PrivacyEngine, mean: np.ndarray,
+                   totals: np.ndarray) -> tuple[np.ndarray, float]:
+        """Client-level DP on the aggregate; returns the noised mean and the epsilon spent.
+
+        The round's charge is recorded in the store before any noised model exists
+        (write-ahead). Noise goes on the weighted sum (sensitivity ``w_max · norm_clip``),
+        which is then divided by the planned participants' weight per position: a public,
+        data-independent denominator."""
+        assigned = [a for p in cur.plans.values() for a in p.assignments]
+        planned: dict[int, float] = {}
+        for a in assigned:
+            planned[a.rank] = planned.get(a.rank, 0.0) + a.weight
+        reference = self.ops.weight_totals(cur.phase, planned)
+        entry = privacy.prepare(cur.index)
+        self.store.record_privacy_spend(entry)
+        privacy.commit(entry)
+        noisy = privacy.noise_sum(mean * totals, cur.index, max(a.weight for a in assigned))
+        epsilon = privacy.epsilon_spent()
+        self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
+        return np.divide(noisy, reference, out=np.zeros_like(noisy), where=reference > 0), epsilon
+
+    def _apply_and_evaluate(self, cur: _Round, contributions: list[d.Contribution],
+                            mean: np.ndarray) -> _RoundUpdate:
+        """The new global adapter (reduced when the rank policy says so) and its scores."""
         new_state = self.ops.apply_mean(self.state, mean, cur.phase, self.fed.training.server_learning_rate)
         samples = sum(c.num_samples for c in contributions) or 1
         loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
@@ -489,47 +543,65 @@ class Coordinator:
         t_eval = time.perf_counter()
         evaluation = self.ops.evaluate(new_state)
         eval_s = time.perf_counter() - t_eval
-        accuracy = evaluation["accuracy"] if evaluation else val_acc
-        macro_f1 = evaluation.get("macro_f1") if evaluation else None
-        blob = self.ops.to_bytes(new_state)
-        ranks = {c.client_id: c.rank for c in contributions}
-        summary = RoundSummary(
-            round=cur.number, version=cur.number, clients=len(distinct), loss=loss, accuracy=accuracy,
-            macro_f1=macro_f1, bytes_uploaded=sum(c.bytes_uploaded for c in contributions),
-            values_uploaded=sum(c.values_uploaded for c in contributions),
+        return _RoundUpdate(state=new_state, blob=self.ops.to_bytes(new_state), reduction=reduction,
+                            loss=loss, federated_val_accuracy=val_acc, evaluation=evaluation,
+                            eval_seconds=eval_s, dpsgd_epsilon=dpsgd_eps)
+
+    def _summarize(self, cur: _Round, contributions: list[d.Contribution], update: _RoundUpdate, *,
+                   decrypt_s: float, epsilon: float) -> RoundSummary:
+        """The round's figures for the store, summary.json and the progress table."""
+        evaluation, dpsgd_eps = update.evaluation, update.dpsgd_epsilon
+        last = self.store.last_committed()
+        extra: dict[str, Any] = {
+            "phase": cur.phase, "federated_val_accuracy": update.federated_val_accuracy,
+            "eval_seconds": update.eval_seconds,
+            "weights": {c.client_id: c.weight for c in contributions},
+            "base_versions": {c.client_id: c.base_version for c in contributions},
+            "max_client_train_seconds": max(c.train_seconds for c in contributions),
+            "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
+            **({"dpsgd_epsilon": dpsgd_eps, "dpsgd_epsilon_max": max(dpsgd_eps.values())} if dpsgd_eps else {}),
+            **({"eval_loss": evaluation.get("loss")} if evaluation else {}),
+        }
+        values_uploaded = sum(c.values_uploaded for c in contributions)
+        extra.update({  # upload and adapter size
+            "values_uploaded_total": values_uploaded + int(last.metrics.get("values_uploaded_total", 0) if last else 0),
+            "r_max": self.ops.spec.r_max, "adapter_values": int(sum(v.size for v in update.state.values())),
+            "adapter_bytes": len(update.blob),
+            **({"rank_reduction": update.reduction.report} if update.reduction else {})})
+        return RoundSummary(
+            round=cur.number, version=cur.number, clients=len({c.client_id for c in contributions}),
+            loss=update.loss,
+            accuracy=evaluation["accuracy"] if evaluation else update.federated_val_accuracy,
+            macro_f1=evaluation.get("macro_f1") if evaluation else None,
+            bytes_uploaded=sum(c.bytes_uploaded for c in contributions), values_uploaded=values_uploaded,
             crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,
             train_seconds=sum(c.train_seconds for c in contributions), decrypt_seconds=decrypt_s,
-            round_seconds=self.clock() - cur.started, epsilon=epsilon, ranks=ranks,
-            extra={"phase": cur.phase, "federated_val_accuracy": val_acc, "eval_seconds": eval_s,
-                   "weights": {c.client_id: c.weight for c in contributions},
-                   "base_versions": {c.client_id: c.base_version for c in contributions},
-                   "max_client_train_seconds": max(c.train_seconds for c in contributions),
-                   "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
-                   **({"dpsgd_epsilon": dpsgd_eps, "dpsgd_epsilon_max": max(dpsgd_eps.values())} if dpsgd_eps else {}),
-                   **({"eval_loss": evaluation.get("loss")} if evaluation else {})},
+            round_seconds=self.clock() - cur.started, epsilon=epsilon,
+            ranks={c.client_id: c.rank for c in contributions}, extra=extra,
         )
-        last = self.store.last_committed()
-        summary.extra.update({  # upload and adapter size, for summary.json and the progress table
-            "values_uploaded_total": summary.values_uploaded + int(last.metrics.get("values_uploaded_total", 0) if last else 0),
-            "r_max": self.ops.spec.r_max, "adapter_values": int(sum(v.size for v in new_state.values())),
-            "adapter_bytes": len(blob), **({"rank_reduction": reduction.report} if reduction else {})})
+
+    def _commit(self, cur: _Round, summary: RoundSummary, update: _RoundUpdate) -> None:
+        """Store the round, the adapter and the policies' state in one commit, then adopt them."""
         metrics_doc = {k: v for k, v in summary.__dict__.items() if k not in ("extra",)} | summary.extra
         state_blobs: dict[str, Any] = {"rank_policy": self.rank_policy.state_dict(),
                                        "adapter_spec": {"r_max": self.ops.spec.r_max, "alpha": self.ops.spec.alpha}}
         if self.privacy is not None:
             state_blobs["privacy"] = self.privacy.state_dict()
+        contributors = sorted(summary.ranks)
         self.store.commit_round(
-            RoundRecord(cur.number, cur.number, sorted(distinct), metrics_doc, self.clock()), blob, state_blobs)
-        self.state, self._blob, self.version = new_state, blob, cur.number
+            RoundRecord(cur.number, cur.number, contributors, metrics_doc, self.clock()), update.blob, state_blobs)
+        self.state, self._blob, self.version = update.state, update.blob, cur.number
         self.committed += 1
-        self.loss_history.append(loss)
+        self.loss_history.append(update.loss)
         if self.export_dir is not None:
-            self.ops.export(new_state, self.export_dir)
-        self.metrics.global_loss.labels(self.metrics.service).set(loss)
-        if accuracy is not None:
-            self.metrics.global_accuracy.labels(self.metrics.service).set(accuracy)
+            self.ops.export(update.state, self.export_dir)
+        self.metrics.global_loss.labels(self.metrics.service).set(update.loss)
+        if summary.accuracy is not None:
+            self.metrics.global_accuracy.labels(self.metrics.service).set(summary.accuracy)
         self.metrics.round_duration.labels(self.metrics.service).observe(summary.round_seconds)
         self.metrics.set_phase("committed")
+
+    def _publish(self) -> None:
+        """Send the committed adapter to every connected edge."""
         for edge_id in list(self.edges):
             self.outbox.adapter(edge_id, self.version, self._blob)
-        return summary
