@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 from ffa_lora.errors import ConfigError
 
-Strategy = Literal["ffa", "fedavg", "alternating"]
+Strategy = Literal["ffa", "alternating", "fedavg"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 #: The optimizers sample-level DP-SGD can run (``ffa_lora.lora.train.DPSGDOptions.optimizer``).

@@ -1,6 +1,6 @@
 """Norm clipping of a client's update before it is weighted, quantized and encrypted.
 
-Clipping is what bounds one client's influence on the aggregate (DESIGN §4 invariant 5): the
+Clipping is what bounds one client's influence on the aggregate (docs/architecture.md): the
 Laplace mechanism needs an L1 bound, the Gaussian mechanism an L2 bound. The client clips the
 whole flattened update (B factors + head) as one vector, so the bound holds for the vector that
 is summed, whatever its layout.

@@ -1,5 +1,6 @@
-"""The write-ahead privacy ledger (DESIGN §4 invariant 5): ε is recorded durably *before* a
-noised model is applied or sent, so a crash can never under-count it.
+"""The write-ahead privacy ledger: ε is recorded durably *before* a noised model is applied or
+sent, so a crash can never under-count it (docs/architecture.md lists where each invariant is
+enforced).
 
 The coordinator's store persists the entries (``LedgerEntry.to_dict()``, JSON); this module
 holds the in-memory view and the rules. Protocol for one round ``r``:

@@ -33,12 +33,9 @@ columns of every module; the head is small). For MiniLM-L6 with LoRA on query/va
 
 Why ``reduce_energy = 0.5`` and not 0.9+: FFA-LoRA trained with Adam spreads ΔW's energy
 almost evenly over the rank (Adam whitens B's columns; A is random), and the uniform rank
-must satisfy the *worst* module. Measured on the bank data (MiniLM-L6, FFA-LoRA r = 16 on
-query/value, 1,500 training tweets × 2 epochs, lr 5e-3, 599 test tweets; CPU): keeping 90%
-of the energy in every module needs rank 12 and 95% needs 14 — no saving over rank 8 — while
-truncating to rank 8 / 4 / 2 keeps ≥ 78% / 51% / 31% per module and gives accuracy 0.823 /
-0.821 / 0.805 against 0.821 unreduced (predictions agree on 99.2% / 98.2% / 91.7%). So 0.5
-with a floor of 4 keeps accuracy while still guaranteeing the energy bound it names.
+must satisfy the *worst* module, so a high energy bound keeps nearly the whole rank; 0.5 with a
+floor of 4 keeps the accuracy while still guaranteeing the bound it names (the measurements:
+``docs/experiments/rank-reduction-energy.md``).
 
 Accuracy overall: for sentence classification LoRA's rank matters little beyond 4–8 (Hu et
 al., 2021, §7.2: r = 1…8 on par with r = 64), so rank 8 everywhere and 16 where the data is

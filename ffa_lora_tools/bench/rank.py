@@ -5,9 +5,9 @@ Dynamic rank gives every real site rank 8 at first, promotes the site with the b
 SNR (whose validation loss still improves) to rank 16 within the per-round budget and the
 cumulative cap of 65% of fixed rank 16, and reduces everyone to one lower rank by truncated
 SVD when the loss plateaus (see ``ffa_lora.rank.dynamic``). Both runs use the same number of
-rounds (no early stop) and FFA-LoRA (the method these figures were measured with), so
-``savings_fraction = 1 − dynamic / fixed`` values uploaded compares like with like.
-Target (issue 5): ≥ 35% fewer values, accuracy at most 1 point lower.
+rounds (no early stop) and FFA-LoRA, so ``savings_fraction = 1 − dynamic / fixed`` values
+uploaded compares like with like. The target: at least 35% fewer values, accuracy at most 1
+point lower.
 
 Progress (the demo's round table) goes to stderr; the JSON result to stdout.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo
 
 R_MAX = 16
-RANK_STRATEGY = "ffa"  # the method issue 5's figures were measured with (the demo now alternates)
+RANK_STRATEGY = "ffa"  # B only in every round: each rank's upload cost is the same every round
 
 
 def _side(summary: dict[str, Any]) -> dict[str, Any]:

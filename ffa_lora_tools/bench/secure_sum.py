@@ -30,7 +30,7 @@ from ffa_lora.crypto.vector import CiphertextVector, RunningSum, add
 
 __all__ = ["TARGETS", "main", "naive_baseline", "run"]
 
-#: (field, comparison, threshold) from issue 2 / DESIGN §6, checked on every run.
+#: (field, comparison, threshold): the secure sum's performance targets, checked on every run.
 TARGETS: list[tuple[str, str, float]] = [
     ("bytes_per_value", "<=", 4.6),
     ("speedup_encrypt_fresh", ">=", 50.0),

@@ -32,7 +32,7 @@ from ffa_lora_tools.harness.prometheus import PrometheusError, PrometheusHarness
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.slow,  # 30 s on an idle 2-core CPU, 85 s on a busy one
+    pytest.mark.slow,  # runs a whole federation
     pytest.mark.timeout(420),
     pytest.mark.skipif(
         find_binary() is None,

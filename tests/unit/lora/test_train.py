@@ -174,7 +174,7 @@ def _three_clients(spec: LoRASpec, data: Dataset, phase: str):  # type: ignore[n
 
 
 def test_ffa_aggregate_is_exact(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
-    """DESIGN §6: with FFA, mean(B_i)·A = mean(B_i·A); the averaged update gives it."""
+    """With FFA, mean(B_i)·A = mean(B_i·A); the averaged update gives it."""
     glob, states, results = _three_clients(tiny_spec, tiny_data, "B")
     weights = [float(r.samples) for r in results]
     assert aggregation_discrepancy(states, weights) < 1e-6

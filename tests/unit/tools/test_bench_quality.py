@@ -79,8 +79,8 @@ def test_demo_refuses_a_validation_share_outside_its_range(capsys: pytest.Captur
 
 
 def test_partition_and_sites_reach_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DESIGN §6's accuracy target is stated for 5 IID sites: the bench runs the federation so,
-    and the baseline draws its (per-site capped) pool from the same partition."""
+    """The accuracy target is stated for 5 IID sites: the bench runs the federation so, and the
+    baseline draws its (per-site capped) pool from the same partition."""
     seen = _fake_sides(monkeypatch)
     assert main(["--rounds", "2", "--partition", "iid", "--sites", "5"]) == 0
     s = seen["settings"]
