@@ -76,6 +76,7 @@ class LoRASpec:
             both train every round — the classic baseline), ``alternating`` (after the
             warm-up, rounds alternate B-only and A-only, starting with B).
         warmup_rounds: the first W rounds train both factors (all strategies).
+        alternate_every: ``alternating``: rounds in each B-only or A-only block.
         seed: the federation's shared seed: A and the head's initial values derive from it.
         local_files_only: never contact the Hugging Face hub. ``None`` = True when ``model``
             is a local directory (or the demo), False for a hub id.
@@ -90,6 +91,7 @@ class LoRASpec:
     max_length: int = 64
     strategy: Strategy = "ffa"
     warmup_rounds: int = 0
+    alternate_every: int = 1
     seed: int = 0
     local_files_only: bool | None = None
 
@@ -116,6 +118,9 @@ class LoRASpec:
             raise ConfigError(f"strategy: must be one of {STRATEGIES}, got {self.strategy!r}")
         if not isinstance(self.warmup_rounds, int) or self.warmup_rounds < 0:
             raise ConfigError(f"warmup_rounds: must be an integer >= 0, got {self.warmup_rounds!r}")
+        if isinstance(self.alternate_every, bool) or not isinstance(self.alternate_every, int) \
+                or self.alternate_every < 1:
+            raise ConfigError(f"alternate_every: must be an integer >= 1, got {self.alternate_every!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")
 
@@ -142,7 +147,8 @@ class LoRASpec:
             return "AB"
         if self.strategy == "ffa":
             return "B"
-        return "B" if (round_index - self.warmup_rounds) % 2 == 0 else "A"
+        block = (round_index - self.warmup_rounds) // self.alternate_every
+        return "B" if block % 2 == 0 else "A"
 
     def check_rank(self, rank: int) -> int:
         """Validate a client rank against ``r_max``; returns it."""

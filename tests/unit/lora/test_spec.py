@@ -18,6 +18,7 @@ from ffa_lora.lora import LoRASpec
         ("max_length", 2, "max_length"),
         ("strategy", "flexlora", "strategy"),
         ("warmup_rounds", -1, "warmup_rounds"),
+        ("alternate_every", 0, "alternate_every"),
         ("seed", -3, "seed"),
         ("target_modules", (), "target_modules"),
         ("model", "", "model"),
@@ -37,19 +38,20 @@ def test_defaults_and_scaling() -> None:
 
 
 @pytest.mark.parametrize(
-    ("strategy", "warmup", "expected"),
+    ("strategy", "warmup", "every", "expected"),
     [
-        ("ffa", 0, "BBBBBB"),
-        ("ffa", 2, "XXBBBB"),
-        ("fedavg", 0, "XXXXXX"),
-        ("fedavg", 3, "XXXXXX"),
-        ("alternating", 0, "BABABA"),
-        ("alternating", 1, "XBABAB"),
-        ("alternating", 2, "XXBABA"),
+        ("ffa", 0, 1, "BBBBBBBB"),
+        ("ffa", 2, 1, "XXBBBBBB"),
+        ("fedavg", 0, 1, "XXXXXXXX"),
+        ("fedavg", 3, 2, "XXXXXXXX"),
+        ("alternating", 0, 1, "BABABABA"),
+        ("alternating", 1, 1, "XBABABAB"),
+        ("alternating", 1, 2, "XBBAABBA"),
+        ("alternating", 2, 3, "XXBBBAAA"),
     ],
 )
-def test_phase_schedule(strategy: str, warmup: int, expected: str) -> None:
-    spec = LoRASpec(strategy=strategy, warmup_rounds=warmup)  # type: ignore[arg-type]
+def test_phase_schedule(strategy: str, warmup: int, every: int, expected: str) -> None:
+    spec = LoRASpec(strategy=strategy, warmup_rounds=warmup, alternate_every=every)  # type: ignore[arg-type]
     got = "".join({"AB": "X", "B": "B", "A": "A"}[spec.phase(r)] for r in range(len(expected)))
     assert got == expected
     with pytest.raises(ConfigError):
