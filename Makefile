@@ -34,8 +34,9 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+## The inner loop: unit tests and the architecture check, no servers, no real model.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not e2e" tests
+	$(BIN)/python -m pytest -q -m "not slow and not e2e" tests/unit tests/test_architecture.py
 
 ## Regenerate the protobuf/gRPC code from protos/ (a test fails when it drifts).
 proto: install

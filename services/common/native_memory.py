@@ -4,9 +4,8 @@ Every TLS handshake allocates and frees a few hundred kilobytes on whichever gRP
 it; with glibc's default of up to 8 malloc arenas per core, that memory fragments across the
 arenas and stays resident long after the connections closed. An edge serving check-in clients
 (thousands of short sessions) therefore grows with the number of clients although the sessions
-open at a time stay few. Capping the arenas and trimming the heap now and then keeps it flat:
-on a bare mutual-TLS gRPC server, 4,000 connections from 40 concurrent clients grew resident
-memory by 18 MB with glibc's defaults and by 7 MB with 2 arenas and a trim every second.
+open at a time stay few. Capping the arenas and trimming the heap now and then keeps it flat
+(the measurement: ``docs/experiments/edge-native-memory.md``).
 
 Both calls are no-ops (returning False) where the C library is not glibc.
 """

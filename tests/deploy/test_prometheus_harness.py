@@ -11,6 +11,8 @@ import pytest
 from ffa_lora_tools.harness.cluster import free_port
 from ffa_lora_tools.harness.prometheus import PrometheusError, PrometheusHarness
 
+pytestmark = pytest.mark.slow  # a Prometheus server
+
 prometheus_client = pytest.importorskip("prometheus_client")
 
 

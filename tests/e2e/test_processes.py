@@ -15,7 +15,7 @@ from ffa_lora.deid.checksums import gb11643_check_char, luhn_check_digit
 from ffa_lora_tools.demo import DemoSettings, prepare, run_demo
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def planted_identifiers() -> dict[str, str]:

@@ -12,7 +12,7 @@ from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.common.domain import STALENESS_SCALE, staleness_weight
 from tests.support.federation import InProcessFederation
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback
 
 
 def test_slow_client_never_blocks_and_is_weighted_by_staleness(tmp_path: Path) -> None:

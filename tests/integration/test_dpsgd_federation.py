@@ -14,7 +14,7 @@ import pytest
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from tests.support.federation import InProcessFederation
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback
 
 
 def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from services.common import serde
 from services.common.tls import channel_credentials
 from tests.support.federation import InProcessFederation, tls_files
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.common import certs as pki
 from services.common import tls
 
+pytestmark = pytest.mark.slow  # servers on loopback
+
 UTC = dt.UTC
 TIMEOUT = 5.0
 

@@ -79,6 +79,7 @@ def stored_state(store: SQLiteStore, version: int) -> dict[str, np.ndarray]:
     return dict(st_load(store.load_adapter(version)))
 
 
+@pytest.mark.slow  # servers on loopback
 def test_heterogeneous_ranks_then_svd_reduction(tmp_path: Path, model_dir: Path) -> None:
     async def scenario() -> InProcessFederation:
         fed = InProcessFederation(tmp_path, model_dir, rounds={"max_rounds": 3, "patience": 10},

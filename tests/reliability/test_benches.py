@@ -10,6 +10,8 @@ import pytest
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_reliability_bench_reports_fuzz_and_a_scenario(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from ffa_lora_tools.bench.reliability import main
 

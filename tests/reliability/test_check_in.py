@@ -110,6 +110,7 @@ def test_finished_federation_tells_returning_check_in_client() -> None:
     assert shut == [("a", True)] and edge.away_clients() == 0
 
 
+@pytest.mark.slow  # servers on loopback
 def test_check_in_clients_train_away_and_every_round_counts_them(tmp_path: Path) -> None:
     """Three check-in clients over real mTLS: they leave while idle and while training (1 s),
     come back with their updates, and every round holds all three with the exact FedAvg."""
@@ -162,6 +163,7 @@ def test_check_in_clients_train_away_and_every_round_counts_them(tmp_path: Path)
     asyncio.run(scenario())
 
 
+@pytest.mark.slow  # servers on loopback
 def test_edge_session_cap_turns_check_ins_away_and_rounds_still_complete(tmp_path: Path) -> None:
     """``limits.max_client_sessions: 1``: the edge refuses a second session with RESOURCE_EXHAUSTED
     ("edge busy"); check-in clients treat it as an ordinary check-in later, so every round still
@@ -207,6 +209,7 @@ class _LingeringEdge(pb_grpc.EdgeServiceServicer):
         await asyncio.sleep(30)
 
 
+@pytest.mark.slow  # servers on loopback
 @pytest.mark.parametrize("collect", [True, False])
 def test_agent_leaves_no_connection_behind_when_a_stream_ends_early(tmp_path: Path, collect: bool) -> None:
     """A channel closed while its stream is still open keeps its TCP connection until Python's

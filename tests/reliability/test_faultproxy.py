@@ -11,7 +11,7 @@ import pytest
 
 from ffa_lora_tools.harness.faultproxy import FaultProxy, ProxyThread
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # servers on loopback
 
 
 async def _echo_server() -> tuple[asyncio.base_events.Server, int]:

@@ -13,7 +13,7 @@ import pytest
 
 from ffa_lora_tools.harness import scenarios as sc
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
+pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e, pytest.mark.slow]
 
 
 def run(coro) -> sc.ScenarioResult:  # type: ignore[no-untyped-def]

@@ -176,6 +176,7 @@ def _structured() -> st.SearchStrategy[bytes]:
     return st.one_of(begin, chunk, commit, other).map(lambda m: m.SerializeToString())
 
 
+@pytest.mark.slow  # a server on loopback
 @settings(max_examples=SCALE or 60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(st.binary(min_size=1, max_size=300), _structured()), min_size=1, max_size=8),
@@ -189,6 +190,7 @@ def test_raw_bytes_to_the_edge_servicer(edge_server: fz.EdgeServerThread, msgs: 
     assert edge_server.snapshot() == before, "hostile bytes changed the edge's round state"
 
 
+@pytest.mark.slow  # a server on loopback
 def test_oversized_message_is_refused_and_the_edge_keeps_serving(edge_server: fz.EdgeServerThread) -> None:
     before = edge_server.snapshot()
     big = pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=fz.ROUND, data=b"\x00" * (3 << 20)))
@@ -200,12 +202,14 @@ def test_oversized_message_is_refused_and_the_edge_keeps_serving(edge_server: fz
     assert edge_server.snapshot() == before
 
 
+@pytest.mark.slow  # a server on loopback
 def test_undecodable_bytes_end_the_session_with_a_status(edge_server: fz.EdgeServerThread) -> None:
     with _channel(edge_server, "mallory") as ch:
         code, _ = fz.raw_session(ch, [_hello(), b"\xff\xff\xff\xff\x0f"])
     assert code == grpc.StatusCode.INVALID_ARGUMENT, code  # a malformed message, not an internal error
 
 
+@pytest.mark.slow  # a server on loopback
 def test_a_good_client_is_counted_once_after_the_fuzz(edge_server: fz.EdgeServerThread) -> None:
     """Runs after the raw-bytes property (same module server): the edge still serves and counts."""
     pub = edge_server.pub

@@ -14,6 +14,7 @@ from services.common.config import ModelConfig
 pytestmark = pytest.mark.timeout(600)
 
 
+@pytest.mark.slow  # trains the real demo model
 @pytest.mark.parametrize("targets", [None, ("query", "key", "value")])
 def test_baseline_adapter_has_the_federation_configs_shape(tmp_path: Path, targets: tuple[str, ...] | None) -> None:
     s = run_baseline(epochs=0.1, max_train_per_site=16, max_test=12, target_modules=targets, out_dir=tmp_path,

@@ -12,6 +12,7 @@ from ffa_lora_tools.bench.epochs import main
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 
 
+@pytest.mark.slow  # trains two models over several epochs
 def test_curves_for_both_methods_and_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tiny_bert(tmp_path / "tiny-bert")
     out_dir = tmp_path / "runs"

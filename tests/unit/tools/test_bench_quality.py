@@ -144,16 +144,19 @@ def test_iid_sites_split_the_pool_the_baseline_trains_on() -> None:
     assert iid.test.texts == natural.test.texts
 
 
-def test_demo_settings_take_the_strategys_rate_unless_given() -> None:
+@pytest.mark.parametrize("strategy", ["ffa", "alternating", "fedavg"])
+def test_demo_settings_take_the_strategys_rate_unless_given(strategy: str) -> None:
     from ffa_lora.errors import ConfigError
     from ffa_lora.lora.spec import STRATEGIES
     from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, parse_args
 
     assert set(STRATEGY_LR) == set(STRATEGIES)  # a rate for every strategy, none for an unknown one
-    assert (DemoSettings().strategy, DemoSettings().learning_rate) == ("alternating", 2e-3)
-    assert DemoSettings(strategy="ffa").learning_rate == 5e-3
-    assert DemoSettings(strategy="ffa", learning_rate=1e-2).learning_rate == 1e-2
-    assert parse_args(["--strategy", "fedavg"]).learning_rate == 1e-3
-    assert parse_args(["--strategy", "fedavg", "--lr", "3e-3"]).learning_rate == 3e-3
+    own = STRATEGY_LR[strategy]
+    other = own * 3
+    assert DemoSettings(strategy=strategy).learning_rate == own
+    assert DemoSettings(strategy=strategy, learning_rate=other).learning_rate == other
+    assert parse_args(["--strategy", strategy]).learning_rate == own
+    assert parse_args(["--strategy", strategy, "--lr", str(other)]).learning_rate == other
+    assert DemoSettings().learning_rate == STRATEGY_LR[DemoSettings().strategy]
     with pytest.raises(ConfigError, match="unknown training strategy 'lora'"):
         DemoSettings(strategy="lora")

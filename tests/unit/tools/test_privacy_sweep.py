@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from ffa_lora_tools import privacy_cli
+from ffa_lora_tools.demo import STRATEGY_LR
 
 
+@pytest.mark.slow  # calibrates the noise of three budgets
 def test_calibrated_noise_keeps_the_most_exposed_site_within_budget() -> None:
     from opacus.accountants import PRVAccountant
 
@@ -31,6 +33,7 @@ def test_calibrated_noise_keeps_the_most_exposed_site_within_budget() -> None:
     assert stricter["noise_multiplier"] > cal["noise_multiplier"]
 
 
+@pytest.mark.slow  # calibrates the noise of each budget
 def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[Any] = []
@@ -52,12 +55,13 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     assert seen[0].privacy == {"mode": "off"}
     dp = seen[1].privacy["dpsgd"]
     assert dp["enabled"] and dp["noise_multiplier"] > 0 and math.isfinite(dp["noise_multiplier"])
-    assert seen[1].learning_rate == 5e-3 and seen[3].learning_rate == 1e-3
+    assert (seen[1].learning_rate, seen[3].learning_rate) == (STRATEGY_LR["ffa"], STRATEGY_LR["fedavg"])
     table = (tmp_path / "privacy_sweep.md").read_text()
     assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 |" in table
     assert (tmp_path / "privacy_sweep.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # searches noise with the PRV and RDP accountants
 def test_loose_budgets_calibrate_with_the_accountant_the_clients_will_use() -> None:
     from opacus.accountants import RDPAccountant
 
