@@ -28,7 +28,12 @@ import pytest
 import yaml
 from chart_helpers import load_tool
 
-from ffa_lora_tools.harness.prometheus import PrometheusError, PrometheusHarness, find_binary
+from ffa_lora_tools.harness.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusHarness,
+    find_binary,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -239,7 +244,7 @@ def test_render_metrics_png_plots_every_panel(
     out = tmp_path_factory.mktemp("png") / "metrics.png"
     end = time.time()
     counts = tool.render(
-        tool.PrometheusAPI(scraped_run.prom.url),
+        PrometheusClient(scraped_run.prom.url),
         start=end - scraped_run.seconds - 10,
         end=end,
         step=1.0,
