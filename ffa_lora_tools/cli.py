@@ -4,7 +4,7 @@
     ffa-lora certs init --out DIR            ffa-lora certs issue --ca-dir DIR --role R --id NAME --out DIR
     ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
-    ffa-lora bench secure-sum|quality|epochs|deid|rank|reliability|load ...
+    ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
 """
 
@@ -28,6 +28,7 @@ from ffa_lora.errors import FFALoraError
 # Benchmarks: the name on the command line -> module with main(argv).
 BENCHES = {
     "secure-sum": "ffa_lora_tools.bench.secure_sum",
+    "threshold": "ffa_lora_tools.bench.threshold",
     "deid": "ffa_lora_tools.bench.deid",
     "quality": "ffa_lora_tools.bench.quality",
     "epochs": "ffa_lora_tools.bench.epochs",

@@ -7,7 +7,7 @@ and — on a whole key of the same size — CRT decryption plus unpacking. Every
 checked against the exact integer sum. Rates are values per second per worker process
 (``--workers`` processes each; 0 = in this process, the cleanest per-core figure).
 
-    python -m ffa_lora.bench.threshold --key-bits 2048 --params 20000 --workers 0
+    ffa-lora bench threshold --key-bits 2048 --params 20000 --workers 0
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run(*, key_bits: int, params: int, thresholds: list[int], workers: int, clie
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: prints one JSON object."""
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(prog="ffa-lora bench threshold", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--params", type=int, default=20_000, help="values in the vector")

@@ -225,7 +225,7 @@ def test_general_config_misses_what_clinical_finds() -> None:
 
 
 def test_bench_reports_clinical_scores(capsys: pytest.CaptureFixture[str]) -> None:
-    from ffa_lora.bench.deid import main
+    from ffa_lora_tools.bench.deid import main
 
     assert main(["--n", "30", "--modes", "pattern", "--clinical-copies", "1"]) == 0
     out = json.loads(capsys.readouterr().out)

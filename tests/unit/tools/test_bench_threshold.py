@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ffa_lora.bench import threshold
+from ffa_lora_tools.bench import threshold
 
 
 def test_bench_prints_one_json_object(capsys) -> None:
