@@ -90,3 +90,21 @@ def test_audit_command_argument_errors(extra: list[str], match: str, capsys: pyt
         main(["audit", "adapter", *extra])
     assert exc.value.code == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scope", ["site", "all"])
+def test_builtin_records_members_site_nonmembers_held_out_references_other_sites(scope: str) -> None:
+    from ffa_lora.data.builtin import load_builtin
+    from services.audit_cli import _records, build_parser
+
+    a = build_parser().parse_args(["adapter", "--data", "bank", "--site", "americanair", "--nonmember-scope", scope])
+    members, nonmembers, pool = _records(a, None)
+    demo = load_builtin("bank", seed=a.data_seed)
+    assert members == demo.train_parts["americanair"]
+    assert pool is not None and set(pool.groups or []) == {"united", "usairways"}
+    assert len(pool) == len(demo.train) - len(members)
+    assert not set(nonmembers.texts) & (set(members.texts) | set(pool.texts))
+    if scope == "site":
+        assert set(nonmembers.groups or []) == {"americanair"} and len(nonmembers) > 400
+    else:
+        assert nonmembers == demo.test
