@@ -6,6 +6,7 @@
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
     ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
+    ffa-lora audit ADAPTER_DIR --data bank --site NAME [--canaries FILE] [--json]
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("demo", "run the local federation end to end"),
                            ("baseline", "centralized LoRA on the pooled data"),
                            ("deid", "de-identify a CSV/JSONL file"),
-                           ("privacy", "privacy plan / sweep")):
+                           ("privacy", "privacy plan / sweep"),
+                           ("audit", "membership-inference audit of an exported adapter")):
         sub.add_parser(name, help=helptext + " (see: ffa-lora " + name + " --help)")
     b = sub.add_parser("bench", help="benchmarks that print JSON (see: ffa-lora bench NAME --help)")
     b.add_argument("name", choices=sorted(BENCHES))
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Commands with their own argument parsers get the rest of the line untouched.
-    passthrough = ("demo", "baseline", "deid", "privacy")
+    passthrough = ("demo", "baseline", "deid", "privacy", "audit")
     if argv and argv[0] in passthrough:
         args, rest = argparse.Namespace(cmd=argv[0]), argv[1:]
     elif len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging("WARNING")
             return cmd_bench(args, rest)
         _setup_logging("INFO")
-        return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy}[args.cmd](args, rest)
+        return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy,
+                "audit": lambda _a, r: importlib.import_module("services.audit_cli").main(r)}[args.cmd](args, rest)
     except FFALoraError as exc:
         print(f"ffa-lora: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,193 @@
+"""``ffa-lora audit ADAPTER_DIR``: membership-inference audit of an exported adapter.
+
+    ffa-lora audit runs/bank-demo/adapter --data bank --site americanair --json
+    ffa-lora audit DIR --members site.csv --nonmembers heldout.csv --reference-data public.csv
+
+Members are the records one site trained on; non-members held-out records of the same
+distribution (with ``--data``: the site's records in the fixed test split); reference models (LiRA, offline) train
+on the other sites' records (or ``--reference-data``) the way the site trained: ``--strategy``,
+``--rounds``, ``--local-epochs``, ``--lr`` default to the demo's. ``--canaries FILE`` (written
+when the canaries were planted) adds their exposure. Prints a summary, or the report as JSON
+with ``--json``; writes a ROC plot next to the adapter unless ``--plot`` says elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ffa_lora.data.dataset import Dataset
+from ffa_lora.errors import ConfigError, DataError
+from services.demo import STRATEGY_LR, DemoSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DemoSettings()
+    p = argparse.ArgumentParser(prog="ffa-lora audit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("adapter", type=Path, help="directory of an exported PEFT adapter")
+    src = p.add_argument_group("records")
+    src.add_argument("--data", default=None, help="built-in data set (bank, hospital) the adapter was trained on")
+    src.add_argument("--site", default=None, help="with --data: the site whose training records are the members")
+    src.add_argument("--data-seed", type=int, default=d.seed,
+                     help="with --data: the partition seed the training run used (default: the demo's)")
+    src.add_argument("--nonmember-scope", choices=("site", "all"), default="site",
+                     help="with --data: non-members are the site's held-out test records (default) or every "
+                          "site's (more records, but a different distribution from the members)")
+    src.add_argument("--members", type=Path, default=None, help="own data: CSV/TSV/JSONL of the trained-on records")
+    src.add_argument("--nonmembers", type=Path, default=None, help="own data: held-out records, same distribution")
+    src.add_argument("--reference-data", type=Path, default=None,
+                     help="records the reference models train on (default with --data: the other sites' records)")
+    src.add_argument("--labels", default=None,
+                     help="own data: the class names in the head's order, comma-separated (default: sorted labels)")
+    src.add_argument("--canaries", type=Path, default=None, help="canary JSON written when they were planted")
+    src.add_argument("--max-records", type=int, default=None, help="at most this many members and non-members each")
+    ref = p.add_argument_group("reference models (train like the audited site did)")
+    ref.add_argument("--reference-models", type=int, default=4, help="0: the loss attack only (default 4)")
+    ref.add_argument("--reference-size", type=int, default=None,
+                     help="records per reference model (default: as many as the site's members)")
+    ref.add_argument("--strategy", default=d.strategy, choices=sorted(STRATEGY_LR))
+    ref.add_argument("--rounds", type=int, default=d.rounds)
+    ref.add_argument("--local-epochs", type=float, default=d.local_epochs)
+    ref.add_argument("--lr", type=float, default=None, help="default: the strategy's demo rate")
+    ref.add_argument("--batch-size", type=int, default=d.batch_size)
+    ref.add_argument("--seed", type=int, default=d.seed,
+                     help="the federation seed (the initial adapter every model starts from)")
+    mdl = p.add_argument_group("model and report")
+    mdl.add_argument("--model", default=None, help="base model, when not where the adapter config says")
+    mdl.add_argument("--max-length", type=int, default=64)
+    mdl.add_argument("--device", default="cpu")
+    mdl.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (1 is fastest on a busy machine)")
+    mdl.add_argument("--fpr", type=float, default=0.01, help="false-positive level of the reported TPR")
+    mdl.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95 %% intervals")
+    mdl.add_argument("--plot", type=Path, default=None, help="ROC plot (default: ADAPTER/../audit-roc.png)")
+    mdl.add_argument("--json", action="store_true", help="print the report as JSON")
+    mdl.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def _records(a: argparse.Namespace, label_names: tuple[str, ...] | None
+             ) -> tuple[Dataset, Dataset, Dataset | None]:
+    """(members, non-members, reference pool) from a built-in data set or files."""
+    from ffa_lora.data.loaders import load_table
+
+    def table(path: Path, names: tuple[str, ...] | None) -> Dataset:
+        return load_table(path, label_names=list(names) if names else None)
+
+    if a.data is not None:
+        from ffa_lora.data.builtin import load_builtin
+
+        demo = load_builtin(a.data, seed=a.data_seed)
+        if a.site not in demo.train_parts:
+            raise ConfigError(f"--site: {a.site!r} is not a site of {a.data}; choose one of {sorted(demo.train_parts)}")
+        members, nonmembers = demo.train_parts[a.site], demo.test
+        if a.nonmember_scope == "site" and demo.test.groups is not None:
+            # The site's own held-out records: the same distribution as its members, so the
+            # attack measures membership, not which site a record comes from.
+            nonmembers = demo.test.subset([i for i, g in enumerate(demo.test.groups) if g == a.site])
+        others = [d for s, d in sorted(demo.train_parts.items()) if s != a.site]
+        pool = (table(a.reference_data, demo.label_names) if a.reference_data
+                else Dataset.concat(others) if others else None)
+        return members, nonmembers, pool
+    members = table(a.members, label_names)
+    names = members.label_names
+    nonmembers = table(a.nonmembers, names)
+    pool = table(a.reference_data, names) if a.reference_data else None
+    return members, nonmembers, pool
+
+
+def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.data is None and (a.members is None or a.nonmembers is None):
+        p.error("give --data and --site (a built-in data set), or --members and --nonmembers (files)")
+    if a.data is not None and (a.site is None or a.members is not None or a.nonmembers is not None):
+        p.error("--data needs --site and takes no --members/--nonmembers")
+    if a.reference_models == 1 or a.reference_models < 0:
+        p.error("--reference-models: 0 (loss attack only) or at least 2 (LiRA fits a variance)")
+    if a.data is None and a.reference_models > 0 and a.reference_data is None:
+        p.error("with --members/--nonmembers, LiRA needs --reference-data (or --reference-models 0)")
+    for name in ("rounds", "batch_size", "max_length", "bootstrap"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < a.fpr < 1:
+        p.error(f"--fpr must be in (0, 1), e.g. 0.01, got {a.fpr}")
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """The audit the parsed arguments describe; returns the report."""
+    from ffa_lora.data.canaries import load_canaries
+    from ffa_lora.privacy.audit_model import load_adapter_model, round_trainer
+    from ffa_lora.privacy.audit_report import run_audit
+
+    def say(msg: str) -> None:
+        if not a.quiet:
+            print(f"audit: {msg}", file=sys.stderr, flush=True)
+
+    if a.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, a.threads))
+    say(f"loading the adapter {a.adapter}")
+    model = load_adapter_model(a.adapter, model=a.model, max_length=a.max_length, seed=a.seed,
+                               strategy=a.strategy, device=a.device)
+    names = tuple(n.strip() for n in a.labels.split(",")) if a.labels else None
+    members, nonmembers, pool = _records(a, names)
+    if members.num_labels != model.spec.num_labels:
+        raise DataError(f"the records have {members.num_labels} classes, the adapter {model.spec.num_labels}")
+    canaries = load_canaries(a.canaries) if a.canaries is not None else None
+    if canaries is not None and canaries.planted.label_names != members.label_names:
+        raise DataError("the canary file's classes differ from the records'; was it written for this data?")
+    lr = a.lr if a.lr is not None else STRATEGY_LR[a.strategy]
+    trainer = round_trainer(model.spec, rounds=a.rounds, local_epochs=a.local_epochs, lr=lr,
+                            batch_size=a.batch_size, device=a.device)
+    plot = a.plot if a.plot is not None else a.adapter.resolve().parent / "audit-roc.png"
+    report = run_audit(
+        model, members=members, nonmembers=nonmembers, reference_pool=pool,
+        reference_models=a.reference_models if pool is not None else 0, reference_size=a.reference_size,
+        trainer=trainer, canaries=canaries, max_records=a.max_records, fpr=a.fpr, n_boot=a.bootstrap,
+        seed=a.seed, plot_path=plot, progress=say,
+    )
+    report["adapter"] = str(a.adapter)
+    report["reference_training"] = {"strategy": a.strategy, "rounds": a.rounds, "local_epochs": a.local_epochs,
+                                    "lr": lr, "batch_size": a.batch_size, "seed": a.seed}
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report in a few lines for a terminal."""
+    pct = next(k for k in report if k.startswith("mia_tpr_at_") and k.endswith("_fpr"))
+    level = pct[len("mia_tpr_at_"):-len("_fpr")].replace("pct", " %")
+    counts = report["counts"]
+    lines = [f"members {counts['members']}, non-members {counts['nonmembers']}, "
+             + f"reference models {counts['reference_models']}"]
+    for name, r in report["attacks"].items():
+        tpr_key = next(k for k in r if k.startswith("tpr_at_") and not k.endswith("_ci"))
+        lines.append(f"{name:>13}: AUC {r['auc']:.3f} [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}], "
+                     f"TPR at {level} FPR {r[tpr_key]:.3%} [{r[tpr_key + '_ci'][0]:.2%}, {r[tpr_key + '_ci'][1]:.2%}]")
+    c = report.get("canaries")
+    if c:
+        lines.append(f"     canaries: {c['planted']} planted x{c.get('copies', '?')} vs {c['unseen']} unseen: "
+                     f"exposure mean {c['exposure_mean']:.2f}, max {c['exposure_max']:.2f} "
+                     f"(at most {c['exposure_max_possible']:.2f}; ~1.44 by chance), AUC {c['auc']:.3f}")
+    if report.get("plot"):
+        lines.append(f"ROC plot: {report['plot']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    _check(p, a)
+    report = run(a)
+    if a.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(summary_lines(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The audit's model side with the tiny test BERT: scoring an exported adapter, reference
+training, canaries found by exposure when the model memorises them, and run_audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ffa_lora.data import Dataset
+from ffa_lora.data.canaries import CanarySet, make_canaries, plant_canaries
+from ffa_lora.errors import ConfigError, StateError
+from ffa_lora.lora import LoRASpec, build_model, export_peft_adapter, get_adapter_state
+from ffa_lora.privacy.audit import exposure, roc_auc
+from ffa_lora.privacy.audit_model import (
+    load_adapter_model,
+    reference_scores,
+    reference_subsets,
+    round_trainer,
+    score_examples,
+    spec_from_adapter,
+)
+from ffa_lora.privacy.audit_report import run_audit
+from tests.unit.lora.conftest import make_tiny_dataset, make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)  # see tests/unit/lora/conftest.py: 2 shared cores
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert-audit"))
+
+
+@pytest.fixture()
+def spec(tiny_dir: Path) -> LoRASpec:
+    return LoRASpec(model=str(tiny_dir), num_labels=3, r_max=4, alpha=8.0, dropout=0.0,
+                    max_length=16, seed=7, strategy="fedavg")
+
+
+def _canaries(data: Dataset, *, n_planted: int = 12, n_unseen: int = 60) -> CanarySet:
+    # Two short letter words: the tiny tokenizer spells them letter by letter within 16 tokens.
+    return make_canaries(n_planted=n_planted, n_unseen=n_unseen, label_names=data.label_names,
+                         copies=4, seed=3, words=2, word_length=(3, 5))
+
+
+def test_scores_are_the_loss_and_logit_confidence(spec: LoRASpec) -> None:
+    import torch
+
+    model = build_model(spec)
+    data = make_tiny_dataset(40, seed=1)
+    s = score_examples(model, data, batch_size=7)
+    enc = model.tokenizer(data.texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+    model.peft.eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model.peft(**enc).logits.double(), dim=1).numpy()
+    y = np.asarray(data.labels)
+    log_py = logp[np.arange(len(y)), y]
+    assert np.allclose(s.loss, -log_py, atol=1e-5)
+    assert np.allclose(s.phi, log_py - np.log1p(-np.exp(log_py)), atol=1e-4)
+
+
+def test_scores_do_not_depend_on_batching_or_order(spec: LoRASpec) -> None:
+    model = build_model(spec)
+    data = make_tiny_dataset(30, seed=2)
+    whole = score_examples(model, data, batch_size=64)
+    perm = np.random.default_rng(0).permutation(len(data))
+    one_by_one = score_examples(model, data.subset(perm), batch_size=1)
+    assert np.allclose(one_by_one.loss, whole.loss[perm], atol=1e-5)
+    assert model.peft.training  # restored after scoring
+
+
+def test_exported_adapter_loads_back_with_its_spec(spec: LoRASpec, tmp_path: Path) -> None:
+    model = build_model(spec)
+    state = round_trainer(spec, rounds=1, local_epochs=1.0, lr=1e-2)(make_tiny_dataset(), 0)
+    export_peft_adapter(state, spec, tmp_path / "adapter")
+    loaded_spec, loaded_state = spec_from_adapter(tmp_path / "adapter", max_length=16)
+    assert (loaded_spec.r_max, loaded_spec.alpha, loaded_spec.num_labels) == (4, 8.0, 3)
+    assert set(loaded_spec.target_modules) == set(spec.target_modules)
+    assert all(np.array_equal(loaded_state[k], v) for k, v in state.items())
+    loaded = load_adapter_model(tmp_path / "adapter", max_length=16)
+    for k, v in get_adapter_state(loaded).items():
+        assert np.array_equal(v, state[k])
+    model.load_adapter_state(state)
+    data = make_tiny_dataset(20, seed=3)
+    assert np.allclose(score_examples(loaded, data).loss, score_examples(model, data).loss)
+
+
+def test_adapter_directory_errors_say_what_is_wrong(tmp_path: Path, spec: LoRASpec) -> None:
+    with pytest.raises(StateError, match="adapter_config.json"):
+        spec_from_adapter(tmp_path)
+    export_peft_adapter(build_model(spec).adapter_state(), spec, tmp_path / "a")
+    # An export from another machine: its base model path is not here.
+    cfg = tmp_path / "a" / "adapter_config.json"
+    cfg.write_text(cfg.read_text().replace(str(spec.model), "/nowhere/model"))
+    with pytest.raises(ConfigError, match="base model"):
+        spec_from_adapter(tmp_path / "a")
+    assert spec_from_adapter(tmp_path / "a", model=spec.model)[0].model == spec.model
+
+
+def test_planted_canaries_are_found_when_the_model_memorises_them(spec: LoRASpec) -> None:
+    data = make_tiny_dataset()
+    canaries = _canaries(data)
+    trainer = round_trainer(spec, rounds=10, local_epochs=1.0, lr=1e-2)
+    with_canaries = build_model(spec, state=trainer(plant_canaries(data, canaries, seed=1), 0))
+    without = build_model(spec, state=trainer(data, 0))
+
+    def found(model):  # type: ignore[no-untyped-def]
+        p, u = score_examples(model, canaries.planted), score_examples(model, canaries.unseen)
+        return exposure(p.loss, u.loss).to_dict()["exposure_mean"], roc_auc(-p.loss, -u.loss)
+
+    exp_in, auc_in = found(with_canaries)
+    exp_out, auc_out = found(without)
+    assert exp_in > 2.5 and auc_in > 0.8
+    assert exp_out < 2.2 and auc_out < 0.7
+    assert exp_in > exp_out + 1.0
+
+
+def test_reference_scores_restore_the_target_adapter(spec: LoRASpec) -> None:
+    model = build_model(spec)
+    before = model.adapter_state()
+    pool = make_tiny_dataset(60, seed=4)
+    subsets = reference_subsets(pool, n_models=2, size=30, seed=0)
+    assert all(len(s) == 30 for s in subsets) and subsets[0].texts != subsets[1].texts
+    out = reference_scores(model, round_trainer(spec, rounds=1, local_epochs=1.0, lr=1e-2),
+                           subsets, [make_tiny_dataset(10, seed=5)])
+    assert len(out) == 2 and out[0][0].phi.shape == (10,)
+    assert not np.allclose(out[0][0].phi, out[1][0].phi)  # two models, trained differently
+    for k, v in model.adapter_state().items():
+        assert np.array_equal(v, before[k])
+
+
+def test_reference_trainer_calls_the_plugged_training_function(spec: LoRASpec) -> None:
+    calls = []
+
+    def fake_train(model, data, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw)
+
+    spec_alt = LoRASpec(**{**spec.__dict__, "strategy": "alternating"})
+    round_trainer(spec_alt, rounds=3, local_epochs=0.5, lr=1e-3, train_fn=fake_train)(make_tiny_dataset(), 2)
+    assert [c["phase"] for c in calls] == ["B", "A", "B"]
+    assert [c["seed"] for c in calls] == [2000, 2001, 2002]
+    assert all(c["epochs"] == 0.5 and c["lr"] == 1e-3 for c in calls)
+
+
+def test_run_audit_end_to_end(spec: LoRASpec, tmp_path: Path) -> None:
+    members = make_tiny_dataset(48, seed=10)
+    nonmembers = make_tiny_dataset(48, seed=11)
+    pool = make_tiny_dataset(96, seed=12)
+    canaries = _canaries(members, n_planted=8, n_unseen=30)
+    trainer = round_trainer(spec, rounds=6, local_epochs=1.0, lr=1e-2)
+    target = build_model(spec, state=trainer(plant_canaries(members, canaries, seed=0), 99))
+    report = run_audit(target, members=members, nonmembers=nonmembers, reference_pool=pool,
+                       reference_models=2, trainer=trainer, canaries=canaries, n_boot=50,
+                       plot_path=tmp_path / "roc.png")
+    assert report["counts"] == {"members": 48, "nonmembers": 48, "reference_models": 2,
+                                "reference_train_size": 48}
+    assert set(report["attacks"]) == {"loss", "lira_offline"}
+    assert 0.0 <= report["mia_auc"] <= 1.0
+    assert report["mia_auc_ci"][0] <= report["mia_auc"] <= report["mia_auc_ci"][1]
+    assert report["canaries"]["copies"] == 4 and report["canaries"]["exposure_mean"] > 1.5
+    assert Path(report["plot"]).stat().st_size > 1000
+
+
+def test_run_audit_refuses_one_reference_model(spec: LoRASpec) -> None:
+    data = make_tiny_dataset(12)
+    with pytest.raises(ConfigError, match=">= 2"):
+        run_audit(build_model(spec), members=data, nonmembers=data, reference_pool=data,
+                  reference_models=1, trainer=lambda d, s: {})
