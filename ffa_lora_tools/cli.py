@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args, rest)
         _setup_logging("INFO")
         return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy,
-                "audit": lambda _a, r: importlib.import_module("services.audit_cli").main(r)}[args.cmd](args, rest)
+                "audit": lambda _a, r: importlib.import_module("ffa_lora_tools.audit_cli").main(r)}[args.cmd](args, rest)
     except FFALoraError as exc:
         print(f"ffa-lora: error: {exc}", file=sys.stderr)
         return 2

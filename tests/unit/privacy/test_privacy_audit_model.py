@@ -22,7 +22,8 @@ from ffa_lora.privacy.audit_model import (
     spec_from_adapter,
 )
 from ffa_lora.privacy.audit_report import run_audit
-from tests.unit.lora.conftest import make_tiny_dataset, make_tiny_model
+from ffa_lora_tools.harness.tiny_model import tiny_bert
+from tests.unit.lora.conftest import make_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     torch.set_num_threads(1)  # see tests/unit/lora/conftest.py: 2 shared cores
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert-audit"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert-audit"))
 
 
 @pytest.fixture()

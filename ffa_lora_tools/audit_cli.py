@@ -21,7 +21,7 @@ from typing import Any
 
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError
-from services.demo import STRATEGY_LR, DemoSettings
+from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """A target for ``ffa-lora audit``: one site's adapter, trained alone with canaries planted.
 
-    python -m services.audit_target --data bank --site americanair --out runs/audit-bank
+    python -m ffa_lora_tools.audit_target --data bank --site americanair --out runs/audit-bank
     ffa-lora audit runs/audit-bank/adapter --data bank --site americanair \\
         --canaries runs/audit-bank/canaries.json --json
 
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.demo import STRATEGY_LR, DemoSettings
+from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = DemoSettings()
-    p = argparse.ArgumentParser(prog="python -m services.audit_target", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ffa_lora_tools.audit_target", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="bank", help="built-in data set (bank, hospital)")
     p.add_argument("--site", required=True, help="the site whose records train the adapter")

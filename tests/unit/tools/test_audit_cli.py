@@ -11,9 +11,10 @@ from ffa_lora.data import Dataset
 from ffa_lora.data.canaries import make_canaries, plant_canaries, save_canaries
 from ffa_lora.lora import LoRASpec, export_peft_adapter
 from ffa_lora.privacy.audit_model import round_trainer
-from services.cli import main
-from services.demo import write_csv
-from tests.unit.lora.conftest import make_tiny_dataset, make_tiny_model
+from ffa_lora_tools.cli import main
+from ffa_lora_tools.demo import write_csv
+from ffa_lora_tools.harness.tiny_model import tiny_bert
+from tests.unit.lora.conftest import make_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("audit-run")
-    model_dir = make_tiny_model(root / "tiny-bert")
+    model_dir = tiny_bert(root / "tiny-bert")
     spec = LoRASpec(model=str(model_dir), num_labels=3, r_max=4, alpha=8.0, dropout=0.0,
                     max_length=16, seed=7, strategy="fedavg")
     members, nonmembers, public = (make_tiny_dataset(n, seed=s) for n, s in ((45, 1), (45, 2), (90, 3)))
@@ -95,7 +96,7 @@ def test_audit_command_argument_errors(extra: list[str], match: str, capsys: pyt
 @pytest.mark.parametrize("scope", ["site", "all"])
 def test_builtin_records_members_site_nonmembers_held_out_references_other_sites(scope: str) -> None:
     from ffa_lora.data.builtin import load_builtin
-    from services.audit_cli import _records, build_parser
+    from ffa_lora_tools.audit_cli import _records, build_parser
 
     a = build_parser().parse_args(["adapter", "--data", "bank", "--site", "americanair", "--nonmember-scope", scope])
     members, nonmembers, pool = _records(a, None)
