@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError
 from ffa_lora.lora.layout import UpdateLayout, is_trainable
+from ffa_lora.lora.metrics import classification_metrics
 from ffa_lora.lora.model import LoRAModel, adapter_parameters, build_model, get_adapter_state
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, LoRASpec, Phase, check_phase
 from ffa_lora.lora.state import AdapterState, is_head, is_lora_a, is_lora_b
@@ -222,12 +222,13 @@ def _autocast(device: torch.device, amp: bool) -> Any:
 def _mean_loss(
     model: LoRAModel, ids: list[list[int]], labels: list[int], *, batch_size: int, amp: bool
 ) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy and argmax predictions, eval mode, sorted-by-length batches."""
+    """Mean cross-entropy and the predicted class probabilities (``n × num_labels``), eval
+    mode, sorted-by-length batches."""
     net = model.peft
     was_training = net.training
     net.eval()
     order = np.argsort([len(x) for x in ids], kind="stable")
-    preds = np.empty(len(ids), dtype=np.int64)
+    probs = np.empty((len(ids), model.spec.num_labels), dtype=np.float64)
     total = 0.0
     pad = _pad_id(model)
     with torch.no_grad():
@@ -238,9 +239,9 @@ def _mean_loss(
             with _autocast(model.device, amp):
                 logits = net(**batch).logits.float()
             total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            preds[idx] = logits.argmax(dim=-1).cpu().numpy()
+            probs[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
     net.train(was_training)
-    return total / max(len(ids), 1), preds
+    return total / max(len(ids), 1), probs
 
 
 def evaluate(
@@ -250,7 +251,9 @@ def evaluate(
     batch_size: int = 64,
     amp: bool = True,
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 (sklearn, over all classes) and mean cross-entropy on ``data``."""
+    """Accuracy, macro-F1, macro one-vs-rest ROC-AUC with each class's AUC, mean cross-entropy
+    and ``n`` on ``data`` (:func:`ffa_lora.lora.metrics.classification_metrics` says what each
+    key holds and what happens when ``data`` lacks a class)."""
     if len(data) == 0:
         raise DataError("cannot evaluate on an empty data set")
     if data.num_labels != model.spec.num_labels:
@@ -258,13 +261,9 @@ def evaluate(
             f"data has {data.num_labels} classes, the model {model.spec.num_labels}"
         )
     ids = _encode(model, data.texts)
-    loss, preds = _mean_loss(model, ids, data.labels, batch_size=batch_size, amp=amp)
-    y = np.asarray(data.labels)
+    loss, probs = _mean_loss(model, ids, data.labels, batch_size=batch_size, amp=amp)
     return {
-        "accuracy": float((preds == y).mean()),
-        "macro_f1": float(
-            f1_score(y, preds, average="macro", labels=list(range(data.num_labels)), zero_division=0)
-        ),
+        **classification_metrics(data.labels, probs, data.label_names),
         "loss": loss,
         "n": float(len(data)),
     }

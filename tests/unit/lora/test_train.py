@@ -140,8 +140,17 @@ def test_optimizer_state_continues_across_calls(tiny_spec: LoRASpec, tiny_data: 
 
 def test_evaluate_metrics(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     m = evaluate(build_model(tiny_spec), tiny_data, batch_size=32)
-    assert set(m) >= {"accuracy", "macro_f1", "loss"}
+    assert set(m) >= {"accuracy", "macro_f1", "loss", "roc_auc", "roc_auc_classes"}
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 and m["loss"] > 0
+    assert 0 <= m["roc_auc"] <= 1 and m["roc_auc_classes"] == 3
+    assert {k for k in m if k.startswith("roc_auc/")} == {f"roc_auc/{n}" for n in tiny_data.label_names}
+    model = build_model(tiny_spec)
+    train_local(model, tiny_data, epochs=4, lr=2e-2, batch_size=8, loss_samples=0)
+    trained = evaluate(model, tiny_data, batch_size=32)
+    assert trained["roc_auc"] > m["roc_auc"] + 0.1  # learning shows in the AUC
+    only_two = tiny_data.subset([i for i, y in enumerate(tiny_data.labels) if y != 1])
+    m2 = evaluate(model, only_two)
+    assert m2["roc_auc_classes"] == 2 and "roc_auc/neutral" not in m2
 
 
 def test_bad_arguments(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
