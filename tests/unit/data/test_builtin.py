@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from ffa_lora.data import LABEL_NAMES, hospital_of, load_builtin
@@ -63,3 +66,78 @@ def test_caps_and_unknown_name() -> None:
     assert len(small.train) == 150 and abs(len(small.test) - 90) <= 3
     with pytest.raises(DataError, match="unknown built-in"):
         load_builtin("nope")
+
+
+def test_hospital_site_tests() -> None:
+    demo = load_builtin("hospital")
+    assert list(demo.test_parts) == list(demo.train_parts)
+    assert sorted(t for p in demo.test_parts.values() for t in p.texts) == sorted(demo.test.texts)
+    for site, part in demo.test_parts.items():
+        assert set(part.groups or []) == {site} and len(part) >= 20
+    assert demo.summary()["site_tests"] == {s: len(p) for s, p in demo.test_parts.items()}
+
+
+def test_icd10_records() -> None:
+    from ffa_lora.data.icd10 import CHAPTERS, load_icd10_records
+
+    raw = load_icd10_records()
+    assert raw.label_names == CHAPTERS and len(CHAPTERS) == 21
+    assert 48_000 < len(raw) < 50_000  # 36,340 leaf-code titles + 13,592 inclusion terms
+    by_text = dict(zip(raw.texts, raw.labels, strict=False))
+    assert CHAPTERS[by_text["Cholera due to Vibrio cholerae 01, biovar cholerae"]] == "infectious"
+    assert CHAPTERS[by_text["Essential (primary) hypertension"]] == "circulatory"
+    assert CHAPTERS[by_text["high blood pressure"]] == "circulatory"  # an inclusion term
+    code_ref = re.compile(r"\b[A-Z]\d[0-9A-Z]\.|\b(?:to|in|under) [A-Z]\d[0-9A-Z]\b")
+    assert not [t for t in raw.texts if code_ref.search(t)]  # no code gives a chapter away
+    assert 150 < sum("[code]" in t for t in raw.texts) < 300
+    counts = raw.label_counts()
+    assert min(counts.values()) > 500 and counts["injury"] > 10_000
+
+
+def test_icd10_specialty_hospitals() -> None:
+    from ffa_lora.data.icd10 import SPECIALTIES
+
+    demo = load_builtin("icd10", seed=1, max_train=6000, max_test=2000)
+    assert list(demo.train_parts) == [s for s, _ in SPECIALTIES] == list(demo.test_parts)
+    assert abs(len(demo.train) - 6000) <= 21 and abs(len(demo.test) - 2000) <= 21
+    assert sorted(t for p in demo.train_parts.values() for t in p.texts) == sorted(demo.train.texts)
+    assert sorted(t for p in demo.test_parts.values() for t in p.texts) == sorted(demo.test.texts)
+    test_counts = demo.test.label_counts()
+    assert all(n >= 20 for n in test_counts.values())  # stratified: every chapter in the test
+    for site, chapters in SPECIALTIES:
+        for part in (demo.train_parts[site], demo.test_parts[site]):
+            counts = part.label_counts()
+            # the home site holds about 80 % of each of its chapters
+            share = sum(counts[c] for c in chapters) / sum(
+                sum(p.label_counts()[c] for p in (demo.train_parts if part in demo.train_parts.values()
+                                                   else demo.test_parts).values()) for c in chapters)
+            assert 0.75 < share < 0.85, (site, share)
+    iid = load_builtin("icd10", seed=1, method="iid", max_train=6000, max_test=2000)
+    assert list(iid.train_parts) == list(demo.train_parts) and iid.test.texts == demo.test.texts
+    mixes = [np.bincount(p.labels, minlength=21) / len(p) for p in iid.train_parts.values()]
+    assert max(np.abs(mixes[0] - m).max() for m in mixes[1:]) < 0.02
+    full_home = load_builtin("icd10", max_train=3000, max_test=600, home_share=1.0)
+    onc = full_home.train_parts["oncology"].label_counts()
+    assert onc["injury"] == 0 and onc["neoplasms"] > 0 and onc["infectious"] > 0  # general chapter
+    with pytest.raises(DataError, match="specialty"):
+        load_builtin("bank", method="specialty")
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("Conditions classifiable to C16.1-C16.4", "Conditions classifiable to [code]"),
+        ("Any condition in I10 with pericarditis", "Any condition in [code] with pericarditis"),
+        ("classifiable to A00-B99, J09 and J10", "classifiable to [code], [code] and [code]"),
+        ("Conditions in T74.31 or T76.31", "Conditions in [code] or [code]"),
+        ("history of conditions classifiable to O24.4-", "history of conditions classifiable to [code]"),
+        ("Fracture of T11-T12 vertebra", "Fracture of T11-T12 vertebra"),
+        ("Vitamin B12 deficiency anemia", "Vitamin B12 deficiency anemia"),
+        ("Anoctamin-5-related LGMD R12", "Anoctamin-5-related LGMD R12"),
+        ("E. coli O157:H7", "E. coli O157:H7"),
+    ],
+)
+def test_icd10_code_references_are_masked(text: str, masked: str) -> None:
+    from ffa_lora.data.icd10 import mask_code_references
+
+    assert mask_code_references(text) == masked
