@@ -1,5 +1,8 @@
 """The local federation, end to end: ``ffa-lora demo``.
 
+``--data`` names a built-in data set or a folder of your own CSV files, one per site plus a
+``test.csv`` (:mod:`ffa_lora_tools.own_data` says how columns and labels are found).
+
 Prepares a run folder (per-site data files, a federation CA and certificates, one YAML file per
 service), starts the coordinator, two edges (two regions) and one client agent per site as
 separate OS processes over mutual TLS on loopback, shows one row per committed round, and
@@ -12,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -27,13 +31,14 @@ import yaml
 from matplotlib.figure import Figure
 
 from ffa_lora.crypto import new_fernet_key
-from ffa_lora.data.builtin import load_builtin
+from ffa_lora.data.builtin import BUILTIN_NAMES, DemoData, load_builtin
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.baseline import module_list
 from ffa_lora_tools.containers import BuildahLauncher
+from ffa_lora_tools.own_data import is_data_folder, load_own_data
 from services.common.certs import init_ca, issue_certificate
 from services.common.config import MAX_VALIDATION_FRACTION
 
@@ -53,7 +58,12 @@ LR_HELP = ("the clients' learning rate (default: the strategy's, "
 @dataclass
 class DemoSettings:
     name: str = "bank-demo"
-    data: str = "bank"
+    data: str = "bank"  # a built-in name, or a folder of CSV files (ffa_lora_tools.own_data)
+    # With a data folder: the columns and classes (None: detected from the files) and the encoding.
+    text_column: str | None = None
+    label_column: str | None = None
+    labels: tuple[str, ...] | None = None
+    encoding: str = "utf-8"
     partition: str = "natural"
     sites: int | None = None  # iid/dirichlet: number of sites (None: the data's natural number)
     out_dir: Path = Path("runs")
@@ -118,14 +128,33 @@ def _say(settings: DemoSettings, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def load_data(settings: DemoSettings) -> tuple[DemoData, dict[str, Any]]:
+    """The demo's data and its summary: a built-in set, or the folder ``settings.data``."""
+    if not is_data_folder(settings.data):
+        demo = load_builtin(settings.data, seed=settings.seed, method=settings.partition,  # type: ignore[arg-type]
+                            n_sites=settings.sites, max_train_per_site=settings.max_train_per_site,
+                            max_test=settings.max_test)
+        return demo, demo.summary()
+    own = load_own_data(Path(settings.data), text_column=settings.text_column,
+                        label_column=settings.label_column, labels=settings.labels,
+                        encoding=settings.encoding, seed=settings.seed,
+                        max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
+    c = own.columns
+    _say(settings, f"data folder {settings.data}: {len(own.data.train_parts)} sites; text column {c.text!r} "
+                   f"({c.text_reason}), label column {c.label!r} ({c.label_reason}); labels "
+                   f"{', '.join(own.data.label_names)}")
+    for note in own.notes:
+        _say(settings, f"note: {note}")
+    return own.data, own.summary()
+
+
 def prepare(settings: DemoSettings) -> dict[str, Any]:
     """Create the run folder: data, certificates, keys and configs. Returns the layout."""
+    demo, data_summary = load_data(settings)  # first: a bad data folder leaves no run folder
     run = (settings.out_dir / settings.name).resolve()
     if run.exists():
         shutil.rmtree(run)
     (run / "logs").mkdir(parents=True)
-    demo = load_builtin(settings.data, seed=settings.seed, method=settings.partition,  # type: ignore[arg-type]
-                        n_sites=settings.sites, max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
     sites = sorted(demo.train_parts)
     for s in sites:
         write_csv(run / "data" / f"{s}.csv", demo.train_parts[s])
@@ -133,7 +162,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
     certs = run / "certs"
     init_ca(certs, federation="ffa-lora")
     issue_certificate(certs, certs, role="coordinator", id="coordinator")
-    edges = [f"edge-{i + 1}" for i in range(settings.edges)]
+    edges = [f"edge-{i + 1}" for i in range(min(settings.edges, len(sites)))]
     for e in edges:
         issue_certificate(certs, certs, role="edge", id=e)
     clients = [f"site-{s}" for s in sites]
@@ -204,7 +233,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         p.write_text(yaml.safe_dump(doc, sort_keys=False))
         configs[name] = p
     site_files = {c: run / "data" / f"{s}.csv" for s, c in zip(sites, clients)}
-    return {"run": run, "configs": configs, "edges": edges, "clients": clients, "data": demo.summary(),
+    return {"run": run, "configs": configs, "edges": edges, "clients": clients, "data": data_summary,
             "site_files": site_files,
             "metrics_ports": metrics_ports, "coordinator_port": coord_port}
 
@@ -447,11 +476,52 @@ def check_sites(p: argparse.ArgumentParser, partition: str, sites: int | None) -
         p.error(f"--sites must be at least 1, got {sites}")
 
 
+def _data_argument(value: str) -> str:
+    if value in BUILTIN_NAMES:
+        return value
+    if Path(value).is_dir():
+        return str(Path(value).resolve())
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a built-in data set ({', '.join(BUILTIN_NAMES)}) "
+                                     "nor an existing folder of CSV files")
+
+
+def _run_name(data: str) -> str:
+    if not is_data_folder(data):
+        return DemoSettings.name
+    slug = "-".join(re.findall(r"[a-z0-9]+", Path(data).name.lower()))
+    return f"{slug or 'own'}-demo"
+
+
+def add_own_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that say how to read a data folder (``--data DIR``)."""
+    g = p.add_argument_group("own data (--data DIR)")
+    g.add_argument("--text-column", default=None, help="the column with the text (default: detected)")
+    g.add_argument("--label-column", default=None, help="the column with the label (default: detected)")
+    g.add_argument("--labels", default=None,
+                   help="the classes in order, comma-separated (default: the sorted values of the files)")
+    g.add_argument("--encoding", default="utf-8", help="the files' text encoding (default utf-8)")
+
+
+def check_own_data_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """The data-folder flags need a folder; a folder brings its own sites."""
+    own = is_data_folder(a.data)
+    given = [f for f, v in (("--text-column", a.text_column), ("--label-column", a.label_column),
+                            ("--labels", a.labels), ("--encoding", a.encoding != "utf-8")) if v]
+    if given and not own:
+        p.error(f"{', '.join(given)} apply to --data DIR (a folder of CSV files), not to the built-in {a.data!r}")
+    if own and (a.partition != "natural" or a.sites is not None):
+        p.error("with --data DIR the sites are the folder's files; drop --partition and --sites")
+
+
 def parse_args(argv: list[str] | None) -> DemoSettings:
     d = DemoSettings()
     p = argparse.ArgumentParser(prog="ffa-lora demo", description=__doc__)
-    p.add_argument("--name", default=d.name)
-    p.add_argument("--data", default=d.data, choices=["bank", "hospital"])
+    p.add_argument("--name", default=None,
+                   help=f"run folder under --out-dir (default: {d.name}, or <folder>-demo with --data DIR)")
+    p.add_argument("--data", default=d.data, type=_data_argument, metavar="NAME|DIR",
+                   help=f"a built-in data set ({', '.join(BUILTIN_NAMES)}) or a folder with one CSV per "
+                        "site plus test.csv (see ffa_lora_tools/own_data.py)")
+    add_own_data_arguments(p)
     add_partition_arguments(p)
     p.add_argument("--out-dir", type=Path, default=d.out_dir)
     p.add_argument("--model", default=d.model, help="HF id or local path (default: the shipped MiniLM-L6)")
@@ -480,9 +550,12 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
     a = p.parse_args(argv)
     check_sites(p, a.partition, a.sites)
+    check_own_data_arguments(p, a)
     if not 0 <= a.validation_fraction < MAX_VALIDATION_FRACTION:
         p.error(f"--validation-fraction must be in [0, {MAX_VALIDATION_FRACTION:g}), got {a.validation_fraction}")
-    return DemoSettings(name=a.name, data=a.data, partition=a.partition, sites=a.sites, out_dir=a.out_dir, model=a.model,
+    return DemoSettings(name=a.name or _run_name(a.data), data=a.data, partition=a.partition,
+                        text_column=a.text_column, label_column=a.label_column,
+                        labels=tuple(a.labels.split(",")) if a.labels else None, encoding=a.encoding, sites=a.sites, out_dir=a.out_dir, model=a.model,
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),
