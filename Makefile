@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-deps demo test test-fast proto proto-check lint deploy-check bench lock images images-demo clean
+.PHONY: install system-deps demo test test-fast proto proto-check lint config-docs deploy-check bench lock images images-demo clean
 
 $(STAMP): pyproject.toml requirements/lock.txt requirements/hashed.txt requirements/data.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ test-fast: install
 ## Regenerate the protobuf/gRPC code from protos/ (a test fails when it drifts).
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/ffalora/v1/federation.proto
+
+## Regenerate the configuration reference docs/config.md from services/common/config.py
+## (a test fails when it drifts).
+config-docs: install
+	$(BIN)/ffa-lora config-docs
 
 lint: install
 	$(BIN)/ruff check ffa_lora services ffa_lora_tools tests

