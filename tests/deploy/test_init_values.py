@@ -30,10 +30,21 @@ def config_yaml(objs: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(yaml.safe_load(maps[0]["data"]["config.yaml"]))
 
 
-def test_every_site_lints_and_renders_valid_objects(helm: str, render: Any, sites: dict[str, Path]) -> None:
-    pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate for schema validation")
+def test_every_site_lints_and_renders_valid_objects(
+    helm: str, render: Any, sites: dict[str, Path]
+) -> None:
+    pytest.importorskip(
+        "kubernetes_validate", reason="pip install kubernetes-validate for schema validation"
+    )
     validator = load_tool("validate_manifests")
-    assert set(sites) == {"coordinator", "edge-eu-west", "edge-eu-north", "hospital-a", "hospital-b", "hospital-c"}
+    assert set(sites) == {
+        "coordinator",
+        "edge-eu-west",
+        "edge-eu-north",
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+    }
     for name, values in sites.items():
         run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values))
         objs = render([values])
@@ -44,19 +55,40 @@ def test_every_site_lints_and_renders_valid_objects(helm: str, render: Any, site
 
 
 def test_rendered_configs_carry_the_spec(render: Any, sites: dict[str, Path]) -> None:
-    coordinator = parse_config(config_yaml(render([sites["coordinator"]])), source="coordinator").coordinator
+    coordinator = parse_config(
+        config_yaml(render([sites["coordinator"]])), source="coordinator"
+    ).coordinator
     assert coordinator is not None
     fed = coordinator.federation
     assert (fed.name, fed.labels, fed.rounds.max_rounds, fed.privacy.mode) == (
-        "hospitals-eu", ["negative", "neutral", "positive"], 10, "central")
+        "hospitals-eu",
+        ["negative", "neutral", "positive"],
+        10,
+        "central",
+    )
     objs = render([sites["edge-eu-west"]])
     edge = parse_config(config_yaml(objs), source="edge").edge
-    assert edge is not None and edge.coordinator_address == "coordinator.hospitals.example.org:50051"
+    assert (
+        edge is not None and edge.coordinator_address == "coordinator.hospitals.example.org:50051"
+    )
     assert edge.region == "eu-west"
-    mounted = [v for o in objs if o["kind"] == "StatefulSet" for v in o["spec"]["template"]["spec"]["volumes"]]
-    secrets = [s["secret"]["name"] for v in mounted for s in v.get("projected", {}).get("sources", []) if "secret" in s]
+    mounted = [
+        v
+        for o in objs
+        if o["kind"] == "StatefulSet"
+        for v in o["spec"]["template"]["spec"]["volumes"]
+    ]
+    secrets = [
+        s["secret"]["name"]
+        for v in mounted
+        for s in v.get("projected", {}).get("sources", [])
+        if "secret" in s
+    ]
     assert secrets == ["hospitals-eu-edge-eu-west-tls-0"]  # the name k8s-secrets.sh creates
     client = parse_config(config_yaml(render([sites["hospital-b"]])), source="client").client
     assert client is not None
-    assert client.edges == ["edge-eu-west.hospitals.example.org:50052", "edge-eu-north.hospitals.example.org:50052"]
+    assert client.edges == [
+        "edge-eu-west.hospitals.example.org:50052",
+        "edge-eu-north.hospitals.example.org:50052",
+    ]
     assert (str(client.data.path), client.data.label_column) == ("/data/notes.csv", "outcome")

@@ -21,7 +21,10 @@ from ffa_lora_tools.harness.tiny_model import tiny_bert
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = {"negative": ["awful", "hate", "bad", "late"], "positive": ["great", "love", "happy", "good"]}
+WORDS = {
+    "negative": ["awful", "hate", "bad", "late"],
+    "positive": ["great", "love", "happy", "good"],
+}
 
 
 def write_site(path: Path, n: int, seed: int) -> Path:
@@ -43,17 +46,42 @@ def spec_for(tmp_path: Path, model: Path) -> dict[str, object]:
         "federation": "loopback-test",
         "labels": ["negative", "positive"],
         "model": str(model),
-        "coordinator": {"address": f"127.0.0.1:{coord}", "listen": f"127.0.0.1:{coord}",
-                        "evaluation": str(write_site(data / "public.csv", 20, seed=9))},
-        "edges": [{"id": "edge-a", "region": "region-a", "address": f"127.0.0.1:{e1}", "listen": f"127.0.0.1:{e1}"},
-                  {"id": "edge-b", "region": "region-b", "address": f"127.0.0.1:{e2}", "listen": f"127.0.0.1:{e2}"}],
-        "clients": [{"id": f"site-{i}", "edge": ["edge-a", "edge-b"] if i % 2 else "edge-b",
-                     "data": str(write_site(data / f"site-{i}.csv", 24, seed=i)), "text_column": "review",
-                     "label_column": "stars", "deid": False} for i in range(3)],
-        "settings": {"secure_sum": {"key_bits": 512, "bits": 16},  # test-only key size
-                     "rounds": {"max_rounds": 2, "wait_for_clients_s": 120, "patience": 5},
-                     "training": {"local_epochs": 1.0},
-                     "evaluation": {"text_column": "review", "label_column": "stars"}},
+        "coordinator": {
+            "address": f"127.0.0.1:{coord}",
+            "listen": f"127.0.0.1:{coord}",
+            "evaluation": str(write_site(data / "public.csv", 20, seed=9)),
+        },
+        "edges": [
+            {
+                "id": "edge-a",
+                "region": "region-a",
+                "address": f"127.0.0.1:{e1}",
+                "listen": f"127.0.0.1:{e1}",
+            },
+            {
+                "id": "edge-b",
+                "region": "region-b",
+                "address": f"127.0.0.1:{e2}",
+                "listen": f"127.0.0.1:{e2}",
+            },
+        ],
+        "clients": [
+            {
+                "id": f"site-{i}",
+                "edge": ["edge-a", "edge-b"] if i % 2 else "edge-b",
+                "data": str(write_site(data / f"site-{i}.csv", 24, seed=i)),
+                "text_column": "review",
+                "label_column": "stars",
+                "deid": False,
+            }
+            for i in range(3)
+        ],
+        "settings": {
+            "secure_sum": {"key_bits": 512, "bits": 16},  # test-only key size
+            "rounds": {"max_rounds": 2, "wait_for_clients_s": 120, "patience": 5},
+            "training": {"local_epochs": 1.0},
+            "evaluation": {"text_column": "review", "label_column": "stars"},
+        },
     }
 
 
@@ -62,24 +90,47 @@ def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(spec_for(tmp_path, model)))
     out = tmp_path / "federation"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "protos"),
-                                                       os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO), str(REPO / "protos"), os.environ.get("PYTHONPATH", "")]
+        ),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
     cli = [sys.executable, "-m", "ffa_lora_tools.cli"]
-    made = subprocess.run([*cli, "init", str(spec), "-o", str(out)], env=env, capture_output=True, text=True, check=False,
-                          timeout=120)
+    made = subprocess.run(
+        [*cli, "init", str(spec), "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     assert "move it to offline storage" in made.stderr
 
-    services = [("coordinator", out / "coordinator")] + [("edge", p) for p in sorted((out / "edges").iterdir())] \
+    services = (
+        [("coordinator", out / "coordinator")]
+        + [("edge", p) for p in sorted((out / "edges").iterdir())]
         + [("client", p) for p in sorted((out / "clients").iterdir())]
+    )
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for role, folder in services:  # each from its own folder, as README.md says
             log = (tmp_path / f"{folder.name}.log").open("wb")
-            procs[folder.name] = subprocess.Popen([*cli, "serve", role, "--config", "config.yaml"], cwd=folder,
-                                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        assert procs["coordinator"].wait(timeout=700) == 0, (tmp_path / "coordinator.log").read_text()[-3000:]
+            procs[folder.name] = subprocess.Popen(
+                [*cli, "serve", role, "--config", "config.yaml"],
+                cwd=folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        assert procs["coordinator"].wait(timeout=700) == 0, (
+            tmp_path / "coordinator.log"
+        ).read_text()[-3000:]
         for name in ("site-0", "site-1", "site-2"):
             assert procs[name].wait(timeout=60) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:

@@ -18,9 +18,11 @@ from ffa_lora_tools.harness.tiny_model import tiny_bert
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-WORDS = {"praise": ["great", "love", "happy", "good", "thanks"],
-         "complaint": ["awful", "hate", "bad", "late", "delay"],
-         "question": ["time", "seat", "card", "fee", "today"]}
+WORDS = {
+    "praise": ["great", "love", "happy", "good", "thanks"],
+    "complaint": ["awful", "hate", "bad", "late", "delay"],
+    "question": ["time", "seat", "card", "fee", "today"],
+}
 
 
 def make_folder(root: Path) -> dict[str, int]:
@@ -32,9 +34,17 @@ def make_folder(root: Path) -> dict[str, int]:
         records = []
         for i in range(n):
             kind = skew if skew and i % 3 else list(WORDS)[(i // 3) % 3]
-            words = rng.sample(WORDS[kind], 2) + rng.sample(["the", "my", "was", "very", "service"], 2)
-            records.append({"ref": f"R-{name[:2]}-{i}", "visit_score": f"{rng.uniform(0, 10):.3f}",
-                            "what they wrote": " ".join(rng.sample(words, 4)), "kind": kind})
+            words = rng.sample(WORDS[kind], 2) + rng.sample(
+                ["the", "my", "was", "very", "service"], 2
+            )
+            records.append(
+                {
+                    "ref": f"R-{name[:2]}-{i}",
+                    "visit_score": f"{rng.uniform(0, 10):.3f}",
+                    "what they wrote": " ".join(rng.sample(words, 4)),
+                    "kind": kind,
+                }
+            )
         delimiter = ";" if name == "south_clinic" else ","
         with (root / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(records[0]), delimiter=delimiter)
@@ -49,10 +59,35 @@ def test_demo_runs_on_a_folder_of_own_csv_files(tmp_path: Path) -> None:
     sizes = make_folder(data)
     model = tiny_bert(tmp_path / "tiny-bert")
     proc = subprocess.run(
-        [sys.executable, "-m", "ffa_lora_tools.cli", "demo", "--data", str(data), "--out-dir",
-         str(tmp_path / "runs"), "--model", str(model), "--key-bits", "512", "--bits", "16",
-         "--rounds", "2", "--local-epochs", "1", "--no-deid", "--timeout", "600"],
-        capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[2], timeout=850)
+        [
+            sys.executable,
+            "-m",
+            "ffa_lora_tools.cli",
+            "demo",
+            "--data",
+            str(data),
+            "--out-dir",
+            str(tmp_path / "runs"),
+            "--model",
+            str(model),
+            "--key-bits",
+            "512",
+            "--bits",
+            "16",
+            "--rounds",
+            "2",
+            "--local-epochs",
+            "1",
+            "--no-deid",
+            "--timeout",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=850,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "text column 'what they wrote' (the only column of free text)" in proc.stderr
     assert "label column 'kind' (the only other column with a few repeated values)" in proc.stderr
@@ -72,4 +107,6 @@ def test_demo_runs_on_a_folder_of_own_csv_files(tmp_path: Path) -> None:
         copied = list(csv.DictReader(fh))
     with (data / "south_clinic.csv").open(encoding="utf-8") as fh:
         original = list(csv.DictReader(fh, delimiter=";"))
-    assert [(r["text"], r["label"]) for r in copied] == [(r["what they wrote"], r["kind"]) for r in original]
+    assert [(r["text"], r["label"]) for r in copied] == [
+        (r["what they wrote"], r["kind"]) for r in original
+    ]

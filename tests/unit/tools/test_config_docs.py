@@ -19,11 +19,14 @@ def test_docs_config_md_is_current() -> None:
     current = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     assert current == render(), (
         "docs/config.md is out of date with services/common/config.py: run `make config-docs` "
-        "(or `ffa-lora config-docs`) and commit the result")
+        "(or `ffa-lora config-docs`) and commit the result"
+    )
 
 
 def test_every_field_and_section_is_described() -> None:
-    assert undocumented() == [], "add Field(description=...) / a docstring in services/common/config.py"
+    assert undocumented() == [], (
+        "add Field(description=...) / a docstring in services/common/config.py"
+    )
 
 
 class _Inner(BaseModel):

@@ -37,13 +37,23 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def service_folders(out: Path) -> list[Path]:
-    return [out / "coordinator", *sorted((out / "edges").iterdir()), *sorted((out / "clients").iterdir())]
+    return [
+        out / "coordinator",
+        *sorted((out / "edges").iterdir()),
+        *sorted((out / "clients").iterdir()),
+    ]
 
 
 def test_every_service_folder_holds_a_valid_config_and_its_files(fed: Path) -> None:
     folders = service_folders(fed)
-    assert [f.name for f in folders] == ["coordinator", "edge-eu-north", "edge-eu-west",
-                                         "hospital-a", "hospital-b", "hospital-c"]
+    assert [f.name for f in folders] == [
+        "coordinator",
+        "edge-eu-north",
+        "edge-eu-west",
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+    ]
     for folder in folders:
         cfg = load_config(folder / "config.yaml")
         for path in (cfg.tls.ca, cfg.tls.cert, cfg.tls.key):
@@ -55,13 +65,23 @@ def test_every_service_folder_holds_a_valid_config_and_its_files(fed: Path) -> N
     f = coordinator.federation
     assert f.name == "hospitals-eu" and f.labels == ["negative", "neutral", "positive"]
     assert f.model.num_labels == 3 and f.rounds.max_rounds == 10 and f.privacy.mode == "central"
-    assert coordinator.listen == "0.0.0.0:50051" and coordinator.fernet_key_file == Path("secrets/fernet.key")
+    assert coordinator.listen == "0.0.0.0:50051" and coordinator.fernet_key_file == Path(
+        "secrets/fernet.key"
+    )
     client = load_config(fed / "clients" / "hospital-b" / "config.yaml").client
     assert client is not None
-    assert client.edges == ["edge-eu-west.hospitals.example.org:50052", "edge-eu-north.hospitals.example.org:50052"]
-    assert (client.data.text_column, client.data.labels) == ("note", ["negative", "neutral", "positive"])
+    assert client.edges == [
+        "edge-eu-west.hospitals.example.org:50052",
+        "edge-eu-north.hospitals.example.org:50052",
+    ]
+    assert (client.data.text_column, client.data.labels) == (
+        "note",
+        ["negative", "neutral", "positive"],
+    )
     edge = load_config(fed / "edges" / "edge-eu-north" / "config.yaml").edge
-    assert edge is not None and edge.coordinator_address == "coordinator.hospitals.example.org:50051"
+    assert (
+        edge is not None and edge.coordinator_address == "coordinator.hospitals.example.org:50051"
+    )
 
 
 def test_certificates_name_each_service_and_its_address(fed: Path) -> None:
@@ -74,11 +94,20 @@ def test_certificates_name_each_service_and_its_address(fed: Path) -> None:
         if cfg.service == "edge":  # clients verify the host they dial
             names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert f"{folder.name}.hospitals.example.org" in names.get_values_for_type(x509.DNSName)
-    assert seen == {"coordinator": "coordinator/coordinator", "edge-eu-north": "edge/edge-eu-north-0",
-                    "edge-eu-west": "edge/edge-eu-west-0", "hospital-a": "client/hospital-a",
-                    "hospital-b": "client/hospital-b", "hospital-c": "client/hospital-c"}
-    coord = x509.load_pem_x509_certificate((fed / "coordinator/tls/coordinator-coordinator.crt").read_bytes())
-    dns = coord.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert seen == {
+        "coordinator": "coordinator/coordinator",
+        "edge-eu-north": "edge/edge-eu-north-0",
+        "edge-eu-west": "edge/edge-eu-west-0",
+        "hospital-a": "client/hospital-a",
+        "hospital-b": "client/hospital-b",
+        "hospital-c": "client/hospital-c",
+    }
+    coord = x509.load_pem_x509_certificate(
+        (fed / "coordinator/tls/coordinator-coordinator.crt").read_bytes()
+    )
+    dns = coord.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
     assert "coordinator.hospitals.example.org" in dns and "ffa-lora-coordinator" in dns
 
 
@@ -91,7 +120,9 @@ def test_the_ca_key_is_kept_apart_and_the_fernet_key_private(fed: Path) -> None:
     fernet = fed / "coordinator" / "secrets" / "fernet.key"
     assert stat.S_IMODE(fernet.stat().st_mode) == 0o600
     assert stat.S_IMODE(fernet.parent.stat().st_mode) == 0o700
-    assert not list((fed / "edges").rglob("fernet.key")) and not list((fed / "clients").rglob("fernet.key"))
+    assert not list((fed / "edges").rglob("fernet.key")) and not list(
+        (fed / "clients").rglob("fernet.key")
+    )
     assert "offline" in (fed / "README.md").read_text()
 
 
@@ -100,10 +131,17 @@ def test_helm_values_pass_the_chart_schema(fed: Path) -> None:
     for folder in service_folders(fed):
         values = yaml.safe_load((folder / "helm-values.yaml").read_text())
         jsonschema.validate(values, schema)
-        enabled = [k for k in ("cloudCoordinator", "edgeAggregator", "clientAgent") if values[k]["enabled"]]
+        enabled = [
+            k for k in ("cloudCoordinator", "edgeAggregator", "clientAgent") if values[k]["enabled"]
+        ]
         assert len(enabled) == 1
-    edge = yaml.safe_load((fed / "edges/edge-eu-west/helm-values.yaml").read_text())["edgeAggregator"]
-    assert edge["region"] == "eu-west" and edge["tls"]["existingSecret"] == "hospitals-eu-edge-eu-west-tls"
+    edge = yaml.safe_load((fed / "edges/edge-eu-west/helm-values.yaml").read_text())[
+        "edgeAggregator"
+    ]
+    assert (
+        edge["region"] == "eu-west"
+        and edge["tls"]["existingSecret"] == "hospitals-eu-edge-eu-west-tls"
+    )
     script = (fed / "edges/edge-eu-west/k8s-secrets.sh").read_text()
     assert "create secret generic hospitals-eu-edge-eu-west-tls-0 " in script
     assert "tls.key=tls/edge-edge-eu-west-0.key" in script
@@ -149,23 +187,57 @@ def _set(path: str, value: Any) -> dict[str, Any]:
 _DROP = object()
 BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("no federation", _set("federation", _DROP), "federation: required field is missing"),
-    ("bad federation", _set("federation", "Hospitals EU"), "federation: 'Hospitals EU' is not valid"),
-    ("bad client id", _set("clients.0.id", "Hospital_A"), "clients[0].id: 'Hospital_A' is not valid"),
-    ("unknown edge", _set("clients.2.edge", "edge-mars"), "clients[2] (hospital-c).edge names ['edge-mars']"),
+    (
+        "bad federation",
+        _set("federation", "Hospitals EU"),
+        "federation: 'Hospitals EU' is not valid",
+    ),
+    (
+        "bad client id",
+        _set("clients.0.id", "Hospital_A"),
+        "clients[0].id: 'Hospital_A' is not valid",
+    ),
+    (
+        "unknown edge",
+        _set("clients.2.edge", "edge-mars"),
+        "clients[2] (hospital-c).edge names ['edge-mars']",
+    ),
     ("duplicate ids", _set("clients.1.id", "hospital-a"), "repeated: hospital-a"),
     ("id shared across roles", _set("clients.1.id", "edge-eu-west"), "repeated: edge-eu-west"),
     ("no data", _set("clients.0.data", _DROP), "clients[0].data: required field is missing"),
-    ("one client", _set("clients", [example()["clients"][0]]), "clients: List should have at least 2 items"),
+    (
+        "one client",
+        _set("clients", [example()["clients"][0]]),
+        "clients: List should have at least 2 items",
+    ),
     ("no edges", _set("edges", []), "edges: List should have at least 1 item"),
-    ("listening address", _set("coordinator.address", "0.0.0.0:50051"), "0.0.0.0 is a listening address"),
-    ("address without port", _set("edges.0.address", "edge.example.org"),
-     "edges[0].address: 'edge.example.org' is not valid: write host:port"),
-    ("same address twice", _set("edges.1.address", "edge-eu-west.hospitals.example.org:50052"),
-     "addresses (coordinator.address, edges[].address) must be unique"),
+    (
+        "listening address",
+        _set("coordinator.address", "0.0.0.0:50051"),
+        "0.0.0.0 is a listening address",
+    ),
+    (
+        "address without port",
+        _set("edges.0.address", "edge.example.org"),
+        "edges[0].address: 'edge.example.org' is not valid: write host:port",
+    ),
+    (
+        "same address twice",
+        _set("edges.1.address", "edge-eu-west.hospitals.example.org:50052"),
+        "addresses (coordinator.address, edges[].address) must be unique",
+    ),
     ("typo", _set("clients.0.label_colum", "x"), "clients[0].label_colum: unknown field"),
     ("labels in settings", _set("settings.labels", ["a", "b"]), "settings.labels is set by init"),
-    ("model in settings", _set("settings.model", {"name_or_path": "x"}), "settings.model.name_or_path is set by init"),
-    ("bad setting", _set("settings.rounds.max_rounds", 0), "rounds.max_rounds: Input should be greater than or equal to 1"),
+    (
+        "model in settings",
+        _set("settings.model", {"name_or_path": "x"}),
+        "settings.model.name_or_path is set by init",
+    ),
+    (
+        "bad setting",
+        _set("settings.rounds.max_rounds", 0),
+        "rounds.max_rounds: Input should be greater than or equal to 1",
+    ),
     ("unknown setting", _set("settings.rounds.max_round", 3), "rounds.max_round: unknown field"),
     ("setting not a section", _set("settings.rounds", 5), "settings.rounds must be a mapping"),
     ("one label", _set("labels", ["yes"]), "labels: List should have at least 2 items"),
@@ -173,8 +245,9 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("case", "spec", "message"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
-def test_every_wrong_piece_of_the_spec_is_named(tmp_path: Path, case: str, spec: dict[str, Any],
-                                                message: str) -> None:
+def test_every_wrong_piece_of_the_spec_is_named(
+    tmp_path: Path, case: str, spec: dict[str, Any], message: str
+) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError) as err:
