@@ -1,23 +1,23 @@
-"""The write-ahead privacy ledger: ε is recorded durably *before* a noised model is applied or
-sent, so a crash can never under-count it (docs/architecture.md lists where each invariant is
-enforced).
+"""The write-ahead privacy ledger: ε is recorded durably *before* a noised sum is decrypted,
+applied or sent, so a crash or an abort can never under-count it (docs/architecture.md lists
+where each invariant is enforced).
 
 The coordinator's store persists the entries (``LedgerEntry.to_dict()``, JSON); this module
-holds the in-memory view and the rules. Protocol for one round ``r``:
+holds the in-memory view and the rules. Entries are numbered 0, 1, 2, ... in the order the
+charges are made (``round_index`` is that slot): one per decryption of a round's sum, so a
+round retried after an abort takes the next slot. Protocol for one decryption:
 
-1. ``entry = ledger.prepare(round_index=r, event=...)`` — raises
+1. ``entry = ledger.prepare(round_index=slot, event=...)`` — raises
    :class:`~ffa_lora.errors.BudgetExhaustedError` if the release would exceed the budget
    (training then stops cleanly with the current adapter). Nothing is recorded yet.
 2. The store writes ``entry.to_dict()`` durably (commit/fsync).
-3. ``ledger.commit(entry)`` — ε now includes round r.
-4. Add noise, apply the update, checkpoint the adapter as version r, then broadcast.
+3. ``ledger.commit(entry)`` — ε now includes this charge.
+4. Decrypt, add noise, apply the update, checkpoint the adapter, then broadcast.
 
-Restart: ``PrivacyLedger.from_entries(store_entries, ...)`` counts every recorded round
-exactly once (a duplicated record of the same round is ignored; a conflicting one is an
-error). If the ledger has round r but the adapter checkpoint is older than r, the crash came
-between steps 2 and 4: nothing from round r was released (release follows the checkpoint),
-so the round may be re-noised under the *existing* entry (``ledger.entry_for(r)``) without a
-second charge. ε after restart is therefore never lower than before the crash.
+Restart: ``PrivacyLedger.from_entries(store_entries, ...)`` counts every recorded slot exactly
+once (a duplicated record of the same slot is ignored; a conflicting one is an error). A charge
+whose round never committed (a crash or an abort after step 2) stays: the sum may have been
+decrypted. ε after a restart is therefore never lower than before it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class LedgerEntry:
     """One round's privacy charge, as persisted by the coordinator's store.
 
     Attributes:
-        round_index: the round whose noised update this charge covers.
+        round_index: the slot of this charge (0, 1, 2, ... in the order charges are made; one
+            per decryption, so a retried round takes a new slot).
         event: the mechanism and noise multiplier used for it.
         epsilon_after: cumulative ε at ``delta`` including this round.
         delta: the δ of ``epsilon_after``.
@@ -120,25 +121,25 @@ class PrivacyLedger:
         )
 
     def prepare(self, *, round_index: int, event: PrivacyEvent) -> LedgerEntry:
-        """Build the entry for round ``round_index`` without recording it.
+        """Build the entry for slot ``round_index`` without recording it.
 
         Raises:
             BudgetExhaustedError: the release would take ε above the budget.
-            StateError: the round is already charged (use :meth:`entry_for` after a restart).
+            StateError: the slot is already charged.
         """
         if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
             raise StateError(f"round_index must be a non-negative integer, got {round_index!r}")
         if round_index in self._entries:
             raise StateError(
-                f"round {round_index} is already charged in the privacy ledger; after a restart "
-                "reuse ledger.entry_for(round) instead of charging it again"
+                f"slot {round_index} is already charged in the privacy ledger; charge the next slot "
+                f"({max(self._entries) + 1})"
             )
         try:
             after = self._accountant.check_budget(
                 next_event=event, epsilon_budget=self.epsilon_budget, delta=self.delta
             )
         except BudgetExhaustedError as exc:
-            raise BudgetExhaustedError(f"round {round_index}: {exc}") from None
+            raise BudgetExhaustedError(f"charge {round_index}: {exc}") from None
         return LedgerEntry(
             round_index=round_index,
             event=event,

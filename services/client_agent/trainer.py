@@ -32,7 +32,7 @@ from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import build_model, load_adapter_state
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
 from ffa_lora.lora.train import DataCursor, DPSGDOptions, evaluate, train_local
-from services.client_agent.update import PreparedUpdate, encrypt_update
+from services.client_agent.update import PreparedUpdate, encrypt_update, reported_metadata
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
 
@@ -208,20 +208,17 @@ class LocalTrainer:
         finally:
             pool.close()
         digest = hashlib.sha256(b"".join(int(c).to_bytes(layout.ciphertext_bytes, "big") for c in vec.values[:4]))
-        train_loss = float(res.train_loss)
-        if dp_opts is not None:
-            # Under DP-SGD only the noised model may depend on training records: report the
-            # held-out validation loss of that model instead of the (non-private) training loss.
-            train_loss = float(after["loss"]) if after else 0.0
         quality = d.Quality(
-            grad_snr=float(res.grad_snr), train_loss=train_loss,
+            grad_snr=float(res.grad_snr), train_loss=float(res.train_loss),
             val_loss_before=float(before["loss"]) if before else 0.0,
             val_loss_after=float(after["loss"]) if after else 0.0,
             val_accuracy=float(before["accuracy"]) if before else 0.0,
             dpsgd_epsilon=dpsgd_epsilon,
         )
+        # Under DP nothing computed from the records leaves un-noised: see reported_metadata.
+        num_samples, quality = reported_metadata(task, num_samples=self.num_samples, quality=quality)
         return PreparedUpdate(
             round=task.round, vec=vec, idempotency_key=f"{self.client_id}:{task.round}:{digest.hexdigest()[:16]}",
-            num_samples=self.num_samples, rank=a.rank, quality=quality, base_version=self.version,
+            num_samples=num_samples, rank=a.rank, quality=quality, base_version=self.version,
             train_seconds=train_s, crypto_seconds=crypto_s,
         )

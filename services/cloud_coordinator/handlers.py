@@ -24,9 +24,9 @@ from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
 from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
-from ffa_lora.errors import BudgetExhaustedError, CryptoError, ProtocolError
-from ffa_lora.privacy import noise_headroom
+from ffa_lora.errors import BudgetExhaustedError, CryptoError, PrivacyError, ProtocolError
 from ffa_lora.privacy.ledger import LedgerEntry
+from ffa_lora.privacy.round_noise import RoundNoisePlan
 from services.cloud_coordinator.rank import RankPolicy, RankReduction, ScheduledRank
 from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
 from services.common import domain as d
@@ -60,11 +60,15 @@ class PrivacyEngine(Protocol):
 
     mode: str
 
-    def params_for_round(self, round_index: int, assignments: list[d.Assignment]) -> d.PrivacyParams: ...
+    def plan_round(self, round_index: int, assignments: list[d.Assignment], *, dimension: int,
+                   adapter_version: int) -> RoundNoisePlan: ...
+    def params(self, plan: RoundNoisePlan) -> d.PrivacyParams: ...
+    def share_variance(self, plan: RoundNoisePlan, contribution: d.Contribution, assigned_weight: int) -> float: ...
     def check_budget(self, round_index: int) -> None: ...
-    def prepare(self, round_index: int) -> LedgerEntry: ...
+    def charge(self, plan: RoundNoisePlan, *, share_variance: np.ndarray, share_count: np.ndarray,
+               factors: list[float]) -> LedgerEntry: ...
     def commit(self, entry: LedgerEntry) -> None: ...
-    def noise_sum(self, total: np.ndarray, round_index: int, w_max: int) -> np.ndarray: ...
+    def noise_sum(self, total: np.ndarray, plan: RoundNoisePlan) -> np.ndarray: ...
     def epsilon_spent(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_ledger(self, entries: list[LedgerEntry]) -> None: ...
@@ -86,6 +90,7 @@ class _Round:
     layout: PackingLayout
     num_values: int
     started: float
+    noise: RoundNoisePlan | None = None  # client-level DP: the round's noise plan
     # (edge, encrypted partial sum, its contributors, idempotency key); in async mode an edge
     # may send several buffers per round.
     partials: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = field(default_factory=list)
@@ -156,6 +161,10 @@ class Coordinator:
         self._private_key = private_key
         self.ops, self.outbox, self.metrics = adapter_ops, outbox, metrics
         self.privacy = privacy
+        # Under DP (client-level or DP-SGD) clients send no losses, accuracies or gradient
+        # statistics (services.client_agent.trainer): convergence uses the coordinator's own
+        # held-out evaluation when it has one, otherwise the run ends at max_rounds or the budget.
+        self.dp = fed.privacy.mode != "off" or fed.privacy.dpsgd.enabled
         self.rank_policy: RankPolicy = rank_policy or ScheduledRank(fed, adapter_ops)
         self.decrypt_workers, self.export_dir = decrypt_workers, export_dir
         self.on_round, self.clock = on_round, clock
@@ -293,6 +302,11 @@ class Coordinator:
     # -- rounds ----------------------------------------------------------------------------
 
     def _weight(self, n: int, n_max: int) -> int:
+        """A client's integer weight. Under client-level DP every client weighs 1: a weight
+        relative to the largest client's record count would let one client's presence rescale
+        every other update, beyond the sensitivity the noise covers."""
+        if self.privacy is not None:
+            return 1
         mw = self.fed.secure_sum.max_weight
         return max(1, min(mw, round(mw * n / max(n_max, 1))))
 
@@ -322,7 +336,11 @@ class Coordinator:
                 d.Assignment(cid, rank, self._weight(e.num_samples, n_max), self.ops.num_values(phase, rank)))
             self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
         everyone = [a for assigns in by_edge.values() for a in assigns]
-        privacy = self.privacy.params_for_round(index, everyone) if self.privacy is not None else d.PrivacyParams()
+        noise = None
+        privacy = d.PrivacyParams()
+        if self.privacy is not None:
+            noise = self.privacy.plan_round(index, everyone, dimension=full, adapter_version=self.version)
+            privacy = self.privacy.params(noise)
         dpsgd = self.fed.privacy.dpsgd
         if dpsgd.enabled:  # sample-level DP at the clients, independent of the aggregate's mode
             privacy = dataclasses.replace(privacy, dpsgd_noise_multiplier=dpsgd.noise_multiplier,
@@ -330,7 +348,7 @@ class Coordinator:
                                           dpsgd_optimizer=dpsgd.optimizer,
                                           dpsgd_learning_rate=dpsgd.learning_rate or 0.0,
                                           dpsgd_head_learning_rate=dpsgd.head_learning_rate or 0.0)
-        secure = d.SecureSumParams(layout=layout.to_bytes(), clip=self._quant_clip(privacy, full), bits=ss.bits,
+        secure = d.SecureSumParams(layout=layout.to_bytes(), clip=noise.quant_range if noise else ss.clip, bits=ss.bits,
                                    key_fingerprint=self.public_key.fingerprint)
         self.store.set_meta("last_round_started", str(number))
         plans = {
@@ -352,17 +370,7 @@ class Coordinator:
                 log.warning("dropped %d carried buffer(s) that no longer fit the round plan", len(carried) - len(kept))
             carried = kept
         return _Round(number=number, index=index, phase=phase, plans=plans, layout=layout, partials=carried,
-                      num_values=full, started=self.clock())
-
-    def _quant_clip(self, privacy: d.PrivacyParams, dimension: int) -> float:
-        """Per-coordinate quantization range; in distributed DP widened so that the clients'
-        noise shares are clipped with probability below 1e-6 (union bound over coordinates)."""
-        clip = self.fed.secure_sum.clip
-        if privacy.mode == "distributed" and privacy.noise_scale > 0:
-            clip += noise_headroom(mechanism=privacy.mechanism, scale=privacy.noise_scale,  # type: ignore[arg-type]
-                                   n_clients=privacy.share_clients, tolerated_dropouts=privacy.tolerated_dropouts,
-                                   dimension=dimension).headroom
-        return clip
+                      num_values=full, started=self.clock(), noise=noise)
 
     async def wait_for_clients(self) -> bool:
         """Wait until at least min_clients are connected (or the wait times out)."""
@@ -413,7 +421,12 @@ class Coordinator:
             cur.closed = True
             try:
                 summary = await asyncio.get_running_loop().run_in_executor(None, self.finish_round, cur)
-            except (ProtocolError, CryptoError) as exc:  # CryptoError: a tampered sum must abort, not crash
+            except BudgetExhaustedError as exc:
+                self.finish(f"privacy budget exhausted, stopping with the current adapter: {exc}")
+                break
+            except (ProtocolError, CryptoError, PrivacyError) as exc:
+                # CryptoError: a tampered sum must abort, not crash. PrivacyError: an under-noised
+                # sum is never decrypted; its buffers are dropped, not carried.
                 failures += 1
                 log.warning("round %d aborted: %s", cur.number, exc)
                 if self.fed.rounds.mode == "async" and isinstance(exc, ProtocolError):
@@ -446,19 +459,21 @@ class Coordinator:
         return all(abs(b - a) <= tol * max(abs(a), 1e-12) for a, b in itertools.pairwise(recent))
 
     def finish_round(self, cur: _Round) -> RoundSummary:
-        """Close a round (in a worker thread): quorum check → combine and decrypt → privacy →
-        apply and evaluate → commit → publish. Raises ProtocolError below the quorum and
-        CryptoError for a sum that does not decrypt; nothing is committed then."""
+        """Close a round (in a worker thread): quorum check → privacy charge → combine and
+        decrypt → noise → apply and evaluate → commit → publish. Raises ProtocolError below the
+        quorum, PrivacyError for an under-noised sum (both before anything is charged or
+        decrypted) and CryptoError for a sum that does not decrypt; nothing is committed then,
+        and a charge once written stays."""
         self.metrics.set_phase("aggregating")
         contributions = self._check_quorum(cur)
+        epsilon = self._charge(cur, self.privacy, contributions) if self.privacy is not None else 0.0
         t0 = time.perf_counter()
         code_sums = self._decrypt(cur, self._combine(cur))
         decrypt_s = time.perf_counter() - t0
         self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
         mean, totals = self._mean_update(cur, contributions, code_sums)
-        epsilon = 0.0
         if self.privacy is not None:
-            mean, epsilon = self._privatize(cur, self.privacy, mean, totals)
+            mean = self._privatize(cur, self.privacy, mean, totals)
         update = self._apply_and_evaluate(cur, contributions, mean)
         summary = self._summarize(cur, contributions, update, decrypt_s=decrypt_s, epsilon=epsilon)
         self._commit(cur, summary, update)
@@ -504,34 +519,68 @@ class Coordinator:
         mean = Quantizer(clip=clip, bits=self.fed.secure_sum.bits).dequantize_mean(code_sums, totals)
         return mean, totals
 
-    def _privatize(self, cur: _Round, privacy: PrivacyEngine, mean: np.ndarray,
-                   totals: np.ndarray) -> tuple[np.ndarray, float]:
-        """Client-level DP on the aggregate; returns the noised mean and the epsilon spent.
+    def _charge(self, cur: _Round, privacy: PrivacyEngine, contributions: list[d.Contribution]) -> float:
+        """Write the round's privacy charge durably, BEFORE anything is decrypted; returns ε spent.
 
-        The round's charge is recorded in the store before any noised model exists
-        (write-ahead). Noise goes on the weighted sum (sensitivity ``w_max · norm_clip``),
-        which is then divided by the planned participants' weight per position: a public,
-        data-independent denominator."""
+        The charge is for the noise the decrypted sum will carry: in distributed mode what the
+        contributors' shares carry (PrivacyError, and no charge, when that is below the plan),
+        in central mode what the coordinator adds. One row per decryption: a round that
+        aborts after this point stays charged and its retry is charged again."""
+        assert cur.noise is not None
+        assigned = {a.client_id: a for p in cur.plans.values() for a in p.assignments}
+        variance: dict[int, float] = {}
+        count: dict[int, float] = {}
+        factors = []
+        for c in contributions:
+            weight = assigned[c.client_id].weight
+            variance[c.rank] = variance.get(c.rank, 0.0) + privacy.share_variance(cur.noise, c, weight)
+            count[c.rank] = count.get(c.rank, 0.0) + 1.0
+            factors.append(c.weight / max(1, weight))
+        entry = privacy.charge(cur.noise, share_variance=self.ops.weight_totals(cur.phase, variance),
+                               share_count=self.ops.weight_totals(cur.phase, count), factors=factors)
+        self.store.record_privacy_spend(entry)
+        privacy.commit(entry)
+        epsilon = privacy.epsilon_spent()
+        self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
+        log.info("round %d: privacy charge written before decryption (noise multiplier %.4g, epsilon %.4g)",
+                 cur.number, entry.event.noise_multiplier, epsilon)
+        return epsilon
+
+    def _reference_weights(self, cur: _Round) -> np.ndarray:
+        """The public, data-independent denominator of the noised sum, per position.
+
+        Sync: the planned participants' weight. Async: what ``min_clients`` fresh clients
+        carry (the edge multiplies a fresh update by ``STALENESS_SCALE``), so that an update
+        is applied at its own scale whatever staleness factors the edges applied."""
         assigned = [a for p in cur.plans.values() for a in p.assignments]
         planned: dict[int, float] = {}
         for a in assigned:
             planned[a.rank] = planned.get(a.rank, 0.0) + a.weight
-        reference = self.ops.weight_totals(cur.phase, planned)
-        entry = privacy.prepare(cur.index)
-        self.store.record_privacy_spend(entry)
-        privacy.commit(entry)
-        noisy = privacy.noise_sum(mean * totals, cur.index, max(a.weight for a in assigned))
-        epsilon = privacy.epsilon_spent()
-        self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
-        return np.divide(noisy, reference, out=np.zeros_like(noisy), where=reference > 0), epsilon
+        if self.fed.rounds.mode == "async":
+            share = STALENESS_SCALE * min(self.fed.rounds.min_clients, len(assigned)) / len(assigned)
+            planned = {r: w * share for r, w in planned.items()}
+        return self.ops.weight_totals(cur.phase, planned)
+
+    def _privatize(self, cur: _Round, privacy: PrivacyEngine, mean: np.ndarray, totals: np.ndarray) -> np.ndarray:
+        """Client-level DP on the aggregate; returns the noised mean (the charge is already
+        written). Noise goes on the weighted sum (sensitivity: the largest weight an edge can
+        apply times the clip bound plus the rounding slack), which is then divided by the
+        public reference weight of :meth:`_reference_weights`."""
+        assert cur.noise is not None
+        noisy = privacy.noise_sum(mean.astype(np.float64) * totals, cur.noise)
+        reference = self._reference_weights(cur)
+        return np.divide(noisy, reference, out=np.zeros_like(noisy), where=reference > 0)
 
     def _apply_and_evaluate(self, cur: _Round, contributions: list[d.Contribution],
                             mean: np.ndarray) -> _RoundUpdate:
         """The new global adapter (reduced when the rank policy says so) and its scores."""
         new_state = self.ops.apply_mean(self.state, mean, cur.phase, self.fed.training.server_learning_rate)
-        samples = sum(c.num_samples for c in contributions) or 1
-        loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
-        val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
+        if self.dp:  # clients send no losses under DP: the coordinator's own evaluation, or none
+            loss = val_acc = float("nan")
+        else:
+            samples = sum(c.num_samples for c in contributions) or 1
+            loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
+            val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
         dpsgd_eps = {c.client_id: c.quality.dpsgd_epsilon for c in contributions if c.quality.dpsgd_epsilon > 0}
         for cid, eps in dpsgd_eps.items():
             self.metrics.client_dpsgd_epsilon.labels(self.metrics.service, cid).set(eps)
@@ -543,6 +592,8 @@ class Coordinator:
         t_eval = time.perf_counter()
         evaluation = self.ops.evaluate(new_state)
         eval_s = time.perf_counter() - t_eval
+        if self.dp and evaluation is not None and "loss" in evaluation:
+            loss = float(evaluation["loss"])  # convergence is tested on the held-out set
         return _RoundUpdate(state=new_state, blob=self.ops.to_bytes(new_state), reduction=reduction,
                             loss=loss, federated_val_accuracy=val_acc, evaluation=evaluation,
                             eval_seconds=eval_s, dpsgd_epsilon=dpsgd_eps)
@@ -553,7 +604,8 @@ class Coordinator:
         evaluation, dpsgd_eps = update.evaluation, update.dpsgd_epsilon
         last = self.store.last_committed()
         extra: dict[str, Any] = {
-            "phase": cur.phase, "federated_val_accuracy": update.federated_val_accuracy,
+            "phase": cur.phase,
+            **({} if self.dp else {"federated_val_accuracy": update.federated_val_accuracy}),
             "eval_seconds": update.eval_seconds,
             "weights": {c.client_id: c.weight for c in contributions},
             "base_versions": {c.client_id: c.base_version for c in contributions},
@@ -571,7 +623,7 @@ class Coordinator:
         return RoundSummary(
             round=cur.number, version=cur.number, clients=len({c.client_id for c in contributions}),
             loss=update.loss,
-            accuracy=evaluation["accuracy"] if evaluation else update.federated_val_accuracy,
+            accuracy=evaluation["accuracy"] if evaluation else (None if self.dp else update.federated_val_accuracy),
             macro_f1=evaluation.get("macro_f1") if evaluation else None,
             bytes_uploaded=sum(c.bytes_uploaded for c in contributions), values_uploaded=values_uploaded,
             crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,

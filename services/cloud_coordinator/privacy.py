@@ -1,16 +1,22 @@
 """Client-level DP on the aggregate for the coordinator, over ffa_lora.privacy.
 
 Neighbouring federations differ by one client. Each client clips its whole update to
-``norm_clip`` (L2 for Gaussian, L1 for Laplace) before encryption and the edge multiplies it by
-its integer weight w_i <= w_max, so one client moves the weighted SUM by at most
-``w_max * norm_clip``: that is the sensitivity the noise is calibrated to. The noised sum is
-then divided by the round's reference weight (the planned participants' total per position,
-fixed before any update arrives) -- post-processing, so it costs no privacy.
+``norm_clip`` (L2 for Gaussian, L1 for Laplace) and quantizes it so that its norm stays within
+``norm_clip + β`` (:mod:`ffa_lora.privacy.rounding`); the edge multiplies it by its weight (and,
+in asynchronous rounds, by a staleness factor up to ``STALENESS_SCALE``). One client therefore
+moves the weighted SUM by at most ``W · (norm_clip + β)``, W the largest weight an edge can
+apply: that is the sensitivity the noise is calibrated to
+(:mod:`ffa_lora.privacy.round_noise`). Under client-level DP every client has weight 1: a
+weight derived from the clients' own record counts would let one client's presence rescale the
+others'. The noised sum is divided by a public, data-independent reference weight fixed when
+the round is planned -- post-processing, so it costs no privacy.
 
 Central mode: the coordinator adds the noise after decryption. Distributed mode: every client
-adds a share before encryption (scaled by 1/w_i because the edge multiplies by w_i), so no one
-ever sees an un-noised sum; the coordinator adds nothing. In both modes the round's charge is
-written to the store BEFORE the noised model exists (write-ahead ledger).
+adds a share before encryption, sized so that any quorum of shares carries the planned noise;
+the coordinator adds nothing and refuses to decrypt a sum whose shares carry less. In both
+modes the round's charge -- for the noise the sum actually carries -- is written to the store
+BEFORE the sum is decrypted, one ledger row per decryption: a round that aborts after its
+charge stays charged, and its retry is charged again.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import numpy as np
 
 from ffa_lora.privacy import get_mechanism, plan_privacy
 from ffa_lora.privacy.ledger import LedgerEntry, PrivacyLedger
+from ffa_lora.privacy.round_noise import RoundNoisePlan, carried_noise_multiplier, plan_round_noise
 from services.common import domain as d
 from services.common.config import FederationConfig
+from services.common.domain import STALENESS_SCALE, staleness_weight
 
 
 class AggregatePrivacy:
@@ -30,50 +38,84 @@ class AggregatePrivacy:
 
     def __init__(self, fed: FederationConfig) -> None:
         p = fed.privacy
+        self.fed = fed
         self.cfg = p
         self.mode: str = p.mode
-        self.max_weight = fed.secure_sum.max_weight
         self.plan = plan_privacy(mechanism=p.mechanism, epsilon_total=p.epsilon, delta=p.delta,
-                                 rounds=fed.rounds.max_rounds, schedule=p.schedule, decay=p.decay,
-                                 sensitivity=self.max_weight * p.norm_clip)
+                                 rounds=fed.rounds.max_rounds, schedule=p.schedule, decay=p.decay)
         self.ledger = PrivacyLedger(epsilon_budget=p.epsilon, delta=p.delta)
         self.mechanism = get_mechanism(p.mechanism)
+        # Share sizes the clients were told, by the adapter version their task named: an
+        # asynchronous update may have been noised under an earlier round's plan.
+        self._shares: dict[int, tuple[float, int]] = {}
 
     def _multiplier(self, index: int) -> float:
         return self.plan.noise_multiplier(min(index, len(self.plan.rounds) - 1))
 
-    def sum_scale(self, index: int, w_max: int) -> float:
-        """Noise scale (Laplace b or Gaussian sigma) on the weighted sum."""
-        return self._multiplier(index) * w_max * self.cfg.norm_clip
-
-    def params_for_round(self, round_index: int, assignments: list[d.Assignment]) -> d.PrivacyParams:
+    def plan_round(self, round_index: int, assignments: list[d.Assignment], *, dimension: int,
+                   adapter_version: int) -> RoundNoisePlan:
+        """The round's noise plan: sensitivity, quantization range and the clients' shares."""
+        rounds, ss = self.fed.rounds, self.fed.secure_sum
+        asynchronous = rounds.mode == "async"
         w_max = max((a.weight for a in assignments), default=1)
+        plan = plan_round_noise(
+            mode=self.mode, mechanism=self.cfg.mechanism, noise_multiplier=self._multiplier(round_index),
+            norm_clip=self.cfg.norm_clip, bits=ss.bits, range_clip=ss.clip, dimension=dimension,
+            max_applied_weight=w_max * (STALENESS_SCALE if asynchronous else 1),
+            share_clients=len(assignments), quorum=rounds.min_clients, colluders=self.cfg.tolerated_dropouts,
+            min_factor=staleness_weight(rounds.max_staleness, rounds.staleness_exponent) if asynchronous else 1)
+        if plan.mode == "distributed":
+            known = self._shares.get(adapter_version)
+            self._shares[adapter_version] = (min(plan.share_scale, known[0]) if known else plan.share_scale,
+                                             max(plan.min_shares, known[1]) if known else plan.min_shares)
+        return plan
+
+    def params(self, plan: RoundNoisePlan) -> d.PrivacyParams:
+        """What the clients are told: the clip bound and, in distributed mode, their shares."""
+        distributed = plan.mode == "distributed"
         return d.PrivacyParams(
             mode=self.mode, mechanism=self.cfg.mechanism, norm_clip=self.cfg.norm_clip,
-            noise_scale=self.sum_scale(round_index, w_max) if self.mode == "distributed" else 0.0,
-            share_clients=len(assignments), tolerated_dropouts=self.cfg.tolerated_dropouts,
-        )
+            noise_scale=plan.share_scale if distributed else 0.0,
+            share_clients=plan.share_clients if distributed else 0,
+            tolerated_dropouts=plan.share_clients - plan.min_shares if distributed else 0)
 
-    def _event(self, index: int) -> Any:
-        return self.mechanism.event(noise_multiplier=self._multiplier(index))
+    def share_variance(self, plan: RoundNoisePlan, contribution: d.Contribution, assigned_weight: int) -> float:
+        """Per-coordinate variance (sum space) of one contributor's noise share (0: central)."""
+        if plan.mode != "distributed":
+            return 0.0
+        scale, m = self._shares.get(contribution.base_version) or (plan.share_scale, plan.min_shares)
+        factor = contribution.weight / max(1, assigned_weight)
+        return (factor * scale) ** 2 / m
+
+    def _event(self, multiplier: float) -> Any:
+        return self.mechanism.event(noise_multiplier=multiplier)
+
+    def _next_slot(self) -> int:
+        rounds = self.ledger.rounds
+        return rounds[-1] + 1 if rounds else 0
 
     def check_budget(self, round_index: int) -> None:
         """Raise BudgetExhaustedError when the next round would exceed the budget."""
-        if self.ledger.entry_for(round_index) is None:
-            self.ledger.prepare(round_index=round_index, event=self._event(round_index))
+        self.ledger.prepare(round_index=self._next_slot(), event=self._event(self._multiplier(round_index)))
 
-    def prepare(self, round_index: int) -> LedgerEntry:
-        existing = self.ledger.entry_for(round_index)
-        return existing or self.ledger.prepare(round_index=round_index, event=self._event(round_index))
+    def charge(self, plan: RoundNoisePlan, *, share_variance: np.ndarray, share_count: np.ndarray,
+               factors: list[float]) -> LedgerEntry:
+        """The ledger entry for one decryption, for the noise the sum carries (distributed: the
+        survivors' shares; central: the noise the coordinator adds). Raises PrivacyError for
+        an under-noised sum and BudgetExhaustedError past the budget; records nothing."""
+        multiplier = plan.noise_multiplier
+        if plan.mode == "distributed":
+            multiplier = carried_noise_multiplier(plan, share_variance=share_variance, share_count=share_count,
+                                                  factors=factors)
+        return self.ledger.prepare(round_index=self._next_slot(), event=self._event(multiplier))
 
     def commit(self, entry: LedgerEntry) -> None:
         self.ledger.commit(entry)
 
-    def noise_sum(self, total: np.ndarray, round_index: int, w_max: int) -> np.ndarray:
-        if self.mode != "central":
+    def noise_sum(self, total: np.ndarray, plan: RoundNoisePlan) -> np.ndarray:
+        if plan.mode != "central":
             return total  # distributed: the clients' shares are already inside the sum
-        return self.mechanism.add_noise(total, noise_multiplier=self._multiplier(round_index),
-                                        sensitivity=w_max * self.cfg.norm_clip)
+        return self.mechanism.add_noise(total, noise_multiplier=plan.noise_multiplier, sensitivity=plan.sensitivity)
 
     def epsilon_spent(self) -> float:
         return float(self.ledger.epsilon_spent) if self.ledger.rounds else 0.0

@@ -242,9 +242,8 @@ class PrivacyConfig(_Model):
     tolerated_dropouts: int = Field(
         default=0,
         ge=0,
-        description="distributed: clients that may drop out of a "
-        "round with the noise still "
-        "at its target (each share is scaled up accordingly).",
+        description="distributed: noise shares the coordinator may be able to subtract (clients "
+        "colluding with it); any min_clients - tolerated_dropouts shares carry the full noise.",
     )
     dpsgd: DPSGDConfig = DPSGDConfig()
 
@@ -319,7 +318,27 @@ class FederationConfig(_Model):
             and self.privacy.tolerated_dropouts >= self.rounds.min_clients
         ):
             raise ValueError("privacy.tolerated_dropouts must be below rounds.min_clients")
+        self._check_dp_combinations()
         return self
+
+    def _check_dp_combinations(self) -> None:
+        """Combinations whose noise could not be accounted for are refused."""
+        p = self.privacy
+        if p.mode == "distributed" and self.rounds.mode == "async":
+            if p.mechanism == "laplace":
+                raise ValueError(
+                    "privacy.mechanism laplace with distributed noise cannot run asynchronously: edges scale "
+                    "stale updates, and scaled Laplace shares no longer add up to Laplace noise; use gaussian "
+                    "or rounds.mode: sync")
+            if p.schedule != "constant":
+                raise ValueError(
+                    "distributed noise in asynchronous rounds needs privacy.schedule: constant: a stale update "
+                    "carries the noise share of the round it trained in, which must not be smaller than the "
+                    "current round's")
+        if (p.mode != "off" or p.dpsgd.enabled) and self.rank.scheduler == "dynamic":
+            raise ValueError(
+                "rank.scheduler dynamic decides ranks from the clients' gradient statistics and losses, which "
+                "clients do not send under differential privacy; use rank.scheduler: fixed")
 
 
 class LimitsConfig(_Model):

@@ -1,5 +1,5 @@
 """Write-ahead ledger: the charge is built before release, rebuilt after a crash with every
-round counted once, and training stops cleanly at the budget."""
+charge counted once, and training stops cleanly at the budget."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_crash_after_ledger_write_before_broadcast() -> None:
     store: list[dict] = []
     ledger = PrivacyLedger(epsilon_budget=5.0, delta=DELTA)
     _run(ledger, store, range(3))
-    # round 3: entry written durably, then the process dies before noise/broadcast
+    # slot 3: entry written durably, then the process dies after decrypting
     crash_entry = ledger.prepare(round_index=3, event=EV)
     store.append(crash_entry.to_dict())
     spent_before = ledger.epsilon_spent  # in-memory view lost with the process
@@ -45,13 +45,15 @@ def test_crash_after_ledger_write_before_broadcast() -> None:
     store.append(store[1])
 
     restarted = PrivacyLedger.from_entries(store, epsilon_budget=5.0, delta=DELTA)
-    assert restarted.rounds == [0, 1, 2, 3]  # each applied round exactly once
+    assert restarted.rounds == [0, 1, 2, 3]  # each charge exactly once
     assert restarted.epsilon_spent >= spent_before
     assert restarted.epsilon_spent == pytest.approx(crash_entry.epsilon_after)
-    # the round is re-noised under its existing entry, not charged twice
+    # the crashed charge stays; its slot cannot be charged twice, the retry takes the next one
     assert restarted.entry_for(3) == crash_entry
     with pytest.raises(StateError, match="already charged"):
         restarted.prepare(round_index=3, event=EV)
+    retry = restarted.prepare(round_index=4, event=EV)
+    assert retry.epsilon_after > crash_entry.epsilon_after
 
 
 def test_conflicting_records_rejected() -> None:
@@ -81,7 +83,7 @@ def test_budget_exhaustion_stops_before_overspending() -> None:
     assert applied == len(store) == len(ledger.rounds)
     assert applied >= 4  # 4 × 0.5 pure; PLD is at most basic composition
     msg = str(exc.value)
-    assert f"round {applied}" in msg and "budget" in msg and "current adapter" in msg
+    assert f"charge {applied}" in msg and "budget" in msg and "current adapter" in msg
     summary = ledger.summary()
     assert summary["rounds_charged"] == applied
     assert summary["epsilon_remaining"] >= 0
