@@ -318,3 +318,25 @@ def test_noise_covers_the_norm_after_quantization(model_dir: Path, keys: Any,
         q = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits)
         entering = codes.astype(np.float64) * q.step - q.clip
         assert task.assignment.weight * np.linalg.norm(entering) <= calls[0]
+
+
+def test_async_distributed_noise_with_stale_updates_is_at_least_what_is_charged(
+        model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edges scale a fresh update's share by STALENESS_SCALE and a stale one's by less: the
+    shares are sized for the smallest factor, and the charge is for what the sum carries."""
+    fed = federation(model_dir, rounds={"mode": "async", "min_clients": 2, "buffer_size": 2},
+                     privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0,
+                              "schedule": "constant", "norm_clip": 1.0},
+                     secure_sum={"bits": 16})
+    coord = coordinator(fed, keys)
+    means = capture_mean(coord, monkeypatch)
+    cur = start_round(coord, ["a", "b", "c"])
+    zeros = np.zeros(cur.num_values)
+    upload(coord, cur, {"a": zeros, "b": zeros}, staleness={"b": fed.rounds.max_staleness})
+    coord.finish_round(cur)
+    charged = coord.store.ledger()[-1].event.noise_multiplier
+    assert charged >= coord.privacy.plan.noise_multiplier(0)  # type: ignore[union-attr]
+    # The denominator of an async round: what min_clients fresh clients carry.
+    reference = STALENESS_SCALE * fed.rounds.min_clients * max_weight(cur)
+    noise_on_sum = float(np.std(means[0] * reference))
+    assert noise_on_sum >= 0.9 * charged * STALENESS_SCALE * max_weight(cur) * fed.privacy.norm_clip
