@@ -11,6 +11,8 @@ Modules:
     schedule      per-round ε schedule and plan_privacy() → PrivacyPlan.
     ledger        write-ahead PrivacyLedger and LedgerEntry.
     distributed   per-client noise shares and quantization headroom.
+    rounding      stochastic rounding with a bounded norm (C + β) after clipping.
+    round_noise   one round's noise plan and the noise a decrypted sum actually carries.
     rng           OS-CSPRNG noise source (and a seeded one for tests).
     dp_sgd        Opacus DP-SGD helper (imports torch; import it explicitly).
 """

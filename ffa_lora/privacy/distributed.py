@@ -20,9 +20,10 @@ if clients collude with it) — together, not each:
   ``k > m`` shares sum to Laplace(b) plus independent extra noise.
 
 Extra noise independent of the data is post-processing, so any ``k >= m`` survivors give at
-least the target guarantee, and the accountant records the *target* multiplier
-(conservative). With fewer than ``m`` survivors the sum is under-noised: the coordinator must
-refuse to decrypt (:func:`check_survivors`); set ``min_clients >= n - t``.
+least the target guarantee. With fewer than ``m`` survivors the sum is under-noised and must
+not be decrypted (:func:`check_survivors`). The coordinator sizes the shares for
+``m = min_clients - t`` (any quorum carries the full noise) and charges, for Gaussian shares,
+the noise the actual survivors carry (:mod:`ffa_lora.privacy.round_noise`).
 
 Caveats (documented, not solved here): each client's stochastic rounding and range clipping
 act on its own noised value, not on the sum, so they are not strictly post-processing of the

@@ -51,7 +51,7 @@ import numpy as np
 
 from ffa_lora.errors import ConfigError, PrivacyError
 from ffa_lora.privacy.clipping import NormKind
-from ffa_lora.privacy.distributed import noise_headroom
+from ffa_lora.privacy.distributed import check_survivors, noise_headroom
 from ffa_lora.privacy.events import MechanismName, check_mechanism
 from ffa_lora.privacy.rounding import rounding_slack
 
@@ -191,10 +191,11 @@ def carried_noise_multiplier(plan: RoundNoisePlan, *, share_variance: np.ndarray
     if not covered.any():
         raise PrivacyError("the sum holds no contribution; nothing to decrypt")
     if plan.mechanism == "laplace":
-        if any(abs(f - 1.0) > 1e-12 for f in factors) or int(np.min(share_count[covered])) < plan.min_shares:
-            raise PrivacyError(
-                f"a position of the sum holds fewer than {plan.min_shares} unscaled Laplace shares: it is "
-                "under-noised and is not decrypted")
+        if any(abs(f - 1.0) > 1e-12 for f in factors):
+            raise PrivacyError("Laplace shares scaled by an edge no longer add up to Laplace noise: the sum is "
+                               "not decrypted")
+        check_survivors(survivors=int(np.min(share_count[covered])), n_clients=plan.share_clients,
+                        tolerated_dropouts=plan.share_clients - plan.min_shares)
         return plan.share_scale / plan.sensitivity
     carried = math.sqrt(float(np.min(np.asarray(share_variance)[covered]))) / plan.sensitivity
     if carried < plan.noise_multiplier * (1 - 1e-9):

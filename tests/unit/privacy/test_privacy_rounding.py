@@ -95,7 +95,7 @@ def test_the_slack_keeps_stochastic_rounding_unbiased() -> None:
     x = clip_by_norm(rng.normal(size=38_000), bound=0.5, norm="l2").vector
     q = Quantizer(clip=0.5, bits=8)
     beta = rounding_slack(norm_clip=0.5, step=q.step, dimension=x.size, norm="l2")
-    assert 0 < beta < 0.2  # about 0.13: sqrt(C² + d·s²/4) - C plus the tail terms
+    assert 0 < beta < 0.2  # sqrt(C² + d·s²/4) - C plus the tail terms
     mean = np.mean([values(quantize_within_norm(x, quantizer=q, bound=0.5 + beta, norm="l2", rng=rng,
                                                 max_draws=1), q) for _ in range(200)], axis=0)
     assert np.abs(mean - x).max() < 5 * q.step / np.sqrt(200)
