@@ -60,6 +60,7 @@ class PrivacyEngine(Protocol):
 
     mode: str
 
+    def check(self, *, dimension: int) -> None: ...
     def plan_round(self, round_index: int, assignments: list[d.Assignment], *, dimension: int,
                    adapter_version: int) -> RoundNoisePlan: ...
     def params(self, plan: RoundNoisePlan) -> d.PrivacyParams: ...
@@ -177,6 +178,8 @@ class Coordinator:
         self._carry: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = []
         self._roster_changed = asyncio.Event()
         self._restore()
+        if self.privacy is not None:  # unplannable noise settings fail at start-up, not at round 1
+            self.privacy.check(dimension=self.ops.num_values(self.ops.phase(self.committed), self.ops.spec.r_max))
 
     # -- restore / persistence -------------------------------------------------------------
 

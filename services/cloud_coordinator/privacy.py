@@ -42,33 +42,45 @@ class AggregatePrivacy:
         self.cfg = p
         self.mode: str = p.mode
         self.plan = plan_privacy(mechanism=p.mechanism, epsilon_total=p.epsilon, delta=p.delta,
-                                 rounds=fed.rounds.max_rounds, schedule=p.schedule, decay=p.decay)
+                                 rounds=fed.rounds.max_rounds + p.spare_charges, schedule=p.schedule,
+                                 decay=p.decay)
         self.ledger = PrivacyLedger(epsilon_budget=p.epsilon, delta=p.delta)
         self.mechanism = get_mechanism(p.mechanism)
         # Share sizes the clients were told, by the adapter version their task named: an
-        # asynchronous update may have been noised under an earlier round's plan.
+        # asynchronous update may have been noised under an earlier round's plan (after a
+        # restart, unknown versions are taken to have the current round's shares, which the
+        # constant schedule that asynchronous distributed noise requires keeps equal).
         self._shares: dict[int, tuple[float, int]] = {}
 
     def _multiplier(self, index: int) -> float:
         return self.plan.noise_multiplier(min(index, len(self.plan.rounds) - 1))
 
+    def check(self, *, dimension: int) -> None:
+        """Raise ConfigError at start-up for settings whose noise cannot be planned (rounding
+        that would exceed the clip bound), rather than at the first round."""
+        probe = [d.Assignment(f"probe-{i}", 1, 1, dimension) for i in range(self.fed.rounds.min_clients)]
+        self._plan(0, probe, dimension)
+
     def plan_round(self, round_index: int, assignments: list[d.Assignment], *, dimension: int,
                    adapter_version: int) -> RoundNoisePlan:
         """The round's noise plan: sensitivity, quantization range and the clients' shares."""
-        rounds, ss = self.fed.rounds, self.fed.secure_sum
-        asynchronous = rounds.mode == "async"
-        w_max = max((a.weight for a in assignments), default=1)
-        plan = plan_round_noise(
-            mode=self.mode, mechanism=self.cfg.mechanism, noise_multiplier=self._multiplier(round_index),
-            norm_clip=self.cfg.norm_clip, bits=ss.bits, range_clip=ss.clip, dimension=dimension,
-            max_applied_weight=w_max * (STALENESS_SCALE if asynchronous else 1),
-            share_clients=len(assignments), quorum=rounds.min_clients, colluders=self.cfg.tolerated_dropouts,
-            min_factor=staleness_weight(rounds.max_staleness, rounds.staleness_exponent) if asynchronous else 1)
+        plan = self._plan(round_index, assignments, dimension)
         if plan.mode == "distributed":
             known = self._shares.get(adapter_version)
             self._shares[adapter_version] = (min(plan.share_scale, known[0]) if known else plan.share_scale,
                                              max(plan.min_shares, known[1]) if known else plan.min_shares)
         return plan
+
+    def _plan(self, round_index: int, assignments: list[d.Assignment], dimension: int) -> RoundNoisePlan:
+        rounds, ss = self.fed.rounds, self.fed.secure_sum
+        asynchronous = rounds.mode == "async"
+        w_max = max((a.weight for a in assignments), default=1)
+        return plan_round_noise(
+            mode=self.mode, mechanism=self.cfg.mechanism, noise_multiplier=self._multiplier(round_index),
+            norm_clip=self.cfg.norm_clip, bits=ss.bits, range_clip=ss.clip, dimension=dimension,
+            max_applied_weight=w_max * (STALENESS_SCALE if asynchronous else 1),
+            share_clients=len(assignments), quorum=rounds.min_clients, colluders=self.cfg.tolerated_dropouts,
+            min_factor=staleness_weight(rounds.max_staleness, rounds.staleness_exponent) if asynchronous else 1)
 
     def params(self, plan: RoundNoisePlan) -> d.PrivacyParams:
         """What the clients are told: the clip bound and, in distributed mode, their shares."""

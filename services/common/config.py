@@ -245,6 +245,14 @@ class PrivacyConfig(_Model):
         description="distributed: noise shares the coordinator may be able to subtract (clients "
         "colluding with it); any min_clients - tolerated_dropouts shares carry the full noise.",
     )
+    spare_charges: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Charges planned beyond max_rounds. Every decryption is charged, and a round "
+        "that aborts after its charge is retried with a new one; without spares training then "
+        "stops at the budget before max_rounds.",
+    )
     dpsgd: DPSGDConfig = DPSGDConfig()
 
 
@@ -324,6 +332,10 @@ class FederationConfig(_Model):
     def _check_dp_combinations(self) -> None:
         """Combinations whose noise could not be accounted for are refused."""
         p = self.privacy
+        if p.mode == "distributed" and self.secure_sum.bits != 16:
+            raise ValueError(
+                "privacy.mode distributed needs secure_sum.bits: 16: the clients' noise shares widen the "
+                "quantization range, and 8-bit rounding over it would add more to an update than its clip bound")
         if p.mode == "distributed" and self.rounds.mode == "async":
             if p.mechanism == "laplace":
                 raise ValueError(

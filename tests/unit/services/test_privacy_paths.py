@@ -20,6 +20,7 @@ import pytest
 
 from ffa_lora.crypto import Decryptor, PackingLayout, RunningSum, generate_keypair
 from ffa_lora.crypto.quantize import Quantizer
+from ffa_lora.errors import BudgetExhaustedError, ConfigError
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.update import encrypt_update
 from services.cloud_coordinator import handlers
@@ -340,3 +341,34 @@ def test_async_distributed_noise_with_stale_updates_is_at_least_what_is_charged(
     reference = STALENESS_SCALE * fed.rounds.min_clients * max_weight(cur)
     noise_on_sum = float(np.std(means[0] * reference))
     assert noise_on_sum >= 0.9 * charged * STALENESS_SCALE * max_weight(cur) * fed.privacy.norm_clip
+
+
+def test_noise_that_rounding_would_dominate_is_refused_at_start_up(model_dir: Path, keys: Any) -> None:
+    """Laplace needs an L1 bound; 8-bit rounding of every value adds up to d·s/2 to it, more than
+    the clip bound: the coordinator refuses to start rather than charge for the wrong noise."""
+    fed = federation(model_dir, rounds={"min_clients": 2},
+                     privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0})
+    with pytest.raises(ConfigError, match="bits: 16"):
+        coordinator(fed, keys)
+    sixteen = federation(model_dir, rounds={"min_clients": 2}, secure_sum={"bits": 16},
+                         privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0})
+    assert coordinator(sixteen, keys).privacy is not None
+
+
+@pytest.mark.parametrize("spares", [0, 1])
+def test_spare_charges_leave_room_for_retried_rounds(model_dir: Path, keys: Any, spares: int) -> None:
+    """Two rounds and one retry are three charges: they fit the budget only with a spare."""
+    fed = federation(model_dir, rounds={"min_clients": 2, "max_rounds": 2},
+                     privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 4.0, "schedule": "constant",
+                              "spare_charges": spares})
+    coord = coordinator(fed, keys)
+    for charge in range(3):
+        if charge == 2 and spares == 0:
+            with pytest.raises(BudgetExhaustedError):
+                coord.privacy.check_budget(0)  # type: ignore[union-attr]
+            return
+        coord.privacy.check_budget(0)  # type: ignore[union-attr]
+        cur = start_round(coord, ["a", "b"])
+        upload(coord, cur, {"a": np.zeros(cur.num_values), "b": np.zeros(cur.num_values)})
+        coord.finish_round(cur)
+    assert len(coord.store.ledger()) == 3 and coord.privacy.epsilon_spent() <= 4.0  # type: ignore[union-attr]
