@@ -52,15 +52,18 @@ def federation_from_file(path: Path) -> FederationConfig:
     return parse_federation(doc, source=str(path))
 
 
-def plan_from_file(path: Path, *, sites: dict[str, int] | None = None,
-                   validation_fraction: float = 0.1) -> dict[str, Any]:
+def plan_from_file(
+    path: Path, *, sites: dict[str, int] | None = None, validation_fraction: float = 0.1
+) -> dict[str, Any]:
     """The privacy plan of a federation before training: client-level DP on the aggregate
     (per-round ε and noise) and/or sample-level DP-SGD (σ, steps and ε of every site over all
     rounds; ``sites`` maps a site to its number of records)."""
     fed = federation_from_file(path)
     if fed.privacy.mode == "off" and not fed.privacy.dpsgd.enabled:
-        raise ConfigError(f"{path}: federation.privacy.mode is off and privacy.dpsgd is not enabled; set a mode "
-                          "(central or distributed) or enable dpsgd to plan a budget")
+        raise ConfigError(
+            f"{path}: federation.privacy.mode is off and privacy.dpsgd is not enabled; set a mode "
+            "(central or distributed) or enable dpsgd to plan a budget"
+        )
     plan: dict[str, Any] = {"mode": fed.privacy.mode, "delta": fed.privacy.delta}
     if fed.privacy.mode != "off":
         plan["client_level"] = client_level_plan(fed)
@@ -78,24 +81,39 @@ def client_level_plan(fed: FederationConfig) -> dict[str, Any]:
     plan["max_applied_weight"] = weight
     try:
         ops = LoraAdapterOps(lora_spec(fed), labels=fed.labels)
-        dimension = max(ops.num_values(ops.phase(i), ops.spec.r_max) for i in range(fed.rounds.max_rounds))
-        noise = engine.plan_round(0, [d.Assignment(f"c{i}", ops.spec.r_max, 1, dimension)
-                                      for i in range(fed.rounds.min_clients)],
-                                  dimension=dimension, adapter_version=0)
-        plan.update(values_per_update=dimension, rounding_slack=noise.rounding_slack,
-                    sensitivity=noise.sensitivity, quantization_range=noise.quant_range)
+        dimension = max(
+            ops.num_values(ops.phase(i), ops.spec.r_max) for i in range(fed.rounds.max_rounds)
+        )
+        noise = engine.plan_round(
+            0,
+            [
+                d.Assignment(f"c{i}", ops.spec.r_max, 1, dimension)
+                for i in range(fed.rounds.min_clients)
+            ],
+            dimension=dimension,
+            adapter_version=0,
+        )
+        plan.update(
+            values_per_update=dimension,
+            rounding_slack=noise.rounding_slack,
+            sensitivity=noise.sensitivity,
+            quantization_range=noise.quant_range,
+        )
         for r in plan["rounds"]:
             r["noise_scale"] = r["noise_multiplier"] * noise.sensitivity
     except FFALoraError as exc:  # the model cannot be read here: the table without absolute scales
         plan["note_model"] = f"model not available ({exc}); noise scales not computed"
-    plan["note"] = ("noise is on the weighted sum, sensitivity = max applied weight x (norm_clip + rounding "
-                    "slack); every client weighs 1 under client-level DP and async edges scale a fresh update "
-                    f"by {STALENESS_SCALE}; the noised sum is divided by a public reference weight")
+    plan["note"] = (
+        "noise is on the weighted sum, sensitivity = max applied weight x (norm_clip + rounding "
+        "slack); every client weighs 1 under client-level DP and async edges scale a fresh update "
+        f"by {STALENESS_SCALE}; the noised sum is divided by a public reference weight"
+    )
     return plan
 
 
-def dpsgd_plan(fed: FederationConfig, sites: dict[str, int] | None, *,
-               validation_fraction: float = 0.1) -> dict[str, Any]:
+def dpsgd_plan(
+    fed: FederationConfig, sites: dict[str, int] | None, *, validation_fraction: float = 0.1
+) -> dict[str, Any]:
     """σ, steps and ε of every site after all rounds of sample-level DP-SGD.
 
     A site trains on its records less the validation share, with Poisson batches of expected
@@ -105,11 +123,19 @@ def dpsgd_plan(fed: FederationConfig, sites: dict[str, int] | None, *,
     noise multiplier of 0.3, as the clients' accountants do).
     """
     dp, tr = fed.privacy.dpsgd, fed.training
-    out: dict[str, Any] = {"noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm,
-                           "expected_batch_size": tr.batch_size, "local_epochs": tr.local_epochs,
-                           "rounds": fed.rounds.max_rounds, "delta": fed.privacy.delta, "sites": []}
+    out: dict[str, Any] = {
+        "noise_multiplier": dp.noise_multiplier,
+        "max_grad_norm": dp.max_grad_norm,
+        "expected_batch_size": tr.batch_size,
+        "local_epochs": tr.local_epochs,
+        "rounds": fed.rounds.max_rounds,
+        "delta": fed.privacy.delta,
+        "sites": [],
+    }
     if not sites:
-        out["note"] = "give --sites NAME=RECORDS,... (or --sites demo) for steps and epsilon per site"
+        out["note"] = (
+            "give --sites NAME=RECORDS,... (or --sites demo) for steps and epsilon per site"
+        )
         return out
     accountant = "rdp" if dp.noise_multiplier < PRV_MIN_NOISE else "pld"
     for name, records in sites.items():
@@ -119,9 +145,17 @@ def dpsgd_plan(fed: FederationConfig, sites: dict[str, int] | None, *,
         steps = per_round * fed.rounds.max_rounds
         acc = make_accountant(accountant)
         acc.add_event(PrivacyEvent("gaussian", dp.noise_multiplier, count=steps, sample_rate=rate))
-        out["sites"].append({"site": name, "records": records, "training_records": n, "sample_rate": rate,
-                             "steps_per_round": per_round, "steps": steps,
-                             "epsilon": acc.get_epsilon(delta=fed.privacy.delta)})
+        out["sites"].append(
+            {
+                "site": name,
+                "records": records,
+                "training_records": n,
+                "sample_rate": rate,
+                "steps_per_round": per_round,
+                "steps": steps,
+                "epsilon": acc.get_epsilon(delta=fed.privacy.delta),
+            }
+        )
     out["epsilon_max"] = max(s["epsilon"] for s in out["sites"])
     out["accountant"] = accountant
     return out
@@ -133,7 +167,8 @@ def parse_sites(text: str | None) -> dict[str, int] | None:
         return None
     if text.strip() == "demo":
         base = DemoSettings()
-        demo = load_builtin(base.data, seed=base.seed, method=base.partition)  # type: ignore[arg-type]
+        demo = load_builtin(base.data, seed=base.seed,
+                            method=base.partition)  # type: ignore[arg-type]
         return {name: len(part) for name, part in demo.train_parts.items()}
     sites: dict[str, int] = {}
     for item in text.split(","):
@@ -148,30 +183,53 @@ def print_plan(plan: dict[str, Any]) -> None:
     console = Console(stderr=False)
     cl = plan.get("client_level")
     if cl is not None:
-        t = Table(title=f"{cl['mechanism']} {cl['mode']} DP on the aggregate: budget eps={cl['epsilon_budget']:g}, "
-                        f"delta={cl['delta']:g}, {cl['schedule']} schedule")
-        for col in ("round", "epsilon_t", "noise multiplier", "noise scale (sum)", "cumulative eps"):
+        t = Table(
+            title=f"{cl['mechanism']} {cl['mode']} DP on the aggregate: budget "
+            f"eps={cl['epsilon_budget']:g}, delta={cl['delta']:g}, {cl['schedule']} schedule"
+        )
+        for col in (
+            "round",
+            "epsilon_t",
+            "noise multiplier",
+            "noise scale (sum)",
+            "cumulative eps",
+        ):
             t.add_column(col, justify="right")
         for r in cl["rounds"]:
-            t.add_row(str(r["round"] + 1), f"{r['epsilon']:.4f}", f"{r['noise_multiplier']:.4f}",
-                      f"{r['noise_scale']:.4g}" if r.get("noise_scale") is not None else "-",
-                      f"{r['cumulative_epsilon']:.4f}")
+            t.add_row(
+                str(r["round"] + 1),
+                f"{r['epsilon']:.4f}",
+                f"{r['noise_multiplier']:.4f}",
+                f"{r['noise_scale']:.4g}" if r.get("noise_scale") is not None else "-",
+                f"{r['cumulative_epsilon']:.4f}",
+            )
         console.print(t)
         print(f"total epsilon {cl['epsilon_total']:.4f} (cross-check {cl['cross_check']})")
         if "sensitivity" in cl:
-            print(f"sensitivity {cl['sensitivity']:.4g} = weight {cl['max_applied_weight']} x (norm_clip "
-                  f"{cl['norm_clip']:g} + rounding slack {cl['rounding_slack']:.4g} over {cl['values_per_update']} "
-                  f"values, quantization range +-{cl['quantization_range']:.4g})")
+            print(
+                f"sensitivity {cl['sensitivity']:.4g} = weight {cl['max_applied_weight']} x "
+                f"(norm_clip {cl['norm_clip']:g} + rounding slack {cl['rounding_slack']:.4g} over "
+                f"{cl['values_per_update']} values, quantization range "
+                f"+-{cl['quantization_range']:.4g})"
+            )
     dp = plan.get("dpsgd")
     if dp is not None:
-        t = Table(title=f"sample-level DP-SGD: noise multiplier {dp['noise_multiplier']:.4g}, clip "
-                        f"{dp['max_grad_norm']:g}, expected batch {dp['expected_batch_size']}, "
-                        f"{dp['rounds']} rounds x {dp['local_epochs']:g} epochs, delta={dp['delta']:g}")
+        t = Table(
+            title=f"sample-level DP-SGD: noise multiplier {dp['noise_multiplier']:.4g}, clip "
+            f"{dp['max_grad_norm']:g}, expected batch {dp['expected_batch_size']}, "
+            f"{dp['rounds']} rounds x {dp['local_epochs']:g} epochs, delta={dp['delta']:g}"
+        )
         for col in ("site", "records", "sample rate", "steps/round", "steps", "epsilon"):
             t.add_column(col, justify="right")
         for s in dp["sites"]:
-            t.add_row(s["site"], str(s["records"]), f"{s['sample_rate']:.4f}", str(s["steps_per_round"]),
-                      str(s["steps"]), f"{s['epsilon']:.4f}")
+            t.add_row(
+                s["site"],
+                str(s["records"]),
+                f"{s['sample_rate']:.4f}",
+                str(s["steps_per_round"]),
+                str(s["steps"]),
+                f"{s['epsilon']:.4f}",
+            )
         console.print(t)
         if "note" in dp:
             print(dp["note"])
@@ -307,10 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     pl = sub.add_parser("plan", help="per-round and total epsilon of a config")
     pl.add_argument("config", type=Path)
-    pl.add_argument("--sites", default=None,
-                    help="DP-SGD: records per site, NAME=RECORDS,... or 'demo' (the built-in demo's sites)")
-    pl.add_argument("--validation-fraction", type=float, default=0.1,
-                    help="DP-SGD: share of each site's records its client holds out (client.data.validation_fraction)")
+    pl.add_argument(
+        "--sites",
+        default=None,
+        help="DP-SGD: records per site, NAME=RECORDS,... or 'demo' (the built-in demo's sites)",
+    )
+    pl.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="DP-SGD: share of each site's records its client holds out "
+        "(client.data.validation_fraction)",
+    )
     pl.add_argument("--json", action="store_true")
     sw = sub.add_parser("sweep", help="accuracy at several budgets for ffa and fedavg")
     sw.add_argument("--budgets", default="inf,8,4,1")
@@ -336,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.cmd == "plan":
-        plan = plan_from_file(a.config, sites=parse_sites(a.sites), validation_fraction=a.validation_fraction)
+        plan = plan_from_file(a.config, sites=parse_sites(a.sites),
+                              validation_fraction=a.validation_fraction)
         if a.json:
             print(json.dumps(plan, indent=2))
         else:

@@ -131,8 +131,8 @@ class PrivacyLedger:
             raise StateError(f"round_index must be a non-negative integer, got {round_index!r}")
         if round_index in self._entries:
             raise StateError(
-                f"slot {round_index} is already charged in the privacy ledger; charge the next slot "
-                f"({max(self._entries) + 1})"
+                f"slot {round_index} is already charged in the privacy ledger; charge the next "
+                f"slot ({max(self._entries) + 1})"
             )
         try:
             after = self._accountant.check_budget(

@@ -109,10 +109,21 @@ class RoundNoisePlan:
         return "l1" if self.mechanism == "laplace" else "l2"
 
 
-def plan_round_noise(*, mode: str, mechanism: MechanismName, noise_multiplier: float, norm_clip: float,
-                     bits: int, range_clip: float, dimension: int, max_applied_weight: float,
-                     share_clients: int = 0, quorum: int = 0, colluders: int = 0,
-                     min_factor: float = 1.0) -> RoundNoisePlan:
+def plan_round_noise(
+    *,
+    mode: str,
+    mechanism: MechanismName,
+    noise_multiplier: float,
+    norm_clip: float,
+    bits: int,
+    range_clip: float,
+    dimension: int,
+    max_applied_weight: float,
+    share_clients: int = 0,
+    quorum: int = 0,
+    colluders: int = 0,
+    min_factor: float = 1.0,
+) -> RoundNoisePlan:
     """Plan one round's noise (see the module docstring).
 
     Args:
@@ -135,46 +146,80 @@ def plan_round_noise(*, mode: str, mechanism: MechanismName, noise_multiplier: f
     mech = check_mechanism(mechanism)
     if mode not in ("central", "distributed"):
         raise ConfigError(f"mode must be 'central' or 'distributed', got {mode!r}")
-    for name, v in (("noise_multiplier", noise_multiplier), ("norm_clip", norm_clip),
-                    ("range_clip", range_clip), ("max_applied_weight", max_applied_weight),
-                    ("min_factor", min_factor)):
+    for name, v in (
+        ("noise_multiplier", noise_multiplier),
+        ("norm_clip", norm_clip),
+        ("range_clip", range_clip),
+        ("max_applied_weight", max_applied_weight),
+        ("min_factor", min_factor),
+    ):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
     levels = (1 << int(bits)) - 1
     r = min(float(range_clip), float(norm_clip))
-    base = RoundNoisePlan(mode=mode, mechanism=mech, noise_multiplier=float(noise_multiplier),
-                          norm_clip=float(norm_clip), rounding_slack=0.0, max_applied_weight=float(max_applied_weight),
-                          quant_range=r, dimension=int(dimension))
+    base = RoundNoisePlan(
+        mode=mode,
+        mechanism=mech,
+        noise_multiplier=float(noise_multiplier),
+        norm_clip=float(norm_clip),
+        rounding_slack=0.0,
+        max_applied_weight=float(max_applied_weight),
+        quant_range=r,
+        dimension=int(dimension),
+    )
     norm = base.norm
     if mode == "central":
-        beta = rounding_slack(norm_clip=norm_clip, step=2 * r / levels, dimension=dimension, norm=norm)
+        beta = rounding_slack(
+            norm_clip=norm_clip, step=2 * r / levels, dimension=dimension, norm=norm
+        )
         _check_slack(beta, norm_clip, bits, dimension)
         return replace(base, rounding_slack=beta)
     if share_clients < 1 or quorum < 1 or not 0 <= colluders < min(share_clients, quorum):
-        raise ConfigError(f"distributed noise needs share_clients >= 1, quorum >= 1 and 0 <= colluders < "
-                          f"min(share_clients, quorum); got {share_clients}, {quorum}, {colluders}")
+        raise ConfigError(
+            f"distributed noise needs share_clients >= 1, quorum >= 1 and 0 <= colluders < "
+            f"min(share_clients, quorum); got {share_clients}, {quorum}, {colluders}"
+        )
     m = min(share_clients, quorum) - colluders
 
     def shares(beta: float) -> tuple[float, float]:
         scale = noise_multiplier * max_applied_weight * (norm_clip + beta) / min_factor
-        head = noise_headroom(mechanism=mech, scale=scale, n_clients=share_clients,
-                              tolerated_dropouts=share_clients - m, dimension=max(1, dimension)).headroom
+        head = noise_headroom(
+            mechanism=mech,
+            scale=scale,
+            n_clients=share_clients,
+            tolerated_dropouts=share_clients - m,
+            dimension=max(1, dimension),
+        ).headroom
         return scale, r + head
 
     beta = 0.0
     for _ in range(200):
         scale, quant_range = shares(beta)
-        needed = rounding_slack(norm_clip=norm_clip, step=2 * quant_range / levels, dimension=dimension, norm=norm)
+        needed = rounding_slack(
+            norm_clip=norm_clip, step=2 * quant_range / levels, dimension=dimension, norm=norm
+        )
         _check_slack(needed, norm_clip, bits, dimension)
         if needed <= beta:
-            return replace(base, rounding_slack=beta, quant_range=quant_range, share_scale=scale,
-                           share_clients=share_clients, min_shares=m, min_factor=float(min_factor))
+            return replace(
+                base,
+                rounding_slack=beta,
+                quant_range=quant_range,
+                share_scale=scale,
+                share_clients=share_clients,
+                min_shares=m,
+                min_factor=float(min_factor),
+            )
         beta = needed * (1 + 1e-9) + 1e-15
     raise ConfigError(_coarse(bits, dimension))
 
 
-def carried_noise_multiplier(plan: RoundNoisePlan, *, share_variance: np.ndarray, share_count: np.ndarray,
-                             factors: list[float]) -> float:
+def carried_noise_multiplier(
+    plan: RoundNoisePlan,
+    *,
+    share_variance: np.ndarray,
+    share_count: np.ndarray,
+    factors: list[float],
+) -> float:
     """The noise multiplier a decrypted distributed sum carries; refuses an under-noised sum.
 
     Args:
@@ -192,16 +237,22 @@ def carried_noise_multiplier(plan: RoundNoisePlan, *, share_variance: np.ndarray
         raise PrivacyError("the sum holds no contribution; nothing to decrypt")
     if plan.mechanism == "laplace":
         if any(abs(f - 1.0) > 1e-12 for f in factors):
-            raise PrivacyError("Laplace shares scaled by an edge no longer add up to Laplace noise: the sum is "
-                               "not decrypted")
-        check_survivors(survivors=int(np.min(share_count[covered])), n_clients=plan.share_clients,
-                        tolerated_dropouts=plan.share_clients - plan.min_shares)
+            raise PrivacyError(
+                "Laplace shares scaled by an edge no longer add up to Laplace noise: the sum is "
+                "not decrypted"
+            )
+        check_survivors(
+            survivors=int(np.min(share_count[covered])),
+            n_clients=plan.share_clients,
+            tolerated_dropouts=plan.share_clients - plan.min_shares,
+        )
         return plan.share_scale / plan.sensitivity
     carried = math.sqrt(float(np.min(np.asarray(share_variance)[covered]))) / plan.sensitivity
     if carried < plan.noise_multiplier * (1 - 1e-9):
         raise PrivacyError(
-            f"the survivors' noise shares carry a noise multiplier of {carried:.4g}, below the planned "
-            f"{plan.noise_multiplier:.4g}: the sum is under-noised and is not decrypted")
+            f"the survivors' noise shares carry a noise multiplier of {carried:.4g}, below the "
+            f"planned {plan.noise_multiplier:.4g}: the sum is under-noised and is not decrypted"
+        )
     return carried
 
 
@@ -211,6 +262,8 @@ def _check_slack(beta: float, clip: float, bits: int, dimension: int) -> None:
 
 
 def _coarse(bits: int, dimension: int) -> str:
-    return (f"quantizing {dimension} values to {bits}-bit codes can add more to an update's norm than the "
-            "privacy clip bound itself, so the noise would have to cover mostly rounding; use "
-            "secure_sum.bits: 16 (or a smaller secure_sum.clip)")
+    return (
+        f"quantizing {dimension} values to {bits}-bit codes can add more to an update's norm than "
+        "the privacy clip bound itself, so the noise would have to cover mostly rounding; use "
+        "secure_sum.bits: 16 (or a smaller secure_sum.clip)"
+    )

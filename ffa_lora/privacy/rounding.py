@@ -70,8 +70,9 @@ __all__ = ["ROUNDING_TAIL", "quantize_within_norm", "rounding_slack"]
 ROUNDING_TAIL = 1e-9
 
 
-def rounding_slack(*, norm_clip: float, step: float, dimension: int, norm: NormKind,
-                   tail: float = ROUNDING_TAIL) -> float:
+def rounding_slack(
+    *, norm_clip: float, step: float, dimension: int, norm: NormKind, tail: float = ROUNDING_TAIL
+) -> float:
     """β: how far above the clip bound ``C`` a quantized update's norm may be (module docstring).
 
     Args:
@@ -93,14 +94,25 @@ def rounding_slack(*, norm_clip: float, step: float, dimension: int, norm: NormK
     if norm != "l2":
         raise ConfigError(f"norm must be 'l1' or 'l2', got {norm!r}")
     log_term = math.log(2.0 / tail)
-    squared = (c * c + d * s * s / 4.0 + c * s * math.sqrt(2.0 * log_term)
-               + s * s * math.sqrt(d * log_term / 2.0))
+    squared = (
+        c * c
+        + d * s * s / 4.0
+        + c * s * math.sqrt(2.0 * log_term)
+        + s * s * math.sqrt(d * log_term / 2.0)
+    )
     return math.sqrt(squared) - c
 
 
-def quantize_within_norm(x: np.ndarray, *, quantizer: Quantizer, bound: float, norm: NormKind,
-                         rng: np.random.Generator, offset: np.ndarray | None = None,
-                         max_draws: int = 8) -> np.ndarray:
+def quantize_within_norm(
+    x: np.ndarray,
+    *,
+    quantizer: Quantizer,
+    bound: float,
+    norm: NormKind,
+    rng: np.random.Generator,
+    offset: np.ndarray | None = None,
+    max_draws: int = 8,
+) -> np.ndarray:
     """Codes of ``x`` whose dequantized values, minus ``offset``, have ``norm <= bound``.
 
     Args:
@@ -126,7 +138,8 @@ def quantize_within_norm(x: np.ndarray, *, quantizer: Quantizer, bound: float, n
     if _norm_of(codes, quantizer, off, norm) > bound:
         raise PrivacyError(
             "the quantized update exceeds the norm the noise is calibrated to (noised values fell "
-            "outside the quantization range); this update is not sent")
+            "outside the quantization range); this update is not sent"
+        )
     return codes
 
 
@@ -151,6 +164,11 @@ def _toward_zero(a: np.ndarray, q: Quantizer, offset: np.ndarray) -> np.ndarray:
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)

@@ -436,11 +436,18 @@ async def late_update(root: Path) -> ScenarioResult:
 
 KILL_POINTS = ("waiting", "training", "aggregating", "ledger", "committed")
 
-PRIVATE = {"rounds": {"max_rounds": 2, "min_clients": 3, "deadline_s": 20, "wait_for_clients_s": 120},
-           # a kill after the charge costs one charge: the retried round needs a spare
-           "privacy": {"mode": "central", "epsilon": 5000, "schedule": "constant", "norm_clip": 1.0,
-                       "spare_charges": 1},
-           "secure_sum": {"max_weight": 1}}
+PRIVATE = {
+    "rounds": {"max_rounds": 2, "min_clients": 3, "deadline_s": 20, "wait_for_clients_s": 120},
+    # a kill after the charge costs one charge: the retried round needs a spare
+    "privacy": {
+        "mode": "central",
+        "epsilon": 5000,
+        "schedule": "constant",
+        "norm_clip": 1.0,
+        "spare_charges": 1,
+    },
+    "secure_sum": {"max_weight": 1},
+}
 
 
 async def coordinator_sigkill(root: Path, point: str) -> ScenarioResult:

@@ -216,7 +216,8 @@ class LocalTrainer:
             dpsgd_epsilon=dpsgd_epsilon,
         )
         # Under DP nothing computed from the records leaves un-noised: see reported_metadata.
-        num_samples, quality = reported_metadata(task, num_samples=self.num_samples, quality=quality)
+        num_samples, quality = reported_metadata(
+            task, num_samples=self.num_samples, quality=quality)
         return PreparedUpdate(
             round=task.round, vec=vec, idempotency_key=f"{self.client_id}:{task.round}:{digest.hexdigest()[:16]}",
             num_samples=num_samples, rank=a.rank, quality=quality, base_version=self.version,

@@ -35,7 +35,9 @@ def under_dp(task: d.RoundTask) -> bool:
     return task.privacy.mode != "off" or task.privacy.dpsgd_noise_multiplier > 0
 
 
-def reported_metadata(task: d.RoundTask, *, num_samples: int, quality: d.Quality) -> tuple[int, d.Quality]:
+def reported_metadata(
+    task: d.RoundTask, *, num_samples: int, quality: d.Quality
+) -> tuple[int, d.Quality]:
     """The record count and quality scalars this client sends with its update.
 
     Without DP: all of them (the coordinator weights the loss by the record count, the
@@ -86,9 +88,12 @@ def encrypt_update(delta: np.ndarray, task: d.RoundTask, public_key: PublicKey, 
         codes = quantizer.quantize(delta, rng=rng)
     else:
         norm: NormKind = "l1" if p.mechanism == "laplace" else "l2"
-        beta = rounding_slack(norm_clip=p.norm_clip, step=quantizer.step, dimension=len(delta), norm=norm)
-        codes = quantize_within_norm(delta, quantizer=quantizer, bound=p.norm_clip + beta, norm=norm,
-                                     rng=rng, offset=share)
+        beta = rounding_slack(
+            norm_clip=p.norm_clip, step=quantizer.step, dimension=len(delta), norm=norm
+        )
+        codes = quantize_within_norm(
+            delta, quantizer=quantizer, bound=p.norm_clip + beta, norm=norm, rng=rng, offset=share
+        )
     vec = Encryptor(public_key, layout, pool=pool).encrypt_codes(codes)
     return vec, time.perf_counter() - t1
 
@@ -105,7 +110,12 @@ def privatize(delta: np.ndarray, task: d.RoundTask) -> tuple[np.ndarray, np.ndar
         # The edge multiplies this update by the client's weight, so the share is divided
         # by it: the weighted shares then add up to noise of the planned scale.
         scale = p.noise_scale / max(1, task.assignment.weight)
-        share = noise_share(mechanism=p.mechanism, scale=scale, n_clients=p.share_clients,  # type: ignore[arg-type]
-                            tolerated_dropouts=p.tolerated_dropouts, size=len(delta))
+        share = noise_share(
+            mechanism=p.mechanism,  # type: ignore[arg-type]
+            scale=scale,
+            n_clients=p.share_clients,
+            tolerated_dropouts=p.tolerated_dropouts,
+            size=len(delta),
+        )
         return delta + share, share
     return delta, None

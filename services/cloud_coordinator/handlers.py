@@ -61,13 +61,27 @@ class PrivacyEngine(Protocol):
     mode: str
 
     def check(self, *, dimension: int) -> None: ...
-    def plan_round(self, round_index: int, assignments: list[d.Assignment], *, dimension: int,
-                   adapter_version: int) -> RoundNoisePlan: ...
+    def plan_round(
+        self,
+        round_index: int,
+        assignments: list[d.Assignment],
+        *,
+        dimension: int,
+        adapter_version: int,
+    ) -> RoundNoisePlan: ...
     def params(self, plan: RoundNoisePlan) -> d.PrivacyParams: ...
-    def share_variance(self, plan: RoundNoisePlan, contribution: d.Contribution, assigned_weight: int) -> float: ...
+    def share_variance(
+        self, plan: RoundNoisePlan, contribution: d.Contribution, assigned_weight: int
+    ) -> float: ...
     def check_budget(self, round_index: int) -> None: ...
-    def charge(self, plan: RoundNoisePlan, *, share_variance: np.ndarray, share_count: np.ndarray,
-               factors: list[float]) -> LedgerEntry: ...
+    def charge(
+        self,
+        plan: RoundNoisePlan,
+        *,
+        share_variance: np.ndarray,
+        share_count: np.ndarray,
+        factors: list[float],
+    ) -> LedgerEntry: ...
     def commit(self, entry: LedgerEntry) -> None: ...
     def noise_sum(self, total: np.ndarray, plan: RoundNoisePlan) -> np.ndarray: ...
     def epsilon_spent(self) -> float: ...
@@ -179,7 +193,8 @@ class Coordinator:
         self._roster_changed = asyncio.Event()
         self._restore()
         if self.privacy is not None:  # unplannable noise settings fail at start-up, not at round 1
-            self.privacy.check(dimension=self.ops.num_values(self.ops.phase(self.committed), self.ops.spec.r_max))
+            phase = self.ops.phase(self.committed)
+            self.privacy.check(dimension=self.ops.num_values(phase, self.ops.spec.r_max))
 
     # -- restore / persistence -------------------------------------------------------------
 
@@ -342,7 +357,9 @@ class Coordinator:
         noise = None
         privacy = d.PrivacyParams()
         if self.privacy is not None:
-            noise = self.privacy.plan_round(index, everyone, dimension=full, adapter_version=self.version)
+            noise = self.privacy.plan_round(
+                index, everyone, dimension=full, adapter_version=self.version
+            )
             privacy = self.privacy.params(noise)
         dpsgd = self.fed.privacy.dpsgd
         if dpsgd.enabled:  # sample-level DP at the clients, independent of the aggregate's mode
@@ -351,7 +368,8 @@ class Coordinator:
                                           dpsgd_optimizer=dpsgd.optimizer,
                                           dpsgd_learning_rate=dpsgd.learning_rate or 0.0,
                                           dpsgd_head_learning_rate=dpsgd.head_learning_rate or 0.0)
-        secure = d.SecureSumParams(layout=layout.to_bytes(), clip=noise.quant_range if noise else ss.clip, bits=ss.bits,
+        secure = d.SecureSumParams(layout=layout.to_bytes(),
+                                   clip=noise.quant_range if noise else ss.clip, bits=ss.bits,
                                    key_fingerprint=self.public_key.fingerprint)
         self.store.set_meta("last_round_started", str(number))
         plans = {
@@ -469,7 +487,9 @@ class Coordinator:
         and a charge once written stays."""
         self.metrics.set_phase("aggregating")
         contributions = self._check_quorum(cur)
-        epsilon = self._charge(cur, self.privacy, contributions) if self.privacy is not None else 0.0
+        epsilon = 0.0
+        if self.privacy is not None:  # the charge is durable before anything is decrypted
+            epsilon = self._charge(cur, self.privacy, contributions)
         t0 = time.perf_counter()
         code_sums = self._decrypt(cur, self._combine(cur))
         decrypt_s = time.perf_counter() - t0
@@ -522,7 +542,9 @@ class Coordinator:
         mean = Quantizer(clip=clip, bits=self.fed.secure_sum.bits).dequantize_mean(code_sums, totals)
         return mean, totals
 
-    def _charge(self, cur: _Round, privacy: PrivacyEngine, contributions: list[d.Contribution]) -> float:
+    def _charge(
+        self, cur: _Round, privacy: PrivacyEngine, contributions: list[d.Contribution]
+    ) -> float:
         """Write the round's privacy charge durably, BEFORE anything is decrypted; returns ε spent.
 
         The charge is for the noise the decrypted sum will carry: in distributed mode what the
@@ -536,17 +558,28 @@ class Coordinator:
         factors = []
         for c in contributions:
             weight = assigned[c.client_id].weight
-            variance[c.rank] = variance.get(c.rank, 0.0) + privacy.share_variance(cur.noise, c, weight)
+            variance[c.rank] = variance.get(c.rank, 0.0) + privacy.share_variance(
+                cur.noise, c, weight
+            )
             count[c.rank] = count.get(c.rank, 0.0) + 1.0
             factors.append(c.weight / max(1, weight))
-        entry = privacy.charge(cur.noise, share_variance=self.ops.weight_totals(cur.phase, variance),
-                               share_count=self.ops.weight_totals(cur.phase, count), factors=factors)
+        entry = privacy.charge(
+            cur.noise,
+            share_variance=self.ops.weight_totals(cur.phase, variance),
+            share_count=self.ops.weight_totals(cur.phase, count),
+            factors=factors,
+        )
         self.store.record_privacy_spend(entry)
         privacy.commit(entry)
         epsilon = privacy.epsilon_spent()
         self.metrics.epsilon_spent.labels(self.metrics.service).set(epsilon)
-        log.info("round %d: privacy charge written before decryption (noise multiplier %.4g, epsilon %.4g)",
-                 cur.number, entry.event.noise_multiplier, epsilon)
+        log.info(
+            "round %d: privacy charge written before decryption (noise multiplier %.4g, "
+            "epsilon %.4g)",
+            cur.number,
+            entry.event.noise_multiplier,
+            epsilon,
+        )
         return epsilon
 
     def _reference_weights(self, cur: _Round) -> np.ndarray:
@@ -560,11 +593,15 @@ class Coordinator:
         for a in assigned:
             planned[a.rank] = planned.get(a.rank, 0.0) + a.weight
         if self.fed.rounds.mode == "async":
-            share = STALENESS_SCALE * min(self.fed.rounds.min_clients, len(assigned)) / len(assigned)
+            share = (
+                STALENESS_SCALE * min(self.fed.rounds.min_clients, len(assigned)) / len(assigned)
+            )
             planned = {r: w * share for r, w in planned.items()}
         return self.ops.weight_totals(cur.phase, planned)
 
-    def _privatize(self, cur: _Round, privacy: PrivacyEngine, mean: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    def _privatize(
+        self, cur: _Round, privacy: PrivacyEngine, mean: np.ndarray, totals: np.ndarray
+    ) -> np.ndarray:
         """Client-level DP on the aggregate; returns the noised mean (the charge is already
         written). Noise goes on the weighted sum (sensitivity: the largest weight an edge can
         apply times the clip bound plus the rounding slack), which is then divided by the
@@ -614,7 +651,11 @@ class Coordinator:
             "base_versions": {c.client_id: c.base_version for c in contributions},
             "max_client_train_seconds": max(c.train_seconds for c in contributions),
             "max_client_crypto_seconds": max(c.crypto_seconds for c in contributions),
-            **({"dpsgd_epsilon": dpsgd_eps, "dpsgd_epsilon_max": max(dpsgd_eps.values())} if dpsgd_eps else {}),
+            **(
+                {"dpsgd_epsilon": dpsgd_eps, "dpsgd_epsilon_max": max(dpsgd_eps.values())}
+                if dpsgd_eps
+                else {}
+            ),
             **({"eval_loss": evaluation.get("loss")} if evaluation else {}),
         }
         values_uploaded = sum(c.values_uploaded for c in contributions)
@@ -626,7 +667,8 @@ class Coordinator:
         return RoundSummary(
             round=cur.number, version=cur.number, clients=len({c.client_id for c in contributions}),
             loss=update.loss,
-            accuracy=evaluation["accuracy"] if evaluation else (None if self.dp else update.federated_val_accuracy),
+            accuracy=evaluation["accuracy"] if evaluation
+            else (None if self.dp else update.federated_val_accuracy),
             macro_f1=evaluation.get("macro_f1") if evaluation else None,
             bytes_uploaded=sum(c.bytes_uploaded for c in contributions), values_uploaded=values_uploaded,
             crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,

@@ -310,7 +310,9 @@ class FederationConfig(_Model):
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
         """rounds.min_clients is at most secure_sum.max_clients; labels has model.num_labels
-        names; with distributed privacy, privacy.tolerated_dropouts is below rounds.min_clients."""
+        names; with distributed privacy, privacy.tolerated_dropouts is below rounds.min_clients,
+        secure_sum.bits is 16 and, in async rounds, the mechanism is gaussian with a constant
+        schedule; under any DP (privacy.mode or dpsgd) rank.scheduler is fixed."""
         if self.rounds.min_clients > self.secure_sum.max_clients:
             raise ValueError(
                 f"rounds.min_clients ({self.rounds.min_clients}) exceeds secure_sum.max_clients "
@@ -334,23 +336,29 @@ class FederationConfig(_Model):
         p = self.privacy
         if p.mode == "distributed" and self.secure_sum.bits != 16:
             raise ValueError(
-                "privacy.mode distributed needs secure_sum.bits: 16: the clients' noise shares widen the "
-                "quantization range, and 8-bit rounding over it would add more to an update than its clip bound")
+                "privacy.mode distributed needs secure_sum.bits: 16: the clients' noise shares "
+                "widen the quantization range, and 8-bit rounding over it would add more to an "
+                "update than its clip bound"
+            )
         if p.mode == "distributed" and self.rounds.mode == "async":
             if p.mechanism == "laplace":
                 raise ValueError(
-                    "privacy.mechanism laplace with distributed noise cannot run asynchronously: edges scale "
-                    "stale updates, and scaled Laplace shares no longer add up to Laplace noise; use gaussian "
-                    "or rounds.mode: sync")
+                    "privacy.mechanism laplace with distributed noise cannot run asynchronously: "
+                    "edges scale stale updates, and scaled Laplace shares no longer add up to "
+                    "Laplace noise; use gaussian or rounds.mode: sync"
+                )
             if p.schedule != "constant":
                 raise ValueError(
-                    "distributed noise in asynchronous rounds needs privacy.schedule: constant: a stale update "
-                    "carries the noise share of the round it trained in, which must not be smaller than the "
-                    "current round's")
+                    "distributed noise in asynchronous rounds needs privacy.schedule: constant: a "
+                    "stale update carries the noise share of the round it trained in, which must "
+                    "not be smaller than the current round's"
+                )
         if (p.mode != "off" or p.dpsgd.enabled) and self.rank.scheduler == "dynamic":
             raise ValueError(
-                "rank.scheduler dynamic decides ranks from the clients' gradient statistics and losses, which "
-                "clients do not send under differential privacy; use rank.scheduler: fixed")
+                "rank.scheduler dynamic decides ranks from the clients' gradient statistics and "
+                "losses, which clients do not send under differential privacy; use "
+                "rank.scheduler: fixed"
+            )
 
 
 class LimitsConfig(_Model):

@@ -48,21 +48,31 @@ def updates(draw: st.DrawFn) -> tuple[np.ndarray, float, float, int, str]:
 
 @settings(max_examples=300, deadline=None)
 @given(updates(), st.integers(0, 2**32 - 1), st.integers(0, 8))
-def test_quantized_norm_never_exceeds_clip_plus_slack(case: tuple[np.ndarray, float, float, int, str],
-                                                      seed: int, draws: int) -> None:
+def test_quantized_norm_never_exceeds_clip_plus_slack(
+    case: tuple[np.ndarray, float, float, int, str], seed: int, draws: int
+) -> None:
     x, clip, q_range, bits, norm = case
     q = Quantizer(clip=q_range, bits=bits)
-    beta = rounding_slack(norm_clip=clip, step=q.step, dimension=x.size, norm=norm)  # type: ignore[arg-type]
-    codes = quantize_within_norm(x, quantizer=q, bound=clip + beta, norm=norm,  # type: ignore[arg-type]
-                                 rng=np.random.default_rng(seed), max_draws=draws)
+    beta = rounding_slack(
+        norm_clip=clip, step=q.step, dimension=x.size, norm=norm  # type: ignore[arg-type]
+    )
+    codes = quantize_within_norm(
+        x,
+        quantizer=q,
+        bound=clip + beta,
+        norm=norm,  # type: ignore[arg-type]
+        rng=np.random.default_rng(seed),
+        max_draws=draws,
+    )
     assert codes.dtype == q.dtype and codes.min() >= 0 and codes.max() <= q.levels
     assert vector_norm(values(codes, q), norm=norm) <= clip + beta  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)
 @given(updates(), st.integers(0, 2**32 - 1))
-def test_rounding_toward_zero_meets_the_bound_on_its_own(case: tuple[np.ndarray, float, float, int, str],
-                                                         seed: int) -> None:
+def test_rounding_toward_zero_meets_the_bound_on_its_own(
+    case: tuple[np.ndarray, float, float, int, str], seed: int
+) -> None:
     """max_draws=0 forces the deterministic fallback: it must satisfy the bound by itself."""
     x, clip, q_range, bits, norm = case
     q = Quantizer(clip=q_range, bits=bits)
@@ -70,21 +80,31 @@ def test_rounding_toward_zero_meets_the_bound_on_its_own(case: tuple[np.ndarray,
         bound = math.sqrt(clip**2 + x.size * q.step**2 / 4) * (1 + 1e-12)
     else:
         bound = (clip + x.size * q.step / 2) * (1 + 1e-12)
-    codes = quantize_within_norm(x, quantizer=q, bound=bound, norm=norm,  # type: ignore[arg-type]
-                                 rng=np.random.default_rng(seed), max_draws=0)
+    codes = quantize_within_norm(
+        x,
+        quantizer=q,
+        bound=bound,
+        norm=norm,  # type: ignore[arg-type]
+        rng=np.random.default_rng(seed),
+        max_draws=0,
+    )
     assert vector_norm(values(codes, q), norm=norm) <= bound  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 5000), st.integers(2, 16), st.floats(1e-3, 2.0), st.integers(0, 2**32 - 1))
-def test_noised_updates_are_bounded_beyond_their_noise(d: int, bits: int, clip: float, seed: int) -> None:
+def test_noised_updates_are_bounded_beyond_their_noise(
+    d: int, bits: int, clip: float, seed: int
+) -> None:
     """Distributed mode: the rounded noised update, minus the share, is within C + β."""
     rng = np.random.default_rng(seed)
     q = Quantizer(clip=clip + 6 * 0.1, bits=bits)  # range ± (C + 6 std) of a share of std 0.1
     x = clip_by_norm(rng.normal(size=d), bound=clip, norm="l2").vector
     share = np.clip(rng.normal(scale=0.1, size=d), -0.6, 0.6)
     beta = rounding_slack(norm_clip=clip, step=q.step, dimension=d, norm="l2")
-    codes = quantize_within_norm(x + share, quantizer=q, bound=clip + beta, norm="l2", rng=rng, offset=share)
+    codes = quantize_within_norm(
+        x + share, quantizer=q, bound=clip + beta, norm="l2", rng=rng, offset=share
+    )
     assert np.linalg.norm(values(codes, q) - share) <= clip + beta
 
 
@@ -96,8 +116,18 @@ def test_the_slack_keeps_stochastic_rounding_unbiased() -> None:
     q = Quantizer(clip=0.5, bits=8)
     beta = rounding_slack(norm_clip=0.5, step=q.step, dimension=x.size, norm="l2")
     assert 0 < beta < 0.2  # sqrt(C² + d·s²/4) - C plus the tail terms
-    mean = np.mean([values(quantize_within_norm(x, quantizer=q, bound=0.5 + beta, norm="l2", rng=rng,
-                                                max_draws=1), q) for _ in range(200)], axis=0)
+    mean = np.mean(
+        [
+            values(
+                quantize_within_norm(
+                    x, quantizer=q, bound=0.5 + beta, norm="l2", rng=rng, max_draws=1
+                ),
+                q,
+            )
+            for _ in range(200)
+        ],
+        axis=0,
+    )
     assert np.abs(mean - x).max() < 5 * q.step / np.sqrt(200)
 
 
@@ -106,13 +136,25 @@ def test_range_clipping_of_the_noise_is_refused() -> None:
     q = Quantizer(clip=0.1, bits=8)
     share = np.full(100, 5.0)
     with pytest.raises(PrivacyError, match="not sent"):
-        quantize_within_norm(np.zeros(100) + share, quantizer=q, bound=0.2, norm="l2",
-                             rng=np.random.default_rng(0), offset=share)
+        quantize_within_norm(
+            np.zeros(100) + share,
+            quantizer=q,
+            bound=0.2,
+            norm="l2",
+            rng=np.random.default_rng(0),
+            offset=share,
+        )
 
 
-@pytest.mark.parametrize("kwargs", [{"norm_clip": 0.0}, {"step": -1.0}, {"dimension": -1}, {"norm": "l3"},
-                                    {"tail": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"norm_clip": 0.0}, {"step": -1.0}, {"dimension": -1}, {"norm": "l3"}, {"tail": 1.5}]
+)
 def test_slack_arguments_are_checked(kwargs: dict[str, object]) -> None:
-    args: dict[str, object] = {"norm_clip": 1.0, "step": 0.01, "dimension": 10, "norm": "l2"} | kwargs
+    args: dict[str, object] = {
+        "norm_clip": 1.0,
+        "step": 0.01,
+        "dimension": 10,
+        "norm": "l2",
+    } | kwargs
     with pytest.raises(ConfigError):
         rounding_slack(**args)  # type: ignore[arg-type]

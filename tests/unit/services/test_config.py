@@ -24,26 +24,71 @@ def coordinator(**fed: object) -> dict:
         (coordinator(rounds={"min_clients": 0}), "coordinator.federation.rounds.min_clients"),
         (coordinator(secure_sum={"bits": 12}), "coordinator.federation.secure_sum.bits"),
         (coordinator(privacy={"mode": "sometimes"}), "coordinator.federation.privacy.mode"),
-        (coordinator(training={"learning_rate": -1}), "coordinator.federation.training.learning_rate"),
+        (
+            coordinator(training={"learning_rate": -1}),
+            "coordinator.federation.training.learning_rate",
+        ),
         (coordinator(modle={}), "unknown field"),
         (coordinator(labels=["a", "b"]), "labels has 2 names but model.num_labels is 3"),
         (coordinator(rounds={"min_clients": 100}), "raise secure_sum.max_clients"),
-        (coordinator(privacy={"mode": "central"}, rank={"scheduler": "dynamic"}), "use rank.scheduler: fixed"),
-        (coordinator(privacy={"dpsgd": {"enabled": True}}, rank={"scheduler": "dynamic"}), "use rank.scheduler: fixed"),
+        (
+            coordinator(privacy={"mode": "central"}, rank={"scheduler": "dynamic"}),
+            "use rank.scheduler: fixed",
+        ),
+        (
+            coordinator(privacy={"dpsgd": {"enabled": True}}, rank={"scheduler": "dynamic"}),
+            "use rank.scheduler: fixed",
+        ),
         (coordinator(privacy={"mode": "distributed"}), "secure_sum.bits: 16"),
-        (coordinator(privacy={"mode": "distributed", "mechanism": "laplace", "schedule": "constant"},
-                     rounds={"mode": "async"}, secure_sum={"bits": 16}), "use gaussian or rounds.mode: sync"),
-        (coordinator(privacy={"mode": "distributed"}, rounds={"mode": "async"}, secure_sum={"bits": 16}),
-         "privacy.schedule: constant"),
+        (
+            coordinator(
+                privacy={"mode": "distributed", "mechanism": "laplace", "schedule": "constant"},
+                rounds={"mode": "async"},
+                secure_sum={"bits": 16},
+            ),
+            "use gaussian or rounds.mode: sync",
+        ),
+        (
+            coordinator(
+                privacy={"mode": "distributed"}, rounds={"mode": "async"}, secure_sum={"bits": 16}
+            ),
+            "privacy.schedule: constant",
+        ),
         ({"service": "edge", "tls": TLS}, "the 'edge:' block is missing"),
-        ({"service": "edge", "tls": TLS, "edge": {}, "client": {"edges": ["a:1"], "data": {"path": "x"}}}, "remove them"),
-        ({"service": "edge", "tls": TLS, "edge": {"coordinator_address": "nohostport"}}, "edge.coordinator_address"),
+        (
+            {
+                "service": "edge",
+                "tls": TLS,
+                "edge": {},
+                "client": {"edges": ["a:1"], "data": {"path": "x"}},
+            },
+            "remove them",
+        ),
+        (
+            {"service": "edge", "tls": TLS, "edge": {"coordinator_address": "nohostport"}},
+            "edge.coordinator_address",
+        ),
         ({"service": "client", "tls": TLS, "client": {"edges": []}}, "client.edges"),
-        ({"service": "client", "tls": TLS, "client": {"edges": ["a:1"], "data": {"path": "x"}, "session": "sometimes"}},
-         "client.session"),
-        ({"service": "client", "tls": TLS, "client": {"edges": ["a:1"], "data": {"path": "x"}, "check_in_interval_s": 0}},
-         "client.check_in_interval_s"),
-        ({"service": "edge", "tls": TLS, "edge": {"limits": {"max_client_sessions": 0}}}, "edge.limits.max_client_sessions"),
+        (
+            {
+                "service": "client",
+                "tls": TLS,
+                "client": {"edges": ["a:1"], "data": {"path": "x"}, "session": "sometimes"},
+            },
+            "client.session",
+        ),
+        (
+            {
+                "service": "client",
+                "tls": TLS,
+                "client": {"edges": ["a:1"], "data": {"path": "x"}, "check_in_interval_s": 0},
+            },
+            "client.check_in_interval_s",
+        ),
+        (
+            {"service": "edge", "tls": TLS, "edge": {"limits": {"max_client_sessions": 0}}},
+            "edge.limits.max_client_sessions",
+        ),
         ({"service": "edge", "tls": TLS, "edge": {"malloc_arena_max": 0}}, "edge.malloc_arena_max"),
         ({"service": "router", "tls": TLS}, "service"),
         (["not", "a", "mapping"], "expected a YAML mapping"),

@@ -28,14 +28,30 @@ from tests.unit.services.test_coordinator_rules import Outbox
 #: commit fields that carry no information about the records: the protocol's own values,
 #: digests of ciphertexts, timings (the edge sees when the upload arrives anyway) and the
 #: site's DP-SGD epsilon (its own privacy accounting)
-NOT_FROM_RECORDS = {"round", "sha256", "idempotency_key", "rank", "base_version", "train_seconds",
-                    "crypto_seconds", "quality.dpsgd_epsilon"}
+NOT_FROM_RECORDS = {
+    "round",
+    "sha256",
+    "idempotency_key",
+    "rank",
+    "base_version",
+    "train_seconds",
+    "crypto_seconds",
+    "quality.dpsgd_epsilon",
+}
 
 PRIVACY = {
     "client-level": {"mode": "central", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0},
-    "dp-sgd": {"mode": "off", "delta": 1e-5,
-               "dpsgd": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "optimizer": "sgd",
-                         "learning_rate": 0.2}},
+    "dp-sgd": {
+        "mode": "off",
+        "delta": 1e-5,
+        "dpsgd": {
+            "enabled": True,
+            "noise_multiplier": 1.0,
+            "max_grad_norm": 1.0,
+            "optimizer": "sgd",
+            "learning_rate": 0.2,
+        },
+    },
     "off": {"mode": "off"},
 }
 
@@ -61,24 +77,51 @@ def commit_fields(msg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def client_commit(model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str, Any]) -> dict[str, Any]:
-    cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
-        "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
-                       "rounds": {"min_clients": 2},
-                       "training": {"local_epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2},
-                       "secure_sum": {"key_bits": 512}, "privacy": privacy}}})
+def client_commit(
+    model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str, Any]
+) -> dict[str, Any]:
+    cfg = parse_config(
+        {
+            "service": "coordinator",
+            "tls": {"ca": "a", "cert": "b", "key": "c"},
+            "coordinator": {
+                "federation": {
+                    "model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
+                    "rounds": {"min_clients": 2},
+                    "training": {"local_epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2},
+                    "secure_sum": {"key_bits": 512},
+                    "privacy": privacy,
+                }
+            },
+        }
+    )
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
     pub, priv = keys
-    coord = handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv,
-                                 adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels), outbox=Outbox(),
-                                 metrics=create_metrics("coordinator"), privacy=make_privacy_engine(fed))
+    coord = handlers.Coordinator(
+        fed=fed,
+        store=MemoryStore(),
+        public_key=pub,
+        private_key=priv,
+        adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels),
+        outbox=Outbox(),
+        metrics=create_metrics("coordinator"),
+        privacy=make_privacy_engine(fed),
+    )
     coord.edge_roster("edge-1", [d.RosterEntry(c, 60) for c in ("site-a", "site-b")])
     plan = coord.plan_round().plans["edge-1"]
     a = plan.assignment_for("site-a")
     assert a is not None
-    task = d.RoundTask(round=plan.round, adapter_version=plan.adapter_version, assignment=a,
-                       secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
-                       deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec)
+    task = d.RoundTask(
+        round=plan.round,
+        adapter_version=plan.adapter_version,
+        assignment=a,
+        secure_sum=plan.secure_sum,
+        privacy=plan.privacy,
+        training=plan.training,
+        deadline_unix=plan.deadline_unix,
+        mode=plan.mode,
+        spec=plan.spec,
+    )
 
     data = make_tiny_dataset(n=60, seed=0)
     path = tmp_path / "site.csv"
@@ -86,10 +129,19 @@ def client_commit(model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str,
         w = csv.writer(fh)
         w.writerow(["text", "label"])
         w.writerows([t, data.label_names[y]] for t, y in zip(data.texts, data.labels, strict=True))
-    client = parse_config({"service": "client", "tls": {"ca": "a", "cert": "b", "key": "c"},
-                           "client": {"edges": ["127.0.0.1:1"], "data": {"path": str(path)},
-                                      "deid": {"enabled": False}, "state_dir": str(tmp_path / "state"),
-                                      "num_threads": 1}}).client
+    client = parse_config(
+        {
+            "service": "client",
+            "tls": {"ca": "a", "cert": "b", "key": "c"},
+            "client": {
+                "edges": ["127.0.0.1:1"],
+                "data": {"path": str(path)},
+                "deid": {"enabled": False},
+                "state_dir": str(tmp_path / "state"),
+                "num_threads": 1,
+            },
+        }
+    ).client
     assert client is not None
     trainer = LocalTrainer(client, client_id="site-a")
     trainer.set_spec(plan.spec, tuple(fed.labels))  # type: ignore[arg-type]
@@ -100,8 +152,9 @@ def client_commit(model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str,
 
 
 @pytest.mark.parametrize("level", ["client-level", "dp-sgd"])
-def test_a_dp_client_sends_no_scalar_computed_from_its_records(model_dir: Path, keys: Any, tmp_path: Path,
-                                                                level: str) -> None:
+def test_a_dp_client_sends_no_scalar_computed_from_its_records(
+    model_dir: Path, keys: Any, tmp_path: Path, level: str
+) -> None:
     fields = client_commit(model_dir, keys, tmp_path, PRIVACY[level])
     leaked = {k: v for k, v in fields.items() if k not in NOT_FROM_RECORDS and v}
     assert leaked == {}, f"sent un-noised under {level} DP: {leaked}"
@@ -109,7 +162,9 @@ def test_a_dp_client_sends_no_scalar_computed_from_its_records(model_dir: Path, 
         assert 0 < fields["quality.dpsgd_epsilon"] < math.inf
 
 
-def test_without_dp_the_client_reports_its_statistics(model_dir: Path, keys: Any, tmp_path: Path) -> None:
+def test_without_dp_the_client_reports_its_statistics(
+    model_dir: Path, keys: Any, tmp_path: Path
+) -> None:
     """The scan can fail: without DP the same commit carries the record count and losses."""
     fields = client_commit(model_dir, keys, tmp_path, PRIVACY["off"])
     assert fields["num_samples"] > 0 and fields["quality.train_loss"] > 0

@@ -44,22 +44,45 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_bert(tmp_path_factory.mktemp("tiny"))
 
 
-def federation(model_dir: Path, *, privacy: dict[str, Any], rounds: dict[str, Any],
-               secure_sum: dict[str, Any] | None = None) -> FederationConfig:
-    cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
-        "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
-                       "rounds": {"max_rounds": 5, **rounds},
-                       "secure_sum": {"key_bits": 512, **(secure_sum or {})},
-                       "privacy": privacy}}})
+def federation(
+    model_dir: Path,
+    *,
+    privacy: dict[str, Any],
+    rounds: dict[str, Any],
+    secure_sum: dict[str, Any] | None = None,
+) -> FederationConfig:
+    cfg = parse_config(
+        {
+            "service": "coordinator",
+            "tls": {"ca": "a", "cert": "b", "key": "c"},
+            "coordinator": {
+                "federation": {
+                    "model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
+                    "rounds": {"max_rounds": 5, **rounds},
+                    "secure_sum": {"key_bits": 512, **(secure_sum or {})},
+                    "privacy": privacy,
+                }
+            },
+        }
+    )
     assert cfg.coordinator is not None
     return cfg.coordinator.federation
 
 
-def coordinator(fed: FederationConfig, keys: Any, store: CoordinatorStore | None = None) -> handlers.Coordinator:
+def coordinator(
+    fed: FederationConfig, keys: Any, store: CoordinatorStore | None = None
+) -> handlers.Coordinator:
     pub, priv = keys
-    return handlers.Coordinator(fed=fed, store=store or MemoryStore(), public_key=pub, private_key=priv,
-                                adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels), outbox=Outbox(),
-                                metrics=create_metrics("coordinator"), privacy=make_privacy_engine(fed))
+    return handlers.Coordinator(
+        fed=fed,
+        store=store or MemoryStore(),
+        public_key=pub,
+        private_key=priv,
+        adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels),
+        outbox=Outbox(),
+        metrics=create_metrics("coordinator"),
+        privacy=make_privacy_engine(fed),
+    )
 
 
 def start_round(coord: handlers.Coordinator, clients: list[str]) -> Any:
@@ -70,13 +93,26 @@ def start_round(coord: handlers.Coordinator, clients: list[str]) -> Any:
 
 
 def task_for(plan: d.RoundPlan, a: d.Assignment) -> d.RoundTask:
-    return d.RoundTask(round=plan.round, adapter_version=plan.adapter_version, assignment=a,
-                       secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
-                       deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec)
+    return d.RoundTask(
+        round=plan.round,
+        adapter_version=plan.adapter_version,
+        assignment=a,
+        secure_sum=plan.secure_sum,
+        privacy=plan.privacy,
+        training=plan.training,
+        deadline_unix=plan.deadline_unix,
+        mode=plan.mode,
+        spec=plan.spec,
+    )
 
 
-def upload(coord: handlers.Coordinator, cur: Any, deltas: dict[str, np.ndarray], *,
-           staleness: dict[str, int] | None = None) -> dict[str, Any]:
+def upload(
+    coord: handlers.Coordinator,
+    cur: Any,
+    deltas: dict[str, np.ndarray],
+    *,
+    staleness: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Each client's real outgoing path (clip, noise share, quantize, encrypt); the edge
     multiplies by the weight (async: times the staleness factor) and forwards one partial.
     Returns each client's encrypted vector and task."""
@@ -89,12 +125,17 @@ def upload(coord: handlers.Coordinator, cur: Any, deltas: dict[str, np.ndarray],
         assert a is not None
         task = task_for(plan, a)
         vec, _ = encrypt_update(delta[: a.num_values], task, coord.public_key, layout)
-        factor = staleness_weight((staleness or {}).get(cid, 0), plan.staleness_exponent) if plan.mode == "async" else 1
+        factor = (
+            staleness_weight((staleness or {}).get(cid, 0), plan.staleness_exponent)
+            if plan.mode == "async"
+            else 1
+        )
         total.add_vector(vec, weight=a.weight * factor)
         contribs.append(d.Contribution(cid, a.rank, a.weight * factor, 100))
         sent[cid] = (vec, task)
-    coord.receive_partial("edge-1", round=cur.number, vec=total.result(), contributions=contribs,
-                          key=f"k{cur.number}")
+    coord.receive_partial(
+        "edge-1", round=cur.number, vec=total.result(), contributions=contribs, key=f"k{cur.number}"
+    )
     return sent
 
 
@@ -120,17 +161,26 @@ def max_weight(cur: Any) -> int:
     return max(a.weight for p in cur.plans.values() for a in p.assignments)
 
 
-# -- distributed DP after dropouts ----------------------------------------------------------------
+# -- distributed DP after dropouts -----------------------------------------------------------------
 
 
 def test_distributed_noise_after_dropouts_is_at_least_what_is_charged(
-        model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ten planned clients, two arrive (min_clients = 2): the decrypted sum must still carry the
     noise the ledger charges for, not sqrt(2/10) of it."""
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0,
-                              "schedule": "constant", "norm_clip": 1.0},
-                     secure_sum={"bits": 16})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={
+            "mode": "distributed",
+            "mechanism": "gaussian",
+            "epsilon": 8.0,
+            "schedule": "constant",
+            "norm_clip": 1.0,
+        },
+        secure_sum={"bits": 16},
+    )
     coord = coordinator(fed, keys)
     means = capture_mean(coord, monkeypatch)
     clients = [f"c{i}" for i in range(10)]
@@ -146,13 +196,22 @@ def test_distributed_noise_after_dropouts_is_at_least_what_is_charged(
 
 
 def test_distributed_full_round_is_charged_for_the_noise_it_carries(
-        model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every planned client arrives: the shares sized for a quorum of min_clients carry more
     noise than planned, and the charge is for that (never for less than what was added)."""
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0,
-                              "schedule": "constant", "norm_clip": 1.0},
-                     secure_sum={"bits": 16})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={
+            "mode": "distributed",
+            "mechanism": "gaussian",
+            "epsilon": 8.0,
+            "schedule": "constant",
+            "norm_clip": 1.0,
+        },
+        secure_sum={"bits": 16},
+    )
     coord = coordinator(fed, keys)
     means = capture_mean(coord, monkeypatch)
     clients = [f"c{i}" for i in range(4)]
@@ -167,15 +226,19 @@ def test_distributed_full_round_is_charged_for_the_noise_it_carries(
     assert noise_on_sum >= 0.9 * charged * max_weight(cur) * fed.privacy.norm_clip
 
 
-# -- the charge is durable before decryption --------------------------------------------------------
+# -- the charge is durable before decryption -------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["central", "distributed"])
-def test_charge_is_durable_before_any_decryption(model_dir: Path, keys: Any, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": mode, "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0},
-                     secure_sum={"bits": 16})
+def test_charge_is_durable_before_any_decryption(
+    model_dir: Path, keys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={"mode": mode, "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0},
+        secure_sum={"bits": 16},
+    )
     coord = coordinator(fed, keys, SQLiteStore(tmp_path / "state"))
     cur = start_round(coord, ["a", "b"])
     upload(coord, cur, {"a": np.zeros(cur.num_values), "b": np.zeros(cur.num_values)})
@@ -183,7 +246,9 @@ def test_charge_is_durable_before_any_decryption(model_dir: Path, keys: Any, tmp
     decrypt = coord._decrypt
 
     def spy(c: Any, summed: Any) -> np.ndarray:
-        rows_at_decryption.append(len(SQLiteStore(tmp_path / "state").ledger()))  # what a crash would keep
+        rows_at_decryption.append(
+            len(SQLiteStore(tmp_path / "state").ledger())
+        )  # what a crash would keep
         return decrypt(c, summed)
 
     monkeypatch.setattr(coord, "_decrypt", spy)
@@ -195,13 +260,17 @@ class Abort(Exception):
     pass
 
 
-def test_round_aborted_after_decryption_stays_charged(model_dir: Path, keys: Any, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_round_aborted_after_decryption_stays_charged(
+    model_dir: Path, keys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A noised sum was decrypted, then the round aborted: its charge stays, and the retry of the
     same round is charged again (the coordinator has seen two noised sums)."""
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0},
-                     secure_sum={"bits": 16})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0},
+        secure_sum={"bits": 16},
+    )
     state = tmp_path / "state"
     coord = coordinator(fed, keys, SQLiteStore(state))
     cur = start_round(coord, ["a", "b"])
@@ -219,7 +288,8 @@ def test_round_aborted_after_decryption_stays_charged(model_dir: Path, keys: Any
     coord.store.close()
 
     restarted = coordinator(fed, keys, SQLiteStore(state))  # the charge survives a restart
-    assert restarted.privacy.epsilon_spent() == pytest.approx(eps_aborted)  # type: ignore[union-attr]
+    assert restarted.privacy is not None
+    assert restarted.privacy.epsilon_spent() == pytest.approx(eps_aborted)
     cur = start_round(restarted, ["a", "b"])
     assert cur.index == 0  # the same round, retried
     upload(restarted, cur, {"a": np.zeros(cur.num_values), "b": np.zeros(cur.num_values)})
@@ -229,17 +299,26 @@ def test_round_aborted_after_decryption_stays_charged(model_dir: Path, keys: Any
     restarted.store.close()
 
 
-# -- asynchronous rounds with central noise ---------------------------------------------------------
+# -- asynchronous rounds with central noise --------------------------------------------------------
 
 
 def async_central(model_dir: Path) -> FederationConfig:
-    return federation(model_dir, rounds={"mode": "async", "min_clients": 2, "buffer_size": 2},
-                      privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 8.0,
-                               "schedule": "constant", "norm_clip": 0.5})
+    return federation(
+        model_dir,
+        rounds={"mode": "async", "min_clients": 2, "buffer_size": 2},
+        privacy={
+            "mode": "central",
+            "mechanism": "gaussian",
+            "epsilon": 8.0,
+            "schedule": "constant",
+            "norm_clip": 0.5,
+        },
+    )
 
 
 def test_async_update_is_applied_at_its_scale_with_noise_for_its_weight(
-        model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two fresh updates (the edge multiplies them by weight × STALENESS_SCALE): the applied mean
     is their mean, not STALENESS_SCALE times it, and the noise on it, in units of what one
     client can move it by, is the multiplier the ledger charges."""
@@ -249,7 +328,9 @@ def test_async_update_is_applied_at_its_scale_with_noise_for_its_weight(
     means = capture_mean(coord, monkeypatch)
     calls: list[float] = []
 
-    def no_noise(vector: np.ndarray, *, noise_multiplier: float, sensitivity: float, rng: Any = None) -> np.ndarray:
+    def no_noise(
+        vector: np.ndarray, *, noise_multiplier: float, sensitivity: float, rng: Any = None
+    ) -> np.ndarray:
         calls.append(sensitivity)
         return np.asarray(vector, dtype=np.float64)
 
@@ -278,7 +359,7 @@ def test_async_update_is_applied_at_its_scale_with_noise_for_its_weight(
     assert ratio >= 0.9 * charged, (ratio, charged)
 
 
-# -- quantization after clipping --------------------------------------------------------------------
+# -- quantization after clipping -------------------------------------------------------------------
 
 
 def test_stochastic_rounding_after_clipping_raises_the_norm() -> None:
@@ -292,17 +373,23 @@ def test_stochastic_rounding_after_clipping_raises_the_norm() -> None:
     assert 0.05 < after - 0.5 <= np.sqrt(x.size) * q.step
 
 
-def test_noise_covers_the_norm_after_quantization(model_dir: Path, keys: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_noise_covers_the_norm_after_quantization(
+    model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each client's update as it enters the sum (dequantized) stays within the sensitivity the
     coordinator calibrates its noise to."""
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 0.5})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 0.5},
+    )
     coord = coordinator(fed, keys)
     calls: list[float] = []
     add_noise = coord.privacy.mechanism.add_noise  # type: ignore[union-attr]
 
-    def spy(vector: np.ndarray, *, noise_multiplier: float, sensitivity: float, rng: Any = None) -> np.ndarray:
+    def spy(
+        vector: np.ndarray, *, noise_multiplier: float, sensitivity: float, rng: Any = None
+    ) -> np.ndarray:
         calls.append(sensitivity)
         return add_noise(vector, noise_multiplier=noise_multiplier, sensitivity=sensitivity)
 
@@ -322,13 +409,22 @@ def test_noise_covers_the_norm_after_quantization(model_dir: Path, keys: Any,
 
 
 def test_async_distributed_noise_with_stale_updates_is_at_least_what_is_charged(
-        model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Edges scale a fresh update's share by STALENESS_SCALE and a stale one's by less: the
     shares are sized for the smallest factor, and the charge is for what the sum carries."""
-    fed = federation(model_dir, rounds={"mode": "async", "min_clients": 2, "buffer_size": 2},
-                     privacy={"mode": "distributed", "mechanism": "gaussian", "epsilon": 8.0,
-                              "schedule": "constant", "norm_clip": 1.0},
-                     secure_sum={"bits": 16})
+    fed = federation(
+        model_dir,
+        rounds={"mode": "async", "min_clients": 2, "buffer_size": 2},
+        privacy={
+            "mode": "distributed",
+            "mechanism": "gaussian",
+            "epsilon": 8.0,
+            "schedule": "constant",
+            "norm_clip": 1.0,
+        },
+        secure_sum={"bits": 16},
+    )
     coord = coordinator(fed, keys)
     means = capture_mean(coord, monkeypatch)
     cur = start_round(coord, ["a", "b", "c"])
@@ -343,24 +439,43 @@ def test_async_distributed_noise_with_stale_updates_is_at_least_what_is_charged(
     assert noise_on_sum >= 0.9 * charged * STALENESS_SCALE * max_weight(cur) * fed.privacy.norm_clip
 
 
-def test_noise_that_rounding_would_dominate_is_refused_at_start_up(model_dir: Path, keys: Any) -> None:
+def test_noise_that_rounding_would_dominate_is_refused_at_start_up(
+    model_dir: Path, keys: Any
+) -> None:
     """Laplace needs an L1 bound; 8-bit rounding of every value adds up to d·s/2 to it, more than
     the clip bound: the coordinator refuses to start rather than charge for the wrong noise."""
-    fed = federation(model_dir, rounds={"min_clients": 2},
-                     privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0},
+    )
     with pytest.raises(ConfigError, match="bits: 16"):
         coordinator(fed, keys)
-    sixteen = federation(model_dir, rounds={"min_clients": 2}, secure_sum={"bits": 16},
-                         privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0})
+    sixteen = federation(
+        model_dir,
+        rounds={"min_clients": 2},
+        secure_sum={"bits": 16},
+        privacy={"mode": "central", "mechanism": "laplace", "epsilon": 8.0, "norm_clip": 1.0},
+    )
     assert coordinator(sixteen, keys).privacy is not None
 
 
 @pytest.mark.parametrize("spares", [0, 1])
-def test_spare_charges_leave_room_for_retried_rounds(model_dir: Path, keys: Any, spares: int) -> None:
+def test_spare_charges_leave_room_for_retried_rounds(
+    model_dir: Path, keys: Any, spares: int
+) -> None:
     """Two rounds and one retry are three charges: they fit the budget only with a spare."""
-    fed = federation(model_dir, rounds={"min_clients": 2, "max_rounds": 2},
-                     privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 4.0, "schedule": "constant",
-                              "spare_charges": spares})
+    fed = federation(
+        model_dir,
+        rounds={"min_clients": 2, "max_rounds": 2},
+        privacy={
+            "mode": "central",
+            "mechanism": "gaussian",
+            "epsilon": 4.0,
+            "schedule": "constant",
+            "spare_charges": spares,
+        },
+    )
     coord = coordinator(fed, keys)
     for charge in range(3):
         if charge == 2 and spares == 0:
@@ -371,4 +486,5 @@ def test_spare_charges_leave_room_for_retried_rounds(model_dir: Path, keys: Any,
         cur = start_round(coord, ["a", "b"])
         upload(coord, cur, {"a": np.zeros(cur.num_values), "b": np.zeros(cur.num_values)})
         coord.finish_round(cur)
-    assert len(coord.store.ledger()) == 3 and coord.privacy.epsilon_spent() <= 4.0  # type: ignore[union-attr]
+    assert coord.privacy is not None
+    assert len(coord.store.ledger()) == 3 and coord.privacy.epsilon_spent() <= 4.0

@@ -21,14 +21,24 @@ def write(tmp_path: Path, fed: dict[str, object]) -> Path:
     return path
 
 
-def test_dpsgd_plan_gives_steps_and_epsilon_per_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, {"rounds": {"max_rounds": 6}, "training": {"batch_size": 64, "local_epochs": 1.0},
-                            "privacy": {"delta": 1e-5, "dpsgd": {"enabled": True, "noise_multiplier": 1.2}}})
+def test_dpsgd_plan_gives_steps_and_epsilon_per_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        {
+            "rounds": {"max_rounds": 6},
+            "training": {"batch_size": 64, "local_epochs": 1.0},
+            "privacy": {"delta": 1e-5, "dpsgd": {"enabled": True, "noise_multiplier": 1.2}},
+        },
+    )
     assert privacy_cli.main(["plan", str(path), "--sites", "small=500,big=5000", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     sites = {s["site"]: s for s in plan["dpsgd"]["sites"]}
     small, big = sites["small"], sites["big"]
-    assert small["training_records"] == 450 and small["steps_per_round"] == 8 and small["steps"] == 48
+    assert (
+        small["training_records"] == 450 and small["steps_per_round"] == 8 and small["steps"] == 48
+    )
     assert small["sample_rate"] == pytest.approx(64 / 450)
     assert big["epsilon"] < small["epsilon"] == plan["dpsgd"]["epsilon_max"]
     # What the site's own accountant (Opacus PRV) will report after all rounds, within a few %.
@@ -39,17 +49,26 @@ def test_dpsgd_plan_gives_steps_and_epsilon_per_site(tmp_path: Path, capsys: pyt
 
 
 def test_client_level_plan_shows_the_sensitivity_with_the_rounding_slack(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = tiny_bert(tmp_path / "tiny")
-    path = write(tmp_path, {"model": {"name_or_path": str(model), "rank": 4, "max_length": 16},
-                            "rounds": {"max_rounds": 3, "mode": "async"},
-                            "privacy": {"mode": "central", "epsilon": 4.0, "norm_clip": 0.5}})
+    path = write(
+        tmp_path,
+        {
+            "model": {"name_or_path": str(model), "rank": 4, "max_length": 16},
+            "rounds": {"max_rounds": 3, "mode": "async"},
+            "privacy": {"mode": "central", "epsilon": 4.0, "norm_clip": 0.5},
+        },
+    )
     assert privacy_cli.main(["plan", str(path), "--json"]) == 0
     cl = json.loads(capsys.readouterr().out)["client_level"]
     assert cl["max_applied_weight"] == 4  # a fresh async update is applied at 4x its weight
     assert 0 < cl["rounding_slack"] < 0.05 and cl["quantization_range"] == 0.5
     assert cl["sensitivity"] == pytest.approx(4 * (0.5 + cl["rounding_slack"]))
-    assert all(r["noise_scale"] == pytest.approx(r["noise_multiplier"] * cl["sensitivity"]) for r in cl["rounds"])
+    assert all(
+        r["noise_scale"] == pytest.approx(r["noise_multiplier"] * cl["sensitivity"])
+        for r in cl["rounds"]
+    )
 
 
 def test_plan_needs_some_privacy(tmp_path: Path) -> None:
