@@ -40,7 +40,7 @@ from ffa_lora_tools.baseline import module_list
 from ffa_lora_tools.containers import BuildahLauncher
 from ffa_lora_tools.own_data import is_data_folder, load_own_data
 from services.common.certs import init_ca, issue_certificate
-from services.common.config import MAX_VALIDATION_FRACTION
+from services.common.config import MAX_VALIDATION_FRACTION, MIN_CLIENTS, MIN_KEY_BITS
 
 # The clients' learning rate per strategy on the demo model, tuned with `ffa-lora bench quality`
 # (README, "Quality against centralized LoRA"): with A frozen at its random start, FFA-LoRA needs
@@ -194,6 +194,10 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         "rounds": {"max_rounds": settings.rounds, "min_clients": len(clients), "patience": settings.patience,
                    "tolerance": settings.tolerance, "wait_for_clients_s": 600},
         "secure_sum": {"key_bits": settings.key_bits, "bits": settings.bits, "clip": settings.clip},
+        # the operators know each site's size: sample-weighted averaging without trusting the clients
+        "weights": {"sizes": {c: len(demo.train_parts[s]) for s, c in zip(sites, clients)}},
+        # small keys or a single site are for trying things out only
+        "test_mode": settings.key_bits < MIN_KEY_BITS or len(clients) < MIN_CLIENTS,
         "privacy": settings.privacy or {"mode": "off"},
         "rank": {"scheduler": settings.rank_scheduler, "options": settings.rank_options},
         "evaluation": {"path": str(run / "data" / "test.csv")},
@@ -224,6 +228,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
                    "client": {"edges": [f"127.0.0.1:{edge_ports[e]}" for e in order],
                               "data": {"path": str(run / "data" / f"{s}.csv"), "labels": list(demo.label_names),
                                        "validation_fraction": settings.validation_fraction},
+                              "model": settings.model,
                               "device": "auto", "num_threads": settings.threads_per_client,
                               "deid": {"enabled": settings.deid}, "state_dir": str(run / "state" / c),
                               "seed": settings.seed}}

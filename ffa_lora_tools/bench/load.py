@@ -45,7 +45,7 @@ from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.main import load_or_create_keys
 from services.common import domain as d
-from services.common.config import LimitsConfig, parse_federation
+from services.common.config import MIN_CLIENTS, MIN_KEY_BITS, LimitsConfig, parse_federation
 from services.common.metrics import create_metrics
 from services.common.transfer import outgoing
 from services.edge_aggregator.handlers import EdgeAggregator
@@ -145,7 +145,8 @@ def prepare_key(work: Path, key_bits: int) -> tuple[Path, Path, float]:
     fernet = work / "fernet.key"
     fernet.write_bytes(new_fernet_key())
     t0 = time.perf_counter()
-    load_or_create_keys(work / "keys", key_bits=key_bits, fernet_key=fernet.read_bytes())
+    load_or_create_keys(work / "keys", key_bits=key_bits, fernet_key=fernet.read_bytes(),
+                        test_mode=key_bits < MIN_KEY_BITS)
     return work / "keys" / "paillier.key", fernet, time.perf_counter() - t0
 
 
@@ -158,6 +159,7 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
                    "wait_for_clients_s": 600, "patience": 1000},
         "secure_sum": {"key_bits": args.key_bits, "bits": args.bits, "clip": 0.05,
                        "max_clients": max(n, args.max_clients), "max_weight": 1},
+        "test_mode": args.key_bits < MIN_KEY_BITS or n < MIN_CLIENTS,  # a benchmark, not a federation
     }
     limits: dict[str, Any] = {"max_messages_per_s": 500.0}
     if args.max_sessions:
@@ -185,7 +187,7 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
                 gens.append(subprocess.Popen(
                     [sys.executable, "-m", "ffa_lora_tools.bench.load_clients", "--certs", str(certs), "--ids-file", str(f),
                      "--edges", addrs, "--out", str(root / f"gen-{i}.json"), "--timeout", str(args.timeout),
-                     "--session", args.session, "--check-in-s", str(args.check_in_s),
+                     "--session", args.session, "--check-in-s", str(args.check_in_s), "--model", str(model),
                      # check-in clients come online spread over one check-in interval
                      *(["--connect-rate", f"{max(1.0, len(part) / args.check_in_s):.1f}"]
                        if args.session == "check_in" else [])],

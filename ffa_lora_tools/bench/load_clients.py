@@ -112,7 +112,7 @@ class LoadAgent(ClientAgent):
 
 async def run_clients(ids: list[str], *, certs: Path, edges: list[str], timeout: float,
                       connect_rate: float = 400.0, max_reconnect_s: float = 5.0, session: str = "persistent",
-                      check_in_s: float = 5.0) -> dict[str, Any]:
+                      check_in_s: float = 5.0, model: str = "demo") -> dict[str, Any]:
     """Run every client until the federation finishes (or ``timeout``); return the record."""
     cache = UpdateCache()
     metrics: Metrics = create_metrics("client")
@@ -127,7 +127,7 @@ async def run_clients(ids: list[str], *, certs: Path, edges: list[str], timeout:
     for i, cid in enumerate(ids):
         order = edges[i % len(edges):] + edges[: i % len(edges)]
         cfg = ClientConfig(edges=order, data=DataConfig(path=Path("unused.csv")), deid=DeidSettings(enabled=False),
-                           state_dir=Path("/nonexistent"), max_reconnect_s=max_reconnect_s,
+                           state_dir=Path("/nonexistent"), max_reconnect_s=max_reconnect_s, model=model,
                            session=session, check_in_interval_s=check_in_s)  # type: ignore[arg-type]
         files = TLSFiles(ca=certs / "ca.crt", cert=certs / f"client-{cid}.crt", key=certs / f"client-{cid}.key")
         agent = LoadAgent(cfg, files, PrecomputedTrainer(cid, cache), metrics)  # type: ignore[arg-type]
@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connect-rate", type=float, default=400.0, help="new sessions per second")
     p.add_argument("--session", choices=["persistent", "check_in"], default="persistent")
     p.add_argument("--check-in-s", type=float, default=5.0)
+    p.add_argument("--model", default="demo", help="the federation's base model (the clients refuse any other)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("services.client_agent.agent").setLevel(logging.ERROR)  # per-client chatter
     ids = [x.strip() for x in a.ids_file.read_text().splitlines() if x.strip()]
     record = asyncio.run(run_clients(ids, certs=a.certs, edges=a.edges.split(","), timeout=a.timeout,
-                                     connect_rate=a.connect_rate, session=a.session, check_in_s=a.check_in_s))
+                                     connect_rate=a.connect_rate, session=a.session, check_in_s=a.check_in_s,
+                                     model=a.model))
     tmp = a.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(a.out)

@@ -156,6 +156,7 @@ class Cluster:
             "rounds": {"max_rounds": 2, "min_clients": 3, "deadline_s": 30, "wait_for_clients_s": 120,
                        "patience": 100},
             "secure_sum": {"key_bits": 512, "bits": 16, "clip": 0.5},
+            "test_mode": True,  # 512-bit keys
         }
         for k, v in (federation or {}).items():
             fed[k] = {**fed.get(k, {}), **v} if isinstance(v, dict) else v

@@ -460,6 +460,8 @@ class CoordinatorHarness:
             "name": "fuzz", "model": {"rank": 4},
             "rounds": {"min_clients": 2, "deadline_s": 60},
             "secure_sum": {"key_bits": 512, "bits": BITS, "max_clients": 8, "max_weight": 4, "clip": 0.5},
+            "weights": {"sizes": {c: n for clients in COORD_ROSTER.values() for c, n in clients.items()}},
+            "test_mode": True,
         })
         self.coord = Coordinator(fed=fed, store=MemoryStore(), public_key=self.pub, private_key=self.priv,
                                  adapter_ops=FakeOps(), outbox=NullCoordinatorOutbox(), metrics=create_metrics("coordinator"),

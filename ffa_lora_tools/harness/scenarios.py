@@ -128,8 +128,8 @@ class RecordingAgent(ClientAgent):
 class Fleet:
     """Client agents of one federation running as tasks in the current event loop."""
 
-    def __init__(self, root: Path, certs: Path) -> None:
-        self.root, self.certs = root, certs
+    def __init__(self, root: Path, certs: Path, *, model: str = "demo") -> None:
+        self.root, self.certs, self.model = root, certs, model
         self.trainers: dict[str, GatedTrainer] = {}
         self.agents: dict[str, RecordingAgent] = {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
@@ -138,7 +138,8 @@ class Fleet:
     def start(self, cid: str, edges: list[str], *, seed: int | None = None, max_reconnect_s: float = 2.0) -> RecordingAgent:
         trainer = self.trainers.get(cid) or GatedTrainer(cid, seed=seed if seed is not None else sum(cid.encode()))
         cfg = ClientConfig(edges=edges, data=DataConfig(path=self.root / "unused.csv"),
-                           deid=DeidSettings(enabled=False), state_dir=self.root / cid, max_reconnect_s=max_reconnect_s)
+                           deid=DeidSettings(enabled=False), state_dir=self.root / cid, max_reconnect_s=max_reconnect_s,
+                           model=self.model)
         files = TLSFiles(ca=self.certs / "ca.crt", cert=self.certs / f"client-{cid}.crt",
                          key=self.certs / f"client-{cid}.key")
         agent = RecordingAgent(cfg, files, trainer, create_metrics("client"))  # type: ignore[arg-type]
@@ -297,7 +298,7 @@ class Env:
         model = tiny_model(str(root.parent / "model-cache"))
         self.cluster = Cluster(root, model=str(model), certs=self.certs, federation=federation,
                                edge_limits=edge_limits, metrics=True)
-        self.fleet = Fleet(root, self.certs)
+        self.fleet = Fleet(root, self.certs, model=str(model))
         self.result = ScenarioResult("")
         self.post_checks: list[Callable[[], None]] = []  # run after the federation finished
 

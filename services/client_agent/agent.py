@@ -29,9 +29,11 @@ from ffa_lora.lora import LoRASpec
 from services.client_agent.update import PreparedUpdate
 from services.common import domain as d
 from services.common import serde
-from services.common.certs import TLSFiles
+from services.common.certs import TLSFiles, role_dns_name
 from services.common.config import ClientConfig, LimitsConfig
+from services.common.limits import check_message
 from services.common.metrics import Metrics
+from services.common.rejections import InvalidMessage, Rejection
 from services.common.session import grpc_options
 from services.common.tls import channel_credentials
 from services.common.transfer import AdapterReceiver, outgoing
@@ -64,6 +66,25 @@ class Trainer(Protocol):
     def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None: ...
     def load_adapter(self, version: int, blob: bytes) -> None: ...
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate: ...
+
+
+class _EdgeRefused(Exception):
+    """The edge sent something this client refuses (a model it did not agree to, an adapter
+    over its size limit, an oversized field): it tries the next edge, with backoff."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(str(rejection))
+        self.rejection = rejection
+
+
+def check_model(cfg: ClientConfig, spec: LoRASpec) -> None:
+    """Refuse a federation whose model is not the one this site configured (``client.model``):
+    an edge could otherwise make the client load any path or hub id."""
+    if spec.model != cfg.model:
+        raise InvalidMessage(
+            "model_mismatch",
+            f"the edge names base model {spec.model[:200]!r}, but this site agreed to load {cfg.model!r} "
+            "(client.model); set client.model if the federation really uses that model")
 
 
 @dataclass
@@ -125,8 +146,9 @@ class ClientAgent:
     async def run(self) -> AgentResult:
         backoff, attempt = 0.5, 0
         opts = grpc_options(LimitsConfig())
-        if self.cfg.edge_server_name:
-            opts.append(("grpc.ssl_target_name_override", self.cfg.edge_server_name))
+        # Every edge's certificate must carry this name (the dialled host name is never used).
+        server_name = self.cfg.edge_server_name or role_dns_name("edge", federation=self.tls.load().federation)
+        opts.append(("grpc.ssl_target_name_override", server_name))
         creds = channel_credentials(self.tls)
         waited = 0.0
         while not self.result.finished:
@@ -136,6 +158,10 @@ class ClientAgent:
                 async with grpc.aio.secure_channel(target, creds, options=opts) as channel:
                     await self._session(pb_grpc.EdgeServiceStub(channel))
                     backoff, waited = 0.5, 0.0
+            except _EdgeRefused as refused:
+                log.error("edge %s: %s; trying the next edge", target, refused.rejection.message)
+                self.result.rejections.append(f"edge:{refused.rejection.reason}")
+                self.metrics.reject(refused.rejection.reason)
             except grpc.aio.AioRpcError as exc:
                 if self.check_in and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "edge busy" in (exc.details() or ""):
                     self.busy_refusals += 1  # the edge is at its session cap: an ordinary check-in later
@@ -218,42 +244,58 @@ class ClientAgent:
                 yield m
 
         call = stub.ClientSession(requests())
-        receiver = AdapterReceiver()
+        receiver = AdapterReceiver(max_size=self.cfg.max_adapter_bytes)
         watchdog = asyncio.create_task(leave_when_idle()) if self.check_in else None
         try:
             async for resp in call:
                 last_rx = loop.time()
-                kind = resp.WhichOneof("kind")
-                if kind == "welcome":
-                    w = resp.welcome
-                    self.public_key = serde.public_key_from_proto(w.public_key)
-                    info = serde.federation_from_proto(w.federation, w.model)
-                    self.labels = info.labels
-                    self.trainer.set_spec(info.spec, info.labels)
-                elif kind == "adapter_chunk":
-                    ch = resp.adapter_chunk
-                    blob = receiver.feed(version=ch.version, offset=ch.offset, data=ch.data,
-                                         total_size=ch.total_size, sha256=ch.sha256)
-                    if blob is not None:
-                        if self._training is not None and not self._training.done():
-                            self._pending_adapter = (ch.version, blob)  # never swap mid-training
-                        else:
-                            self._load_adapter(ch.version, blob)
-                elif kind == "task":
-                    task = serde.task_from_proto(resp.task)
-                    self._start_task(task, queue)
-                elif kind == "ack":
-                    self._on_ack(resp.ack)
-                elif kind == "shutdown":
-                    log.info("edge: %s", resp.shutdown.reason)
-                    if resp.shutdown.finished:
-                        self.result.finished, self.result.reason = True, resp.shutdown.reason
-                    queue.put_nowait(None)
-                    return
+                try:
+                    check_message(resp)
+                    if self._handle_response(resp, queue, receiver):
+                        return
+                except Rejection as rej:
+                    call.cancel()
+                    raise _EdgeRefused(rej) from None
         finally:
             if watchdog is not None:
                 watchdog.cancel()
             queue.put_nowait(None)
+
+    def _handle_response(self, resp: pb.ClientSessionResponse, queue: asyncio.Queue,
+                         receiver: AdapterReceiver) -> bool:
+        """Act on one message from the edge; True when the session ends. Raises Rejection for
+        what this client refuses."""
+        kind = resp.WhichOneof("kind")
+        if kind == "welcome":
+            w = resp.welcome
+            info = serde.federation_from_proto(w.federation, w.model)
+            check_model(self.cfg, info.spec)
+            self.public_key = serde.public_key_from_proto(w.public_key)
+            self.labels = info.labels
+            self.trainer.set_spec(info.spec, info.labels)
+        elif kind == "adapter_chunk":
+            ch = resp.adapter_chunk
+            blob = receiver.feed(version=ch.version, offset=ch.offset, data=ch.data,
+                                 total_size=ch.total_size, sha256=ch.sha256)
+            if blob is not None:
+                if self._training is not None and not self._training.done():
+                    self._pending_adapter = (ch.version, blob)  # never swap mid-training
+                else:
+                    self._load_adapter(ch.version, blob)
+        elif kind == "task":
+            task = serde.task_from_proto(resp.task)
+            if task.spec is not None:
+                check_model(self.cfg, task.spec)
+            self._start_task(task, queue)
+        elif kind == "ack":
+            self._on_ack(resp.ack)
+        elif kind == "shutdown":
+            log.info("edge: %s", resp.shutdown.reason)
+            if resp.shutdown.finished:
+                self.result.finished, self.result.reason = True, resp.shutdown.reason
+            queue.put_nowait(None)
+            return True
+        return False
 
     def _start_task(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
         if self.kept is not None and self.kept.round == task.round:

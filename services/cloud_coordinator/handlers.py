@@ -28,12 +28,14 @@ from ffa_lora.errors import BudgetExhaustedError, CryptoError, PrivacyError, Pro
 from ffa_lora.privacy.ledger import LedgerEntry
 from ffa_lora.privacy.round_noise import RoundNoisePlan
 from services.cloud_coordinator.rank import RankPolicy, RankReduction, ScheduledRank
+from services.cloud_coordinator.reports import DiscardLog, median_finite
 from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
 from services.common import domain as d
 from services.common.config import FederationConfig
 from services.common.domain import STALENESS_SCALE
 from services.common.metrics import Metrics
 from services.common.rejections import Duplicate, InvalidMessage, WrongState
+from services.common.weights import WeightPolicy
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,8 @@ class Coordinator:
         # held-out evaluation when it has one, otherwise the run ends at max_rounds or the budget.
         self.dp = fed.privacy.mode != "off" or fed.privacy.dpsgd.enabled
         self.rank_policy: RankPolicy = rank_policy or ScheduledRank(fed, adapter_ops)
+        self.weights = WeightPolicy(fed.weights, max_weight=fed.secure_sum.max_weight)
+        self.discards = DiscardLog(metrics)
         self.decrypt_workers, self.export_dir = decrypt_workers, export_dir
         self.on_round, self.clock = on_round, clock
         self.edges: dict[str, dict[str, d.RosterEntry]] = {}
@@ -319,21 +323,26 @@ class Coordinator:
 
     # -- rounds ----------------------------------------------------------------------------
 
-    def _weight(self, n: int, n_max: int) -> int:
-        """A client's integer weight. Under client-level DP every client weighs 1: a weight
-        relative to the largest client's record count would let one client's presence rescale
-        every other update, beyond the sensitivity the noise covers."""
+    def _with_policy_sizes(self, entries: dict[str, d.RosterEntry]) -> dict[str, d.RosterEntry]:
+        """Roster entries with the weight policy's sizes in place of the sample counts the
+        clients reported (which decide nothing)."""
+        return {cid: dataclasses.replace(e, num_samples=self.weights.size_of(cid)) for cid, e in entries.items()}
+
+    def _weights(self, client_ids: list[str]) -> dict[str, int]:
+        """The clients' integer weights: the federation's policy (``federation.weights``), never
+        a client's own report. Under client-level DP every client weighs 1: a weight relative to
+        the largest client's size would let one client's presence rescale every other update,
+        beyond the sensitivity the noise covers."""
         if self.privacy is not None:
-            return 1
-        mw = self.fed.secure_sum.max_weight
-        return max(1, min(mw, round(mw * n / max(n_max, 1))))
+            return dict.fromkeys(client_ids, 1)
+        return self.weights.weights(client_ids)
 
     def plan_round(self) -> _Round:
         roster = self.roster()
         index = self.committed
         phase = self.ops.phase(index)
-        ranks = self.rank_policy.ranks(index, {cid: e for cid, (_, e) in roster.items()})
-        n_max = max(e.num_samples for _, e in roster.values())
+        ranks = self.rank_policy.ranks(index, self._with_policy_sizes({cid: e for cid, (_, e) in roster.items()}))
+        weights = self._weights(list(roster))
         r_max = self.ops.spec.r_max  # below fed.model.rank after an SVD rank reduction
         full = self.ops.num_values(phase, r_max)
         ss = self.fed.secure_sum
@@ -348,10 +357,10 @@ class Coordinator:
                                     seed=self.fed.seed * 1_000_003 + number,
                                     keep_optimizer_state=tr.keep_optimizer_state)
         by_edge: dict[str, list[d.Assignment]] = {}
-        for cid, (edge_id, e) in sorted(roster.items()):
+        for cid, (edge_id, _) in sorted(roster.items()):
             rank = ranks.get(cid, r_max)
             by_edge.setdefault(edge_id, []).append(
-                d.Assignment(cid, rank, self._weight(e.num_samples, n_max), self.ops.num_values(phase, rank)))
+                d.Assignment(cid, rank, weights[cid], self.ops.num_values(phase, rank)))
             self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
         everyone = [a for assigns in by_edge.values() for a in assigns]
         noise = None
@@ -445,9 +454,16 @@ class Coordinator:
             except BudgetExhaustedError as exc:
                 self.finish(f"privacy budget exhausted, stopping with the current adapter: {exc}")
                 break
-            except (ProtocolError, CryptoError, PrivacyError) as exc:
-                # CryptoError: a tampered sum must abort, not crash. PrivacyError: an under-noised
-                # sum is never decrypted; its buffers are dropped, not carried.
+            except CryptoError as exc:
+                # The decrypted sum is impossible (a slot out of range: some client sent a
+                # malformed plaintext, or a partial was tampered with). Nothing was released or
+                # charged: the round is dropped and the next one gets a fresh number.
+                self.current = None
+                self.discards.discard(cur.number, "range_check", sorted(cur.edges_reported()), exc)
+                continue
+            except (ProtocolError, PrivacyError) as exc:
+                # ProtocolError: below the quorum, nothing was decrypted. PrivacyError: an
+                # under-noised sum is never decrypted; its buffers are dropped, not carried.
                 failures += 1
                 log.warning("round %d aborted: %s", cur.number, exc)
                 if self.fed.rounds.mode == "async" and isinstance(exc, ProtocolError):
@@ -461,7 +477,7 @@ class Coordinator:
             if self.on_round is not None:
                 self.on_round(summary)
             if self._converged():
-                self.finish(f"converged: weighted loss changed less than {self.fed.rounds.tolerance:g} "
+                self.finish(f"converged: the clients' median loss changed less than {self.fed.rounds.tolerance:g} "
                             f"for {self.fed.rounds.patience} rounds")
 
     def finish(self, reason: str) -> None:
@@ -618,13 +634,15 @@ class Coordinator:
         if self.dp:  # clients send no losses under DP: the coordinator's own evaluation, or none
             loss = val_acc = float("nan")
         else:
-            samples = sum(c.num_samples for c in contributions) or 1
-            loss = sum(c.quality.train_loss * c.num_samples for c in contributions) / samples
-            val_acc = sum(c.quality.val_accuracy * c.num_samples for c in contributions) / samples
+            # The medians of what the clients report: no single client (of three or more) moves
+            # them past the others, so none can end the run (convergence) or steer the ranks.
+            loss = median_finite(c.quality.train_loss for c in contributions)
+            val_acc = median_finite(c.quality.val_accuracy for c in contributions)
         dpsgd_eps = {c.client_id: c.quality.dpsgd_epsilon for c in contributions if c.quality.dpsgd_epsilon > 0}
         for cid, eps in dpsgd_eps.items():
             self.metrics.client_dpsgd_epsilon.labels(self.metrics.service, cid).set(eps)
-        self.rank_policy.observe(cur.index, contributions, loss)
+        self.rank_policy.observe(cur.index, [dataclasses.replace(c, num_samples=self.weights.size_of(c.client_id))
+                                             for c in contributions], loss)
         reduction = self.rank_policy.maybe_reduce(cur.index + 1, new_state)
         if reduction is not None:  # publish the reduced adapter as this round's version
             new_state = reduction.state
@@ -657,6 +675,7 @@ class Coordinator:
                 else {}
             ),
             **({"eval_loss": evaluation.get("loss")} if evaluation else {}),
+            **({"discarded_rounds": self.discards.since_last_commit()} if self.discards.since_last_commit() else {}),
         }
         values_uploaded = sum(c.values_uploaded for c in contributions)
         extra.update({  # upload and adapter size
@@ -689,6 +708,7 @@ class Coordinator:
             RoundRecord(cur.number, cur.number, contributors, metrics_doc, self.clock()), update.blob, state_blobs)
         self.state, self._blob, self.version = update.state, update.blob, cur.number
         self.committed += 1
+        self.discards.committed()
         self.loss_history.append(update.loss)
         if self.export_dir is not None:
             self.ops.export(update.state, self.export_dir)

@@ -24,7 +24,7 @@ from services.cloud_coordinator.servicer import CoordinatorOutboxImpl, Coordinat
 from services.cloud_coordinator.store import SQLiteStore
 from services.common.config import ServiceConfig
 from services.common.domain import FederationInfo
-from services.common.session import start_metrics, start_server, stop_event_on_signals
+from services.common.session import start_metrics, start_server, stop_event_on_signals, tls_files
 
 log = logging.getLogger("ffa_lora.coordinator")
 
@@ -43,8 +43,12 @@ def fernet_key_from_config(cfg: ServiceConfig) -> bytes:
     return load_fernet_key(file=str(c.fernet_key_file) if c.fernet_key_file else None, env_value=env_value)
 
 
-def load_or_create_keys(state_dir: Path, *, key_bits: int, fernet_key: bytes) -> tuple[PublicKey, PrivateKey]:
-    """Load the encrypted private key from the state folder, or make one on first start."""
+def load_or_create_keys(state_dir: Path, *, key_bits: int, fernet_key: bytes,
+                        test_mode: bool = False) -> tuple[PublicKey, PrivateKey]:
+    """Load the encrypted private key from the state folder, or make one on first start.
+
+    Keys below 2048 bits are made only with ``test_mode`` (``federation.test_mode``); the core's
+    key generation refuses them otherwise."""
     path = state_dir / KEY_FILE
     if path.exists():
         priv = load_private_key(path, fernet_key=fernet_key)
@@ -52,7 +56,7 @@ def load_or_create_keys(state_dir: Path, *, key_bits: int, fernet_key: bytes) ->
             raise StateError(f"{path} holds a {priv.public_key.bits}-bit key but secure_sum.key_bits is {key_bits}")
         return priv.public_key, priv
     log.info("generating a %d-bit Paillier key pair (first start)", key_bits)
-    pub, priv = generate_keypair(bits=key_bits, test_only=key_bits < 2048)
+    pub, priv = generate_keypair(bits=key_bits, test_only=test_mode)
     state_dir.mkdir(parents=True, exist_ok=True)
     save_private_key(path, priv, fernet_key=fernet_key)
     return pub, priv
@@ -68,8 +72,10 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
     if fp is not None and fp != fed.name:
         raise StateError(f"{c.state_dir} belongs to federation {fp!r}, config says {fed.name!r}")
     store.set_meta("federation", fed.name)
+    if fed.test_mode:
+        log.warning("federation.test_mode is on: small keys and min_clients=1 are allowed; never use it with real data")
     pub, priv = load_or_create_keys(Path(c.state_dir), key_bits=fed.secure_sum.key_bits,
-                                    fernet_key=fernet_key_from_config(cfg))
+                                    fernet_key=fernet_key_from_config(cfg), test_mode=fed.test_mode)
     metrics = start_metrics("coordinator", cfg.metrics)
     spec = lora_spec(fed)
     ops = LoraAdapterOps(spec, labels=fed.labels, evaluation=fed.evaluation)
@@ -80,7 +86,7 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
         decrypt_workers=c.decrypt_workers, export_dir=c.export_dir or Path(c.state_dir) / "adapter",
         on_round=on_round or _log_round,
     )
-    servicer = CoordinatorServicer(coordinator, outbox, c.limits)
+    servicer = CoordinatorServicer(coordinator, outbox, c.limits, federation=tls_files(cfg.tls).load().federation)
     server, port, health_servicer = await start_server(
         listen=c.listen, tls=cfg.tls, limits=c.limits,
         register=lambda s: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),

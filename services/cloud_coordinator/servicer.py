@@ -21,7 +21,7 @@ from services.common import domain as d
 from services.common import serde
 from services.common.config import LimitsConfig
 from services.common.errors import to_status
-from services.common.rejections import Rejection, WrongState, as_rejection
+from services.common.rejections import InvalidMessage, Rejection, WrongState, as_rejection
 from services.common.serde import adapter_messages, public_key_to_proto
 from services.common.session import Session, run_session
 from services.common.tls import require_role_async
@@ -59,21 +59,27 @@ class CoordinatorOutboxImpl:
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
-    def __init__(self, coordinator: Coordinator, outbox: CoordinatorOutboxImpl, limits: LimitsConfig) -> None:
+    """``federation``: the trust domain of the coordinator's own certificate; an edge
+    certificate naming another federation is refused (UNAUTHENTICATED)."""
+
+    def __init__(self, coordinator: Coordinator, outbox: CoordinatorOutboxImpl, limits: LimitsConfig, *,
+                 federation: str | None = None) -> None:
         self.coordinator, self.outbox, self.limits = coordinator, outbox, limits
+        self.federation = federation
 
     async def EdgeSession(
         self, request_iterator: AsyncIterator[pb.EdgeSessionRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EdgeSessionResponse]:
-        peer = await require_role_async(context, "edge")
+        peer = await require_role_async(context, "edge", federation=self.federation)
         edge_id = peer.id
         if edge_id in self.outbox.sessions:
             # A reconnecting edge replaces its old session (the old stream is closed).
             self.outbox.sessions.pop(edge_id).close()
-        session = Session(asyncio.get_running_loop())
+        session = Session(asyncio.get_running_loop(), max_queued=self.limits.max_queued_messages)
         self.outbox.sessions[edge_id] = session
         incoming: dict[str, IncomingVector | int] = {}
         coord = self.coordinator
+        hello_seen = False
 
         def ack(round: int, key: str, refusal: BaseException | None) -> None:
             if refusal is None:
@@ -84,8 +90,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             session.put(pb.EdgeSessionResponse(ack=pb.PartialSumAck(round=round, status=status, idempotency_key=key)))
 
         async def handle(req: pb.EdgeSessionRequest) -> None:
+            nonlocal hello_seen
             kind = req.WhichOneof("kind")
             if kind == "hello":
+                if hello_seen:  # each hello would resend the welcome and the whole adapter
+                    raise InvalidMessage("second_hello", "one EdgeHello per session; open a new session to start over")
+                hello_seen = True
                 coord.edge_connected(edge_id)
             elif kind == "roster":
                 coord.edge_roster(edge_id, [serde.roster_entry_from_proto(e) for e in req.roster.clients])
@@ -134,7 +144,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                     ack(c.round, c.idempotency_key, refusal)
 
         try:
-            async for msg in run_session(request_iterator, session, handle, limits=self.limits, context=context):
+            async for msg in run_session(request_iterator, session, handle, limits=self.limits, context=context,
+                                         metrics=coord.metrics):
                 yield msg
         finally:
             if self.outbox.sessions.get(edge_id) is session:

@@ -3,12 +3,15 @@ the checks that a CA / certificate / key triple on disk belongs together.
 
 Every certificate is issued by the federation CA (:func:`init_ca`, EC P-256) and names exactly
 one peer in a URI subject-alternative name ``spiffe://<federation>/<role>/<id>``, role one of
-:data:`ROLES`. Server certificates (edge, coordinator) also carry DNS/IP names for the usual
-hostname check and ``<id>.<role>.<federation>.ffa-lora.invalid`` (:func:`identity_dns_name`),
-so a caller can pin *which* server it expects by passing that name as ``server_name`` to
-:func:`services.common.tls.secure_channel`; client certificates are good for TLS client
-authentication only. A peer's role and id are read only from its verified certificate, never
-from request fields or metadata.
+:data:`ROLES`. Server certificates (edge, coordinator) also carry two pinning names:
+``<role>.<federation>.ffa-lora.invalid`` (:func:`role_dns_name`: "a server of this role in this
+federation") and ``<id>.<role>.<federation>.ffa-lora.invalid`` (:func:`identity_dns_name`:
+"this very server"). The services always verify one of them (``ssl_target_name_override``),
+never the host name they dialled: an edge certificate can then never pass for the coordinator,
+whatever address it answers on. DNS/IP names (``hosts``) are added only when asked for, for
+tools that dial by host name. Client certificates are good for TLS client authentication only.
+A peer's role and id are read only from its verified certificate, never from request fields or
+metadata.
 
 :meth:`TLSFiles.load` refuses an expired, foreign or identity-less local certificate up front
 with a clear :class:`TLSFileError`. Key material never appears in errors or logs; messages name
@@ -53,6 +56,7 @@ __all__ = [
     "init_ca",
     "issue_certificate",
     "parse_spiffe_uri",
+    "role_dns_name",
     "spiffe_uri",
 ]
 
@@ -140,6 +144,15 @@ def identity_dns_name(role: str, peer_id: str, *, federation: str) -> str:
     check_role(role)
     _check_id(peer_id)
     return f"{peer_id}.{role}.{check_federation(federation)}.{_IDENTITY_DNS_SUFFIX}".lower()
+
+
+def role_dns_name(role: str, *, federation: str) -> str:
+    """Return the DNS SAN every server certificate of ``role`` in ``federation`` carries
+    (``<role>.<federation>.ffa-lora.invalid``): the name a caller pins when any server of that
+    role will do (a client and the edges of its list)."""
+    if check_role(role) not in SERVER_ROLES:
+        raise ConfigError(f"role {role!r} runs no server; pin one of {', '.join(SERVER_ROLES)}")
+    return f"{role}.{check_federation(federation)}.{_IDENTITY_DNS_SUFFIX}"
 
 
 def _split_spiffe(uri: str, *, federation: str | None = None) -> tuple[str, PeerIdentity]:
@@ -359,9 +372,11 @@ def issue_certificate(ca_dir: Path, out_dir: Path, *, role: str, id: str,
     Writes ``<role>-<id>.crt`` (0644) and ``<role>-<id>.key`` (0600, EC P-256) to ``out_dir``
     and returns their paths. The certificate carries the URI SAN
     ``spiffe://<federation>/<role>/<id>``. Server roles (edge, coordinator) may act as TLS
-    server and client and get the DNS/IP SANs in ``hosts`` (default ``localhost`` and
-    ``127.0.0.1``) plus :func:`identity_dns_name`; a ``client`` certificate is for TLS client
-    authentication only and gets host SANs only if ``hosts`` is given. ``not_before`` /
+    server and client and get :func:`role_dns_name` and :func:`identity_dns_name` (the names
+    the services pin) plus the DNS/IP SANs in ``hosts``, if any (none by default: a server
+    certificate valid for ``localhost`` would let whoever holds it answer for any service
+    dialled by that name); a ``client`` certificate is for TLS client authentication only and
+    gets host SANs only if ``hosts`` is given. ``not_before`` /
     ``not_after`` (timezone-aware) override the validity window, e.g. for expired test
     certificates. Refuses to replace existing files unless ``overwrite`` is true.
     """
@@ -393,13 +408,12 @@ def issue_certificate(ca_dir: Path, out_dir: Path, *, role: str, id: str,
                           "the CA")
 
     is_server = role in SERVER_ROLES
-    if hosts is None:
-        hosts = ["localhost", "127.0.0.1"] if is_server else []
     sans: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(spiffe_uri(role, id, federation=federation))]
-    sans += _host_names(hosts)
+    sans += _host_names(hosts or [])
     if is_server:
         sans.append(x509.DNSName(identity_dns_name(role, id, federation=federation)))
+        sans.append(x509.DNSName(role_dns_name(role, federation=federation)))
     eku = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if is_server:
         eku.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)

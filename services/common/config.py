@@ -148,7 +148,8 @@ class RoundsConfig(_Model):
         default=6, ge=1, description="The federation stops after this many committed rounds."
     )
     min_clients: int = Field(
-        default=3, ge=1, description="Distinct clients required before any decryption."
+        default=3, ge=1, description="Distinct clients required before any decryption "
+        "(at least 2 unless federation.test_mode is true)."
     )
     wait_for_clients_s: float = Field(
         default=300.0, gt=0, description="How long a round waits for min_clients to be connected."
@@ -158,7 +159,7 @@ class RoundsConfig(_Model):
         default=2, ge=1, description="Rounds of small loss change before convergence."
     )
     tolerance: float = Field(
-        default=1e-3, ge=0, description="Relative change of the weighted loss."
+        default=1e-3, ge=0, description="Relative change of the clients' median loss."
     )
     buffer_size: int = Field(
         default=3, ge=1, description="async: updates an edge buffers before forwarding."
@@ -167,11 +168,17 @@ class RoundsConfig(_Model):
     max_staleness: int = Field(default=10, ge=0, description="async: older updates are rejected.")
 
 
+#: the smallest Paillier key outside test mode (federation.test_mode)
+MIN_KEY_BITS = 2048
+#: the smallest quorum outside test mode: a sum over one client is that client's update
+MIN_CLIENTS = 2
+
+
 class SecureSumConfig(_Model):
     """Packed Paillier secure sum (always on; quantization doubles as INT8 compression)."""
 
     key_bits: Literal[512, 1024, 2048, 3072] = Field(
-        default=2048, description="512/1024 are test-only."
+        default=2048, description="512/1024 are refused unless federation.test_mode is true."
     )
     bits: Literal[8, 16] = Field(
         default=8, description="Quantization bits per update value before encryption."
@@ -256,6 +263,39 @@ class PrivacyConfig(_Model):
     dpsgd: DPSGDConfig = DPSGDConfig()
 
 
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class WeightsConfig(_Model):
+    """How much each client's update counts in the average: the coordinator's policy.
+
+    A client's weight never comes from what the client says about itself (its hello's sample
+    count is informational only). The weight of a client is proportional to its *size*: the
+    size declared for it here (e.g. from the data-sharing agreement), capped at ``max_size``;
+    a client without a declared size gets ``default_size``. With nothing declared every client
+    has the same size: plain averaging. Sizes also pick the initial rank of the dynamic rank
+    scheduler. Integer weights are ``max(1, round(secure_sum.max_weight · size / largest size
+    in the round))``.
+    """
+
+    sizes: dict[ClientId, int] = Field(
+        default_factory=dict,
+        description="Declared number of training examples per client id, e.g. {hospital-a: 1200}.")
+    default_size: int | None = Field(
+        default=None, ge=1,
+        description="Size of a client without a declared size (default: the median of the declared sizes; "
+                    "all clients equal when none are declared).")
+    max_size: int | None = Field(
+        default=None, ge=1, description="Cap on any client's size (no single site outweighs this many examples).")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> WeightsConfig:
+        bad = sorted(cid for cid, n in self.sizes.items() if n < 1)
+        if bad:
+            raise ValueError(f"weights.sizes must be >= 1; fix the sizes of {bad}")
+        return self
+
+
 class RankConfig(_Model):
     """Rank scheduling (see ffa_lora.rank)."""
 
@@ -306,13 +346,31 @@ class FederationConfig(_Model):
     privacy: PrivacyConfig = PrivacyConfig()
     rank: RankConfig = RankConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    weights: WeightsConfig = WeightsConfig()
+    test_mode: bool = Field(
+        default=False,
+        description="Tests and local experiments only: allows secure_sum.key_bits below 2048 and rounds.min_clients "
+                    "below 2. Never set it for a federation with real data.")
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
-        """rounds.min_clients is at most secure_sum.max_clients; labels has model.num_labels
-        names; with distributed privacy, privacy.tolerated_dropouts is below rounds.min_clients,
-        secure_sum.bits is 16 and, in async rounds, the mechanism is gaussian with a constant
-        schedule; under any DP (privacy.mode or dpsgd) rank.scheduler is fixed."""
+        """Outside test mode, secure_sum.key_bits is at least 2048 and rounds.min_clients at
+        least 2; rounds.min_clients is at most secure_sum.max_clients; labels has
+        model.num_labels names; with distributed privacy, privacy.tolerated_dropouts is below
+        rounds.min_clients, secure_sum.bits is 16 and, in async rounds, the mechanism is
+        gaussian with a constant schedule; under any DP (privacy.mode or dpsgd) rank.scheduler
+        is fixed."""
+        if not self.test_mode:
+            if self.secure_sum.key_bits < MIN_KEY_BITS:
+                raise ValueError(
+                    f"secure_sum.key_bits is {self.secure_sum.key_bits}: keys below {MIN_KEY_BITS} bits can be "
+                    f"factored; use {MIN_KEY_BITS} or 3072 (smaller keys only with federation.test_mode: true, "
+                    "in tests)")
+            if self.rounds.min_clients < MIN_CLIENTS:
+                raise ValueError(
+                    f"rounds.min_clients is {self.rounds.min_clients}: a sum over fewer than {MIN_CLIENTS} clients "
+                    f"is one client's update in the clear; use at least {MIN_CLIENTS} (1 only with "
+                    "federation.test_mode: true, in tests)")
         if self.rounds.min_clients > self.secure_sum.max_clients:
             raise ValueError(
                 f"rounds.min_clients ({self.rounds.min_clients}) exceeds secure_sum.max_clients "
@@ -361,6 +419,15 @@ class FederationConfig(_Model):
             )
 
 
+#: largest roster an edge may hold (see ROSTER_ENTRY_BYTES)
+MAX_ROSTER_CLIENTS = 5000
+#: upper bound of one roster entry on the wire: client id and device of at most 64 characters
+#: (services.common.limits), a sample count and the field tags
+ROSTER_ENTRY_BYTES = 160
+#: largest global adapter file an edge or client accepts by default
+DEFAULT_MAX_ADAPTER_BYTES = 64 << 20
+
+
 class LimitsConfig(_Model):
     """Abuse limits applied by servers to each peer."""
 
@@ -383,6 +450,29 @@ class LimitsConfig(_Model):
         "(check-in clients come back at their next check-in, persistent ones try the next edge). "
         "Caps the edge's transport memory whatever the number of clients.",
     )
+    max_roster_clients: int = Field(
+        default=5000, ge=1, le=MAX_ROSTER_CLIENTS,
+        description="Edge only: clients on the roster at once (connected or away on check-in); a new client "
+                    "beyond it is refused with RESOURCE_EXHAUSTED. Keeps the roster the edge sends upstream "
+                    "inside one message.")
+    max_queued_messages: int = Field(
+        default=1024, ge=64,
+        description="Messages waiting to be sent on one session. A peer that reads slower is not read from "
+                    "until the queue is half empty again (back-pressure); one that lets it fill is "
+                    "disconnected with RESOURCE_EXHAUSTED.")
+    max_adapter_bytes: int = Field(
+        default=DEFAULT_MAX_ADAPTER_BYTES, ge=1 << 16,
+        description="Largest global adapter file accepted from the peer (edges: from the coordinator).")
+
+    @model_validator(mode="after")
+    def _roster_fits(self) -> LimitsConfig:
+        """The largest roster fits one message."""
+        if self.max_roster_clients * ROSTER_ENTRY_BYTES > self.max_message_bytes:
+            raise ValueError(
+                f"limits.max_roster_clients ({self.max_roster_clients}) does not fit one message of "
+                f"limits.max_message_bytes ({self.max_message_bytes}) at {ROSTER_ENTRY_BYTES} bytes per client; "
+                "lower max_roster_clients or raise max_message_bytes")
+        return self
 
 
 class CoordinatorConfig(_Model):
@@ -415,6 +505,12 @@ class CoordinatorConfig(_Model):
     )
 
 
+#: longest check-in interval a client may configure (an edge may accept less: max_check_in_s)
+MAX_CHECK_IN_S = 3600.0
+#: what an edge accepts by default
+DEFAULT_MAX_CHECK_IN_S = 300.0
+
+
 class EdgeConfig(_Model):
     """An edge: adds its region's encrypted updates and forwards one partial sum per round."""
 
@@ -432,10 +528,13 @@ class EdgeConfig(_Model):
     )
     coordinator_server_name: str | None = Field(
         default=None,
-        description="Name the coordinator's certificate must "
-        "carry, when it differs from the "
-        "host of coordinator_address (e.g. its coordinator.<federation>.ffa-lora.invalid identity name).",
-    )
+        description="Name the coordinator's certificate must carry (default: the role name "
+                    "coordinator.<federation>.ffa-lora.invalid that `ffa-lora certs issue` puts in every coordinator "
+                    "certificate). Always checked: the address's host name is never what is verified.")
+    max_check_in_s: float = Field(
+        default=DEFAULT_MAX_CHECK_IN_S, gt=0, le=MAX_CHECK_IN_S,
+        description="Longest check-in interval this edge accepts from a client; a client away longer than 3 "
+                    "intervals + 5 s leaves the roster, so this bounds how long an absent client is waited for.")
     limits: LimitsConfig = LimitsConfig()
     malloc_arena_max: int | None = Field(
         default=2,
@@ -500,8 +599,6 @@ class DeidSettings(_Model):
     )
 
 
-#: longest check-in interval a client may use (also what an edge accepts in ClientHello)
-MAX_CHECK_IN_S = 3600.0
 
 
 class ClientConfig(_Model):
@@ -512,10 +609,16 @@ class ClientConfig(_Model):
     )
     edge_server_name: str | None = Field(
         default=None,
-        description="Name the edges' certificates must carry, "
-        "when it differs from the host "
-        "of the address dialled.",
-    )
+        description="Name every edge's certificate must carry (default: the role name "
+                    "edge.<federation>.ffa-lora.invalid that `ffa-lora certs issue` puts in every edge certificate). "
+                    "Always checked: the address's host name is never what is verified.")
+    model: str = Field(
+        default=BUILTIN_MODEL,
+        description="The base model this site agreed to load (Hugging Face id, local path, or 'demo'). The client "
+                    "refuses a federation whose edge names any other model.")
+    max_adapter_bytes: int = Field(
+        default=DEFAULT_MAX_ADAPTER_BYTES, ge=1 << 16,
+        description="Largest global adapter file the client accepts from its edge.")
     data: DataConfig
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where to train (auto: cuda when available)."

@@ -1,8 +1,8 @@
 """Prometheus metrics shared by the three services.
 
 Every series carries the label ``service`` (coordinator | edge | client). Label values are
-limited to service names, client ids, rejection reasons, phases and entity types: no plaintext,
-no key material, no personal data ever becomes a label.
+limited to service names, client and edge ids, rejection reasons, phases and entity types: no
+plaintext, no key material, no personal data ever becomes a label.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Metrics:
     values_uploaded: Counter
     buffer_size: Gauge
     deid_entities: Counter
+    rounds_discarded: Counter
+    discarded_round_edges: Counter
 
     def set_phase(self, phase: str) -> None:
         for p in ROUND_PHASES:
@@ -68,7 +70,7 @@ def create_metrics(service: str) -> Metrics:
         encrypt_seconds=Histogram("ffalora_encrypt_seconds", "Client quantize+pack+encrypt time per update.", s, buckets=secs, registry=reg),
         decrypt_seconds=Histogram("ffalora_decrypt_seconds", "Coordinator decrypt+unpack time per round.", s, buckets=secs, registry=reg),
         epsilon_spent=Gauge("ffalora_privacy_epsilon_spent", "Differential-privacy epsilon spent so far.", s, registry=reg),
-        global_loss=Gauge("ffalora_global_loss", "Weighted global training loss of the last round.", s, registry=reg),
+        global_loss=Gauge("ffalora_global_loss", "Median of the clients' training losses in the last round.", s, registry=reg),
         global_accuracy=Gauge("ffalora_global_accuracy", "Accuracy of the global adapter (held-out or federated validation).", s, registry=reg),
         client_rank=Gauge("ffalora_client_rank", "LoRA rank assigned to each client.", s + ["client"], registry=reg),
         client_dpsgd_epsilon=Gauge("ffalora_client_dpsgd_epsilon",
@@ -77,6 +79,10 @@ def create_metrics(service: str) -> Metrics:
         values_uploaded=Counter("ffalora_values_uploaded", "Adapter values uploaded (before packing).", s, registry=reg),
         buffer_size=Gauge("ffalora_buffer_size", "Updates held in the edge's current buffer.", s, registry=reg),
         deid_entities=Counter("ffalora_deid_entities", "Entities removed by de-identification, by type.", s + ["entity_type"], registry=reg),
+        rounds_discarded=Counter("ffalora_rounds_discarded", "Rounds discarded after decryption and retried, by reason.",
+                                 s + ["reason"], registry=reg),
+        discarded_round_edges=Counter("ffalora_discarded_round_edges",
+                                      "Discarded rounds each edge had sent a partial sum to.", s + ["edge"], registry=reg),
     )
     # Make the unlabeled-by-client series visible from the start (a scrape shows zeros).
     unlabeled: tuple[Gauge | Counter, ...] = (

@@ -1,6 +1,12 @@
 """Plumbing shared by the bidirectional-stream servicers: an outgoing queue per session that
-other threads may feed, a reader task, rate limiting, and gRPC server wiring (mTLS, health,
-message-size limits)."""
+other threads may feed, a reader task, rate limiting, field-size limits, back-pressure, and gRPC
+server wiring (mTLS, health, message-size limits).
+
+Back-pressure: a session's outgoing queue holds at most ``limits.max_queued_messages``. While
+it is more than half full the reader stops taking requests from the peer (gRPC flow control
+then holds the peer's sends), so a peer that asks for answers faster than it reads them slows
+itself down; a queue that still fills up (the peer stopped reading) ends the session with
+``RESOURCE_EXHAUSTED`` instead of growing without bound."""
 
 from __future__ import annotations
 
@@ -17,21 +23,35 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.certs import TLSFiles
 from services.common.config import LimitsConfig, MetricsConfig, TLSConfig
+from services.common.errors import status_of
+from services.common.limits import check_message
 from services.common.metrics import Metrics, create_metrics, serve_metrics
+from services.common.rejections import Rejection
 from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 _END = object()
 
+#: outgoing messages a session holds when no limits are given
+DEFAULT_MAX_QUEUED = LimitsConfig().max_queued_messages
+
 
 class Session:
-    """Outgoing messages of one stream; ``put`` is safe from any thread."""
+    """Outgoing messages of one stream; ``put`` is safe from any thread.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    At most ``max_queued`` messages wait; one more marks the session ``overflowed`` and ends it
+    (see the module docstring). ``writable`` is set while the queue is at most half full.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.max_queued = max_queued
         self.closed = False
+        self.overflowed = False
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     def put(self, msg: Any) -> None:
         if self.closed:
@@ -41,9 +61,20 @@ class Session:
         except RuntimeError:
             running = None
         if running is self.loop:
-            self.queue.put_nowait(msg)
+            self._enqueue(msg)
         else:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+            self.loop.call_soon_threadsafe(self._enqueue, msg)
+
+    def _enqueue(self, msg: Any) -> None:
+        if self.overflowed:
+            return
+        if msg is not _END and self.queue.qsize() >= self.max_queued:
+            self.overflowed = True
+            log.warning("session ended: %d messages queued for a peer that does not read them", self.queue.qsize())
+            msg = _END
+        self.queue.put_nowait(msg)
+        if self.queue.qsize() > self.max_queued // 2:
+            self.writable.clear()
 
     def close(self) -> None:
         self.put(_END)
@@ -51,8 +82,11 @@ class Session:
     async def messages(self) -> AsyncIterator[Any]:
         while True:
             msg = await self.queue.get()
+            if self.queue.qsize() <= self.max_queued // 2:
+                self.writable.set()
             if msg is _END:
                 self.closed = True
+                self.writable.set()
                 return
             yield msg
 
@@ -81,8 +115,14 @@ async def run_session(
     *,
     limits: LimitsConfig,
     context: grpc.aio.ServicerContext,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Any]:
-    """Read requests in a task (calling ``handle`` for each) while yielding outgoing messages."""
+    """Read requests in a task (calling ``handle`` for each) while yielding outgoing messages.
+
+    Every request is checked against the field limits (:mod:`services.common.limits`) first.
+    A :class:`Rejection` from that check or raised by ``handle`` ends the session with its
+    status code and public message (counted in ``metrics`` when given); ``handle`` answers
+    refusals that should not end the session in band itself."""
     limiter = RateLimiter(limits.max_messages_per_s)
     failure: list[tuple[grpc.StatusCode, str]] = []
 
@@ -92,9 +132,16 @@ async def run_session(
                 if not limiter.allow():
                     failure.append((grpc.StatusCode.RESOURCE_EXHAUSTED, "message rate limit exceeded; slow down"))
                     break
+                check_message(req)
                 await handle(req)
+                await session.writable.wait()
         except asyncio.CancelledError:
             raise
+        except Rejection as rej:
+            log.info("session ended: %s", rej)
+            if metrics is not None:
+                metrics.reject(rej.reason)
+            failure.append((status_of(rej), rej.message))
         except grpc.aio.AioRpcError:
             pass
         except DecodeError:  # bytes that are not a request message: the peer's fault, not a bug
@@ -112,6 +159,12 @@ async def run_session(
             yield msg
     finally:
         task.cancel()
+    if session.overflowed and not failure:
+        if metrics is not None:
+            metrics.reject("slow_consumer")
+        failure.append((grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"more than {session.max_queued} messages waited for this peer to read them; "
+                        "read the stream faster"))
     if failure:
         await context.abort(*failure[0])
 

@@ -156,11 +156,14 @@ def split_blob(blob: bytes, *, max_chunk_bytes: int = MAX_CHUNK_BYTES) -> list[t
 
 
 class BlobAssembler:
-    """Reassembles an adapter file sent in chunks; checks size and sha256."""
+    """Reassembles an adapter file sent in chunks; checks size (against the receiver's own
+    limit, before a byte is kept) and sha256."""
 
-    def __init__(self, *, version: int, total_size: int, sha256: str, max_size: int = 1 << 31) -> None:
+    def __init__(self, *, version: int, total_size: int, sha256: str, max_size: int) -> None:
         if total_size > max_size:
-            raise LimitExceeded("adapter_too_large", "adapter larger than allowed")
+            raise LimitExceeded("adapter_too_large",
+                                f"adapter of {total_size} bytes is larger than the {max_size} bytes this peer "
+                                "accepts (max_adapter_bytes)")
         self.version, self.total_size, self.sha256 = version, total_size, sha256
         self._buf = bytearray()
 
@@ -178,15 +181,19 @@ class BlobAssembler:
 
 
 class AdapterReceiver:
-    """Turns a stream of AdapterChunk fields into complete, verified adapter files."""
+    """Turns a stream of AdapterChunk fields into complete, verified adapter files of at most
+    ``max_size`` bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_size: int) -> None:
+        self.max_size = max_size
         self._assembler: BlobAssembler | None = None
 
     def feed(self, *, version: int, offset: int, data: bytes, total_size: int, sha256: str) -> bytes | None:
         """Add one chunk; return the adapter file when its last chunk arrived."""
         if offset == 0:
-            self._assembler = BlobAssembler(version=version, total_size=total_size, sha256=sha256)
+            self._assembler = None
+            self._assembler = BlobAssembler(version=version, total_size=total_size, sha256=sha256,
+                                            max_size=self.max_size)
         if self._assembler is None:
             return None  # joined mid-file: wait for the next version's first chunk
         blob = self._assembler.add(offset, data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,8 +25,9 @@ from services.common import domain as d
 from services.common.config import LimitsConfig
 from services.common.domain import staleness_weight
 from services.common.metrics import Metrics
-from services.common.rejections import Duplicate, InvalidMessage, Rejection, WrongState
+from services.common.rejections import Duplicate, InvalidMessage, LimitExceeded, Rejection, WrongState
 from services.common.transfer import IncomingVector
+from services.edge_aggregator.validation import check_base_version, check_update_scalars
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,9 @@ class _RoundAgg:
 #: it leaves; one that misses them is gone (its round then closes at quorum or deadline)
 CHECK_IN_MISSES = 3
 CHECK_IN_SLACK_S = 5.0
+
+#: adapter versions remembered per client (those sent to it), for the async base_version check
+SERVED_VERSIONS = 32
 
 
 @dataclass
@@ -108,6 +113,9 @@ class EdgeAggregator:
         self._rejected: dict[str, int] = {}
         # Idempotency keys of recent rounds, so a resend after a reconnect is recognised.
         self._recent_keys: dict[int, dict[str, str]] = {}
+        # client -> adapter versions this edge sent it (newest last). Kept across sessions (a
+        # check-in client's adapter stays valid), for at most a few times the roster's clients.
+        self._served: OrderedDict[str, tuple[int, ...]] = OrderedDict()
 
     # -- coordinator side ------------------------------------------------------------------
 
@@ -159,6 +167,14 @@ class EdgeAggregator:
             self.clients.pop(client_id, None)  # told: no longer awaited
             return
         before = self.clients.get(client_id)
+        if before is None and len(self.clients) >= self.limits.max_roster_clients:
+            self._drop_missing()
+            if len(self.clients) >= self.limits.max_roster_clients:
+                raise self._reject(LimitExceeded, "roster_full",
+                                   f"edge busy: its roster is full ({self.limits.max_roster_clients} clients, "
+                                   "limits.max_roster_clients); try again later or another edge")
+        if adapter_version is not None and adapter_version not in self._served.get(client_id, ()):
+            adapter_version = None  # not one this edge sent: the current adapter goes with the next task
         entry = d.RosterEntry(client_id, num_samples, device)
         self.clients[client_id] = _Client(entry, -1 if adapter_version is None else adapter_version,
                                           check_in_s=check_in_s)
@@ -220,11 +236,18 @@ class EdgeAggregator:
         if self.adapter is not None and client.adapter_version != self.adapter[0]:
             self.outbox.adapter(client_id, *self.adapter)
             client.adapter_version = self.adapter[0]
+            self._remember_served(client_id, self.adapter[0])
         self.outbox.task(client_id, d.RoundTask(
             round=plan.round, adapter_version=plan.adapter_version, assignment=a,
             secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
             deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec,
         ))
+
+    def _remember_served(self, client_id: str, version: int) -> None:
+        versions = (*self._served.pop(client_id, ()), version)[-SERVED_VERSIONS:]
+        self._served[client_id] = versions
+        while len(self._served) > 4 * self.limits.max_roster_clients:
+            self._served.popitem(last=False)
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -339,6 +362,10 @@ class EdgeAggregator:
             raise self._reject(InvalidMessage, "rank_mismatch",
                                f"update trained at rank {rank}, assigned rank {a.rank}")
         try:
+            check_update_scalars(num_samples=num_samples, quality=quality, train_seconds=train_seconds,
+                                 crypto_seconds=crypto_seconds)
+            check_base_version(base_version, mode=agg.plan.mode, current_version=agg.plan.adapter_version,
+                               served=self._served.get(client_id, ()))
             vec = up.incoming.finish(sha256)
         except Rejection as rej:
             self.metrics.reject(rej.reason)

@@ -37,11 +37,12 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     if e.malloc_arena_max is not None:
         native_memory.limit_arenas(e.malloc_arena_max)  # before the server's threads allocate
     tls = tls_files(cfg.tls)
-    identity = tls.load().identity
+    loaded = tls.load()
+    identity = loaded.identity
     metrics = start_metrics("edge", cfg.metrics)
     outbox = EdgeOutboxImpl(metrics)
     edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox)
-    servicer = EdgeServicer(edge, outbox, e)
+    servicer = EdgeServicer(edge, outbox, e, federation=loaded.federation)
     server, port, health_servicer = await start_server(
         listen=e.listen, tls=cfg.tls, limits=e.limits,
         register=lambda s: pb_grpc.add_EdgeServiceServicer_to_server(servicer, s),
@@ -51,7 +52,7 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     if ready is not None:
         ready(port, edge)
     stop = stop_event_on_signals()
-    tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop)),
+    tasks = [asyncio.create_task(upstream_loop(edge, outbox, e, tls, stop, federation=loaded.federation)),
              asyncio.create_task(every(0.5, edge.tick, stop, what="deadline check"))]
     if e.malloc_trim_s is not None:  # hand freed heap back to the OS (see services.common.native_memory)
         tasks.append(asyncio.create_task(every(e.malloc_trim_s, native_memory.trim, stop, what="heap trim")))

@@ -18,9 +18,10 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 from ffa_lora.crypto import CiphertextVector, PublicKey
 from services.common import domain as d
 from services.common import serde
-from services.common.certs import TLSFiles
-from services.common.config import MAX_CHECK_IN_S, EdgeConfig
+from services.common.certs import TLSFiles, role_dns_name
+from services.common.config import EdgeConfig
 from services.common.errors import to_status
+from services.common.limits import check_message
 from services.common.metrics import Metrics
 from services.common.rejections import InvalidMessage, Rejection, WrongState, as_rejection
 from services.common.serde import adapter_messages, public_key_from_proto, public_key_to_proto
@@ -32,15 +33,22 @@ from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 log = logging.getLogger(__name__)
 
 
+#: stands in the upstream queue for "the current roster": a roster is built when it is sent,
+#: so however often clients come and go, at most one roster message waits
+_ROSTER = object()
+
+
 class EdgeOutboxImpl:
     """Delivers the edge's events: to client sessions and to the upstream queue."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
-        self.upstream: asyncio.Queue[pb.EdgeSessionRequest] | None = None
+        self.upstream: asyncio.Queue[pb.EdgeSessionRequest | object] | None = None
         self.pending_partial: list[pb.EdgeSessionRequest] | None = None
         self.pending_round = 0
+        self._roster: list[d.RosterEntry] = []
+        self._roster_queued = False
 
     def _put(self, client_id: str, msg: pb.ClientSessionResponse) -> None:
         s = self.sessions.get(client_id)
@@ -74,12 +82,32 @@ class EdgeOutboxImpl:
             if s is not None:
                 s.close()
 
-    def _up(self, msg: pb.EdgeSessionRequest) -> None:
+    def _up(self, msg: pb.EdgeSessionRequest | object) -> None:
         if self.upstream is not None:
             self.upstream.put_nowait(msg)
 
     def roster(self, entries: list[d.RosterEntry]) -> None:
-        self._up(pb.EdgeSessionRequest(roster=pb.Roster(clients=[serde.roster_entry_to_proto(e) for e in entries])))
+        self._roster = list(entries)
+        if not self._roster_queued and self.upstream is not None:
+            self._roster_queued = True
+            self._up(_ROSTER)
+
+    def attach_upstream(self, queue: asyncio.Queue[pb.EdgeSessionRequest | object],
+                        roster: list[d.RosterEntry]) -> None:
+        """A fresh upstream queue after a (re)connect; the current roster is queued next."""
+        self.upstream = queue
+        self._roster = list(roster)
+        self._roster_queued = True
+        queue.put_nowait(_ROSTER)
+
+    def upstream_message(self, item: pb.EdgeSessionRequest | object) -> pb.EdgeSessionRequest:
+        """The message an upstream queue item stands for (the roster as it is now)."""
+        if item is _ROSTER:
+            self._roster_queued = False
+            return pb.EdgeSessionRequest(roster=pb.Roster(
+                clients=[serde.roster_entry_to_proto(e) for e in self._roster]))
+        assert isinstance(item, pb.EdgeSessionRequest)
+        return item
 
     def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str) -> None:
         msgs: list[pb.EdgeSessionRequest] = []
@@ -104,15 +132,20 @@ class EdgeOutboxImpl:
 
 
 class EdgeServicer(pb_grpc.EdgeServiceServicer):
-    def __init__(self, edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeConfig) -> None:
+    """``federation``: the trust domain of this edge's own certificate; a client certificate
+    naming another federation is refused (UNAUTHENTICATED), even when the CA signed it."""
+
+    def __init__(self, edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeConfig, *,
+                 federation: str | None = None) -> None:
         self.edge, self.outbox, self.cfg = edge, outbox, cfg
+        self.federation = federation
         self._streams: dict[str, int] = {}
         self._open = 0  # client sessions open now (limits.max_client_sessions)
 
     async def ClientSession(
         self, request_iterator: AsyncIterator[pb.ClientSessionRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClientSessionResponse]:
-        peer = await require_role_async(context, "client")
+        peer = await require_role_async(context, "client", federation=self.federation)
         cid = peer.id
         if self._streams.get(cid, 0) >= self.cfg.limits.max_streams_per_peer:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent sessions for this client")
@@ -123,7 +156,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         self._streams[cid] = self._streams.get(cid, 0) + 1
         self._open += 1
         old = self.outbox.sessions.get(cid)
-        session = Session(asyncio.get_running_loop())
+        session = Session(asyncio.get_running_loop(), max_queued=self.cfg.limits.max_queued_messages)
         self.outbox.sessions[cid] = session
         if old is not None:
             old.close()
@@ -135,11 +168,15 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
             kind = req.WhichOneof("kind")
             if kind == "hello":
                 h = req.hello
-                if not (math.isfinite(h.check_in_interval_s) and 0 <= h.check_in_interval_s <= MAX_CHECK_IN_S):
+                if hello_seen:
+                    raise InvalidMessage("second_hello", "one ClientHello per session; open a new session to start over")
+                longest = self.cfg.max_check_in_s
+                if not (math.isfinite(h.check_in_interval_s) and 0 <= h.check_in_interval_s <= longest):
                     edge.metrics.reject("bad_hello")
                     self.outbox.ack(cid, 0, "", InvalidMessage(
                         "bad_hello",
-                        f"check_in_interval_s must be in [0, {MAX_CHECK_IN_S:.0f}] seconds, got {h.check_in_interval_s}"))
+                        f"check_in_interval_s must be in [0, {longest:.0f}] seconds on this edge "
+                        f"(edge.max_check_in_s), got {h.check_in_interval_s}"))
                     session.close()
                     return
                 hello_seen = True
@@ -179,7 +216,8 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 self.outbox.ack(cid, round_no, key, rej)
 
         try:
-            async for msg in run_session(request_iterator, session, handle, limits=self.cfg.limits, context=context):
+            async for msg in run_session(request_iterator, session, handle, limits=self.cfg.limits, context=context,
+                                         metrics=edge.metrics):
                 yield msg
         finally:
             self._streams[cid] -= 1
@@ -190,34 +228,37 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
 
 
 async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeConfig, tls: TLSFiles,
-                        stop: asyncio.Event) -> None:
-    """Keep one EdgeSession to the coordinator; reconnect with jittered backoff."""
+                        stop: asyncio.Event, *, federation: str) -> None:
+    """Keep one EdgeSession to the coordinator; reconnect with jittered backoff. The
+    coordinator's certificate must carry ``coordinator_server_name`` (default: the role name
+    of ``federation``'s coordinator)."""
     backoff = 0.5
     creds = channel_credentials(tls)
     opts = grpc_options(cfg.limits)
-    if cfg.coordinator_server_name:
-        opts.append(("grpc.ssl_target_name_override", cfg.coordinator_server_name))
+    opts.append(("grpc.ssl_target_name_override",
+                 cfg.coordinator_server_name or role_dns_name("coordinator", federation=federation)))
     while not stop.is_set() and not edge.finished:
-        queue: asyncio.Queue[pb.EdgeSessionRequest] = asyncio.Queue()
-        outbox.upstream = queue
+        queue: asyncio.Queue[pb.EdgeSessionRequest | object] = asyncio.Queue()
         queue.put_nowait(pb.EdgeSessionRequest(hello=pb.EdgeHello(region=cfg.region,
                                                                    adapter_version=edge.adapter[0] if edge.adapter else 0)))
-        queue.put_nowait(pb.EdgeSessionRequest(roster=pb.Roster(clients=[serde.roster_entry_to_proto(e) for e in edge.roster()])))
+        outbox.attach_upstream(queue, edge.roster())
         if outbox.pending_partial is not None:
             for m in outbox.pending_partial:
                 queue.put_nowait(m)
 
-        async def requests(q: asyncio.Queue[pb.EdgeSessionRequest] = queue) -> AsyncIterator[pb.EdgeSessionRequest]:
+        async def requests(q: asyncio.Queue[pb.EdgeSessionRequest | object] = queue,
+                           ) -> AsyncIterator[pb.EdgeSessionRequest]:
             while True:
-                yield await q.get()
+                yield outbox.upstream_message(await q.get())
 
-        receiver = AdapterReceiver()
+        receiver = AdapterReceiver(max_size=cfg.limits.max_adapter_bytes)
         try:
             async with grpc.aio.secure_channel(cfg.coordinator_address, creds, options=opts) as channel:
                 stub = pb_grpc.CoordinatorServiceStub(channel)
                 call = stub.EdgeSession(requests())
                 async for resp in call:
                     backoff = 0.5
+                    check_message(resp)
                     kind = resp.WhichOneof("kind")
                     if kind == "welcome":
                         w = resp.welcome

@@ -58,6 +58,7 @@ def coordinator_config(root: Path, certs: Path, model_dir: Path, **federation: A
         "model": {"name_or_path": str(model_dir), "num_labels": 3, "rank": 4, "alpha": 8.0, "max_length": 16},
         "rounds": {"max_rounds": 1, "min_clients": 3, "deadline_s": 60, "wait_for_clients_s": 60},
         "secure_sum": {"key_bits": 512, "bits": 16, "clip": 0.5},
+        "test_mode": True,  # 512-bit keys
     }
     for k, v in federation.items():
         fed[k] = {**fed.get(k, {}), **v} if isinstance(v, dict) else v
@@ -76,12 +77,14 @@ def edge_config(certs: Path, edge_id: str, coordinator_port: int, **limits: Any)
     })
 
 
-def client_config(root: Path, certs: Path, client_id: str, edge_ports: list[int], **client: Any) -> ServiceConfig:
+def client_config(root: Path, certs: Path, client_id: str, edge_ports: list[int], *, model: str = "demo",
+                  **client: Any) -> ServiceConfig:
+    """``model``: the base model the client agrees to load (the coordinator's name_or_path)."""
     data = root / f"{client_id}.csv"
     data.write_text("text,label\nhello,negative\n")
     return parse_config({
         "service": "client", "tls": tls(certs, "client", client_id),
-        "client": {"edges": [f"127.0.0.1:{p}" for p in edge_ports], "data": {"path": str(data)},
+        "client": {"edges": [f"127.0.0.1:{p}" for p in edge_ports], "data": {"path": str(data)}, "model": model,
                    "deid": {"enabled": False}, "state_dir": str(root / client_id), "max_reconnect_s": 1.0, **client},
     })
 
@@ -158,7 +161,7 @@ class InProcessFederation:
                      delay: float = 0.0, **client: Any) -> ClientAgent:
         """``client``: extra ``client:`` config values (e.g. ``session="check_in"``)."""
         ports = [self.edge_ports[self.edge_ids[(edge_index + i) % len(self.edge_ids)]] for i in range(len(self.edge_ids))]
-        cfg = client_config(self.root, self.certs, cid, ports, **client)
+        cfg = client_config(self.root, self.certs, cid, ports, model=str(self.model_dir), **client)
         trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay)
         agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer,  # type: ignore[arg-type]
                             create_metrics("client"))
@@ -187,7 +190,8 @@ class InProcessFederation:
         cfg = parse_config({
             "service": "client", "tls": tls(self.certs, "client", cid),
             "client": {"edges": [f"127.0.0.1:{self.edge_ports[self.edge_ids[0]]}"], "data": {"path": str(path)},
-                       "deid": {"enabled": False}, "state_dir": str(self.root / cid), "num_threads": 1},
+                       "model": str(self.model_dir), "deid": {"enabled": False}, "state_dir": str(self.root / cid),
+                       "num_threads": 1},
         })
         assert cfg.client is not None
         trainer = LocalTrainer(cfg.client, client_id=cid)

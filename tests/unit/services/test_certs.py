@@ -130,9 +130,10 @@ def test_issue_certificate_carries_identity_and_role_specific_names(
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     if role in pki.SERVER_ROLES:
         assert eku == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        # the two pinning names only: no localhost, no loopback address unless asked for
         assert sans.get_values_for_type(x509.DNSName) == [
-            "localhost", f"site.1_a-b.{role}.ffa-lora.ffa-lora.invalid"]
-        assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+            f"site.1_a-b.{role}.ffa-lora.ffa-lora.invalid", f"{role}.ffa-lora.ffa-lora.invalid"]
+        assert sans.get_values_for_type(x509.IPAddress) == []
     else:
         assert eku == [ExtendedKeyUsageOID.CLIENT_AUTH]
         assert sans.get_values_for_type(x509.DNSName) == []
@@ -145,13 +146,13 @@ def test_issue_certificate_custom_hosts(ca_dir: Path, tmp_path: Path) -> None:
                                    hosts=["ffa-lora-edge-eu.ns.svc", "::1", "10.0.0.7"])
     sans = _sans(_cert(crt))
     assert sans.get_values_for_type(x509.DNSName) == [
-        "ffa-lora-edge-eu.ns.svc", "eu.edge.ffa-lora.ffa-lora.invalid"]
+        "ffa-lora-edge-eu.ns.svc", "eu.edge.ffa-lora.ffa-lora.invalid", "edge.ffa-lora.ffa-lora.invalid"]
     assert sans.get_values_for_type(x509.IPAddress) == [
         ipaddress.ip_address("::1"), ipaddress.ip_address("10.0.0.7")]
 
 
 @pytest.mark.parametrize("host", ["*.svc", "a..b", "", "bad host",
-                                  "main.coordinator.ffa-lora.ffa-lora.invalid"])
+                                  "main.coordinator.ffa-lora.ffa-lora.invalid", "coordinator.ffa-lora.ffa-lora.invalid"])
 def test_issue_certificate_rejects_bad_or_reserved_hosts(
         ca_dir: Path, tmp_path: Path, host: str) -> None:
     with pytest.raises(ConfigError, match="host"):

@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_coordinator(model_dir: Path, keys: Any, min_clients: int = 3) -> handlers.Coordinator:
     cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
         "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
-                       "rounds": {"min_clients": min_clients}, "secure_sum": {"key_bits": 512}}}})
+                       "rounds": {"min_clients": min_clients}, "secure_sum": {"key_bits": 512}, "test_mode": True}}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
     pub, priv = keys
     return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv,

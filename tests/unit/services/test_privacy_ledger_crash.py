@@ -35,7 +35,7 @@ def coordinator(model_dir: Path, keys: Any, state: Path, epsilon: float = 4.0) -
     cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
         "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
                        "rounds": {"min_clients": 2, "max_rounds": 5},
-                       "secure_sum": {"key_bits": 512},
+                       "secure_sum": {"key_bits": 512}, "test_mode": True,
                        "privacy": {"mode": "central", "mechanism": "gaussian", "epsilon": epsilon,
                                    "norm_clip": 1.0}}}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
