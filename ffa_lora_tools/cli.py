@@ -2,7 +2,7 @@
 
     ffa-lora serve coordinator|edge|client --config FILE
     ffa-lora certs init --out DIR            ffa-lora certs issue --ca-dir DIR --role R --id NAME --out DIR
-    ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY
+    ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY --server-name NAME
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
     ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--ca", required=True)
     h.add_argument("--cert", required=True)
     h.add_argument("--key", required=True)
-    h.add_argument("--server-name", default=None)
+    h.add_argument("--server-name", required=True,
+                   help="name the server's certificate must carry: <role>.<federation>.ffa-lora.invalid, "
+                        "<id>.<role>.<federation>.ffa-lora.invalid, or a --host name it was issued for")
     h.add_argument("--service", default="")
     h.add_argument("--timeout", type=float, default=5.0)
 

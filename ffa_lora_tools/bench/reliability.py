@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from ffa_lora_tools.harness import fuzzing, scenarios
 from ffa_lora_tools.harness.cluster import make_pki
-from services.common.certs import TLSFiles
-from services.common.tls import channel_credentials
+from services.common.certs import TLSFiles, role_dns_name
+from services.common.tls import channel_credentials, pinned_name_option
 
 
 def _say(msg: str) -> None:
@@ -84,7 +84,8 @@ def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
 
     def channel(srv: Any, cid: str) -> grpc.Channel:
         files = TLSFiles(ca=certs / "ca.crt", cert=certs / f"client-{cid}.crt", key=certs / f"client-{cid}.key")
-        return grpc.secure_channel(srv.address, channel_credentials(files))
+        return grpc.secure_channel(srv.address, channel_credentials(files),
+                                   options=[pinned_name_option(role_dns_name("edge", federation="ffa-lora"))])
 
     with fuzzing.EdgeServerThread(certs, limits={"max_messages_per_s": 1e6}) as srv:
         hello = pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=10)).SerializeToString()

@@ -57,7 +57,7 @@ from services.common.config import EdgeConfig, LimitsConfig, TLSConfig, parse_fe
 from services.common.errors import status_of
 from services.common.metrics import create_metrics
 from services.common.rejections import Rejection
-from services.common.session import start_server
+from services.common.session import start_server, tls_files
 from services.common.transfer import outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
 from services.edge_aggregator.servicer import EdgeOutboxImpl, EdgeServicer
@@ -145,12 +145,13 @@ class RecordingOutbox:
     def __init__(self) -> None:
         self.partials: list[tuple[int, CiphertextVector | None, list[d.Contribution], str]] = []
         self.tasks: list[tuple[str, int]] = []
+        self.adapters: list[tuple[str, int, int]] = []  # (client, version, bytes)
 
     def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo) -> None:
         pass
 
     def adapter(self, client_id: str, version: int, blob: bytes) -> None:
-        pass
+        self.adapters.append((client_id, version, len(blob)))
 
     def task(self, client_id: str, task: d.RoundTask) -> None:
         self.tasks.append((client_id, task.round))
@@ -605,9 +606,9 @@ class EdgeServerThread:
         self.outbox = EdgeOutboxImpl()
         self.edge = EdgeAggregator(edge_id="edge-fuzz", region="fuzz", limits=cfg.limits,
                                    metrics=create_metrics("edge"), outbox=self.outbox)
-        servicer = EdgeServicer(self.edge, self.outbox, cfg)
         tls = TLSConfig(ca=self.certs / "ca.crt", cert=self.certs / "edge-edge-fuzz.crt",
                         key=self.certs / "edge-edge-fuzz.key")
+        servicer = EdgeServicer(self.edge, self.outbox, cfg, federation=tls_files(tls).load().federation)
         self.server, self.port, _ = await start_server(
             listen=cfg.listen, tls=tls, limits=cfg.limits,
             register=lambda s: pb_grpc.add_EdgeServiceServicer_to_server(servicer, s),

@@ -11,8 +11,8 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from services.common import serde
-from services.common.certs import TLSFiles
-from services.common.tls import channel_credentials
+from services.common.certs import TLSFiles, role_dns_name
+from services.common.tls import channel_credentials, pinned_name_option
 
 
 class RawClient:
@@ -29,7 +29,8 @@ class RawClient:
         self.closed = False
 
     async def start(self) -> None:
-        self.channel = grpc.aio.secure_channel(self.address, channel_credentials(self.files))
+        pinned = pinned_name_option(role_dns_name("edge", federation=self.files.load().federation))
+        self.channel = grpc.aio.secure_channel(self.address, channel_credentials(self.files), options=[pinned])
 
         async def reqs() -> Any:
             while True:

@@ -162,9 +162,9 @@ async def run_session(
     if session.overflowed and not failure:
         if metrics is not None:
             metrics.reject("slow_consumer")
-        failure.append((grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"more than {session.max_queued} messages waited for this peer to read them; "
-                        "read the stream faster"))
+        message = (f"more than {session.max_queued} messages waited for this peer to read them; "
+                   "read the stream faster")
+        failure.append((grpc.StatusCode.RESOURCE_EXHAUSTED, message))
     if failure:
         await context.abort(*failure[0])
 

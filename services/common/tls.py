@@ -74,6 +74,7 @@ __all__ = [
     "RoleInterceptor",
     "channel_credentials",
     "peer_identity",
+    "pinned_name_option",
     "require_role",
     "require_role_async",
     "secure_channel",
@@ -106,17 +107,22 @@ def channel_credentials(files: TLSFiles) -> grpc.ChannelCredentials:
                                         certificate_chain=loaded.cert_pem)
 
 
-def secure_channel(target: str, files: TLSFiles, *, server_name: str | None = None,
-                   options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-    """Open a mutual-TLS channel to ``target``.
+def pinned_name_option(server_name: str) -> tuple[str, str]:
+    """The channel option that makes gRPC check ``server_name`` in the server's certificate
+    instead of the host name dialled."""
+    return ("grpc.ssl_target_name_override", server_name)
 
-    ``server_name`` overrides the name checked against the server certificate; pass
-    ``identity_dns_name(role, id, federation=...)`` to require a specific server identity.
+
+def secure_channel(target: str, files: TLSFiles, *, server_name: str,
+                   options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """Open a mutual-TLS channel to ``target`` whose server must carry ``server_name``.
+
+    Pass ``role_dns_name(role, federation=...)`` to accept any server of a role, or
+    ``identity_dns_name(role, id, federation=...)`` for one server; a DNS name or IP address
+    only if the server's certificate was issued for it (``--host``).
     """
-    opts = list(options)
-    if server_name is not None:
-        opts.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(target, channel_credentials(files), options=opts)
+    return grpc.secure_channel(target, channel_credentials(files),
+                               options=[*options, pinned_name_option(server_name)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,13 @@ from services.common import domain as d
 from services.common.config import LimitsConfig
 from services.common.domain import staleness_weight
 from services.common.metrics import Metrics
-from services.common.rejections import Duplicate, InvalidMessage, LimitExceeded, Rejection, WrongState
+from services.common.rejections import (
+    Duplicate,
+    InvalidMessage,
+    LimitExceeded,
+    Rejection,
+    WrongState,
+)
 from services.common.transfer import IncomingVector
 from services.edge_aggregator.validation import check_base_version, check_update_scalars
 

@@ -22,7 +22,8 @@ from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps
 from services.common import domain as d
 from services.common import serde
-from services.common.tls import channel_credentials
+from services.common.certs import role_dns_name
+from services.common.tls import channel_credentials, pinned_name_option
 from tests.support.federation import InProcessFederation, tls_files
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback
@@ -172,7 +173,8 @@ def test_wrong_role_is_refused_by_the_coordinator(tmp_path: Path, model_dir: Pat
         try:
             await fed.start_servers()
             creds = channel_credentials(tls_files(fed.certs, "client", "client-1"))
-            async with grpc.aio.secure_channel(f"127.0.0.1:{fed.coordinator_port}", creds) as ch:
+            pinned = pinned_name_option(role_dns_name("coordinator", federation="ffa-lora"))
+            async with grpc.aio.secure_channel(f"127.0.0.1:{fed.coordinator_port}", creds, options=[pinned]) as ch:
                 call = pb_grpc.CoordinatorServiceStub(ch).EdgeSession(
                     iter([pb.EdgeSessionRequest(hello=pb.EdgeHello(region="x"))]))
                 with pytest.raises(grpc.aio.AioRpcError) as err:

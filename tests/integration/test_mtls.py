@@ -34,6 +34,9 @@ pytestmark = pytest.mark.slow  # servers on loopback
 
 UTC = dt.UTC
 TIMEOUT = 5.0
+# the test server holds a coordinator certificate; callers pin the name every one carries
+PIN = pki.role_dns_name("coordinator", federation="ffa-lora")
+PINNED = [tls.pinned_name_option(PIN)]
 
 WHO = "/test.v1.Probe/WhoAmI"                    # any role
 SUBMIT = "/test.v1.Coordinator/SubmitPartialSum"  # coordinator method: edges only
@@ -228,14 +231,14 @@ def code_of(fn: object, *args: object) -> grpc.StatusCode:
 
 def test_valid_client_certificate_reaches_handler_with_its_identity(
         server: Server, certs: Certs) -> None:
-    with tls.secure_channel(server.target, certs.client) as ch:
+    with tls.secure_channel(server.target, certs.client, server_name=PIN) as ch:
         assert call(ch, WHO) == b"client/bank-a"
     assert server.rec.calls == [(WHO, "client/bank-a")]
 
 
 def test_edge_may_call_coordinator_methods_unary_and_streaming(
         server: Server, certs: Certs) -> None:
-    with tls.secure_channel(server.target, certs.edge) as ch:
+    with tls.secure_channel(server.target, certs.edge, server_name=PIN) as ch:
         assert call(ch, SUBMIT) == b"edge/eu-west"
         out = list(ch.stream_stream(UPLOAD)(iter([b"1", b"2"]), timeout=TIMEOUT))
         assert out == [b"edge/eu-west:1", b"edge/eu-west:2"]
@@ -244,7 +247,7 @@ def test_edge_may_call_coordinator_methods_unary_and_streaming(
 
 def test_health_service_answers_any_federation_role(server: Server, certs: Certs) -> None:
     for files in (certs.client, certs.edge, certs.coordinator):
-        with tls.secure_channel(server.target, files) as ch:
+        with tls.secure_channel(server.target, files, server_name=PIN) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
                                                         timeout=TIMEOUT)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
@@ -266,20 +269,20 @@ def test_server_identity_can_be_pinned_by_name(server: Server, certs: Certs) -> 
 
 def test_client_certificate_calling_coordinator_method_is_denied(
         server: Server, certs: Certs) -> None:
-    with tls.secure_channel(server.target, certs.client) as ch:
+    with tls.secure_channel(server.target, certs.client, server_name=PIN) as ch:
         assert code_of(call, ch, SUBMIT) == grpc.StatusCode.PERMISSION_DENIED
         assert code_of(lambda: list(ch.stream_stream(UPLOAD)(iter([b"1"]), timeout=TIMEOUT))
                        ) == grpc.StatusCode.PERMISSION_DENIED
         assert code_of(lambda: list(ch.unary_stream(WATCH)(b"", timeout=TIMEOUT))
                        ) == grpc.StatusCode.PERMISSION_DENIED
-    with tls.secure_channel(server.target, certs.coordinator) as ch:
+    with tls.secure_channel(server.target, certs.coordinator, server_name=PIN) as ch:
         assert code_of(call, ch, SUBMIT) == grpc.StatusCode.PERMISSION_DENIED
     assert server.rec.calls == []
 
 
 def test_denial_message_names_role_but_no_certificate_content(
         server: Server, certs: Certs) -> None:
-    with tls.secure_channel(server.target, certs.client) as ch, \
+    with tls.secure_channel(server.target, certs.client, server_name=PIN) as ch, \
             pytest.raises(grpc.RpcError) as info:
         call(ch, SUBMIT)
     assert info.value.details() == "role 'client' may not call this method (allowed: edge)"
@@ -287,7 +290,7 @@ def test_denial_message_names_role_but_no_certificate_content(
 
 def test_method_in_no_rule_is_denied_to_everyone(server: Server, certs: Certs) -> None:
     for files in (certs.client, certs.edge, certs.coordinator):
-        with tls.secure_channel(server.target, files) as ch:
+        with tls.secure_channel(server.target, files, server_name=PIN) as ch:
             assert code_of(call, ch, UNLISTED) == grpc.StatusCode.PERMISSION_DENIED
     assert server.rec.calls == []
 
@@ -300,7 +303,7 @@ def test_method_in_no_rule_is_denied_to_everyone(server: Server, certs: Certs) -
 def test_ca_signed_certificate_without_federation_identity_is_unauthenticated(
         server: Server, certs: Certs, which: str) -> None:
     creds = raw_credentials(certs.ca_pem, getattr(certs, which))
-    with grpc.secure_channel(server.target, creds) as ch:
+    with grpc.secure_channel(server.target, creds, options=PINNED) as ch:
         assert code_of(call, ch, WHO) == grpc.StatusCode.UNAUTHENTICATED
         stub = health_pb2_grpc.HealthStub(ch)
         assert code_of(stub.Check, health_pb2.HealthCheckRequest()) == \
@@ -322,7 +325,7 @@ def test_plaintext_call_is_unauthenticated(server: Server) -> None:
 def test_handshake_rejects_missing_foreign_and_out_of_date_certificates(
         server: Server, certs: Certs, which: str | None) -> None:
     files = None if which is None else getattr(certs, which)
-    with grpc.secure_channel(server.target, raw_credentials(certs.ca_pem, files)) as ch:
+    with grpc.secure_channel(server.target, raw_credentials(certs.ca_pem, files), options=PINNED) as ch:
         with pytest.raises(grpc.RpcError) as info:
             call(ch, WHO)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -330,17 +333,17 @@ def test_handshake_rejects_missing_foreign_and_out_of_date_certificates(
         assert code_of(stub.Check, health_pb2.HealthCheckRequest()) == grpc.StatusCode.UNAVAILABLE
     assert server.rec.calls == []
     # and the same peer with a good certificate still gets through right after
-    with tls.secure_channel(server.target, certs.client) as ch:
+    with tls.secure_channel(server.target, certs.client, server_name=PIN) as ch:
         assert call(ch, WHO) == b"client/bank-a"
 
 
 def test_our_own_helpers_refuse_bad_local_certificates_before_connecting(certs: Certs) -> None:
     for files in (certs.expired, certs.future, certs.no_identity):
         with pytest.raises(pki.TLSFileError):
-            tls.secure_channel("127.0.0.1:1", files)
+            tls.secure_channel("127.0.0.1:1", files, server_name=PIN)
     with pytest.raises(pki.TLSFileError, match="not issued by the CA"):
         tls.secure_channel("127.0.0.1:1", pki.TLSFiles(certs.dir / "ca.crt", certs.foreign.cert,
-                                                       certs.foreign.key))
+                                                       certs.foreign.key), server_name=PIN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +379,7 @@ def test_aio_interceptor_same_status_codes(certs: Certs) -> None:
         target = f"127.0.0.1:{port}"
         try:
             async with grpc.aio.secure_channel(
-                    target, tls.channel_credentials(certs.edge)) as ch:
+                    target, tls.channel_credentials(certs.edge), options=PINNED) as ch:
                 assert await ch.unary_unary(WHO)(b"", timeout=TIMEOUT) == b"edge/eu-west"
                 assert [r async for r in ch.unary_stream(WATCH)(b"", timeout=TIMEOUT)] == \
                     [b"edge/eu-west"]
@@ -384,7 +387,7 @@ def test_aio_interceptor_same_status_codes(certs: Certs) -> None:
             assert calls == [WHO, WATCH, UPLOAD]
             calls.clear()
             async with grpc.aio.secure_channel(
-                    target, tls.channel_credentials(certs.client)) as ch:
+                    target, tls.channel_credentials(certs.client), options=PINNED) as ch:
                 for coro in (ch.unary_stream(WATCH)(b"", timeout=TIMEOUT),
                              ch.stream_unary(UPLOAD)(iter([b"a"]), timeout=TIMEOUT)):
                     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -394,12 +397,12 @@ def test_aio_interceptor_same_status_codes(certs: Certs) -> None:
                             await coro
                     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
             async with grpc.aio.secure_channel(
-                    target, raw_credentials(certs.ca_pem, certs.no_identity)) as ch:
+                    target, raw_credentials(certs.ca_pem, certs.no_identity), options=PINNED) as ch:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await ch.unary_unary(WHO)(b"", timeout=TIMEOUT)
                 assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             async with grpc.aio.secure_channel(
-                    target, raw_credentials(certs.ca_pem, certs.foreign)) as ch:
+                    target, raw_credentials(certs.ca_pem, certs.foreign), options=PINNED) as ch:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await ch.unary_unary(WHO)(b"", timeout=TIMEOUT)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -413,9 +416,9 @@ def test_aio_interceptor_same_status_codes(certs: Certs) -> None:
 def test_refusals_are_logged_with_peer_and_reason(
         server: Server, certs: Certs, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("WARNING", logger="services.common.tls")
-    with tls.secure_channel(server.target, certs.client) as ch:
+    with tls.secure_channel(server.target, certs.client, server_name=PIN) as ch:
         code_of(call, ch, SUBMIT)
-    with grpc.secure_channel(server.target, raw_credentials(certs.ca_pem, certs.no_identity)) as ch:
+    with grpc.secure_channel(server.target, raw_credentials(certs.ca_pem, certs.no_identity), options=PINNED) as ch:
         code_of(call, ch, WHO)
     messages = [r.getMessage() for r in caplog.records if r.name == "services.common.tls"]
     assert any("(client/bank-a) refused: role not in (edge)" in m and "127.0.0.1" in m

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from ffa_lora_tools.harness import fuzzing as fz
 from ffa_lora_tools.harness.cluster import make_pki
-from services.common.certs import TLSFiles
+from services.common.certs import TLSFiles, role_dns_name
 from services.common.errors import status_of
-from services.common.tls import channel_credentials
+from services.common.tls import channel_credentials, pinned_name_option
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -153,7 +153,8 @@ def edge_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
 def _channel(srv: fz.EdgeServerThread, cid: str) -> grpc.Channel:
     certs: Path = srv.certs_dir  # type: ignore[attr-defined]
     files = TLSFiles(ca=certs / "ca.crt", cert=certs / f"client-{cid}.crt", key=certs / f"client-{cid}.key")
-    return grpc.secure_channel(srv.address, channel_credentials(files))
+    return grpc.secure_channel(srv.address, channel_credentials(files),
+                               options=[pinned_name_option(role_dns_name("edge", federation="ffa-lora"))])
 
 
 def _hello() -> bytes:
