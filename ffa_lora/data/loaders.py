@@ -17,6 +17,10 @@ from ffa_lora.errors import DataError
 
 TableFormat = Literal["csv", "tsv", "jsonl"]
 
+MAX_CLASSES = 4096
+"""Most classes a data file may have; integer labels are class indices below it (a label value
+such as 10000000000 would otherwise make a name for every index up to it)."""
+
 _SUFFIX_FORMATS: dict[str, TableFormat] = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -171,6 +175,11 @@ def _map_labels(
         ints = [int(v) for v in raw]
         if min(ints) < 0:
             raise DataError(f"{path}: column {column!r} has negative class indices")
+        if max(ints) >= MAX_CLASSES:
+            raise DataError(
+                f"{path}: column {column!r} has class index {max(ints)}; integer labels are class indices "
+                f"0..{MAX_CLASSES - 1}: renumber them, or give the class names (label_names / data.labels)"
+            )
         return tuple(str(i) for i in range(max(ints) + 1)), ints
     names = tuple(sorted({str(v) for v in raw}))
     index = {n: i for i, n in enumerate(names)}

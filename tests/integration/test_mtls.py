@@ -425,3 +425,23 @@ def test_refusals_are_logged_with_peer_and_reason(
                for m in messages)
     assert any("unauthenticated call from" in m and "found 0" in m for m in messages)
     assert not any("BEGIN" in m for m in messages)
+
+
+def test_an_edge_certificate_cannot_answer_for_the_coordinator(certs: Certs) -> None:
+    """Callers pin the role name, never the host name dialled: an edge listening where the
+    coordinator should be fails the handshake, and no certificate is valid for localhost or
+    127.0.0.1 unless it was issued for them."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[_handlers(Recorder())],
+                         interceptors=[tls.RoleInterceptor(RULES, federation="ffa-lora")])
+    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(certs.edge))
+    server.start()
+    try:
+        with tls.secure_channel(f"127.0.0.1:{port}", certs.client, server_name=PIN) as ch:
+            assert code_of(call, ch, WHO) == grpc.StatusCode.UNAVAILABLE
+        edge_name = pki.role_dns_name("edge", federation="ffa-lora")
+        with tls.secure_channel(f"127.0.0.1:{port}", certs.client, server_name=edge_name) as ch:
+            assert call(ch, WHO) == b"client/bank-a"
+        with grpc.secure_channel(f"localhost:{port}", tls.channel_credentials(certs.client)) as ch:
+            assert code_of(call, ch, WHO) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=None)

@@ -50,6 +50,9 @@ def test_jsonl_integer_labels(tmp_path: Path) -> None:
         ("d.jsonl", '{"text": "x", "label": 1}\n{broken\n', {}, "line 2 is not valid JSON"),
         ("d.jsonl", "[1, 2]\n", {}, "not an object"),
         ("d.parquet", "x", {}, "suffix"),
+        # a huge class index (say 10000000000) must not make a label name per index up to it;
+        # 10^6 is refused the same way (and is what the old code could still afford to build)
+        ("d.csv", "text,label\nx,1000000\ny,0\n", {}, "class index 1000000"),
     ],
 )
 def test_bad_files_raise_data_error_naming_file(
