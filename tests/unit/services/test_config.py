@@ -144,3 +144,28 @@ def test_dpsgd_settings_travel_with_the_task() -> None:
         DPSGDConfig(optimizer="lion")
     with pytest.raises(ValidationError):
         DPSGDConfig(noise_multiplier=0)
+
+
+@pytest.mark.parametrize(("fed", "needle"), [
+    ({"secure_sum": {"key_bits": 512}}, "secure_sum.key_bits is 512"),
+    ({"secure_sum": {"key_bits": 1024}}, "secure_sum.key_bits is 1024"),
+    ({"rounds": {"min_clients": 1}}, "rounds.min_clients is 1"),
+])
+def test_unsafe_settings_are_refused_outside_test_mode(fed: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(coordinator(**fed), source="test.yaml")
+    assert needle in str(err.value) and "federation.test_mode" in str(err.value)
+    parse_config(coordinator(**fed, test_mode=True))  # the explicit switch the tests use
+
+
+def test_the_coordinator_makes_no_small_key_outside_test_mode(tmp_path: Path) -> None:
+    """The coordinator's key generation once bypassed the core's test-only guard (it passed
+    test_only=key_bits < 2048)."""
+    from ffa_lora.crypto import new_fernet_key
+    from services.cloud_coordinator.main import load_or_create_keys
+
+    with pytest.raises(ConfigError, match="test_only"):
+        load_or_create_keys(tmp_path / "a", key_bits=512, fernet_key=new_fernet_key())
+    assert not (tmp_path / "a" / "paillier.key").exists()
+    pub, _ = load_or_create_keys(tmp_path / "b", key_bits=512, fernet_key=new_fernet_key(), test_mode=True)
+    assert pub.bits == 512
