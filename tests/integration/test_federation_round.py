@@ -44,15 +44,16 @@ def expected_state(fed: InProcessFederation, deltas: dict[str, np.ndarray], weig
 
 def test_one_round_equals_plaintext_fedavg(tmp_path: Path, model_dir: Path) -> None:
     async def scenario() -> None:
-        fed = InProcessFederation(tmp_path, model_dir)
+        sizes = {"client-1": 100, "client-2": 200, "client-3": 300}
+        fed = InProcessFederation(tmp_path, model_dir, weights={"sizes": sizes})
         try:
             await fed.start_servers()
-            for i, cid in enumerate(fed.client_ids):
-                fed.start_client(cid, edge_index=i % 2, num_samples=100 * (i + 1), seed=i)
+            for i, cid in enumerate(fed.client_ids):  # what the clients say about their size changes nothing
+                fed.start_client(cid, edge_index=i % 2, num_samples=2**64 - 1 if i == 0 else 7, seed=i)
             await fed.wait_finished()
             coord = fed.coordinator
             assert coord.committed == 1
-            # Integer weights from the sample counts 100/200/300, capped at max_weight 16.
+            # Integer weights from the declared sizes 100/200/300, capped at max_weight 16.
             weights = {"client-1": 5, "client-2": 11, "client-3": 16}
             rnd = coord.store.rounds()[0].round
             deltas = {cid: fed.trainers[cid].deltas[rnd] for cid in fed.client_ids}

@@ -83,7 +83,8 @@ def stored_state(store: SQLiteStore, version: int) -> dict[str, np.ndarray]:
 def test_heterogeneous_ranks_then_svd_reduction(tmp_path: Path, model_dir: Path) -> None:
     async def scenario() -> InProcessFederation:
         fed = InProcessFederation(tmp_path, model_dir, rounds={"max_rounds": 3, "patience": 10},
-                                  rank={"scheduler": "dynamic", "options": RANK_OPTIONS})
+                                  rank={"scheduler": "dynamic", "options": RANK_OPTIONS},
+                                  weights={"sizes": SAMPLES})  # sizes (ranks, weights) the operators declared
         try:
             await fed.start_servers()
             for i, cid in enumerate(fed.client_ids):

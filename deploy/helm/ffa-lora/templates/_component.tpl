@@ -92,7 +92,7 @@ name and its stable pod name under the headless Service).
 {{- $uri := include "ffa-lora.identity.spiffe" . -}}
 {{- $ns := $root.Release.Namespace -}}
 {{- $isServer := ne .component "client" -}}
-{{- $dnsNames := list (include "ffa-lora.identity.dnsName" .) -}}
+{{- $dnsNames := list (include "ffa-lora.identity.dnsName" .) (include "ffa-lora.role.dnsName" .) -}}
 {{- if eq .component "edge" -}}
 {{- $name = printf "%s-%d" $svc (int .replica) -}}
 {{- $id = include "ffa-lora.edge.replicaId" . -}}
@@ -126,12 +126,9 @@ spec:
     {{- range $dnsNames }}
     - {{ . | quote }}
     {{- end }}
-    - localhost
     {{- range $cm.extraDnsNames }}
     - {{ . | quote }}
     {{- end }}
-  ipAddresses:
-    - 127.0.0.1
   {{- end }}
   duration: {{ $cm.duration }}
   renewBefore: {{ $cm.renewBefore }}

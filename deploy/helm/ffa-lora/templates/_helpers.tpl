@@ -110,16 +110,16 @@ certificate also carries the base's pinned name, which clients and probes verify
 
 {{/*
 The name a caller verifies in an edge replica's certificate (clients of this release, the
-readiness probe, the helm test). With cert-manager every replica's certificate carries the
-region's pinned identity name <base>.edge.<federation>.ffa-lora.invalid; `ffa-lora certs issue`
-adds only the replica's own identity name (and refuses --host names under ffa-lora.invalid), so
-with operator-made secrets it is the edge Service name, which each replica's --host list names.
+readiness probe, the helm test): never the host name it dials. With cert-manager every replica's
+certificate carries the region's pinned identity name <base>.edge.<federation>.ffa-lora.invalid;
+`ffa-lora certs issue` gives every edge certificate the role name edge.<federation>.ffa-lora.invalid
+(and refuses --host names under ffa-lora.invalid), so with operator-made secrets it is that one.
 */}}
 {{- define "ffa-lora.edge.serverName" -}}
 {{- if .Values.tls.certManager.enabled -}}
 {{- include "ffa-lora.identity.dnsName" (dict "root" . "component" "edge") -}}
 {{- else -}}
-{{- include "ffa-lora.component.fullname" (dict "root" . "component" "edge") -}}
+{{- include "ffa-lora.role.dnsName" (dict "root" . "component" "edge") -}}
 {{- end -}}
 {{- end -}}
 
@@ -132,6 +132,12 @@ with operator-made secrets it is the edge Service name, which each replica's --h
 {{/* spiffe://<federation>/<role>/<id>: the URI SAN that names the peer (services/common/certs.py). */}}
 {{- define "ffa-lora.identity.spiffe" -}}
 {{- printf "spiffe://%s/%s/%s" .root.Values.federation.name .component (include "ffa-lora.identity.id" .) -}}
+{{- end -}}
+
+{{/* <role>.<federation>.ffa-lora.invalid: the name every server certificate of a role carries
+(services/common/certs.py role_dns_name); what a service pins when any server of that role will do. */}}
+{{- define "ffa-lora.role.dnsName" -}}
+{{- printf "%s.%s.ffa-lora.invalid" .component .root.Values.federation.name | lower -}}
 {{- end -}}
 
 {{/* <id>.<role>.<federation>.ffa-lora.invalid: the pinned server name every server certificate carries. */}}

@@ -32,6 +32,9 @@ ffa-lora: tls.enabled=false is not supported: every ffa-lora service requires mu
 {{- if and (not $cm.issuerRef.name) (not $cm.createCAIssuer.enabled) }}
 ffa-lora: tls.certManager.enabled=true needs an issuer: set tls.certManager.issuerRef.name to an Issuer/ClusterIssuer that signs with the federation CA, or set tls.certManager.createCAIssuer.enabled=true with createCAIssuer.caSecretName.
 {{- end }}
+{{- if and $cm.createCAIssuer.enabled .Values.cloudCoordinator.enabled (not $cm.createCAIssuer.allowWithCoordinator) }}
+ffa-lora: tls.certManager.createCAIssuer.enabled=true in a release that runs the coordinator puts the federation CA key in the coordinator's namespace: whoever runs the coordinator could mint edge and client identities (and so, for example, pose as an edge to its clients). Issue the coordinator's certificate offline (`ffa-lora certs issue --role coordinator`, cloudCoordinator.tls.existingSecret) and keep ca.key offline; in a throw-away test cluster set tls.certManager.createCAIssuer.allowWithCoordinator=true.
+{{- end }}
 {{- if and $cm.createCAIssuer.enabled (not $cm.createCAIssuer.caSecretName) }}
 ffa-lora: tls.certManager.createCAIssuer.enabled=true needs tls.certManager.createCAIssuer.caSecretName: a kubernetes.io/tls secret with the federation CA (kubectl create secret tls NAME --cert=ca.crt --key=ca.key, files from `ffa-lora certs init`).
 {{- end }}
@@ -51,8 +54,8 @@ ffa-lora: cloudCoordinator.persistence.enabled=false keeps the encrypted private
 {{- if and $mode (not (has $mode (list "off" "central" "distributed"))) }}
 ffa-lora: cloudCoordinator.config.federation.privacy.mode={{ $mode | quote }} is not a DP mode: use "central" (coordinator adds noise), "distributed" (clients add noise shares) or "off".
 {{- end }}
-{{- if and (not $v.fernetKey.existingSecret) (not $v.fernetKey.create) }}
-ffa-lora: cloudCoordinator.fernetKey: the coordinator needs the Fernet key that encrypts its private key at rest: set cloudCoordinator.fernetKey.existingSecret, or cloudCoordinator.fernetKey.create=true.
+{{- if and $v.fernetKey.existingSecret $v.fernetKey.csi.secretProviderClass }}
+ffa-lora: cloudCoordinator.fernetKey: both existingSecret and csi.secretProviderClass are set; the Fernet key comes from one place: keep csi.secretProviderClass (an external store) or existingSecret, not both.
 {{- end }}
 {{- end }}
 {{- end -}}
