@@ -66,6 +66,9 @@ BYTES_LIMITS: dict[str, int] = {
     _PKG + "PublicKey.n": 1024,  # a 3072-bit modulus is 384 bytes
     _PKG + "SecureSumSpec.layout": 1024,
     _PKG + "CiphertextHeader.header": 4096,
+    # chunks over 1 MiB are refused in band, with their upload, by services.common.transfer
+    _PKG + "CiphertextChunk.data": 2 * MAX_BYTES,
+    _PKG + "AdapterChunk.data": 2 * MAX_BYTES,
 }
 """Bytes allowed per bytes field."""
 

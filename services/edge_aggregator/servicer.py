@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import random
 from collections.abc import AsyncIterator
 
@@ -29,6 +28,7 @@ from services.common.session import Session, grpc_options, run_session, tls_file
 from services.common.tls import channel_credentials, require_role_async
 from services.common.transfer import AdapterReceiver, outgoing
 from services.edge_aggregator.handlers import EdgeAggregator, Ignored
+from services.edge_aggregator.validation import check_hello
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,12 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 h = req.hello
                 if hello_seen:
                     raise InvalidMessage("second_hello", "one ClientHello per session; open a new session to start over")
-                longest = self.cfg.max_check_in_s
-                if not (math.isfinite(h.check_in_interval_s) and 0 <= h.check_in_interval_s <= longest):
-                    edge.metrics.reject("bad_hello")
-                    self.outbox.ack(cid, 0, "", InvalidMessage(
-                        "bad_hello",
-                        f"check_in_interval_s must be in [0, {longest:.0f}] seconds on this edge "
-                        f"(edge.max_check_in_s), got {h.check_in_interval_s}"))
+                try:
+                    check_hello(num_samples=h.num_samples, check_in_s=h.check_in_interval_s,
+                                max_check_in_s=self.cfg.max_check_in_s)
+                except Rejection as rej:  # answered in band, then the session ends
+                    edge.metrics.reject(rej.reason)
+                    self.outbox.ack(cid, 0, "", rej)
                     session.close()
                     return
                 hello_seen = True

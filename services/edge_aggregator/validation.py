@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SAMPLES",
     "MAX_SECONDS",
     "check_base_version",
+    "check_hello",
     "check_update_scalars",
 ]
 
@@ -52,6 +53,16 @@ def _in_range(field: str, value: float, low: float, high: float) -> None:
     if not (math.isfinite(value) and low <= value <= high):
         raise InvalidMessage("invalid_scalar",
                              f"{field} is {value!r}: send a finite number in [{low:g}, {high:g}]")
+
+
+def check_hello(*, num_samples: int, check_in_s: float, max_check_in_s: float) -> None:
+    """Refuse a hello with an impossible sample count (informational only: weights come from
+    the coordinator's policy) or a check-in interval this edge does not accept."""
+    if not 0 <= num_samples <= MAX_SAMPLES:
+        raise InvalidMessage("invalid_scalar", f"num_samples is {num_samples}: at most {MAX_SAMPLES} are accepted")
+    if not (math.isfinite(check_in_s) and 0 <= check_in_s <= max_check_in_s):
+        raise InvalidMessage("bad_hello", f"check_in_interval_s must be in [0, {max_check_in_s:.0f}] seconds on this "
+                                          f"edge (edge.max_check_in_s), got {check_in_s}")
 
 
 def check_update_scalars(*, num_samples: int, quality: d.Quality, train_seconds: float,

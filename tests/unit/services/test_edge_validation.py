@@ -123,3 +123,14 @@ def test_a_claimed_adapter_version_the_edge_never_sent_gets_the_adapter_pushed()
     e.on_plan(fz.round_plan(h.pub, h.layout, round=fz.ROUND + 1, weights=weights, deadline=h.clock() + 60))
     assert ("dave", 4) in [(c, v) for c, v, _ in h.outbox.adapters]
     assert e._served["dave"] == (4,)
+
+
+def test_hello_rules() -> None:
+    from services.edge_aggregator.validation import check_hello
+
+    check_hello(num_samples=10**6, check_in_s=30.0, max_check_in_s=300.0)
+    for kw, reason in (({"num_samples": 2**64 - 1}, "invalid_scalar"), ({"check_in_s": NAN}, "bad_hello"),
+                       ({"check_in_s": 3600.0}, "bad_hello"), ({"check_in_s": -1.0}, "bad_hello")):
+        with pytest.raises(Rejection) as err:
+            check_hello(**{"num_samples": 10, "check_in_s": 0.0, "max_check_in_s": 300.0, **kw})  # type: ignore[arg-type]
+        assert err.value.reason == reason

@@ -45,7 +45,8 @@ def hello(**kw: Any) -> pb.ClientSessionRequest:
     (pb.ClientSessionResponse(welcome=pb.EdgeWelcome(model=pb.ModelSpec(name_or_path="/" * 2000))),
      "ModelSpec.name_or_path"),
     (pb.ClientSessionResponse(welcome=pb.EdgeWelcome(public_key=pb.PublicKey(n=b"\x01" * 2000))), "PublicKey.n"),
-    (pb.ClientSessionResponse(adapter_chunk=pb.AdapterChunk(data=b"\x00" * (MIB + 1))), "AdapterChunk.data"),
+    (pb.ClientSessionResponse(adapter_chunk=pb.AdapterChunk(data=b"\x00" * (2 * MIB + 1))), "AdapterChunk.data"),
+    (pb.ClientSessionResponse(task=pb.RoundTask(secure_sum=pb.SecureSumSpec(layout=b"l" * 2000))), "SecureSumSpec.layout"),
 ])
 def test_an_oversized_field_is_refused_naming_it(msg: Any, field: str) -> None:
     with pytest.raises(Rejection) as err:
