@@ -142,6 +142,22 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
         self._streams: dict[str, int] = {}
         self._open = 0  # client sessions open now (limits.max_client_sessions)
 
+    def _hello(self, cid: str, h: pb.ClientHello, session: Session) -> bool:
+        """Check and register a client's hello; False when it is refused (answered in band, and
+        the session ends)."""
+        try:
+            check_hello(num_samples=h.num_samples, check_in_s=h.check_in_interval_s,
+                        max_check_in_s=self.cfg.max_check_in_s)
+        except Rejection as refusal:
+            self.edge.metrics.reject(refusal.reason)
+            self.outbox.ack(cid, 0, "", refusal)
+            session.close()
+            return False
+        self.edge.client_connected(cid, num_samples=h.num_samples, device=h.device or "cpu",
+                                   adapter_version=h.adapter_version if h.has_adapter else None,
+                                   check_in_s=h.check_in_interval_s)
+        return True
+
     async def ClientSession(
         self, request_iterator: AsyncIterator[pb.ClientSessionRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClientSessionResponse]:
@@ -170,18 +186,7 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                 h = req.hello
                 if hello_seen:
                     raise InvalidMessage("second_hello", "one ClientHello per session; open a new session to start over")
-                try:
-                    check_hello(num_samples=h.num_samples, check_in_s=h.check_in_interval_s,
-                                max_check_in_s=self.cfg.max_check_in_s)
-                except Rejection as rej:  # answered in band, then the session ends
-                    edge.metrics.reject(rej.reason)
-                    self.outbox.ack(cid, 0, "", rej)
-                    session.close()
-                    return
-                hello_seen = True
-                edge.client_connected(cid, num_samples=h.num_samples, device=h.device or "cpu",
-                                      adapter_version=h.adapter_version if h.has_adapter else None,
-                                      check_in_s=h.check_in_interval_s)
+                hello_seen = self._hello(cid, h, session)
                 return
             if not hello_seen:
                 edge.metrics.reject("no_hello")
