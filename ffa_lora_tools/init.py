@@ -130,7 +130,7 @@ def _coordinator(spec: InitSpec, fed: FederationConfig) -> list[Service]:
         "enabled": True,
         "identity": {"id": c.id},
         "tls": {"existingSecret": f"{secret}-tls"},
-        "fernetKey": {"existingSecret": f"{secret}-fernet", "create": False},
+        "fernetKey": {"existingSecret": f"{secret}-fernet"},
         "service": {"ports": {"grpc": split_address(c.address)[1]}},
         "config": {"federation": federation},
     }
@@ -198,7 +198,9 @@ def _clients(spec: InitSpec, fed: FederationConfig) -> list[Service]:
             "label_column": c.label_column,
             "labels": list(spec.labels),
         }
-        block = {"edges": edges, "data": data, "deid": {"enabled": c.deid}, "state_dir": "state"}
+        # the client agrees to load exactly the federation's base model (it refuses any other)
+        block = {"edges": edges, "data": data, "model": spec.model, "deid": {"enabled": c.deid},
+                 "state_dir": "state"}
         secret = f"{spec.federation}-{c.id}-tls"
         helm = _site_values(spec, c.id, "clientAgent")
         helm["clientAgent"] = {
@@ -209,6 +211,7 @@ def _clients(spec: InitSpec, fed: FederationConfig) -> list[Service]:
             "config": {
                 "edges": edges,
                 "data": {**data, "path": f"/data/{Path(c.data).name}"},
+                "model": spec.model,
                 "deid": {"enabled": c.deid},
             },
         }

@@ -78,6 +78,7 @@ def spec_for(tmp_path: Path, model: Path) -> dict[str, object]:
         ],
         "settings": {
             "secure_sum": {"key_bits": 512, "bits": 16},  # test-only key size
+            "test_mode": True,  # which the services refuse without this switch
             "rounds": {"max_rounds": 2, "wait_for_clients_s": 120, "patience": 5},
             "training": {"local_epochs": 1.0},
             "evaluation": {"text_column": "review", "label_column": "stars"},
