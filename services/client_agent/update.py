@@ -40,8 +40,9 @@ def reported_metadata(
 ) -> tuple[int, d.Quality]:
     """The record count and quality scalars this client sends with its update.
 
-    Without DP: all of them (the coordinator weights the loss by the record count, the
-    dynamic rank scheduler reads the gradient statistics). Under DP every scalar computed from
+    Without DP: all of them (the coordinator takes the median of the losses, the dynamic rank
+    scheduler reads the gradient statistics; the record count is informational only: weights
+    come from the federation's policy). Under DP every scalar computed from
     the site's records -- training loss, validation losses and accuracy (the validation records
     are the site's records too), gradient signal-to-noise ratio, record count -- would be
     released without noise, so none is sent (all 0). What remains is the DP-SGD ε, which is
