@@ -90,6 +90,7 @@ def client_commit(
                     "rounds": {"min_clients": 2},
                     "training": {"local_epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2},
                     "secure_sum": {"key_bits": 512},
+                    "test_mode": True,
                     "privacy": privacy,
                 }
             },

@@ -60,6 +60,7 @@ def federation(
                     "model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
                     "rounds": {"max_rounds": 5, **rounds},
                     "secure_sum": {"key_bits": 512, **(secure_sum or {})},
+                    "test_mode": True,
                     "privacy": privacy,
                 }
             },
