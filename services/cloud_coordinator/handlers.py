@@ -23,8 +23,14 @@ import numpy as np
 from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
 from ffa_lora.crypto.keys import PrivateKey, PublicKey
 from ffa_lora.crypto.packing import PackingLayout
-from ffa_lora.crypto.quantize import Quantizer
-from ffa_lora.errors import BudgetExhaustedError, CryptoError, PrivacyError, ProtocolError
+from ffa_lora.crypto.quantize import QuantizationError, Quantizer
+from ffa_lora.errors import (
+    BudgetExhaustedError,
+    CiphertextError,
+    CryptoError,
+    PrivacyError,
+    ProtocolError,
+)
 from ffa_lora.privacy.ledger import LedgerEntry
 from ffa_lora.privacy.round_noise import RoundNoisePlan
 from services.cloud_coordinator.rank import RankPolicy, RankReduction, ScheduledRank
@@ -456,10 +462,12 @@ class Coordinator:
                 break
             except CryptoError as exc:
                 # The decrypted sum is impossible (a slot out of range: some client sent a
-                # malformed plaintext, or a partial was tampered with). Nothing was released or
-                # charged: the round is dropped and the next one gets a fresh number.
+                # malformed plaintext, or a partial was tampered with), or the sum could not be
+                # decrypted. Nothing was released or charged: the round is dropped and the next
+                # one gets a fresh number.
                 self.current = None
-                self.discards.discard(cur.number, "range_check", sorted(cur.edges_reported()), exc)
+                reason = "range_check" if isinstance(exc, (CiphertextError, QuantizationError)) else "decryption"
+                self.discards.discard(cur.number, reason, sorted(cur.edges_reported()), exc)
                 continue
             except (ProtocolError, PrivacyError) as exc:
                 # ProtocolError: below the quorum, nothing was decrypted. PrivacyError: an

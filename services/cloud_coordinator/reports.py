@@ -5,8 +5,8 @@ figures: a median, so one client reporting 0 or 10^4 cannot end the federation (
 convergence test reads these figures) or steer rank decisions, as long as the others are the
 majority.
 
-:class:`DiscardLog` records rounds whose decrypted sum failed the range check. Such a round is
-dropped and retried under a fresh round number; it is counted in
+:class:`DiscardLog` records rounds whose decrypted sum failed the range check (or that could not
+be decrypted). Such a round is dropped and retried under a fresh round number; it is counted in
 ``ffalora_rounds_discarded_total{reason}`` and, per edge that had sent a partial sum to it, in
 ``ffalora_discarded_round_edges_total{edge}``. When rounds keep failing, a log line names the
 edges that took part in every one of them: the coordinator cannot decrypt one edge's partial
