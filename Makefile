@@ -8,7 +8,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-deps demo test test-fast proto proto-check lint config-docs deploy-check bench lock images images-demo clean
+.PHONY: install system-deps proto-tools demo test test-fast proto proto-check lint config-docs deploy-check bench lock images images-demo clean
+
+# buf (protobuf lint and breaking-change check) from the npm registry, pinned, into an ignored
+# folder; tests/test_proto.py runs it and skips with a message when it is not there.
+BUF_VERSION := 1.75.0
+BUF := .tools/buf/node_modules/.bin/buf
 
 $(STAMP): pyproject.toml requirements/lock.txt requirements/hashed.txt requirements/data.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,13 +30,19 @@ install: $(STAMP)
 demo: install
 	$(BIN)/ffa-lora demo $(DEMO_ARGS)
 
+$(BUF):
+	@if command -v npm >/dev/null 2>&1; then mkdir -p .tools/buf && npm install --prefix .tools/buf --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION); \
+	else echo "note: npm not found; buf lint/breaking (tests/test_proto.py) will skip"; fi
+
+proto-tools: $(BUF)
+
 ## System tools the tests use for real: a Prometheus server/promtool (Debian) and helm (from a
 ## PyPI wheel, installed by deploy/check.sh). Best effort: without them those tests skip.
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || echo "note: prometheus not installed; its tests will skip"; }
 
 ## The whole test suite (unit, integration with real servers and TLS, e2e processes, deploy checks).
-test: install system-deps
+test: install system-deps proto-tools
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 ## The inner loop: unit tests and the architecture check, no servers, no real model.
@@ -46,6 +57,10 @@ proto: install
 ## (a test fails when it drifts).
 config-docs: install
 	$(BIN)/ffa-lora config-docs
+
+## buf lint (STANDARD) and buf breaking (WIRE, against the previous commit), and the drift check.
+proto-check: install proto-tools
+	$(BIN)/python -m pytest -q tests/test_proto.py tests/test_architecture.py::test_generated_protos_do_not_drift
 
 lint: install
 	$(BIN)/ruff check ffa_lora services ffa_lora_tools tests

@@ -1,7 +1,8 @@
 """``ffa-lora``: one command line for every part of the system.
 
-    ffa-lora serve coordinator|edge|client --config FILE
+    ffa-lora serve coordinator|edge|client|keyholder --config FILE
     ffa-lora certs init --out DIR            ffa-lora certs issue --ca-dir DIR --role R --id NAME --out DIR
+    ffa-lora keys ceremony --out DIR --holder coordinator/coordinator --holder keyholder/kh-1 ...
     ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY --server-name NAME
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
     ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
@@ -71,6 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from services.edge_aggregator.main import serve as serve_edge
 
         asyncio.run(serve_edge(cfg))
+    elif args.role == "keyholder":
+        from services.key_holder.main import serve as serve_keyholder
+
+        asyncio.run(serve_keyholder(cfg))
     else:
         from services.client_agent.main import serve as serve_client
 
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run one service")
-    s.add_argument("role", choices=["coordinator", "edge", "client"])
+    s.add_argument("role", choices=["coordinator", "edge", "client", "keyholder"])
     s.add_argument("--config", required=True, help="the service's YAML file")
 
     c = sub.add_parser("certs", help="make the federation CA and role certificates")
@@ -159,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--force", action="store_true", help="overwrite an existing CA")
     cs = csub.add_parser("issue", help="issue a certificate carrying role and id")
     cs.add_argument("--ca-dir", required=True)
-    cs.add_argument("--role", required=True, choices=["client", "edge", "coordinator"])
+    cs.add_argument("--role", required=True, choices=["client", "edge", "coordinator", "keyholder"])
     cs.add_argument("--id", required=True)
     cs.add_argument("--out", required=True)
     cs.add_argument("--host", action="append", help="DNS name or IP for server certificates (repeatable)")
@@ -177,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--service", default="")
     h.add_argument("--timeout", type=float, default=5.0)
 
-    for name, helptext in (("demo", "run the local federation end to end"),
+    for name, helptext in (("keys", "key ceremony: deal the threshold key's shares"),
+                           ("demo", "run the local federation end to end"),
                            ("baseline", "centralized LoRA on the pooled data"),
                            ("deid", "de-identify a CSV/JSONL file"),
                            ("privacy", "privacy plan / sweep"),
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Commands with their own argument parsers get the rest of the line untouched.
-    passthrough = ("demo", "baseline", "deid", "privacy", "audit", "init", "config-docs")
+    passthrough = ("demo", "baseline", "deid", "privacy", "audit", "init", "config-docs", "keys")
     if argv and argv[0] in passthrough:
         args, rest = argparse.Namespace(cmd=argv[0]), argv[1:]
     elif len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
@@ -226,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("INFO")
         return {"demo": cmd_demo, "baseline": cmd_baseline, "deid": cmd_deid, "privacy": cmd_privacy,
                 "audit": lambda _a, r: importlib.import_module("ffa_lora_tools.audit_cli").main(r),
+                "keys": lambda _a, r: importlib.import_module("ffa_lora_tools.keys").main(r),
                 "init": lambda _a, r: importlib.import_module("ffa_lora_tools.init").main(r),
                 "config-docs": lambda _a, r: importlib.import_module("ffa_lora_tools.config_docs").main(r),
                 }[args.cmd](args, rest)

@@ -22,7 +22,8 @@ from pathlib import Path
 from ffa_lora.errors import FFALoraError
 
 #: image name per service role (``deploy/images/build.sh`` tags them PREFIX/NAME:TAG)
-IMAGE_NAMES = {"coordinator": "cloud-coordinator", "edge": "edge-aggregator", "client": "client-agent"}
+IMAGE_NAMES = {"coordinator": "cloud-coordinator", "edge": "edge-aggregator", "client": "client-agent",
+               "keyholder": "cloud-coordinator"}  # key holders run from the coordinator's image
 #: the images' unprivileged user (deploy/images/Dockerfile)
 IMAGE_UID = 10001
 

@@ -3,10 +3,16 @@
 ``--data`` names a built-in data set or a folder of your own CSV files, one per site plus a
 ``test.csv`` (:mod:`ffa_lora_tools.own_data` says how columns and labels are found).
 
-Prepares a run folder (per-site data files, a federation CA and certificates, one YAML file per
-service), starts the coordinator, two edges (two regions) and one client agent per site as
-separate OS processes over mutual TLS on loopback, shows one row per committed round, and
-writes ``summary.json``, a plot of the training curves and the exported PEFT adapter.
+Prepares a run folder (per-site data files, a federation CA and certificates, the threshold key
+ceremony, one YAML file per service), starts the coordinator, two key holders, two edges (two
+regions) and one client agent per site as separate OS processes over mutual TLS on loopback,
+shows one row per committed round, and writes ``summary.json``, a plot of the training curves
+and the exported PEFT adapter.
+
+No process holds the whole private key: the ceremony deals 2-of-3 shares (coordinator,
+keyholder-1, keyholder-2) and keeps none; each round's sum is decrypted with the coordinator's
+share and one key holder's, after both checked the clients' and edges' signed claims. Clients
+accept only the coordinator-signed key with the pinned fingerprint.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.baseline import module_list
 from ffa_lora_tools.containers import BuildahLauncher
+from ffa_lora_tools.keys import PARAMS_NAME, run_ceremony
 from ffa_lora_tools.own_data import is_data_folder, load_own_data
 from services.common.certs import init_ca, issue_certificate
 from services.common.config import MAX_VALIDATION_FRACTION, MIN_CLIENTS, MIN_KEY_BITS
@@ -88,6 +95,9 @@ class DemoSettings:
     rank_options: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
     edges: int = 2
+    # Threshold decryption: key-holder processes beside the coordinator, and the shares needed.
+    keyholders: int = 2
+    threshold: int = 2
     max_train_per_site: int | None = None
     max_test: int | None = None
     seed: int = 1234
@@ -102,6 +112,9 @@ class DemoSettings:
     image_tag: str = "0.1.0"
 
     def __post_init__(self) -> None:
+        if not 2 <= self.threshold <= self.keyholders + 1:
+            raise ConfigError(f"--threshold {self.threshold} must be between 2 and the number of share holders "
+                              f"({self.keyholders + 1}: the coordinator and {self.keyholders} key holders)")
         if self.learning_rate is None:
             if self.strategy not in STRATEGY_LR:
                 raise ConfigError(f"unknown training strategy {self.strategy!r}; choose one of {tuple(STRATEGY_LR)}")
@@ -172,6 +185,16 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
     fernet = run / "secrets" / "fernet.key"
     fernet.write_bytes(new_fernet_key())
     os.chmod(fernet, 0o600)
+    keyholders = [f"keyholder-{i + 1}" for i in range(settings.keyholders)]
+    for k in keyholders:
+        issue_certificate(certs, certs, role="keyholder", id=k)
+    ceremony = run_ceremony(run / "keys", holders=["coordinator/coordinator", *(f"keyholder/{k}" for k in keyholders)],
+                            threshold=settings.threshold, bits=settings.key_bits,
+                            test_only=settings.key_bits < 2048,
+                            fernet_keys={"coordinator/coordinator": fernet})
+    _say(settings, f"key ceremony: {settings.threshold} of {len(keyholders) + 1} shares (coordinator, "
+                   f"{', '.join(keyholders)}), {settings.key_bits} bits, {ceremony.seconds:.1f}s; clients pin "
+                   f"{ceremony.public_key_fingerprint[:16]}…")
 
     def tls(role: str, ident: str) -> dict[str, str]:
         return {"ca": str(certs / "ca.crt"), "cert": str(certs / f"{role}-{ident}.crt"),
@@ -192,7 +215,9 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
                      "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate,
                      "lr_schedule": settings.lr_schedule},
         "rounds": {"max_rounds": settings.rounds, "min_clients": len(clients), "patience": settings.patience,
-                   "tolerance": settings.tolerance, "wait_for_clients_s": 600},
+                   "tolerance": settings.tolerance, "wait_for_clients_s": 600,
+                   # the fewest sites any edge serves: no edge may withhold a whole round's partial
+                   "min_per_partial": max(1, min(len(clients[i::len(edges)]) for i in range(len(edges))))},
         "secure_sum": {"key_bits": settings.key_bits, "bits": settings.bits, "clip": settings.clip},
         # the operators know each site's size: sample-weighted averaging without trusting the clients
         "weights": {"sizes": {c: len(demo.train_parts[s]) for s, c in zip(sites, clients)}},
@@ -208,9 +233,23 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
             "metrics": {"host": "127.0.0.1", "port": metrics_ports["coordinator"]},
             "coordinator": {"listen": f"127.0.0.1:{coord_port}", "state_dir": str(run / "state" / "coordinator"),
                             "fernet_key_file": str(fernet), "federation": fed,
-                            "export_dir": str(run / "adapter")},
+                            "export_dir": str(run / "adapter"),
+                            "threshold": {"params_file": str(run / "keys" / PARAMS_NAME),
+                                          "share_file": str(ceremony.shares["coordinator/coordinator"]),
+                                          "holders": ["coordinator/coordinator", *(f"keyholder/{k}" for k in keyholders)],
+                                          "t": settings.threshold}},
         }
     }
+    for k in keyholders:
+        metrics_ports[k] = free_port()
+        holder = f"keyholder/{k}"
+        docs[k] = {"service": "keyholder", "tls": tls("keyholder", k),
+                   "metrics": {"host": "127.0.0.1", "port": metrics_ports[k]},
+                   "keyholder": {"federation": fed["name"], "coordinator_address": f"127.0.0.1:{coord_port}",
+                                 "share_file": str(ceremony.shares[holder]),
+                                 "fernet_key_file": str(ceremony.fernet_keys[holder]),
+                                 "state_dir": str(run / "state" / k), "min_clients": len(clients),
+                                 "workers": 1}}
     edge_ports = {}
     for i, e in enumerate(edges):
         edge_ports[e] = free_port()
@@ -231,7 +270,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
                               "model": settings.model,
                               "device": "auto", "num_threads": settings.threads_per_client,
                               "deid": {"enabled": settings.deid}, "state_dir": str(run / "state" / c),
-                              "seed": settings.seed}}
+                              "seed": settings.seed, "key_fingerprint": ceremony.public_key_fingerprint}}
     for name, doc in docs.items():
         p = run / "config" / f"{name}.yaml"
         p.parent.mkdir(exist_ok=True)
@@ -239,6 +278,8 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         configs[name] = p
     site_files = {c: run / "data" / f"{s}.csv" for s, c in zip(sites, clients)}
     return {"run": run, "configs": configs, "edges": edges, "clients": clients, "data": data_summary,
+            "keyholders": keyholders, "key_fingerprint": ceremony.public_key_fingerprint,
+            "ceremony_seconds": ceremony.seconds,
             "site_files": site_files,
             "metrics_ports": metrics_ports, "coordinator_port": coord_port}
 
@@ -320,18 +361,21 @@ class _ServiceProcesses:
                                             cwd=str(Path(__file__).resolve().parents[1]))
 
     def start_all(self) -> None:
-        """The coordinator, then the edges, then the clients."""
+        """The coordinator, then the key holders and the edges, then the clients."""
         if self.launcher is not None:
             self.launcher.prepare_run_folder(self.run)
             images = self.launcher.image("coordinator").rsplit("/", 1)[0]
             _say(self.settings, f"services run as containers of {images}/*:{self.launcher.tag}")
         self.start("coordinator", "coordinator")
+        for k in self.layout.get("keyholders", []):
+            self.start(k, "keyholder")
         for e in self.layout["edges"]:
             self.start(e, "edge")
         for c in self.layout["clients"]:
             self.start(c, "client")
-        _say(self.settings, f"started coordinator, {len(self.layout['edges'])} edges, "
-                            f"{len(self.layout['clients'])} clients (logs in {self.run / 'logs'})")
+        _say(self.settings, f"started coordinator, {len(self.layout.get('keyholders', []))} key holders, "
+                            f"{len(self.layout['edges'])} edges, {len(self.layout['clients'])} clients "
+                            f"(logs in {self.run / 'logs'})")
 
     def follow(self) -> str:
         """Print each committed round until the coordinator exits; returns what failed ("" if
@@ -431,6 +475,11 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
         "train_seconds": train_s,
         # Clients train in parallel: compare crypto per client with training per client.
         "crypto_fraction_of_training": crypto_s / train_s if train_s else None,
+        # Threshold decryption: t of the coordinator's and the key holders' shares per round.
+        "threshold": {"t": settings.threshold, "holders": ["coordinator", *layout.get("keyholders", [])],
+                      "key_fingerprint": layout.get("key_fingerprint"),
+                      "ceremony_seconds": layout.get("ceremony_seconds")},
+        "decrypt_seconds_per_round": [r.get("decrypt_seconds") for r in rounds],
         "epsilon_spent": last.get("epsilon", 0.0),
         # Sample-level DP-SGD: the largest epsilon any client reports (0 when off).
         "dpsgd_epsilon_max": max((r.get("dpsgd_epsilon_max", 0.0) for r in rounds), default=0.0),
@@ -544,6 +593,10 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                    help="comma-separated module names that get LoRA (default: query,value)")
     p.add_argument("--rank-scheduler", default=d.rank_scheduler, choices=["fixed", "dynamic"])
     p.add_argument("--edges", type=int, default=d.edges)
+    p.add_argument("--keyholders", type=int, default=d.keyholders,
+                   help="key-holder processes beside the coordinator, each with one share of the key")
+    p.add_argument("--threshold", type=int, default=d.threshold,
+                   help="shares needed to decrypt a round (t >= 2, at most key holders + 1)")
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--no-deid", action="store_true")
@@ -564,7 +617,8 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                         rounds=a.rounds, local_epochs=a.local_epochs, learning_rate=a.lr,
                         server_learning_rate=a.server_lr, lr_schedule=a.lr_schedule, key_bits=a.key_bits, bits=a.bits, clip=a.clip,
                         strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),
-                        rank_scheduler=a.rank_scheduler, edges=a.edges,
+                        rank_scheduler=a.rank_scheduler, edges=a.edges, keyholders=a.keyholders,
+                        threshold=a.threshold,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
                         validation_fraction=a.validation_fraction,
                         timeout_s=a.timeout, containers=a.containers, image_tag=a.image_tag)

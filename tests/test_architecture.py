@@ -40,6 +40,8 @@ SERVICES_TRANSPORT = frozenset({
     "services.common.tls",
     "services.edge_aggregator.main",
     "services.edge_aggregator.servicer",
+    "services.key_holder.link",
+    "services.key_holder.main",
 })
 
 

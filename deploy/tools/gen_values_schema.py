@@ -146,6 +146,17 @@ RULES: list[tuple[str, dict[str, Any]]] = [
             },
         },
     ),
+    ("keyHolder.config", {"type": "object"}),
+    ("keyHolder.identity.id", {"type": "string", "pattern": r"^[A-Za-z0-9._-]{0,64}$"}),
+    (
+        "cloudCoordinator.threshold.holders",
+        {
+            "type": "array",
+            "minItems": 2,
+            "items": {"type": "string", "pattern": r"^(coordinator|keyholder)/[A-Za-z0-9._-]{1,64}$"},
+        },
+    ),
+    ("cloudCoordinator.threshold.t", {"type": "integer", "minimum": 1}),
     (
         "edgeAggregator.config",
         {

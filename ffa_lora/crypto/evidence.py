@@ -8,7 +8,10 @@ evidence that it is one:
    this federation, round, phase and key, and lists at least ``min_per_partial`` clients;
 3. every client an edge lists signed its own contribution for this round (its certificate,
    its id), with the weight the edge lists (and the rank and weight the round plan
-   assigned, when given), and no client is counted twice;
+   assigned, when given), and no client is counted twice; in asynchronous mode the weight
+   the edge lists is the signed weight times the staleness factor recomputed here from the
+   signed versions (:func:`~ffa_lora.crypto.weights.staleness_weight`), and partial sums and
+   claims may be up to ``max_lag`` rounds old;
 4. together the partials cover at least ``min_clients`` distinct clients.
 
 What this cannot check: that an edge really multiplied the listed clients' ciphertexts
@@ -35,15 +38,27 @@ from ffa_lora.crypto.signing import (
     verify_statement,
 )
 from ffa_lora.crypto.vector import CiphertextVector, add
+from ffa_lora.crypto.weights import staleness_weight
 from ffa_lora.errors import ProtocolError
 
 __all__ = [
     "DecryptionEvidence",
+    "EvidenceError",
     "RoundPolicy",
     "SignedContribution",
     "SignedPartial",
     "check_decryption_evidence",
+    "check_partial",
 ]
+
+
+class EvidenceError(ProtocolError):
+    """The evidence does not allow decryption; ``reason`` says which check failed (a stable
+    code such as ``below_min_clients``, ``weights``, ``wrong_round``, ``not_the_sum``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,12 @@ class RoundPolicy:
         min_clients: distinct signed clients needed in the sum.
         min_per_partial: clients each partial must list (defence in depth).
         assignments: client id → (rank, weight) from the round plan, when the holder has it.
+        max_lag: asynchronous mode: partial sums labelled up to this many rounds before
+            ``round``, and client claims up to this many rounds before their partial, count.
+        staleness_exponent: asynchronous mode (None: synchronous): an edge lists each client
+            with its signed weight times ``staleness_weight(A - base_version, exponent)``, A
+            the adapter version in the edge's signed claim.
+        adapter_version: when given, no edge's claim may name a newer adapter version.
     """
 
     federation: str
@@ -85,6 +106,16 @@ class RoundPolicy:
     min_clients: int
     min_per_partial: int = 1
     assignments: Mapping[str, tuple[int, int]] | None = None
+    max_lag: int = 0
+    staleness_exponent: float | None = None
+    adapter_version: int | None = None
+
+    def listed_weight(self, claim: ContributionClaim, partial: PartialClaim) -> int:
+        """The weight an honest edge multiplies ``claim``'s update by in ``partial``."""
+        if self.staleness_exponent is None:
+            return claim.weight
+        tau = partial.adapter_version - claim.base_version
+        return claim.weight * staleness_weight(tau, self.staleness_exponent)
 
     def context(self) -> bytes:
         """The context every decryption share of this round is bound to (pass it to
@@ -104,57 +135,77 @@ class DecryptionEvidence:
     weight_total: int
 
 
-def _same_round(policy: RoundPolicy, fed: str, rnd: int, phase: str, fp: str, who: str) -> None:
-    if (fed, rnd, phase, fp) != (policy.federation, policy.round, policy.phase,
-                                 policy.key_fingerprint):
-        raise ProtocolError(f"{who} is for another federation, round, phase or key "
-                            f"(round {rnd}, phase {phase!r}; expected round {policy.round}, "
+def _same_round(policy: RoundPolicy, fed: str, rnd: int, phase: str, fp: str, who: str, *,
+                latest: int) -> None:
+    """Same federation, phase and key; round in [latest - max_lag, latest]."""
+    expected = (f"round {latest}" if policy.max_lag == 0
+                else f"rounds {max(0, latest - policy.max_lag)}..{latest}")
+    if (fed, phase, fp) != (policy.federation, policy.phase, policy.key_fingerprint) or not (
+            latest - policy.max_lag <= rnd <= latest):
+        raise EvidenceError("wrong_round", f"{who} is for another federation, round, phase or key "
+                            f"(round {rnd}, phase {phase!r}; expected {expected}, "
                             f"phase {policy.phase!r})")
 
 
-def _check_contribution(sc: SignedContribution, weight: int, policy: RoundPolicy, *,
-                        ca: x509.Certificate, client_uri: Callable[[str], str],
-                        now: dt.datetime | None) -> None:
+def _check_contribution(sc: SignedContribution, weight: int, policy: RoundPolicy,
+                        partial: PartialClaim, *, ca: x509.Certificate,
+                        client_uri: Callable[[str], str], now: dt.datetime | None) -> None:
     c = sc.claim
     who = f"the contribution of client '{c.client_id}'"
-    _same_round(policy, c.federation, c.round, c.phase, c.key_fingerprint, who)
+    _same_round(policy, c.federation, c.round, c.phase, c.key_fingerprint, who,
+                latest=partial.round)
     verify_statement(c.canonical_bytes(), sc.signature, certificate=sc.certificate,
                      ca_certificate=ca, expected_uri=client_uri(c.client_id), what=who, now=now)
-    if weight != c.weight:
-        raise ProtocolError(f"{who} claims weight {c.weight}, its edge lists {weight}")
+    expected = policy.listed_weight(c, partial)
+    if weight != expected:
+        detail = "" if expected == c.weight else f" times its staleness factor = {expected}"
+        raise EvidenceError("weights",
+                            f"{who} claims weight {c.weight}{detail}, its edge lists {weight}")
     if policy.assignments is not None:
         if c.client_id not in policy.assignments:
-            raise ProtocolError(f"client '{c.client_id}' has no assignment in round "
+            raise EvidenceError("not_assigned",
+                                f"client '{c.client_id}' has no assignment in round "
                                 f"{policy.round}")
         rank, assigned = policy.assignments[c.client_id]
         if (c.rank, c.weight) != (rank, assigned):
-            raise ProtocolError(f"{who} claims rank {c.rank} and weight {c.weight}; the round "
+            raise EvidenceError("weights",
+                                f"{who} claims rank {c.rank} and weight {c.weight}; the round "
                                 f"plan assigned rank {rank} and weight {assigned}")
 
 
-def _check_partial(sp: SignedPartial, policy: RoundPolicy, *, ca: x509.Certificate,
-                   edge_uri: Callable[[str], str], client_uri: Callable[[str], str],
-                   now: dt.datetime | None) -> list[str]:
+def check_partial(sp: SignedPartial, policy: RoundPolicy, *, ca: x509.Certificate,
+                  edge_uri: Callable[[str], str], client_uri: Callable[[str], str],
+                  now: dt.datetime | None = None) -> list[str]:
+    """Checks 1–3 of the module docstring for one partial sum (e.g. when it arrives); returns
+    its clients. Raises :class:`SignatureError` or :class:`EvidenceError`."""
     pc = sp.claim
     who = f"the partial sum of edge '{pc.edge_id}'"
-    _same_round(policy, pc.federation, pc.round, pc.phase, pc.key_fingerprint, who)
+    _same_round(policy, pc.federation, pc.round, pc.phase, pc.key_fingerprint, who,
+                latest=policy.round)
+    if policy.adapter_version is not None and pc.adapter_version > policy.adapter_version:
+        raise EvidenceError("wrong_round",
+                            f"{who} names adapter version {pc.adapter_version}, newer than the "
+                            f"round's {policy.adapter_version}")
     verify_statement(pc.canonical_bytes(), sp.signature, certificate=sp.certificate,
                      ca_certificate=ca, expected_uri=edge_uri(pc.edge_id), what=who, now=now)
     if vector_digest(sp.vector) != pc.vector_digest:
-        raise ProtocolError(f"{who} is not the vector its edge signed (digest mismatch)")
+        raise EvidenceError("tampered",
+                            f"{who} is not the vector its edge signed (digest mismatch)")
     if sp.vector.weight_total != pc.weight_total:
-        raise ProtocolError(f"{who} carries weight total {sp.vector.weight_total}, its edge "
+        raise EvidenceError("weights",
+                            f"{who} carries weight total {sp.vector.weight_total}, its edge "
                             f"signed {pc.weight_total}")
     if len(pc.contributors) < policy.min_per_partial:
-        raise ProtocolError(f"{who} lists {len(pc.contributors)} clients, fewer than the "
+        raise EvidenceError("below_min_per_partial",
+                            f"{who} lists {len(pc.contributors)} clients, fewer than the "
                             f"{policy.min_per_partial} a partial must cover")
     by_digest = {sc.claim.digest(): sc for sc in sp.contributions}
     for entry in pc.contributors:
         sc = by_digest.get(entry.claim_digest)
         if sc is None or sc.claim.client_id != entry.client_id:
-            raise ProtocolError(f"{who} lists client '{entry.client_id}' without that "
+            raise EvidenceError("unsigned", f"{who} lists client '{entry.client_id}' without that "
                                 "client's signed contribution")
-        _check_contribution(sc, entry.weight, policy, ca=ca, client_uri=client_uri, now=now)
+        _check_contribution(sc, entry.weight, policy, pc, ca=ca, client_uri=client_uri, now=now)
     return [e.client_id for e in pc.contributors]
 
 
@@ -173,23 +224,26 @@ def check_decryption_evidence(vec: CiphertextVector, partials: Sequence[SignedPa
         ProtocolError: the evidence is inconsistent or does not cover enough clients.
     """
     if not partials:
-        raise ProtocolError("no partial sums were offered as evidence")
+        raise EvidenceError("below_min_clients", "no partial sums were offered as evidence")
     clients: list[str] = []
     for sp in partials:
-        clients += _check_partial(sp, policy, ca=ca_certificate, edge_uri=edge_uri,
+        clients += check_partial(sp, policy, ca=ca_certificate, edge_uri=edge_uri,
                                   client_uri=client_uri, now=now)
     if len(set(clients)) != len(clients):
         twice = sorted({c for c in clients if clients.count(c) > 1})
-        raise ProtocolError(f"clients counted in more than one partial: {', '.join(twice)}")
+        raise EvidenceError("counted_twice",
+                            f"clients counted in more than one partial: {', '.join(twice)}")
     if len(clients) < policy.min_clients:
-        raise ProtocolError(f"the sum covers {len(clients)} distinct signed clients, fewer "
+        raise EvidenceError("below_min_clients",
+                            f"the sum covers {len(clients)} distinct signed clients, fewer "
                             f"than min_clients = {policy.min_clients}; refusing to decrypt")
     total = partials[0].vector
     for sp in partials[1:]:
         total = add(total, sp.vector, vec.public_key)
     digest = vector_digest(vec)
     if vector_digest(total) != digest:
-        raise ProtocolError("the vector to decrypt is not the sum of the round's partial sums")
+        raise EvidenceError("not_the_sum",
+                            "the vector to decrypt is not the sum of the round's partial sums")
     return DecryptionEvidence(policy.round, digest, tuple(sorted(clients)),
                               tuple(sp.claim.edge_id for sp in partials),
                               sum(sp.claim.weight_total for sp in partials))

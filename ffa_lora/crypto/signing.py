@@ -90,9 +90,50 @@ def _blob(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
 
 
+class _Reader:
+    """Reads the fields that :func:`_text`, :func:`_uint` and :func:`_digest_field` wrote."""
+
+    def __init__(self, data: bytes, tag: bytes, what: str) -> None:
+        if not isinstance(data, (bytes, bytearray)) or not bytes(data).startswith(tag):
+            raise SignatureError(f"{what} is malformed (not a statement of this kind)")
+        self.data, self.off, self.what = bytes(data), len(tag), what
+
+    def _take(self, n: int) -> bytes:
+        if self.off + n > len(self.data):
+            raise SignatureError(f"{self.what} is truncated")
+        out = self.data[self.off : self.off + n]
+        self.off += n
+        return out
+
+    def text(self) -> str:
+        (n,) = struct.unpack(">H", self._take(2))
+        try:
+            return self._take(n).decode()
+        except UnicodeDecodeError:
+            raise SignatureError(f"{self.what} is malformed (text field)") from None
+
+    def uint(self, bits: int = 64) -> int:
+        return int.from_bytes(self._take(bits // 8), "big")
+
+    def digest(self) -> bytes:
+        return self._take(DIGEST_SIZE)
+
+    def end(self) -> None:
+        if self.off != len(self.data):
+            raise SignatureError(f"{self.what} has trailing bytes")
+
+
+_CONTRIBUTION_TAG = b"ffa-lora/contribution/v1\x00"
+_PARTIAL_TAG = b"ffa-lora/partial-sum/v1\x00"
+
+
 @dataclass(frozen=True)
 class ContributionClaim:
-    """What a client signs about its encrypted update for one round."""
+    """What a client signs about its encrypted update for one round.
+
+    ``weight`` is the weight its task assigned (before any staleness factor); ``base_version``
+    the adapter version it trained from (the staleness reference in asynchronous mode).
+    """
 
     federation: str
     client_id: str
@@ -102,24 +143,35 @@ class ContributionClaim:
     weight: int
     key_fingerprint: str
     vector_digest: bytes
+    base_version: int = 0
 
     @classmethod
     def for_vector(cls, vec: CiphertextVector, *, federation: str, client_id: str, round: int,
-                   phase: str, rank: int, weight: int) -> ContributionClaim:
+                   phase: str, rank: int, weight: int, base_version: int = 0) -> ContributionClaim:
         """The claim for ``vec`` (its key fingerprint and canonical digest filled in)."""
         return cls(federation, client_id, round, phase, rank, weight, vec.fingerprint,
-                   vector_digest(vec))
+                   vector_digest(vec), base_version)
 
     def canonical_bytes(self) -> bytes:
         """The signed bytes (domain tag and every field, in a fixed order)."""
         return b"".join([
-            b"ffa-lora/contribution/v1\x00", _text(self.federation, "federation"),
+            _CONTRIBUTION_TAG, _text(self.federation, "federation"),
             _text(self.client_id, "client id"), _uint(self.round, "round"),
             _text(self.phase, "phase"), _uint(self.rank, "rank", 32),
             _uint(self.weight, "weight", 32),
             _fingerprint_field(self.key_fingerprint, "key fingerprint"),
             _digest_field(self.vector_digest, "vector digest"),
+            _uint(self.base_version, "base version"),
         ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ContributionClaim:
+        """Parse :meth:`canonical_bytes`; :class:`SignatureError` if malformed."""
+        r = _Reader(data, _CONTRIBUTION_TAG, "a contribution claim")
+        claim = cls(r.text(), r.text(), r.uint(), r.text(), r.uint(32), r.uint(32),
+                    r.digest().hex(), r.digest(), r.uint())
+        r.end()
+        return claim
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`canonical_bytes` (how partial claims refer to it)."""
@@ -151,6 +203,7 @@ class PartialClaim:
     vector_digest: bytes
     weight_total: int
     contributors: tuple[Contributor, ...]
+    adapter_version: int = 0  # the edge's round plan's (async: the staleness reference)
 
     def __post_init__(self) -> None:
         ids = [c.client_id for c in self.contributors]
@@ -163,9 +216,9 @@ class PartialClaim:
 
     def canonical_bytes(self) -> bytes:
         """The signed bytes."""
-        parts = [b"ffa-lora/partial-sum/v1\x00", _text(self.federation, "federation"),
+        parts = [_PARTIAL_TAG, _text(self.federation, "federation"),
                  _text(self.edge_id, "edge id"), _uint(self.round, "round"),
-                 _text(self.phase, "phase"),
+                 _text(self.phase, "phase"), _uint(self.adapter_version, "adapter version"),
                  _fingerprint_field(self.key_fingerprint, "key fingerprint"),
                  _digest_field(self.vector_digest, "vector digest"),
                  _uint(self.weight_total, "weight total"),
@@ -174,6 +227,24 @@ class PartialClaim:
             parts += [_text(c.client_id, "client id"), _uint(c.weight, "weight", 32),
                       _digest_field(c.claim_digest, "claim digest")]
         return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PartialClaim:
+        """Parse :meth:`canonical_bytes`; :class:`SignatureError` if malformed or inconsistent
+        (contributors out of order, weights that do not add up)."""
+        r = _Reader(data, _PARTIAL_TAG, "a partial-sum claim")
+        federation, edge_id, round_, phase, adapter_version = (
+            r.text(), r.text(), r.uint(), r.text(), r.uint())
+        fingerprint, digest, total, count = r.digest().hex(), r.digest(), r.uint(), r.uint(32)
+        if count > len(data):
+            raise SignatureError("a partial-sum claim is truncated")
+        contributors = tuple(Contributor(r.text(), r.uint(32), r.digest()) for _ in range(count))
+        r.end()
+        try:
+            return cls(federation, edge_id, round_, phase, fingerprint, digest, total,
+                       contributors, adapter_version)
+        except CryptoError as exc:
+            raise SignatureError(f"a partial-sum claim is inconsistent: {exc}") from None
 
 
 @dataclass(frozen=True)

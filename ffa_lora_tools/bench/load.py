@@ -39,13 +39,15 @@ from typing import Any, Self
 import numpy as np
 
 from ffa_lora.crypto import Encryptor, PackingLayout, generate_keypair, new_fernet_key
+from ffa_lora.crypto.signing import ContributionClaim
 from ffa_lora.lora import LoRASpec
-from ffa_lora_tools.harness.cluster import Cluster, make_pki
+from ffa_lora_tools.harness.cluster import Cluster, key_ceremony, make_pki
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
-from services.cloud_coordinator.main import load_or_create_keys
 from services.common import domain as d
+from services.common.certs import TLSFiles
 from services.common.config import MIN_CLIENTS, MIN_KEY_BITS, LimitsConfig, parse_federation
+from services.common.evidence import Signer
 from services.common.metrics import create_metrics
 from services.common.transfer import outgoing
 from services.edge_aggregator.handlers import EdgeAggregator
@@ -100,9 +102,11 @@ def _mb(x: int) -> float:
     return round(x / 2**20, 1)
 
 
-def aggregation_heap(n: int, *, key_bits: int, bits: int, values: int, max_clients: int) -> dict[str, float]:
+def aggregation_heap(n: int, *, key_bits: int, bits: int, values: int, max_clients: int, certs: Path,
+                     client_ids: list[str], edge_id: str) -> dict[str, float]:
     """Python heap of the real EdgeAggregator handler after ``n`` clients uploaded one round
-    (no transport): the running sum is O(update size); what grows is per-contributor metadata."""
+    (no transport): the running sum is O(update size); what grows is per-contributor metadata
+    (its scalars and its signed contribution claim, kept for the key holders)."""
     class _Null:
         def __getattr__(self, name: str) -> Any:
             return lambda *a, **k: None
@@ -111,13 +115,19 @@ def aggregation_heap(n: int, *, key_bits: int, bits: int, values: int, max_clien
     layout = PackingLayout.derive(key_bits=key_bits, bits=bits, max_clients=max(n, max_clients), max_weight=1)
     vec = Encryptor(pub, layout, workers=0).encrypt_codes(np.zeros(values, dtype=np.int64))
     out = outgoing(vec)
-    ids = [f"c{i:05d}" for i in range(n)]
+    ids = client_ids[:n]
+    signers = {c: Signer(TLSFiles.for_identity(certs, role="client", id=c).load()) for c in ids}
+    task = d.TrainingParams("ffa", "B", 1.0, 0.01, 8, 0)
+    claims = {c: signers[c].sign(ContributionClaim.for_vector(
+        vec, federation="x", client_id=c, round=1, phase="B", rank=4, weight=1).canonical_bytes()) for c in ids}
+    edge_signer = Signer(TLSFiles.for_identity(certs, role="edge", id=edge_id).load())
     tracemalloc.start()
-    edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"), outbox=_Null())  # type: ignore[arg-type]
+    edge = EdgeAggregator(edge_id=edge_id, region="r", limits=LimitsConfig(), metrics=create_metrics("edge"),
+                          outbox=_Null(), signer=edge_signer)  # type: ignore[arg-type]
     edge.on_coordinator_welcome(pub, "sync", d.FederationInfo("x", ("a", "b"), LoRASpec(model="m", num_labels=2)))
     plan = d.RoundPlan(round=1, adapter_version=0, assignments=tuple(d.Assignment(c, 4, 1, values) for c in ids),
                        secure_sum=d.SecureSumParams(layout.to_bytes(), 0.05, bits, pub.fingerprint),
-                       privacy=d.PrivacyParams(), training=d.TrainingParams("ffa", "B", 1.0, 0.01, 8, 0),
+                       privacy=d.PrivacyParams(), training=task,
                        deadline_unix=time.time() + 3600, min_clients=1, mode="sync", num_values=values)
     base = tracemalloc.get_traced_memory()[0]
     for c in ids:
@@ -129,7 +139,8 @@ def aggregation_heap(n: int, *, key_bits: int, bits: int, values: int, max_clien
         for off, data in out.chunks:
             edge.upload_chunk(c, round=1, offset=off, data=data)
         edge.commit_upload(c, round=1, sha256=out.sha256, idempotency_key=f"{c}:1", num_samples=100, rank=4,
-                           quality=d.Quality(), base_version=0, train_seconds=0.0, crypto_seconds=0.0)
+                           quality=d.Quality(), base_version=0, train_seconds=0.0, crypto_seconds=0.0,
+                           contribution=claims[c])
     cur, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"clients": n, "connected_kb": round((after_connect - base) / 1024, 1),
@@ -141,13 +152,13 @@ _KEYS: dict[int, Any] = {}
 
 
 def prepare_key(work: Path, key_bits: int) -> tuple[Path, Path, float]:
-    """A Paillier key pair made once for all stages (encrypted with one Fernet key)."""
+    """The threshold key (coordinator + two key holders) dealt once for all stages; the
+    coordinator's share sealed with one Fernet key."""
     fernet = work / "fernet.key"
     fernet.write_bytes(new_fernet_key())
     t0 = time.perf_counter()
-    load_or_create_keys(work / "keys", key_bits=key_bits, fernet_key=fernet.read_bytes(),
-                        test_mode=key_bits < MIN_KEY_BITS)
-    return work / "keys" / "paillier.key", fernet, time.perf_counter() - t0
+    keys = key_ceremony(work / "keys", coordinator_fernet=fernet, bits=key_bits, workers=None)
+    return keys, fernet, time.perf_counter() - t0
 
 
 def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet: Path, args: argparse.Namespace,
@@ -167,7 +178,7 @@ def run_stage(n: int, *, work: Path, certs: Path, model: Path, key: Path, fernet
     cluster = Cluster(root, model=str(model), certs=certs, federation=fed, edge_limits=limits, metrics=True,
                       log_level="WARNING")
     cluster.share_fernet(fernet)
-    cluster.install_key(key)
+    cluster.install_keys(key)
     gens: list[subprocess.Popen[bytes]] = []
     out: dict[str, Any] = {"clients": n}
     try:
@@ -333,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         # what the edge's aggregation itself holds, per edge (clients / edges), without transport
         result["edge_handler_heap"] = [
             aggregation_heap(-(-n // args.edges), key_bits=args.key_bits, bits=args.bits,
-                             values=result["values_per_update"], max_clients=args.max_clients) for n in stages]
+                             values=result["values_per_update"], max_clients=args.max_clients, certs=certs,
+                             client_ids=client_ids, edge_id=edge_ids[0]) for n in stages]
     for n in stages:
         _say(f"stage: {n} clients over {args.edges} edges")
         try:

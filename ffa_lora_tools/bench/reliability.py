@@ -108,7 +108,8 @@ def run_fuzz(*, examples: int, work: Path) -> dict[str, Any]:
             time.sleep(0.2)
             u = fuzzing.make_upload(srv.pub, srv.layout, seed=99, key="good:1")
             with channel(srv, "good") as ch:
-                acks = fuzzing.good_session(ch, u, round=fuzzing.ROUND + 1)
+                acks = fuzzing.good_session(ch, u, round=fuzzing.ROUND + 1, contribution=fuzzing.sign_upload(
+                    u, "good", round=fuzzing.ROUND + 1, weight=1, base_version=0, certs=certs))
             assert acks and acks[0].status.code == 0, "the edge refused a good client after the fuzz"
             assert srv.snapshot()[2] == ("good",)
 

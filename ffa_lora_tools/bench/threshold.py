@@ -28,7 +28,7 @@ from ffa_lora.crypto.paillier import Decryptor, Encryptor
 from ffa_lora.crypto.threshold import Combiner, ShareDecryptor, deal
 from ffa_lora.crypto.vector import RunningSum
 
-__all__ = ["main", "run"]
+__all__ = ["main", "measure_round", "run"]
 
 _CTX = b"bench|round=1|phase=B"
 
@@ -57,7 +57,7 @@ def _sum_vector(pub: Any, layout: PackingLayout, params: int, clients: int,
     return acc.result(), np.sum(np.stack(codes).astype(np.int64), axis=0)
 
 
-def _holder(ks: Any, vec: Any, workers: int, repeats: int) -> tuple[float, float, Any]:
+def _holder(ks: Any, vec: Any, workers: int | None, repeats: int) -> tuple[float, float, Any]:
     """(share seconds, proof seconds, proven share) for one holder."""
     with ShareDecryptor(ks, workers=workers) as sd:
         sd.warm_up()
@@ -67,7 +67,7 @@ def _holder(ks: Any, vec: Any, workers: int, repeats: int) -> tuple[float, float
     return plain, proof_s, share
 
 
-def _combiner(cer: Any, layout: PackingLayout, vec: Any, shares: list[Any], workers: int,
+def _combiner(cer: Any, layout: PackingLayout, vec: Any, shares: list[Any], workers: int | None,
               repeats: int) -> tuple[float, list[bool], float, np.ndarray]:
     """(verify seconds, proof results, combine + unpack seconds, sums)."""
     with Combiner(cer.params, layout, workers=workers) as comb:
@@ -77,6 +77,28 @@ def _combiner(cer: Any, layout: PackingLayout, vec: Any, shares: list[Any], work
         combine_s, sums = _timed(partial(comb.decrypt_code_sums, vec, shares, context=_CTX,
                                          verify=False), repeats)
     return verify_s, ok, combine_s, sums
+
+
+def measure_round(*, key_bits: int, layout: PackingLayout, params: int, clients: int, t: int,
+                  workers: int | None, repeats: int) -> dict[str, Any]:
+    """One round's threshold decryption as the services run it, on a sum of ``clients``
+    updates of ``params`` values: t-of-(t+1) key; a holder's share with its proof (holders run
+    in parallel, each on its own machine), the coordinator's check of the t proofs, the
+    combination and unpacking. Rates are wall-clock values/s with ``workers`` processes per
+    party (None: all cores)."""
+    holders = ["coordinator"] + [f"holder-{i}" for i in range(1, t + 1)]
+    cer = deal(holders=holders, threshold=t, bits=key_bits, test_only=key_bits < 2048)
+    vec, expected = _sum_vector(cer.public_key, layout, params, clients, workers or 0)
+    timed = [_holder(ks, vec, workers, repeats) for ks in cer.shares[:t]]
+    share_s = max(s + p for s, p, _ in timed)
+    verify_s, ok, combine_s, sums = _combiner(cer, layout, vec, [x[2] for x in timed], workers, repeats)
+    wall = share_s + verify_s + combine_s
+    return {"t": t, "holders": len(holders), "ceremony_s": round(cer.seconds, 2),
+            "holder_share_with_proof_s": round(share_s, 4),
+            "holder_values_per_s": round(params / share_s),
+            "verify_proofs_s": round(verify_s, 4), "combine_unpack_s": round(combine_s, 4),
+            "decrypt_wall_s": round(wall, 4), "decrypt_values_per_s": round(params / wall),
+            "proofs_valid": all(ok), "exact": bool(np.array_equal(sums, expected))}
 
 
 def run(*, key_bits: int, params: int, thresholds: list[int], workers: int, clients: int,

@@ -1,6 +1,7 @@
 """A federation's servers as separate OS processes on loopback, for the load and reliability
-benchmarks and the fault tests: certificates, one YAML file per service, start / SIGKILL /
-restart, readiness, and read-only views of the coordinator's state folder.
+benchmarks and the fault tests: certificates, the threshold key ceremony, one YAML file per
+service, start / SIGKILL / restart, readiness, and read-only views of the coordinator's state
+folder. The coordinator decrypts with two key-holder processes (2 of 3 shares), started with it.
 
 Each service runs exactly as an operator would run it (``python -m ffa_lora_tools.cli serve ROLE
 --config FILE``), with its log in ``<root>/logs/<name>.log``.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -31,7 +33,12 @@ import ffa_lora_tools
 import services
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.errors import FFALoraError
+from ffa_lora_tools.keys import PARAMS_NAME, holder_file_stem, run_ceremony
 from services.common.certs import init_ca, issue_certificate
+
+#: the key holders a cluster runs beside its coordinator (2 of these 3 shares decrypt)
+KEY_HOLDERS = ["keyholder-1", "keyholder-2"]
+COORDINATOR_HOLDER = "coordinator/coordinator"
 
 
 def import_roots() -> list[str]:
@@ -60,14 +67,14 @@ def _issue_batch(certs: str, role: str, ids: list[str]) -> int:
 
 
 def make_pki(certs: Path, *, edges: list[str], clients: list[str], coordinator: str = "coordinator",
-             federation: str = "ffa-lora", workers: int = 1) -> Path:
+             federation: str = "ffa-lora", workers: int = 1, keyholders: list[str] = KEY_HOLDERS) -> Path:
     """Create (or extend) a federation CA with certificates for every peer; existing ones are kept.
 
     Client certificates are issued in ``workers`` processes (EC P-256, a few ms each)."""
     certs = Path(certs)
     if not (certs / "ca.crt").exists():
         init_ca(certs, federation=federation)
-    wanted = [("coordinator", coordinator)] + [("edge", e) for e in edges]
+    wanted = [("coordinator", coordinator)] + [("edge", e) for e in edges] + [("keyholder", k) for k in keyholders]
     for role, ident in wanted:
         if not (certs / f"{role}-{ident}.crt").exists():
             issue_certificate(certs, certs, role=role, id=ident)
@@ -79,6 +86,16 @@ def make_pki(certs: Path, *, edges: list[str], clients: list[str], coordinator: 
     else:
         _issue_batch(str(certs), "client", todo)
     return certs
+
+
+def key_ceremony(keys: Path, *, coordinator_fernet: Path, bits: int = 512, keyholders: list[str] = KEY_HOLDERS,
+                 workers: int | None = 0) -> Path:
+    """A 2-of-3 threshold key in ``keys`` (coordinator + ``keyholders``); the coordinator's share
+    sealed with ``coordinator_fernet``. Keys below 2048 bits are TEST-ONLY."""
+    run_ceremony(keys, holders=[COORDINATOR_HOLDER, *(f"keyholder/{k}" for k in keyholders)], threshold=2,
+                 bits=bits, test_only=bits < 2048, workers=workers,
+                 fernet_keys={COORDINATOR_HOLDER: coordinator_fernet}, overwrite=True)
+    return keys
 
 
 def tls_block(certs: Path, role: str, ident: str) -> dict[str, str]:
@@ -162,6 +179,8 @@ class Cluster:
             fed[k] = {**fed.get(k, {}), **v} if isinstance(v, dict) else v
         self.federation = fed
         self.state_dir = self.root / "state" / "coordinator"
+        self.keys = self.root / "keys"
+        self.keyholders = list(KEY_HOLDERS)
         self.coordinator_port = free_port()
         self.services: dict[str, ServiceProcess] = {}
         self.metrics_ports: dict[str, int] = {}
@@ -194,6 +213,9 @@ class Cluster:
                "coordinator": {"listen": self.coordinator_address, "state_dir": str(self.state_dir),
                                "fernet_key_file": str(self.fernet), "federation": self.federation,
                                "decrypt_workers": 1,
+                               "threshold": {"params_file": str(self.keys / PARAMS_NAME),
+                                             "share_file": str(self.keys / f"{holder_file_stem(COORDINATOR_HOLDER)}.share"),
+                                             "decrypt_timeout_s": 120},
                                **({"limits": self.coordinator_limits} if self.coordinator_limits else {})}}
         return self._write("coordinator", doc)
 
@@ -205,11 +227,29 @@ class Cluster:
                         **({"limits": self.edge_limits} if self.edge_limits else {})}}
         return self._write(name, doc)
 
-    def install_key(self, key_file: Path) -> None:
-        """Reuse a Paillier key made earlier (e.g. a 2048-bit key shared by several runs); the
-        key file must have been encrypted with this cluster's Fernet key (see :meth:`share_fernet`)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "paillier.key").write_bytes(Path(key_file).read_bytes())
+    def keyholder_config(self, ident: str) -> Path:
+        stem = f"keyholder-{ident}"
+        doc = {"service": "keyholder", "log_level": self.log_level, "tls": tls_block(self.certs, "keyholder", ident),
+               "metrics": self._metrics_block(f"keyholder-{ident}"),
+               "keyholder": {"federation": self.federation["name"], "coordinator_address": self.coordinator_address,
+                             "share_file": str(self.keys / f"{stem}.share"),
+                             "fernet_key_file": str(self.keys / f"{stem}.fernet"),
+                             "state_dir": str(self.root / "state" / stem), "workers": 1}}
+        return self._write(stem, doc)
+
+    def ensure_keys(self) -> None:
+        """The threshold key: made here (512-bit, test-only) unless :meth:`install_keys` put one."""
+        if not (self.keys / PARAMS_NAME).exists():
+            key_ceremony(self.keys, coordinator_fernet=self.fernet,
+                         bits=int(self.federation["secure_sum"]["key_bits"]), keyholders=self.keyholders)
+
+    def install_keys(self, keys_dir: Path) -> None:
+        """Reuse a threshold key made earlier (e.g. a 2048-bit one shared by several runs, see
+        :func:`key_ceremony`); its coordinator share must be sealed with this cluster's Fernet key
+        (see :meth:`share_fernet`)."""
+        if self.keys.exists():
+            shutil.rmtree(self.keys)
+        shutil.copytree(keys_dir, self.keys)
 
     def share_fernet(self, fernet_file: Path) -> None:
         self.fernet.write_bytes(Path(fernet_file).read_bytes())
@@ -224,7 +264,10 @@ class Cluster:
                 [sys.executable, "-m", "ffa_lora_tools.cli", "serve", svc.role, "--config", str(svc.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root))
 
-    def start_coordinator(self, *, wait: bool = True, timeout: float = 90.0) -> ServiceProcess:
+    def start_coordinator(self, *, wait: bool = True, timeout: float = 90.0,
+                          keyholders: bool = True) -> ServiceProcess:
+        """Start the coordinator (and, with ``keyholders``, every key holder not running yet)."""
+        self.ensure_keys()
         svc = self.services.get("coordinator")
         if svc is None:
             svc = ServiceProcess("coordinator", "coordinator", self.coordinator_config(),
@@ -235,6 +278,25 @@ class Cluster:
         self._spawn(svc)
         if wait:
             wait_port(svc.port, timeout=timeout, proc=svc.proc)
+        if keyholders:
+            for k in self.keyholders:
+                running = self.services.get(f"keyholder-{k}")
+                if running is None or not running.alive():
+                    self.start_keyholder(k)
+        return svc
+
+    def start_keyholder(self, ident: str) -> ServiceProcess:
+        """Start key holder ``ident`` (it connects out to the coordinator and retries until it
+        is there)."""
+        self.ensure_keys()
+        name = f"keyholder-{ident}"
+        svc = self.services.get(name)
+        if svc is None:
+            svc = ServiceProcess(name, "keyholder", self.keyholder_config(ident), self.root / "logs" / f"{name}.log", 0)
+            self.services[name] = svc
+        elif svc.alive():
+            raise FFALoraError(f"{name} is already running")
+        self._spawn(svc)
         return svc
 
     def start_edge(self, name: str, *, identity: str | None = None, port: int | None = None,
@@ -374,4 +436,5 @@ class Cluster:
         return (self.state_dir / rows[0][0]).read_bytes()
 
 
-__all__ = ["Cluster", "ServiceProcess", "free_port", "import_roots", "make_pki", "tls_block", "wait_port"]
+__all__ = ["KEY_HOLDERS", "Cluster", "ServiceProcess", "free_port", "import_roots", "key_ceremony", "make_pki",
+           "tls_block", "wait_port"]

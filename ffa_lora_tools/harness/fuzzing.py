@@ -16,13 +16,19 @@ code the protocol documents for its reason; a rejected message leaves the runnin
 contributor set untouched (checked by decryption with the test's private key); afterwards a
 good client is still served and counted exactly once.
 
-Keys are 512-bit (test-only) so every case takes milliseconds.
+Keys are 512-bit (test-only) so every case takes milliseconds. Clients and edges sign their
+claims with certificates of a throwaway federation CA (:func:`fuzz_signer`); the coordinator's
+decryption is the real threshold one, with key holders in this process
+(:mod:`ffa_lora_tools.harness.threshold`). The edge checks use a whole test key
+(:func:`fuzz_keys`) to read the running sums: edges never hold one, the harness does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -48,13 +54,19 @@ from ffa_lora.crypto import (
     ciphertexts_from_bytes,
     generate_keypair,
 )
+from ffa_lora.crypto.canonical import vector_digest
+from ffa_lora.crypto.signing import ContributionClaim, PartialClaim
+from ffa_lora.crypto.threshold import Ceremony, deal
 from ffa_lora.errors import FFALoraError, ProtocolError
 from ffa_lora.lora import LoRASpec
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
 from services.cloud_coordinator.handlers import Coordinator
 from services.cloud_coordinator.store import MemoryStore
 from services.common import domain as d
+from services.common.certs import TLSFiles, init_ca, issue_certificate
 from services.common.config import EdgeConfig, LimitsConfig, TLSConfig, parse_federation
 from services.common.errors import status_of
+from services.common.evidence import Signer
 from services.common.metrics import create_metrics
 from services.common.rejections import Rejection
 from services.common.session import start_server, tls_files
@@ -79,6 +91,12 @@ REASON_CODES: dict[str, grpc.StatusCode] = {
     "size_mismatch": S.INVALID_ARGUMENT, "rank_mismatch": S.INVALID_ARGUMENT, "layout_mismatch": S.INVALID_ARGUMENT,
     "ciphertext_invalid": S.INVALID_ARGUMENT, "weight": S.INVALID_ARGUMENT, "incomplete": S.INVALID_ARGUMENT,
     "header": S.INVALID_ARGUMENT, "contributors": S.INVALID_ARGUMENT,
+    # signed claims and the evidence checks
+    "unsigned": S.INVALID_ARGUMENT, "claim_mismatch": S.INVALID_ARGUMENT, "claim_malformed": S.INVALID_ARGUMENT,
+    "certificate": S.INVALID_ARGUMENT, "signature": S.UNAUTHENTICATED, "weights": S.FAILED_PRECONDITION,
+    "tampered": S.FAILED_PRECONDITION, "below_min_per_partial": S.FAILED_PRECONDITION,
+    "below_min_clients": S.FAILED_PRECONDITION, "not_the_sum": S.FAILED_PRECONDITION,
+    "counted_twice": S.FAILED_PRECONDITION, "second_request": S.ALREADY_EXISTS,
 }
 
 NUM_VALUES = 40
@@ -90,6 +108,37 @@ BITS = 16
 def fuzz_keys() -> tuple[PublicKey, PrivateKey]:
     """One 512-bit TEST-ONLY key pair per process."""
     return generate_keypair(bits=512, test_only=True)
+
+
+@lru_cache(maxsize=1)
+def _fuzz_certs() -> Path:
+    certs = Path(tempfile.mkdtemp(prefix="ffa-fuzz-pki-"))
+    init_ca(certs, federation="ffa-lora")
+    return certs
+
+
+@lru_cache(maxsize=64)
+def fuzz_signer(role: str, ident: str, certs: Path | None = None) -> Signer:
+    """The signer of ``role``/``ident`` under ``certs`` (default: a throwaway CA of this process)."""
+    certs = certs or _fuzz_certs()
+    files = TLSFiles.for_identity(certs, role=role, id=ident)
+    if not files.cert.exists():
+        issue_certificate(certs, certs, role=role, id=ident)
+    return Signer(files.load())
+
+
+def sign_upload(u: Upload, client: str, *, round: int, weight: int, base_version: int, rank: int = 4,
+                phase: str = "B", federation: str = "fuzz", certs: Path | None = None) -> d.SignedBytes:
+    """The client's signed contribution claim about upload ``u`` (as a client agent signs it)."""
+    claim = ContributionClaim.for_vector(u.vec, federation=federation, client_id=client, round=round, phase=phase,
+                                         rank=rank, weight=weight, base_version=base_version)
+    return fuzz_signer("client", client, certs).sign(claim.canonical_bytes())
+
+
+@lru_cache(maxsize=1)
+def _fuzz_ceremony() -> Ceremony:
+    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
+                workers=0, isolate=False)  # TEST-ONLY key size
 
 
 def layout_for(pub: PublicKey) -> PackingLayout:
@@ -118,6 +167,7 @@ class Upload:
     sha256: str
     key: str
     num_ciphertexts: int
+    vec: CiphertextVector
 
     @property
     def data(self) -> bytes:
@@ -128,7 +178,7 @@ def make_upload(pub: PublicKey, layout: PackingLayout, *, seed: int, key: str, n
     codes = np.random.default_rng(seed).integers(0, 1 << BITS, size=num_values)
     vec = Encryptor(pub, layout, workers=0).encrypt_codes(codes)
     out = outgoing(vec, max_chunk_bytes=pub.ciphertext_bytes)  # one ciphertext per chunk
-    return Upload(out.header, out.chunks, out.sha256, key, out.num_ciphertexts)
+    return Upload(out.header, out.chunks, out.sha256, key, out.num_ciphertexts, vec)
 
 
 class FakeClock:
@@ -147,7 +197,8 @@ class RecordingOutbox:
         self.tasks: list[tuple[str, int]] = []
         self.adapters: list[tuple[str, int, int]] = []  # (client, version, bytes)
 
-    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo) -> None:
+    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo,
+                announcement: d.SignedBytes | None) -> None:
         pass
 
     def adapter(self, client_id: str, version: int, blob: bytes) -> None:
@@ -162,7 +213,8 @@ class RecordingOutbox:
     def roster(self, entries: list[d.RosterEntry]) -> None:
         pass
 
-    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str) -> None:
+    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str,
+                    evidence: d.PartialEvidence | None) -> None:
         self.partials.append((round, vec, contributions, key))
 
 
@@ -198,7 +250,8 @@ class EdgeHarness:
         self.clock = FakeClock()
         self.outbox = RecordingOutbox()
         self.edge = EdgeAggregator(edge_id="edge-fuzz", region="fuzz", limits=LimitsConfig(max_chunks_per_update=8),
-                                   metrics=create_metrics("edge"), outbox=self.outbox, clock=self.clock)
+                                   metrics=create_metrics("edge"), outbox=self.outbox, clock=self.clock,
+                                   signer=fuzz_signer("edge", "edge-fuzz"))
         self.edge.on_coordinator_welcome(self.pub, "sync", federation_info())
         for c in (*EDGE_WEIGHTS, "zed"):
             self.edge.client_connected(c, num_samples=10, device="cpu", adapter_version=ROUND - 1)
@@ -238,10 +291,14 @@ class EdgeHarness:
         if self._call(self.edge.upload_chunk, c, round=round, offset=offset, data=data):
             self.sent.setdefault(c, []).append(data)
 
-    def commit(self, c: str, *, round: int, sha: str, key: str, rank: int = 4) -> bool:
+    def commit(self, c: str, *, round: int, sha: str, key: str, rank: int = 4, which: int = 0) -> bool:
+        """Commit what ``c`` sent, with its signed claim about its upload ``which``."""
         before = self.snapshot()
+        u = self.uploads[c][which] if c in self.uploads else _cached_upload(c, which)
+        claim = sign_upload(u, c, round=round, weight=EDGE_WEIGHTS.get(c, 1), base_version=ROUND - 1, rank=rank)
         ok = self._call(self.edge.commit_upload, c, round=round, sha256=sha, idempotency_key=key, num_samples=10,
-                        rank=rank, quality=d.Quality(), base_version=ROUND - 1, train_seconds=0.0, crypto_seconds=0.0)
+                        rank=rank, quality=d.Quality(), base_version=ROUND - 1, train_seconds=0.0, crypto_seconds=0.0,
+                        contribution=claim)
         sent = b"".join(self.sent.pop(c, []))
         if ok:
             assert c not in self.accepted, f"{c} was counted twice in one round"
@@ -258,7 +315,7 @@ class EdgeHarness:
         self.begin(c, round=ROUND, header=u.header, n=u.num_ciphertexts)
         for off, data in u.chunks:
             self.chunk(c, round=ROUND, offset=off, data=data)
-        return self.commit(c, round=ROUND, sha=u.sha256, key=u.key)
+        return self.commit(c, round=ROUND, sha=u.sha256, key=u.key, which=which)
 
     def disconnect(self, c: str) -> None:
         self.edge.client_disconnected(c)
@@ -300,7 +357,9 @@ class EdgeHarness:
             for off, data in u.chunks:
                 self.edge.upload_chunk("carol", round=r, offset=off, data=data)
             self.edge.commit_upload("carol", round=r, sha256=u.sha256, idempotency_key=u.key, num_samples=10, rank=4,
-                                    quality=d.Quality(), base_version=ROUND, train_seconds=0.0, crypto_seconds=0.0)
+                                    quality=d.Quality(), base_version=ROUND, train_seconds=0.0, crypto_seconds=0.0,
+                                    contribution=sign_upload(u, "carol", round=r, weight=EDGE_WEIGHTS["carol"],
+                                                             base_version=ROUND))
             self.accepted["carol"] = u.data
         else:
             assert self.upload("carol", 0), "a good client was refused after the fuzz"
@@ -436,6 +495,8 @@ class FakeOps:
 
 
 class NullCoordinatorOutbox:
+    """CoordinatorOutbox that drops everything."""
+
     def welcome(self, edge_id: str, public_key: PublicKey, mode: str) -> None:
         pass
 
@@ -456,7 +517,9 @@ class CoordinatorHarness:
     """A real Coordinator (memory store, fake adapter) with a round in progress."""
 
     def __init__(self) -> None:
-        self.pub, self.priv = fuzz_keys()
+        self.keys: LocalThreshold = local_threshold(_fuzz_certs(), federation="fuzz", min_clients=2, max_weight=4,
+                                                    ceremony=_fuzz_ceremony())
+        self.pub = self.keys.ceremony.public_key
         fed = parse_federation({
             "name": "fuzz", "model": {"rank": 4},
             "rounds": {"min_clients": 2, "deadline_s": 60},
@@ -464,9 +527,8 @@ class CoordinatorHarness:
             "weights": {"sizes": {c: n for clients in COORD_ROSTER.values() for c, n in clients.items()}},
             "test_mode": True,
         })
-        self.coord = Coordinator(fed=fed, store=MemoryStore(), public_key=self.pub, private_key=self.priv,
-                                 adapter_ops=FakeOps(), outbox=NullCoordinatorOutbox(), metrics=create_metrics("coordinator"),
-                                 decrypt_workers=0)
+        self.coord = Coordinator(fed=fed, store=MemoryStore(), public_key=self.pub, decryption=self.keys.decryption,
+                                 adapter_ops=FakeOps(), outbox=NullCoordinatorOutbox(), metrics=create_metrics("coordinator"))
         for edge_id, clients in COORD_ROSTER.items():
             self.coord.edge_connected(edge_id)
             self.coord.edge_roster(edge_id, [d.RosterEntry(c, n) for c, n in clients.items()])
@@ -480,9 +542,9 @@ class CoordinatorHarness:
         self.rejections: Counter[str] = Counter()
 
     def snapshot(self) -> tuple[Any, ...]:
-        return tuple((e, tuple(c.client_id for c in cs), k) for e, _, cs, k in self.cur.partials)
+        return tuple((e, tuple(c.client_id for c in cs), k) for e, _, cs, k, _ in self.cur.partials)
 
-    def vector(self, clients: list[str], kind: str) -> CiphertextVector | None:
+    def vector(self, clients: list[str], kind: str, listed: dict[str, int]) -> CiphertextVector | None:
         if kind == "none":
             return None
         if kind == "short":
@@ -495,8 +557,9 @@ class CoordinatorHarness:
             n2 = int(self.pub.nsquare)
             vals = [int.from_bytes(rng.bytes(self.pub.ciphertext_bytes), "big") % (n2 - 1) + 1
                     for _ in range(self.layout.num_ciphertexts(NUM_VALUES))]
+            # a malicious edge's garbage, signed consistently (weights add up): caught at decryption
             return CiphertextVector(public_key=self.pub, layout=self.layout, num_values=NUM_VALUES, values=vals,
-                                    weight_total=max(1, len(clients)))
+                                    weight_total=max(1, sum(listed.values())))
         total = RunningSum(self.pub, self.layout, NUM_VALUES)
         enc = Encryptor(self.pub, self.layout, workers=0)
         for c in clients:
@@ -504,13 +567,30 @@ class CoordinatorHarness:
                 total.add_vector(enc.encrypt_codes(self.codes[c]), weight=self.assign[c][1].weight)
         return total.result()
 
+    def evidence(self, edge_id: str, round: int, contributions: list[tuple[str, int, int]],
+                 vec: CiphertextVector | None) -> d.PartialEvidence | None:
+        """The evidence an edge would sign for ``vec``: each listed client's claim of the (rank,
+        weight) listed, the edge's claim over ``vec`` itself (whatever it holds)."""
+        if vec is None or not contributions or len({c for c, _, _ in contributions}) != len(contributions):
+            return None
+        enc = Encryptor(self.pub, self.layout, workers=0)
+        updates = {c: (enc.encrypt_codes(self.codes.get(c, np.zeros(NUM_VALUES, dtype=np.int64))),
+                       d.Assignment(c, r, w, NUM_VALUES)) for c, r, w in contributions}
+        _, ev = self.keys.sign_partial(edge_id, updates, round=round, phase=self.cur.phase)
+        if vec.weight_total != sum(w for _, _, w in contributions) or vec.num_values != NUM_VALUES:
+            return ev
+        claim = PartialClaim.from_bytes(ev.claim.statement)
+        signed = dataclasses.replace(claim, vector_digest=vector_digest(vec), key_fingerprint=vec.fingerprint)
+        return dataclasses.replace(ev, claim=self.keys.signer("edge", edge_id).sign(signed.canonical_bytes()))
+
     def partial(self, edge_id: str, *, round: int, contributions: list[tuple[str, int, int]], vec_kind: str,
                 key: str) -> bool:
         cs = [d.Contribution(client_id=c, rank=r, weight=w, num_samples=1) for c, r, w in contributions]
-        vec = self.vector([c for c, _, _ in contributions], vec_kind)
+        vec = self.vector([c for c, _, _ in contributions], vec_kind, {c: w for c, _, w in contributions})
+        evidence = self.evidence(edge_id, round, contributions, vec)
         before = self.snapshot()
         try:
-            self.coord.receive_partial(edge_id, round=round, vec=vec, contributions=cs, key=key)
+            self.coord.receive_partial(edge_id, round=round, vec=vec, contributions=cs, key=key, evidence=evidence)
         except Rejection as rej:
             check_rejection(rej)
             self.rejections[rej.reason] += 1
@@ -605,7 +685,8 @@ class EdgeServerThread:
         cfg = EdgeConfig(listen="127.0.0.1:0", region="fuzz", limits=LimitsConfig(**self.limits))
         self.outbox = EdgeOutboxImpl()
         self.edge = EdgeAggregator(edge_id="edge-fuzz", region="fuzz", limits=cfg.limits,
-                                   metrics=create_metrics("edge"), outbox=self.outbox)
+                                   metrics=create_metrics("edge"), outbox=self.outbox,
+                                   signer=fuzz_signer("edge", "edge-fuzz", self.certs))
         tls = TLSConfig(ca=self.certs / "ca.crt", cert=self.certs / "edge-edge-fuzz.crt",
                         key=self.certs / "edge-edge-fuzz.key")
         servicer = EdgeServicer(self.edge, self.outbox, cfg, federation=tls_files(tls).load().federation)
@@ -669,15 +750,18 @@ def raw_session(channel: grpc.Channel, messages: list[bytes], *, timeout: float 
         return exc.code(), responses  # type: ignore[attr-defined]
 
 
-def good_session(channel: grpc.Channel, upload: Upload, *, round: int) -> list[Any]:
-    """A well-behaved client: hello, then one upload; returns the acks."""
+def good_session(channel: grpc.Channel, upload: Upload, *, round: int,
+                 contribution: d.SignedBytes | None = None) -> list[Any]:
+    """A well-behaved client: hello, then one upload (with its signed claim); returns the acks."""
     msgs = [pb.ClientSessionRequest(hello=pb.ClientHello(num_samples=10, device="cpu")),
             pb.ClientSessionRequest(update_begin=pb.UpdateBegin(header=pb.CiphertextHeader(
                 round=round, header=upload.header, num_ciphertexts=upload.num_ciphertexts)))]
     msgs += [pb.ClientSessionRequest(update_chunk=pb.CiphertextChunk(round=round, offset=o, data=b))
              for o, b in upload.chunks]
     msgs.append(pb.ClientSessionRequest(update_commit=pb.UpdateCommit(
-        round=round, sha256=upload.sha256, idempotency_key=upload.key, num_samples=10, rank=4)))
+        round=round, sha256=upload.sha256, idempotency_key=upload.key, num_samples=10, rank=4,
+        contribution=pb.SignedStatement(statement=contribution.statement, signature=contribution.signature,
+                                        certificate=contribution.certificate) if contribution else None)))
     done = threading.Event()
 
     def reqs() -> Any:
@@ -708,9 +792,11 @@ __all__ = [
     "coordinator_op_strategy",
     "edge_op_strategy",
     "fuzz_keys",
+    "fuzz_signer",
     "good_session",
     "make_upload",
     "raw_session",
     "run_coordinator_ops",
     "run_edge_ops",
+    "sign_upload",
 ]

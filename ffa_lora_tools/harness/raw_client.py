@@ -10,8 +10,12 @@ import grpc
 from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
+from services.client_agent.agent import sign_update
+from services.client_agent.update import PreparedUpdate
+from services.common import domain as d
 from services.common import serde
 from services.common.certs import TLSFiles, role_dns_name
+from services.common.evidence import Signer
 from services.common.tls import channel_credentials, pinned_name_option
 
 
@@ -27,6 +31,7 @@ class RawClient:
         self.queue: asyncio.Queue[pb.ClientSessionRequest | None] = asyncio.Queue()
         self.responses: asyncio.Queue[pb.ClientSessionResponse] = asyncio.Queue()
         self.closed = False
+        self.federation = ""
 
     async def start(self) -> None:
         pinned = pinned_name_option(role_dns_name("edge", federation=self.files.load().federation))
@@ -48,6 +53,10 @@ class RawClient:
         self.pump = asyncio.create_task(pump())
         self.send(pb.ClientSessionRequest(hello=self.hello))
 
+    def signed(self, up: PreparedUpdate, task: d.RoundTask, *, federation: str) -> PreparedUpdate:
+        """``up`` with this client's signed contribution claim, as a client agent signs it."""
+        return sign_update(up, task, Signer(self.files.load()), federation=federation)
+
     def send(self, m: pb.ClientSessionRequest) -> None:
         self.queue.put_nowait(m)
 
@@ -59,8 +68,11 @@ class RawClient:
                 return getattr(r, kind)
 
     async def public_key_and_task(self, timeout: float = 60) -> tuple[Any, Any]:
-        """Wait for the welcome and the first round task; returns (PublicKey, RoundTask)."""
-        pk = serde.public_key_from_proto((await self.next("welcome", timeout)).public_key)
+        """Wait for the welcome and the first round task; returns (PublicKey, RoundTask). The
+        federation's name is kept in ``self.federation`` (for :meth:`signed`)."""
+        welcome = await self.next("welcome", timeout)
+        self.federation = welcome.federation
+        pk = serde.public_key_from_proto(welcome.public_key)
         return pk, serde.task_from_proto(await self.next("task", timeout))
 
     async def close(self, *, goodbye: bool = False) -> None:

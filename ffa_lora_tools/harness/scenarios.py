@@ -682,6 +682,7 @@ async def garbage_ciphertext(root: Path) -> ScenarioResult:
             up.vec.values = [int.from_bytes(rng.bytes(pk.ciphertext_bytes), "big") % (n2 - 1) + 1
                              for _ in up.vec.values]
             up.idempotency_key = f"mallory:{task.round}"
+            up = raw.signed(up, task, federation=raw.federation)  # it signs what it sends
             for m in upload_messages(up):
                 raw.send(m)
             env.result.faults["garbage_ciphertext"] += 1

@@ -2,6 +2,11 @@
 acknowledgement, reconnects with backoff (to the next edge in the list), and a kept update that
 is resent after a reconnect until the edge acknowledges it.
 
+The client encrypts only under a key the coordinator signed (the KeyAnnouncement its edge
+forwards; the signer must be the configured coordinator identity and, when configured, the key
+the pinned fingerprint): anything else ends the agent with a clear error. It signs a
+ContributionClaim about every update with its certificate's key.
+
 ``session: check_in`` clients do not hold the stream open: once no update awaits its answer
 (the last one was acknowledged or rejected) and the edge has been quiet for ``linger_s`` (or at
 once after the acknowledgement), the client says goodbye; it comes back after ``check_in_interval_s`` (±20 %), or
@@ -24,13 +29,15 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PublicKey
-from ffa_lora.errors import FFALoraError
+from ffa_lora.crypto.signing import ContributionClaim
+from ffa_lora.errors import FFALoraError, SignatureError
 from ffa_lora.lora import LoRASpec
 from services.client_agent.update import PreparedUpdate
 from services.common import domain as d
 from services.common import serde
 from services.common.certs import TLSFiles, role_dns_name
 from services.common.config import ClientConfig, LimitsConfig
+from services.common.evidence import Signer, verify_announcement
 from services.common.limits import check_message
 from services.common.metrics import Metrics
 from services.common.rejections import InvalidMessage, Rejection
@@ -106,8 +113,20 @@ def upload_messages(up: PreparedUpdate, *, max_chunk_bytes: int | None = None) -
     msgs.append(pb.ClientSessionRequest(update_commit=pb.UpdateCommit(
         round=up.round, sha256=out.sha256, idempotency_key=up.idempotency_key, num_samples=up.num_samples,
         rank=up.rank, quality=serde.quality_to_proto(up.quality), base_version=up.base_version,
-        train_seconds=up.train_seconds, crypto_seconds=up.crypto_seconds)))
+        train_seconds=up.train_seconds, crypto_seconds=up.crypto_seconds,
+        contribution=serde.signed_to_proto(up.contribution) if up.contribution is not None else None)))
     return msgs
+
+
+def sign_update(up: PreparedUpdate, task: d.RoundTask, signer: Signer, *, federation: str) -> PreparedUpdate:
+    """Attach the client's signed ContributionClaim about ``up`` (what the edge and the key
+    holders check): its ciphertexts' digest, round, phase, rank, assigned weight, base version."""
+    claim = ContributionClaim.for_vector(
+        up.vec, federation=federation, client_id=signer.identity.id, round=up.round,
+        phase=task.training.phase, rank=task.assignment.rank, weight=task.assignment.weight,
+        base_version=up.base_version)
+    up.contribution = signer.sign(claim.canonical_bytes())
+    return up
 
 
 class ClientAgent:
@@ -118,6 +137,9 @@ class ClientAgent:
         self.cfg, self.tls, self.trainer, self.metrics = cfg, tls, trainer, metrics
         self.on_event = on_event
         self.result = AgentResult()
+        self.signer = Signer(tls.load())
+        self.federation = ""
+        self.key_refused = False
         self.public_key: PublicKey | None = None
         self.labels: tuple[str, ...] = ()
         self.kept: PreparedUpdate | None = None
@@ -179,7 +201,7 @@ class ClientAgent:
                     # own callbacks have run. Collect shortly, or the edge keeps one idle
                     # connection per past session (~100 KB each) until this process collects.
                     asyncio.get_running_loop().call_later(COLLECT_AFTER_SESSION_S, gc.collect)
-            if self.result.finished:
+            if self.result.finished or self.key_refused:
                 break
             if self._left_idle:  # a check-in client away on purpose: same edge, no backoff
                 await self._away()
@@ -270,7 +292,9 @@ class ClientAgent:
             w = resp.welcome
             info = serde.federation_from_proto(w.federation, w.model)
             check_model(self.cfg, info.spec)
-            self.public_key = serde.public_key_from_proto(w.public_key)
+            if not self._accept_key(w):
+                queue.put_nowait(None)
+                return True
             self.labels = info.labels
             self.trainer.set_spec(info.spec, info.labels)
         elif kind == "adapter_chunk":
@@ -296,6 +320,29 @@ class ClientAgent:
             queue.put_nowait(None)
             return True
         return False
+
+    def _accept_key(self, w: pb.EdgeWelcome) -> bool:
+        """Take the federation key from a verified announcement; False (and the agent stops)
+        if it is missing, not signed by the configured coordinator, or not the pinned key."""
+        try:
+            ann = serde.signed_or_none(w.key_announcement)
+            if ann is None:
+                raise SignatureError("the edge sent no signed key announcement; an edge that does not "
+                                     "forward the coordinator's signed key cannot be trusted with updates")
+            announcement = verify_announcement(
+                ann, ca_certificate=self.signer.ca_certificate,
+                expected_signer_uri=self.signer.identities.coordinator(self.cfg.coordinator_id),
+                pinned_fingerprint=self.cfg.key_fingerprint, federation=w.federation)
+        except SignatureError as exc:
+            self.key_refused = True
+            self.result.reason = f"refused the federation key: {exc}"
+            log.error("%s", self.result.reason)
+            return False
+        self.public_key, self.federation = announcement.public_key, announcement.federation
+        return True
+
+    def _sign(self, up: PreparedUpdate, task: d.RoundTask) -> None:
+        sign_update(up, task, self.signer, federation=self.federation)
 
     def _start_task(self, task: d.RoundTask, queue: asyncio.Queue) -> None:
         if self.kept is not None and self.kept.round == task.round:
@@ -328,6 +375,7 @@ class ClientAgent:
             self.result.rejections.append(f"local:{exc}")
             self._after_training(task.round, queue)
             return
+        self._sign(up, task)
         self.kept = up
         self.result.rounds_trained += 1
         self.metrics.encrypt_seconds.labels(self.metrics.service).observe(up.crypto_seconds)

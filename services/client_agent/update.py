@@ -67,6 +67,8 @@ class PreparedUpdate:
     base_version: int
     train_seconds: float
     crypto_seconds: float
+    # The client's signed ContributionClaim about ``vec`` (added by the agent before upload).
+    contribution: d.SignedBytes | None = None
 
 
 def encrypt_update(delta: np.ndarray, task: d.RoundTask, public_key: PublicKey, layout: PackingLayout,

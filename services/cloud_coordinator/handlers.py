@@ -1,5 +1,6 @@
-"""Cloud coordinator domain logic: plan rounds, combine encrypted partial sums, decrypt only
-the global sum of at least ``min_clients`` distinct clients, average, add DP noise, update and
+"""Cloud coordinator domain logic: plan rounds, check the edges' signed partial sums, have the
+global sum of at least ``min_clients`` distinct signed clients decrypted by threshold (its own
+share and t - 1 key holders'; it holds no whole private key), average, add DP noise, update and
 checkpoint the global adapter, schedule ranks, detect convergence.
 
 No transport here: the servicer feeds edge events in and delivers what the coordinator sends
@@ -20,16 +21,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ffa_lora.crypto import CiphertextVector, Decryptor, RunningSum
-from ffa_lora.crypto.keys import PrivateKey, PublicKey
+from ffa_lora.crypto import CiphertextVector
+from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.quantize import QuantizationError, Quantizer
+from ffa_lora.crypto.weights import STALENESS_SCALE
 from ffa_lora.errors import (
     BudgetExhaustedError,
     CiphertextError,
     CryptoError,
     PrivacyError,
     ProtocolError,
+    ThresholdError,
 )
 from ffa_lora.privacy.ledger import LedgerEntry
 from ffa_lora.privacy.round_noise import RoundNoisePlan
@@ -38,9 +41,8 @@ from services.cloud_coordinator.reports import DiscardLog, median_finite
 from services.cloud_coordinator.store import CoordinatorStore, RoundRecord
 from services.common import domain as d
 from services.common.config import FederationConfig
-from services.common.domain import STALENESS_SCALE
 from services.common.metrics import Metrics
-from services.common.rejections import Duplicate, InvalidMessage, WrongState
+from services.common.rejections import Duplicate, InvalidMessage, Rejection, WrongState
 from services.common.weights import WeightPolicy
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,23 @@ class PrivacyEngine(Protocol):
     def load_ledger(self, entries: list[LedgerEntry]) -> None: ...
 
 
+class Decryption(Protocol):
+    """Threshold decryption (see services.cloud_coordinator.decryption.ThresholdDecryption)."""
+
+    own: Any  # the coordinator's KeyHolder: its share, its checks
+
+    def next_request_id(self) -> int: ...
+    def decrypt_code_sums(self, request: d.DecryptRequest, layout: PackingLayout) -> np.ndarray: ...
+
+
 class CoordinatorOutbox(Protocol):
     def welcome(self, edge_id: str, public_key: PublicKey, mode: str) -> None: ...
     def adapter(self, edge_id: str, version: int, blob: bytes) -> None: ...
     def plan(self, edge_id: str, plan: d.RoundPlan) -> None: ...
     def shutdown(self, edge_id: str, reason: str, finished: bool) -> None: ...
+
+
+_Partial = tuple[str, CiphertextVector | None, list[d.Contribution], str, d.PartialEvidence | None]
 
 
 @dataclass
@@ -114,9 +128,9 @@ class _Round:
     num_values: int
     started: float
     noise: RoundNoisePlan | None = None  # client-level DP: the round's noise plan
-    # (edge, encrypted partial sum, its contributors, idempotency key); in async mode an edge
-    # may send several buffers per round.
-    partials: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = field(default_factory=list)
+    # (edge, encrypted partial sum, its contributors, idempotency key, the edge's signed
+    # evidence); in async mode an edge may send several buffers per round.
+    partials: list[_Partial] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False  # decryption started: later partial sums go to the next round (async)
 
@@ -169,19 +183,18 @@ class Coordinator:
         fed: FederationConfig,
         store: CoordinatorStore,
         public_key: PublicKey,
-        private_key: PrivateKey,
+        decryption: Decryption,
         adapter_ops: AdapterOps,
         outbox: CoordinatorOutbox,
         metrics: Metrics,
         privacy: PrivacyEngine | None = None,
         rank_policy: RankPolicy | None = None,
-        decrypt_workers: int | None = None,
         export_dir: Any = None,
         on_round: Callable[[RoundSummary], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.fed, self.store, self.public_key = fed, store, public_key
-        self._private_key = private_key
+        self.decryption = decryption
         self.ops, self.outbox, self.metrics = adapter_ops, outbox, metrics
         self.privacy = privacy
         # Under DP (client-level or DP-SGD) clients send no losses, accuracies or gradient
@@ -191,7 +204,7 @@ class Coordinator:
         self.rank_policy: RankPolicy = rank_policy or ScheduledRank(fed, adapter_ops)
         self.weights = WeightPolicy(fed.weights, max_weight=fed.secure_sum.max_weight)
         self.discards = DiscardLog(metrics)
-        self.decrypt_workers, self.export_dir = decrypt_workers, export_dir
+        self.export_dir = export_dir
         self.on_round, self.clock = on_round, clock
         self.edges: dict[str, dict[str, d.RosterEntry]] = {}
         self.current: _Round | None = None
@@ -199,7 +212,7 @@ class Coordinator:
         self.finish_reason = ""
         self.history: list[RoundSummary] = []
         # Async: buffers that arrived while a round was being decrypted; they join the next one.
-        self._carry: list[tuple[str, CiphertextVector | None, list[d.Contribution], str]] = []
+        self._carry: list[_Partial] = []
         self._roster_changed = asyncio.Event()
         self._restore()
         if self.privacy is not None:  # unplannable noise settings fail at start-up, not at round 1
@@ -265,13 +278,17 @@ class Coordinator:
     # -- partial sums ----------------------------------------------------------------------
 
     def receive_partial(
-        self, edge_id: str, *, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str
+        self, edge_id: str, *, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str,
+        evidence: d.PartialEvidence | None = None,
     ) -> None:
         """Accept one edge's encrypted partial sum for the current round, or raise Rejection.
 
         Sync: one partial sum per edge and round, labelled with the current round. Async
         (FedBuff): an edge may send several buffers; a buffer labelled with a recent earlier
-        round joins the current one (the edge already applied the staleness weights)."""
+        round joins the current one (the edge already applied the staleness weights).
+        A non-empty partial must come with ``evidence``: the edge's signed claim and every
+        listed client's, checked here as a key holder would (reason of a refusal: the check
+        that failed) and again, for the whole round, before anything is decrypted."""
         cur = self.current
         rounds = self.fed.rounds
         asynchronous = rounds.mode == "async"
@@ -310,22 +327,46 @@ class Coordinator:
         if vec is not None and (vec.layout != cur.layout or vec.num_values != cur.num_values):
             self.metrics.reject("size_mismatch")
             raise InvalidMessage("size_mismatch", "partial sum has the wrong layout or length")
+        if vec is not None:
+            self._check_evidence(cur, edge_id, vec, contributions, evidence)
         if cur.closed:
             if not asynchronous:
                 self.metrics.reject("deadline")
                 raise WrongState("deadline", f"round {cur.number} is closed")
             if seen & {c.client_id for p in self._carry for c in p[2]}:
                 raise Duplicate("double_count", "a contributor is already buffered")
-            self._carry.append((edge_id, vec, list(contributions), key))
+            self._carry.append((edge_id, vec, list(contributions), key, evidence))
             log.info("round %d closed: buffer from edge %s carried to the next round", cur.number, edge_id)
             return
-        cur.partials.append((edge_id, vec, list(contributions), key))
+        cur.partials.append((edge_id, vec, list(contributions), key, evidence))
         log.info("round %d: partial sum from edge %s (%d clients)", cur.number, edge_id, len(contributions))
         if asynchronous:
             if len({c.client_id for c in cur.contributors()}) >= rounds.min_clients:
                 cur.done.set()
         elif cur.edges_reported() >= set(cur.plans):
             cur.done.set()
+
+    def _check_evidence(self, cur: _Round, edge_id: str, vec: CiphertextVector,
+                        contributions: list[d.Contribution], evidence: d.PartialEvidence | None) -> None:
+        """The edge's signed claim and its clients' claims, checked on arrival."""
+        if evidence is None:
+            self.metrics.reject("unsigned")
+            raise InvalidMessage("unsigned", "a partial sum must come with the edge's signed claim "
+                                              "and its clients' signed contributions")
+        plan = next(iter(cur.plans.values()))
+        try:
+            listed = self.decryption.own.check_partial(
+                vec, evidence, round=cur.number, phase=cur.phase, mode=plan.mode,
+                adapter_version=plan.adapter_version, max_staleness=plan.max_staleness,
+                staleness_exponent=plan.staleness_exponent, min_per_partial=plan.min_per_partial,
+                assignments=tuple(a for p in cur.plans.values() for a in p.assignments))
+        except Rejection as rej:
+            self.metrics.reject(rej.reason)
+            raise
+        if sorted(listed) != sorted((c.client_id, c.weight) for c in contributions):
+            self.metrics.reject("contributors")
+            raise InvalidMessage("contributors", f"edge {edge_id}'s contributor list differs from the "
+                                                 "clients and weights it signed")
 
     # -- rounds ----------------------------------------------------------------------------
 
@@ -391,6 +432,7 @@ class Coordinator:
             edge_id: d.RoundPlan(
                 round=number, adapter_version=self.version, assignments=tuple(assigns), secure_sum=secure,
                 privacy=privacy, training=training, deadline_unix=deadline, min_clients=self.fed.rounds.min_clients,
+                min_per_partial=self.fed.rounds.min_per_partial,
                 mode=self.fed.rounds.mode, num_values=full, buffer_size=self.fed.rounds.buffer_size,
                 max_staleness=self.fed.rounds.max_staleness, staleness_exponent=self.fed.rounds.staleness_exponent,
                 spec=self.ops.spec,
@@ -460,24 +502,27 @@ class Coordinator:
             except BudgetExhaustedError as exc:
                 self.finish(f"privacy budget exhausted, stopping with the current adapter: {exc}")
                 break
+            except (ProtocolError, PrivacyError, ThresholdError) as exc:
+                # ProtocolError: below the quorum or evidence refused, nothing was decrypted.
+                # PrivacyError: an under-noised sum is never decrypted; its buffers are dropped,
+                # not carried. ThresholdError: too few key holders gave a valid share.
+                failures += 1
+                log.warning("round %d aborted: %s", cur.number, exc)
+                if self.fed.rounds.mode == "async" and isinstance(exc, (ProtocolError, ThresholdError)):
+                    # buffers wait for the quorum, or for the key holders (claims stay valid
+                    # for max_staleness rounds; the retry has a fresh round number)
+                    self._carry = cur.partials + self._carry
+                if failures >= 3:
+                    self.finish(f"three rounds in a row aborted: {exc}")
+                continue
             except CryptoError as exc:
                 # The decrypted sum is impossible (a slot out of range: some client sent a
                 # malformed plaintext, or a partial was tampered with), or the sum could not be
-                # decrypted. Nothing was released or charged: the round is dropped and the next
-                # one gets a fresh number.
+                # decrypted. Nothing was released (a privacy charge already written stays): the
+                # round is dropped and the next one gets a fresh number.
                 self.current = None
                 reason = "range_check" if isinstance(exc, (CiphertextError, QuantizationError)) else "decryption"
                 self.discards.discard(cur.number, reason, sorted(cur.edges_reported()), exc)
-                continue
-            except (ProtocolError, PrivacyError) as exc:
-                # ProtocolError: below the quorum, nothing was decrypted. PrivacyError: an
-                # under-noised sum is never decrypted; its buffers are dropped, not carried.
-                failures += 1
-                log.warning("round %d aborted: %s", cur.number, exc)
-                if self.fed.rounds.mode == "async" and isinstance(exc, ProtocolError):
-                    self._carry = cur.partials + self._carry  # buffers wait for the quorum
-                if failures >= 3:
-                    self.finish(f"three rounds in a row aborted: {exc}")
                 continue
             failures = 0
             self.current = None
@@ -515,7 +560,7 @@ class Coordinator:
         if self.privacy is not None:  # the charge is durable before anything is decrypted
             epsilon = self._charge(cur, self.privacy, contributions)
         t0 = time.perf_counter()
-        code_sums = self._decrypt(cur, self._combine(cur))
+        code_sums = self._decrypt(cur)
         decrypt_s = time.perf_counter() - t0
         self.metrics.decrypt_seconds.labels(self.metrics.service).observe(decrypt_s)
         mean, totals = self._mean_update(cur, contributions, code_sums)
@@ -541,19 +586,28 @@ class Coordinator:
                 f"{self.fed.rounds.min_clients}: refusing to decrypt")
         return contributions
 
-    def _combine(self, cur: _Round) -> CiphertextVector:
-        """The encrypted global sum: the edges' partial sums added homomorphically."""
-        total = RunningSum(self.public_key, cur.layout, cur.num_values)
-        for _, vec, _, _ in cur.partials:
-            if vec is not None:
-                total.add_vector(vec)
-        return total.result()
+    def decrypt_request(self, cur: _Round) -> d.DecryptRequest:
+        """What every key holder (the coordinator's own share included) is asked to decrypt:
+        the round's partial sums with their signed evidence, and the round plan."""
+        plan = next(iter(cur.plans.values()))
+        partials = tuple((vec, ev) for _, vec, _, _, ev in cur.partials if vec is not None and ev is not None)
+        return d.DecryptRequest(
+            request_id=self.decryption.next_request_id(), round=cur.number, phase=cur.phase, mode=plan.mode,
+            min_clients=self.fed.rounds.min_clients, min_per_partial=plan.min_per_partial,
+            adapter_version=plan.adapter_version, max_staleness=plan.max_staleness,
+            staleness_exponent=plan.staleness_exponent,
+            assignments=tuple(a for p in cur.plans.values() for a in p.assignments),
+            layout=cur.layout.to_bytes(), num_values=cur.num_values, partials=partials)
 
-    def _decrypt(self, cur: _Round, summed: CiphertextVector) -> np.ndarray:
-        """The integer code sums in the global sum: the only use of the private key."""
+    def _decrypt(self, cur: _Round) -> np.ndarray:
+        """The integer code sums of the global sum, decrypted by threshold: the coordinator's
+        own share (after its own checks of all the evidence) and t - 1 key holders'. Raises
+        ProtocolError when the evidence is refused, ThresholdError when too few shares come."""
         self.metrics.set_phase("decrypting")
-        with Decryptor(self._private_key, cur.layout, workers=self.decrypt_workers) as decryptor:
-            return decryptor.decrypt_code_sums(summed)
+        try:
+            return self.decryption.decrypt_code_sums(self.decrypt_request(cur), cur.layout)
+        except Rejection as rej:
+            raise ProtocolError(f"the round's evidence was refused ({rej.reason}): {rej.message}") from None
 
     def _mean_update(self, cur: _Round, contributions: list[d.Contribution],
                      code_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,8 +60,9 @@ __all__ = [
     "spiffe_uri",
 ]
 
-ROLES: tuple[str, ...] = ("client", "edge", "coordinator")
-"""Every role a certificate can carry."""
+ROLES: tuple[str, ...] = ("client", "edge", "coordinator", "keyholder")
+"""Every role a certificate can carry. A ``keyholder`` holds one share of the federation's
+threshold key and connects out to the coordinator (TLS client authentication only)."""
 
 SERVER_ROLES: tuple[str, ...] = ("edge", "coordinator")
 """Roles that run gRPC servers; their certificates also allow TLS server authentication."""

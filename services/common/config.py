@@ -1,6 +1,7 @@
-"""Configuration of the three services: pydantic models, loaded once at the edge of the program.
+"""Configuration of the services: pydantic models, loaded once at the edge of the program.
 
-One YAML file per service (``service: coordinator|edge|client`` plus that role's block). The
+One YAML file per service (``service: coordinator|edge|client|keyholder`` plus that role's
+block). The
 federation block (model, training, rounds, secure sum, privacy, rank) lives in the
 coordinator's file: the coordinator is authoritative and sends clients what they need with
 each round task. Unknown keys are errors, and every error names the field and says how to fix it.
@@ -150,6 +151,13 @@ class RoundsConfig(_Model):
     min_clients: int = Field(
         default=3, ge=1, description="Distinct clients required before any decryption "
         "(at least 2 unless federation.test_mode is true)."
+    )
+    min_per_partial: int = Field(
+        default=1,
+        ge=1,
+        description="Fewest clients one edge's partial sum (or async buffer) may hold: edges withhold "
+        "smaller ones and key holders refuse them. Defence in depth against a coalition that could "
+        "decrypt a partial; raise it to 2 or more when every edge serves several sites.",
     )
     wait_for_clients_s: float = Field(
         default=300.0, gt=0, description="How long a round waits for min_clients to be connected."
@@ -475,8 +483,36 @@ class LimitsConfig(_Model):
         return self
 
 
+#: id of the coordinator's certificate unless configured otherwise
+DEFAULT_COORDINATOR_ID = "coordinator"
+
+
+class ThresholdConfig(_Model):
+    """Threshold decryption at the coordinator: the key's public parameters and its own share.
+
+    Written by ``ffa-lora keys ceremony``. The coordinator holds one share, like each key holder;
+    it decrypts a round only with t - 1 key holders' shares. No file holds the whole key.
+    """
+
+    params_file: Path = Field(description="Public threshold parameters (threshold.params from the ceremony).")
+    share_file: Path = Field(
+        description="The coordinator's key share, Fernet-sealed with the coordinator's Fernet key "
+                    "(fernet_key_file / fernet_key_env).")
+    holders: list[str] | None = Field(
+        default=None,
+        description="Expected holders as role/id (e.g. [coordinator/coordinator, keyholder/keyholder-1, "
+                    "keyholder/keyholder-2]); checked against the parameters. Null: whatever they name.")
+    t: int | None = Field(default=None, ge=2, description="Expected threshold t (>= 2); checked against the "
+                                                          "parameters. Null: whatever they say.")
+    decrypt_timeout_s: float = Field(
+        default=300.0, gt=0,
+        description="How long one round's decryption waits for the key holders' shares before the round is "
+                    "aborted (and retried with a fresh round number).")
+
+
 class CoordinatorConfig(_Model):
-    """The coordinator: holds the private key, plans rounds, decrypts sums, publishes adapters."""
+    """The coordinator: plans rounds, has sums decrypted by threshold (it holds one key share),
+    publishes adapters."""
 
     listen: HostPort = Field(
         default="127.0.0.1:50051",
@@ -484,15 +520,17 @@ class CoordinatorConfig(_Model):
     )
     state_dir: Path = Field(
         default=Path("state/coordinator"),
-        description="Store, encrypted private key, adapters and privacy ledger; keep it.",
+        description="Store, adapters, privacy ledger and the key share's round records; keep it.",
     )
     fernet_key_file: Path | None = Field(
-        default=None, description="File holding the Fernet key for the private key at rest."
+        default=None, description="File holding the Fernet key that seals the coordinator's key share."
     )
     fernet_key_env: str | None = Field(
         default="FFALORA_FERNET_KEY", description="Env var holding the Fernet key."
     )
     federation: FederationConfig = FederationConfig()
+    threshold: ThresholdConfig = Field(description="Threshold decryption: the key's parameters and this "
+                                                   "coordinator's share (ffa-lora keys ceremony writes them).")
     limits: LimitsConfig = LimitsConfig()
     export_dir: Path | None = Field(
         default=None,
@@ -500,8 +538,9 @@ class CoordinatorConfig(_Model):
     )
     decrypt_workers: int | None = Field(
         default=None,
-        ge=1,
-        description="Processes that decrypt a sum in parallel (null: one per CPU).",
+        ge=0,
+        description="Processes computing the coordinator's decryption share and checking the key "
+        "holders' proofs (null: one per CPU; 0: in the coordinator's own process).",
     )
 
 
@@ -535,6 +574,13 @@ class EdgeConfig(_Model):
         default=DEFAULT_MAX_CHECK_IN_S, gt=0, le=MAX_CHECK_IN_S,
         description="Longest check-in interval this edge accepts from a client; a client away longer than 3 "
                     "intervals + 5 s leaves the roster, so this bounds how long an absent client is waited for.")
+    min_per_partial: int = Field(
+        default=1,
+        ge=1,
+        description="This edge never forwards a partial sum or async buffer of fewer clients (nor "
+        "fewer than the round plan's rounds.min_per_partial, whichever is larger); smaller ones are "
+        "withheld.",
+    )
     limits: LimitsConfig = LimitsConfig()
     malloc_arena_max: int | None = Field(
         default=2,
@@ -649,12 +695,60 @@ class ClientConfig(_Model):
         description="check_in sessions: seconds between check-ins while idle.",
     )
     seed: int = Field(default=0, description="Seeds the local validation split.")
+    coordinator_id: str = Field(
+        default=DEFAULT_COORDINATOR_ID,
+        description="Certificate id of the coordinator: the client encrypts only under a key announcement "
+                    "signed by spiffe://<federation>/coordinator/<this id>.")
+    key_fingerprint: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="Pinned public-key fingerprint (hex sha256, printed by `ffa-lora keys ceremony`): the "
+                    "client refuses any other key, even one the coordinator signed. Null: the signer's "
+                    "identity alone pins the key.")
+
+
+class HolderWeightsConfig(_Model):
+    """A key holder's own weight policy: no round plan may weigh a client beyond it."""
+
+    max_weight: int = Field(default=16, ge=1, description="Largest weight the round plan may give any client.")
+    declared: dict[str, int] | None = Field(
+        default=None,
+        description="Weight per client id; when set, the round plan must give each client exactly this weight "
+                    "(clients not listed are refused).")
+
+
+class KeyHolderConfig(_Model):
+    """A key holder: one share of the threshold key, given only for a checked round sum."""
+
+    federation: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                            description="The federation's name (federation.name in the coordinator's file), "
+                                        "as every signed claim names it.")
+    coordinator_address: HostPort = Field(default="127.0.0.1:50051", description="host:port of the coordinator.")
+    coordinator_server_name: str | None = Field(
+        default=None,
+        description="Name the coordinator's certificate must carry (default: the role name "
+                    "coordinator.<federation>.ffa-lora.invalid). Always checked: the address's host name is "
+                    "never what is verified.")
+    share_file: Path = Field(description="This holder's key share, Fernet-sealed (written by the ceremony).")
+    fernet_key_file: Path | None = Field(default=None, description="File holding the Fernet key of the share.")
+    fernet_key_env: str | None = Field(default="FFALORA_KEYHOLDER_FERNET_KEY",
+                                       description="Env var holding the Fernet key of the share.")
+    state_dir: Path = Field(default=Path("state/keyholder"),
+                            description="Where the holder records the rounds it decrypted (never delete it: "
+                                        "it is what stops the holder from decrypting a round twice).")
+    min_clients: int = Field(default=2, ge=1, description="The holder's own floor on distinct signed clients "
+                                                          "in a decrypted sum (the round plan's applies if "
+                                                          "larger).")
+    min_per_partial: int = Field(default=1, ge=1, description="The holder's own floor on clients per partial sum.")
+    weights: HolderWeightsConfig = HolderWeightsConfig()
+    workers: int | None = Field(default=None, ge=0, description="Processes computing decryption shares "
+                                                               "(default: all cores; 0: in this process).")
+    limits: LimitsConfig = LimitsConfig()
 
 
 class ServiceConfig(_Model):
     """Top level of one service's YAML file."""
 
-    service: Literal["coordinator", "edge", "client"] = Field(
+    service: Literal["coordinator", "edge", "client", "keyholder"] = Field(
         description="Which service this file configures."
     )
     tls: TLSConfig
@@ -665,11 +759,13 @@ class ServiceConfig(_Model):
     coordinator: CoordinatorConfig | None = None
     edge: EdgeConfig | None = None
     client: ClientConfig | None = None
+    keyholder: KeyHolderConfig | None = None
 
     @model_validator(mode="after")
     def _role_block(self) -> ServiceConfig:
         """The file has the block of its service's role and no other role's block."""
-        blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client}
+        blocks = {"coordinator": self.coordinator, "edge": self.edge, "client": self.client,
+                  "keyholder": self.keyholder}
         if blocks[self.service] is None:
             raise ValueError(
                 f"service is {self.service!r} but the '{self.service}:' block is missing; add it"

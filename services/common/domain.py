@@ -5,18 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ffa_lora.crypto.vector import CiphertextVector
 from ffa_lora.lora.spec import LoRASpec
-
-STALENESS_SCALE = 4
-"""Async mode (FedBuff): a fresh update carries integer weight ``w * STALENESS_SCALE``, one
-``tau`` versions behind ``w * round(STALENESS_SCALE * (1+tau)^-a)`` (at least ``w``), so the
-edge can apply s(tau) by homomorphic scalar multiplication. The coordinator divides by the
-summed effective weights, so the scale cancels out."""
-
-
-def staleness_weight(tau: int, exponent: float) -> int:
-    """Integer staleness factor of an update ``tau`` versions behind (see STALENESS_SCALE)."""
-    return max(1, round(STALENESS_SCALE * (1.0 + tau) ** (-exponent)))
 
 
 @dataclass(frozen=True)
@@ -92,6 +82,8 @@ class RoundPlan:
     staleness_exponent: float = 0.5
     # The adapter of this round (rank and alpha change when the coordinator reduces the rank).
     spec: LoRASpec | None = None
+    # The edge forwards no partial sum of fewer clients than this (nor than its own floor).
+    min_per_partial: int = 1
 
     def assignment_for(self, client_id: str) -> Assignment | None:
         for a in self.assignments:
@@ -147,3 +139,45 @@ class RosterEntry:
     client_id: str
     num_samples: int
     device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class SignedBytes:
+    """A statement a federation party signed: its canonical bytes, the signature and the
+    signer's certificate (DER). See :mod:`services.common.evidence`."""
+
+    statement: bytes
+    signature: bytes
+    certificate: bytes
+
+
+@dataclass(frozen=True)
+class PartialEvidence:
+    """What an edge sends with a partial sum: its signed partial claim and the signed claim of
+    every client it lists."""
+
+    claim: SignedBytes
+    contributions: tuple[SignedBytes, ...]
+
+
+@dataclass(frozen=True)
+class DecryptRequest:
+    """A request for one key holder's decryption share of a round's global sum.
+
+    The holder multiplies ``partials`` itself and decrypts only their product, after checking
+    the evidence against the round plan (``assignments``, quorum, floors) and its own policy.
+    """
+
+    request_id: int
+    round: int
+    phase: str
+    mode: str
+    min_clients: int
+    min_per_partial: int
+    adapter_version: int
+    max_staleness: int
+    staleness_exponent: float
+    assignments: tuple[Assignment, ...]
+    layout: bytes
+    num_values: int
+    partials: tuple[tuple[CiphertextVector, PartialEvidence], ...]

@@ -42,6 +42,11 @@ class Metrics:
     deid_entities: Counter
     rounds_discarded: Counter
     discarded_round_edges: Counter
+    shares_served: Counter
+    shares_refused: Counter
+    share_seconds: Histogram
+    holder_failures: Counter
+    holders_connected: Gauge
 
     def set_phase(self, phase: str) -> None:
         for p in ROUND_PHASES:
@@ -83,11 +88,25 @@ def create_metrics(service: str) -> Metrics:
                                  s + ["reason"], registry=reg),
         discarded_round_edges=Counter("ffalora_discarded_round_edges",
                                       "Discarded rounds each edge had sent a partial sum to.", s + ["edge"], registry=reg),
+        shares_served=Counter("ffalora_decryption_shares_served", "Threshold decryption shares this key holder computed.",
+                              s, registry=reg),
+        shares_refused=Counter("ffalora_decryption_shares_refused",
+                               "Decrypt requests this key holder refused, by the check that failed.",
+                               s + ["reason"], registry=reg),
+        share_seconds=Histogram("ffalora_decryption_share_seconds",
+                                "Time to compute (and prove) one decryption share of a round sum.",
+                                s, buckets=secs, registry=reg),
+        holder_failures=Counter("ffalora_key_holder_failures",
+                                "Coordinator: key holders that refused, sent a share failing its proof, or "
+                                "did not answer in time, by holder and kind.", s + ["holder", "kind"], registry=reg),
+        holders_connected=Gauge("ffalora_key_holders_connected", "Coordinator: key holders connected now.",
+                                s, registry=reg),
     )
     # Make the unlabeled-by-client series visible from the start (a scrape shows zeros).
     unlabeled: tuple[Gauge | Counter, ...] = (
         m.round, m.connected_clients, m.roster_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size,
-        m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded)
+        m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded, m.shares_served,
+        m.holders_connected)
     for metric in unlabeled:
         metric.labels(service)
     m.set_phase("waiting")

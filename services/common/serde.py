@@ -1,9 +1,16 @@
 """Conversions between protobuf messages and domain objects, in one place (x_to_proto /
-x_from_proto pairs)."""
+x_from_proto pairs).
+
+Enums: the domain speaks the config's strings ("ffa", "sync", ...); the wire speaks the
+proto's enums. Each pair maps one onto the other; an ``_UNSPECIFIED`` or unknown value coming
+in is refused with :class:`InvalidMessage` (reason ``"enum"``) naming the field, never read as
+a default.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 
 from ffalora.v1 import federation_pb2 as pb
 
@@ -11,7 +18,84 @@ from ffa_lora.crypto import PublicKey
 from ffa_lora.lora.spec import LoRASpec
 from services.common import domain as d
 from services.common.rejections import InvalidMessage
-from services.common.transfer import split_blob
+from services.common.transfer import outgoing, split_blob
+
+_STRATEGY = {"ffa": pb.STRATEGY_FFA, "fedavg": pb.STRATEGY_FEDAVG, "alternating": pb.STRATEGY_ALTERNATING}
+_PHASE = {"B": pb.TRAINING_PHASE_B, "A": pb.TRAINING_PHASE_A, "AB": pb.TRAINING_PHASE_AB}
+_MODE = {"sync": pb.ROUND_MODE_SYNC, "async": pb.ROUND_MODE_ASYNC}
+_PRIVACY_MODE = {"off": pb.PRIVACY_MODE_OFF, "central": pb.PRIVACY_MODE_CENTRAL,
+                 "distributed": pb.PRIVACY_MODE_DISTRIBUTED}
+_MECHANISM = {"gaussian": pb.NOISE_MECHANISM_GAUSSIAN, "laplace": pb.NOISE_MECHANISM_LAPLACE}
+_OPTIMIZER = {"adamw": pb.DPSGD_OPTIMIZER_ADAMW, "sgd": pb.DPSGD_OPTIMIZER_SGD}
+
+
+def _enum_to_proto(field: str, table: Mapping[str, int], value: str) -> int:
+    try:
+        return table[value]
+    except KeyError:
+        raise InvalidMessage("enum", f"{field} {value!r} is not one of {sorted(table)}") from None
+
+
+def _enum_from_proto(field: str, table: Mapping[str, int], number: int) -> str:
+    for name, n in table.items():
+        if n == number:
+            return name
+    what = "unspecified (0)" if number == 0 else f"the unknown value {number}"
+    raise InvalidMessage("enum", f"{field} is {what}; the sender must set one of {sorted(table)} "
+                                 "(an older or newer peer? upgrade both sides to one protocol)")
+
+
+def strategy_to_proto(value: str) -> int:
+    return _enum_to_proto("strategy", _STRATEGY, value)
+
+
+def strategy_from_proto(number: int) -> str:
+    return _enum_from_proto("strategy", _STRATEGY, number)
+
+
+def phase_to_proto(value: str) -> int:
+    return _enum_to_proto("phase", _PHASE, value)
+
+
+def phase_from_proto(number: int) -> str:
+    return _enum_from_proto("phase", _PHASE, number)
+
+
+def mode_to_proto(value: str) -> int:
+    return _enum_to_proto("mode", _MODE, value)
+
+
+def mode_from_proto(number: int) -> str:
+    return _enum_from_proto("mode", _MODE, number)
+
+
+def privacy_mode_to_proto(value: str) -> int:
+    return _enum_to_proto("privacy mode", _PRIVACY_MODE, value)
+
+
+def privacy_mode_from_proto(number: int) -> str:
+    return _enum_from_proto("privacy mode", _PRIVACY_MODE, number)
+
+
+def mechanism_to_proto(value: str) -> int:
+    return _enum_to_proto("mechanism", _MECHANISM, value)
+
+
+def mechanism_from_proto(number: int) -> str:
+    return _enum_from_proto("mechanism", _MECHANISM, number)
+
+
+def dpsgd_optimizer_to_proto(value: str) -> int:
+    """"" (DP-SGD off) is the one value that maps to UNSPECIFIED."""
+    return pb.DPSGD_OPTIMIZER_UNSPECIFIED if value == "" else _enum_to_proto(
+        "dpsgd_optimizer", _OPTIMIZER, value)
+
+
+def dpsgd_optimizer_from_proto(number: int, *, dpsgd_on: bool) -> str:
+    """UNSPECIFIED is "" (no optimizer) and valid only while DP-SGD is off."""
+    if number == pb.DPSGD_OPTIMIZER_UNSPECIFIED and not dpsgd_on:
+        return ""
+    return _enum_from_proto("dpsgd_optimizer", _OPTIMIZER, number)
 
 
 def assignment_to_proto(a: d.Assignment) -> pb.ClientAssignment:
@@ -32,8 +116,8 @@ def secure_sum_from_proto(m: pb.SecureSumSpec) -> d.SecureSumParams:
 
 def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
     return pb.PrivacySpec(
-        mode=p.mode,
-        mechanism=p.mechanism,
+        mode=privacy_mode_to_proto(p.mode),
+        mechanism=mechanism_to_proto(p.mechanism),
         norm_clip=p.norm_clip,
         noise_scale=p.noise_scale,
         share_clients=p.share_clients,
@@ -41,7 +125,7 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
         dpsgd_noise_multiplier=p.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=p.dpsgd_max_grad_norm,
         dpsgd_delta=p.dpsgd_delta,
-        dpsgd_optimizer=p.dpsgd_optimizer,
+        dpsgd_optimizer=dpsgd_optimizer_to_proto(p.dpsgd_optimizer),
         dpsgd_learning_rate=p.dpsgd_learning_rate,
         dpsgd_head_learning_rate=p.dpsgd_head_learning_rate,
     )
@@ -49,8 +133,8 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
 
 def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
     return d.PrivacyParams(
-        mode=m.mode or "off",
-        mechanism=m.mechanism or "gaussian",
+        mode=privacy_mode_from_proto(m.mode),
+        mechanism=mechanism_from_proto(m.mechanism),
         norm_clip=m.norm_clip,
         noise_scale=m.noise_scale,
         share_clients=m.share_clients,
@@ -58,7 +142,7 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
         dpsgd_noise_multiplier=m.dpsgd_noise_multiplier,
         dpsgd_max_grad_norm=m.dpsgd_max_grad_norm,
         dpsgd_delta=m.dpsgd_delta,
-        dpsgd_optimizer=m.dpsgd_optimizer,
+        dpsgd_optimizer=dpsgd_optimizer_from_proto(m.dpsgd_optimizer, dpsgd_on=m.dpsgd_noise_multiplier > 0),
         dpsgd_learning_rate=m.dpsgd_learning_rate,
         dpsgd_head_learning_rate=m.dpsgd_head_learning_rate,
     )
@@ -66,8 +150,8 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
 
 def training_to_proto(t: d.TrainingParams) -> pb.TrainingSpec:
     return pb.TrainingSpec(
-        strategy=t.strategy,
-        phase=t.phase,
+        strategy=strategy_to_proto(t.strategy),
+        phase=phase_to_proto(t.phase),
         local_epochs=t.local_epochs,
         learning_rate=t.learning_rate,
         batch_size=t.batch_size,
@@ -78,8 +162,8 @@ def training_to_proto(t: d.TrainingParams) -> pb.TrainingSpec:
 
 def training_from_proto(m: pb.TrainingSpec) -> d.TrainingParams:
     return d.TrainingParams(
-        strategy=m.strategy,
-        phase=m.phase,
+        strategy=strategy_from_proto(m.strategy),
+        phase=phase_from_proto(m.phase),
         local_epochs=m.local_epochs,
         learning_rate=m.learning_rate,
         batch_size=m.batch_size,
@@ -98,7 +182,8 @@ def plan_to_proto(p: d.RoundPlan) -> pb.RoundPlan:
         training=training_to_proto(p.training),
         deadline_unix=p.deadline_unix,
         min_clients=p.min_clients,
-        mode=p.mode,
+        min_per_partial=p.min_per_partial,
+        mode=mode_to_proto(p.mode),
         num_values=p.num_values,
         buffer_size=p.buffer_size,
         max_staleness=p.max_staleness,
@@ -117,7 +202,8 @@ def plan_from_proto(m: pb.RoundPlan) -> d.RoundPlan:
         training=training_from_proto(m.training),
         deadline_unix=m.deadline_unix,
         min_clients=m.min_clients,
-        mode=m.mode or "sync",
+        min_per_partial=m.min_per_partial,
+        mode=mode_from_proto(m.mode),
         num_values=m.num_values,
         buffer_size=m.buffer_size or 1,
         max_staleness=m.max_staleness,
@@ -135,7 +221,7 @@ def task_to_proto(t: d.RoundTask) -> pb.RoundTask:
         privacy=privacy_to_proto(t.privacy),
         training=training_to_proto(t.training),
         deadline_unix=t.deadline_unix,
-        mode=t.mode,
+        mode=mode_to_proto(t.mode),
         model=spec_to_proto(t.spec) if t.spec is not None else None,
     )
 
@@ -149,7 +235,7 @@ def task_from_proto(m: pb.RoundTask) -> d.RoundTask:
         privacy=privacy_from_proto(m.privacy),
         training=training_from_proto(m.training),
         deadline_unix=m.deadline_unix,
-        mode=m.mode or "sync",
+        mode=mode_from_proto(m.mode),
         spec=spec_from_proto(m.model) if m.HasField("model") else None,
     )
 
@@ -240,14 +326,16 @@ def federation_to_proto(info: d.FederationInfo) -> pb.ModelSpec:
     return pb.ModelSpec(
         name_or_path=sp.model, num_labels=sp.num_labels, labels=list(info.labels),
         target_modules=list(sp.target_modules), rank=sp.r_max, alpha=sp.alpha, dropout=sp.dropout,
-        max_length=sp.max_length, seed=sp.seed, strategy=sp.strategy, warmup_rounds=sp.warmup_rounds,
+        max_length=sp.max_length, seed=sp.seed, strategy=strategy_to_proto(sp.strategy),
+        warmup_rounds=sp.warmup_rounds,
     )
 
 
 def federation_from_proto(name: str, m: pb.ModelSpec) -> d.FederationInfo:
     spec = LoRASpec(
         model=m.name_or_path, num_labels=m.num_labels, target_modules=tuple(m.target_modules), r_max=m.rank,
-        alpha=m.alpha, dropout=m.dropout, max_length=m.max_length, strategy=m.strategy or "ffa",  # type: ignore[arg-type]
+        alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
+        strategy=strategy_from_proto(m.strategy),  # type: ignore[arg-type]
         warmup_rounds=m.warmup_rounds, seed=m.seed,
     )
     return d.FederationInfo(name=name, labels=tuple(m.labels), spec=spec)
@@ -260,3 +348,73 @@ def spec_to_proto(spec: LoRASpec) -> pb.ModelSpec:
 
 def spec_from_proto(m: pb.ModelSpec) -> LoRASpec:
     return federation_from_proto("", m).spec
+
+
+# -- signed statements and threshold decryption ----------------------------------------------
+
+
+def signed_to_proto(s: d.SignedBytes) -> pb.SignedStatement:
+    return pb.SignedStatement(statement=s.statement, signature=s.signature, certificate=s.certificate)
+
+
+def signed_from_proto(m: pb.SignedStatement) -> d.SignedBytes:
+    return d.SignedBytes(statement=m.statement, signature=m.signature, certificate=m.certificate)
+
+
+def signed_or_none(m: pb.SignedStatement) -> d.SignedBytes | None:
+    """``None`` for an absent (empty) statement."""
+    return signed_from_proto(m) if m.statement else None
+
+
+def evidence_from_proto(claim: pb.SignedStatement,
+                        contributions: Iterable[pb.SignedStatement]) -> d.PartialEvidence | None:
+    """An edge's evidence (None when it sent no partial claim)."""
+    if not claim.statement:
+        return None
+    return d.PartialEvidence(signed_from_proto(claim), tuple(signed_from_proto(c) for c in contributions))
+
+
+def decrypt_request_messages(req: d.DecryptRequest) -> list[pb.KeyHolderSessionResponse]:
+    """A decrypt request as the messages of a key-holder session: begin, per partial its
+    evidence and ciphertext chunks, commit."""
+    msgs = [pb.KeyHolderSessionResponse(decrypt_begin=pb.DecryptBegin(
+        request_id=req.request_id, round=req.round, phase=phase_to_proto(req.phase),
+        mode=mode_to_proto(req.mode), min_clients=req.min_clients, min_per_partial=req.min_per_partial,
+        adapter_version=req.adapter_version, max_staleness=req.max_staleness,
+        staleness_exponent=req.staleness_exponent,
+        assignments=[assignment_to_proto(a) for a in req.assignments], layout=req.layout,
+        num_values=req.num_values, num_partials=len(req.partials)))]
+    for i, (vec, ev) in enumerate(req.partials):
+        out = outgoing(vec)
+        msgs.append(pb.KeyHolderSessionResponse(decrypt_partial=pb.DecryptPartial(
+            request_id=req.request_id, index=i, partial_claim=signed_to_proto(ev.claim),
+            contribution_claims=[signed_to_proto(c) for c in ev.contributions],
+            header=pb.CiphertextHeader(round=req.round, header=out.header, num_ciphertexts=out.num_ciphertexts),
+            sha256=out.sha256)))
+        msgs += [pb.KeyHolderSessionResponse(partial_chunk=pb.CiphertextChunk(round=req.round, offset=off, data=data))
+                 for off, data in out.chunks]
+    msgs.append(pb.KeyHolderSessionResponse(decrypt_commit=pb.DecryptCommit(request_id=req.request_id)))
+    return msgs
+
+
+def decrypt_begin_from_proto(m: pb.DecryptBegin) -> d.DecryptRequest:
+    """The request's plan part (``partials`` empty: they follow in their own messages)."""
+    return d.DecryptRequest(
+        request_id=m.request_id, round=m.round, phase=phase_from_proto(m.phase), mode=mode_from_proto(m.mode),
+        min_clients=m.min_clients, min_per_partial=m.min_per_partial, adapter_version=m.adapter_version,
+        max_staleness=m.max_staleness, staleness_exponent=m.staleness_exponent,
+        assignments=tuple(assignment_from_proto(a) for a in m.assignments), layout=m.layout,
+        num_values=m.num_values, partials=())
+
+
+def share_messages(request_id: int, round: int, blob: bytes) -> list[pb.KeyHolderSessionRequest]:
+    """A serialized decryption share in chunks of at most 1 MiB."""
+    sha = hashlib.sha256(blob).hexdigest()
+    return [pb.KeyHolderSessionRequest(share_chunk=pb.DecryptionShareChunk(
+        request_id=request_id, round=round, offset=off, data=data, total_size=len(blob), sha256=sha))
+        for off, data in split_blob(blob)]
+
+
+def refusal_message(request_id: int, round: int, code: int, reason: str, message: str) -> pb.KeyHolderSessionRequest:
+    return pb.KeyHolderSessionRequest(refusal=pb.DecryptRefusal(
+        request_id=request_id, round=round, status=status_to_proto(code, reason, message)))

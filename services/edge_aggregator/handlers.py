@@ -1,5 +1,11 @@
 """Edge aggregator domain logic: validate client uploads and add them homomorphically.
 
+Every update comes with its client's signed contribution claim (round, phase, rank, assigned
+weight, base version, key and the digest of the uploaded ciphertexts); the edge checks the
+claim against the upload and the signature against the client's certificate before the update
+enters the sum, keeps the claim, and forwards all of them with its own signed partial claim.
+It never forwards a partial sum (or async buffer) of fewer than ``min_per_partial`` clients.
+
 No transport here: the servicer calls these methods from its event loop and delivers what
 they send through the injected :class:`EdgeOutbox`. The edge holds the public key only.
 
@@ -19,11 +25,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ffa_lora.crypto import CiphertextVector, RunningSum
+from ffa_lora.crypto.canonical import vector_digest
 from ffa_lora.crypto.keys import PublicKey
 from ffa_lora.crypto.packing import PackingLayout
+from ffa_lora.crypto.signing import (
+    ContributionClaim,
+    PartialClaim,
+    contributors_of,
+    verify_statement,
+)
+from ffa_lora.crypto.weights import staleness_weight
+from ffa_lora.errors import SignatureError
 from services.common import domain as d
 from services.common.config import LimitsConfig
-from services.common.domain import staleness_weight
+from services.common.evidence import Signer, refusal, signed_contribution
 from services.common.metrics import Metrics
 from services.common.rejections import (
     Duplicate,
@@ -45,12 +60,14 @@ class Ignored(Exception):
 class EdgeOutbox(Protocol):
     """Where the edge's messages go (the servicer implements it with session queues)."""
 
-    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo) -> None: ...
+    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo,
+                announcement: d.SignedBytes | None) -> None: ...
     def adapter(self, client_id: str, version: int, blob: bytes) -> None: ...
     def task(self, client_id: str, task: d.RoundTask) -> None: ...
     def shutdown(self, client_id: str, reason: str, finished: bool) -> None: ...
     def roster(self, entries: list[d.RosterEntry]) -> None: ...
-    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str) -> None: ...
+    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str,
+                    evidence: d.PartialEvidence | None) -> None: ...
 
 
 @dataclass
@@ -67,6 +84,7 @@ class _RoundAgg:
     total: RunningSum
     contributions: dict[str, d.Contribution] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # client -> idempotency key
+    claims: dict[str, d.SignedBytes] = field(default_factory=dict)  # client -> its signed claim
     forwarded: bool = False
 
 
@@ -102,11 +120,15 @@ class EdgeAggregator:
         limits: LimitsConfig,
         metrics: Metrics,
         outbox: EdgeOutbox,
+        signer: Signer,
+        min_per_partial: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.edge_id, self.region, self.limits = edge_id, region, limits
         self.metrics, self.outbox, self.clock = metrics, outbox, clock
+        self.signer, self.min_per_partial = signer, min_per_partial
         self.public_key: PublicKey | None = None
+        self.announcement: d.SignedBytes | None = None
         self.info: d.FederationInfo | None = None
         self.mode = "sync"
         self.finished = False
@@ -125,10 +147,16 @@ class EdgeAggregator:
 
     # -- coordinator side ------------------------------------------------------------------
 
-    def on_coordinator_welcome(self, public_key: PublicKey, mode: str, info: d.FederationInfo) -> None:
+    def on_coordinator_welcome(self, public_key: PublicKey, mode: str, info: d.FederationInfo,
+                               announcement: d.SignedBytes | None = None) -> None:
+        """The coordinator's key, mode and federation; ``announcement`` (its signed key) is
+        forwarded verbatim to every client, which accepts no key without it."""
         self.public_key, self.mode, self.info = public_key, mode, info
+        self.announcement = announcement
+        if announcement is None:
+            log.warning("the coordinator sent no signed key announcement: clients will refuse its key")
         for cid in self._connected():
-            self.outbox.welcome(cid, public_key, info)
+            self.outbox.welcome(cid, public_key, info, announcement)
         self.outbox.roster(self.roster())
 
     def on_adapter(self, version: int, blob: bytes) -> None:
@@ -186,7 +214,7 @@ class EdgeAggregator:
                                           check_in_s=check_in_s)
         self._count_clients()
         if self.public_key is not None and self.info is not None:
-            self.outbox.welcome(client_id, self.public_key, self.info)
+            self.outbox.welcome(client_id, self.public_key, self.info, self.announcement)
         if before is None or before.entry != entry:  # a check-in client back from away: no change
             self.outbox.roster(self.roster())
         if self.agg is not None and not self.agg.forwarded:
@@ -345,9 +373,12 @@ class EdgeAggregator:
         base_version: int,
         train_seconds: float,
         crypto_seconds: float,
+        contribution: d.SignedBytes | None = None,
     ) -> None:
         """Count a complete, valid update exactly once; raise Rejection otherwise (or Ignored
-        for the commit of an upload that was already rejected)."""
+        for the commit of an upload that was already rejected). ``contribution`` is the
+        client's signed claim about this upload: required, and checked before the update
+        enters the sum."""
         up = self.uploads.pop(client_id, None)
         if up is None and self._rejected.pop(client_id, None) == round:
             raise Ignored()
@@ -376,8 +407,10 @@ class EdgeAggregator:
         except Rejection as rej:
             self.metrics.reject(rej.reason)
             raise
+        claim = self._check_claim(client_id, round, agg, a, vec, base_version, contribution)
         weight = self._effective_weight(a, base_version)
         agg.total.add_vector(vec, weight=weight)
+        agg.claims[client_id] = claim
         nbytes = len(vec.values) * self.public_key.ciphertext_bytes  # type: ignore[union-attr]
         agg.contributions[client_id] = d.Contribution(
             client_id=client_id, rank=rank, weight=weight, num_samples=num_samples, quality=quality,
@@ -389,6 +422,43 @@ class EdgeAggregator:
         self.metrics.values_uploaded.labels(self.metrics.service).inc(vec.num_values)
         self.metrics.buffer_size.labels(self.metrics.service).set(len(agg.contributions))
         self._maybe_forward()
+
+    def _check_claim(self, client_id: str, round: int, agg: _RoundAgg, a: d.Assignment,
+                     vec: CiphertextVector, base_version: int,
+                     contribution: d.SignedBytes | None) -> d.SignedBytes:
+        """The client's signed claim, if it describes exactly this upload and its task and the
+        client's own certificate signed it; a Rejection (reason ``unsigned``, ``signature``,
+        ``claim_malformed`` or ``claim_mismatch``) otherwise."""
+        if contribution is None:
+            raise self._reject(InvalidMessage, "unsigned",
+                               "an update needs the client's signed contribution claim (UpdateCommit."
+                               "contribution); upgrade the client agent")
+        try:
+            sc = signed_contribution(contribution)
+        except Rejection as rej:
+            self.metrics.reject(rej.reason)
+            raise
+        assert self.info is not None
+        expected = ContributionClaim.for_vector(
+            vec, federation=self.info.name, client_id=client_id, round=round,
+            phase=agg.plan.training.phase, rank=a.rank, weight=a.weight, base_version=base_version)
+        if sc.claim != expected:
+            differ = [f for f in ("federation", "client_id", "round", "phase", "rank", "weight",
+                                  "key_fingerprint", "vector_digest", "base_version")
+                      if getattr(sc.claim, f) != getattr(expected, f)]
+            raise self._reject(InvalidMessage, "claim_mismatch",
+                               f"the signed contribution claim differs from the upload and its task in: "
+                               f"{', '.join(differ)}")
+        try:
+            verify_statement(sc.claim.canonical_bytes(), sc.signature, certificate=sc.certificate,
+                             ca_certificate=self.signer.ca_certificate,
+                             expected_uri=self.signer.identities.client(client_id),
+                             what=f"the contribution of client '{client_id}'")
+        except SignatureError as exc:
+            refused = refusal(exc)
+            self.metrics.reject(refused.reason)
+            raise refused from None
+        return contribution
 
     def _effective_weight(self, a: d.Assignment, base_version: int) -> int:
         """Integer weight the edge multiplies the ciphertexts by. Async: the assignment's weight
@@ -414,22 +484,48 @@ class EdgeAggregator:
         if force or expected <= set(agg.contributions):
             self._forward()
 
+    def floor(self) -> int:
+        """Fewest clients a forwarded partial sum may hold (the plan's or this edge's floor)."""
+        return max(self.min_per_partial, self.agg.plan.min_per_partial if self.agg else 1)
+
     def _forward(self) -> None:
         agg = self.agg
         assert agg is not None
         contributions = sorted(agg.contributions.values(), key=lambda c: c.client_id)
+        if 0 < len(contributions) < self.floor():
+            if agg.plan.mode == "async":
+                return  # the buffer waits until it holds enough clients
+            self.metrics.reject("below_min_per_partial")
+            log.warning("round %d: withholding a partial sum of %d client(s), fewer than min_per_partial=%d",
+                        agg.plan.round, len(contributions), self.floor())
+            contributions = []
         key = f"{self.edge_id}:{agg.plan.round}:" + ",".join(c.client_id for c in contributions)
         vec = agg.total.result() if contributions else None
+        evidence = self._evidence(agg, vec, contributions) if vec is not None else None
         if agg.plan.mode == "async":
             # The buffer goes up; a fresh one starts for the same round (memory stays flat).
             agg.total = RunningSum(self.public_key, agg.layout, agg.plan.num_values)  # type: ignore[arg-type]
-            agg.contributions = {}
+            agg.contributions, agg.claims = {}, {}
             self.metrics.buffer_size.labels(self.metrics.service).set(0)
         else:
             agg.forwarded = True
         self.metrics.set_phase("aggregating")
         log.info("round %d: forwarding partial sum of %d client(s)", agg.plan.round, len(contributions))
-        self.outbox.partial_sum(agg.plan.round, vec, contributions, key)
+        self.outbox.partial_sum(agg.plan.round, vec, contributions, key, evidence)
+
+    def _evidence(self, agg: _RoundAgg, vec: CiphertextVector,
+                  contributions: list[d.Contribution]) -> d.PartialEvidence:
+        """This edge's signed claim about ``vec`` and the clients' claims it lists."""
+        assert self.info is not None
+        claims = [agg.claims[c.client_id] for c in contributions]
+        parsed = [ContributionClaim.from_bytes(sb.statement) for sb in claims]
+        pc = PartialClaim(
+            federation=self.info.name, edge_id=self.edge_id, round=agg.plan.round,
+            phase=agg.plan.training.phase, key_fingerprint=vec.fingerprint,
+            vector_digest=vector_digest(vec), weight_total=vec.weight_total,
+            contributors=contributors_of(parsed, [c.weight for c in contributions]),
+            adapter_version=agg.plan.adapter_version)
+        return d.PartialEvidence(self.signer.sign(pc.canonical_bytes()), tuple(claims))
 
     def tick(self) -> None:
         """Called periodically: drop check-in clients that stopped checking in; forward at the

@@ -10,6 +10,7 @@ from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from services.common import native_memory
 from services.common.config import ServiceConfig
+from services.common.evidence import Signer
 from services.common.session import (
     every,
     start_metrics,
@@ -41,7 +42,8 @@ async def serve(cfg: ServiceConfig, *, ready=None) -> EdgeAggregator:  # type: i
     identity = loaded.identity
     metrics = start_metrics("edge", cfg.metrics)
     outbox = EdgeOutboxImpl(metrics)
-    edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox)
+    edge = EdgeAggregator(edge_id=identity.id, region=e.region, limits=e.limits, metrics=metrics, outbox=outbox,
+                          signer=Signer(loaded), min_per_partial=e.min_per_partial)
     servicer = EdgeServicer(edge, outbox, e, federation=loaded.federation)
     server, port, health_servicer = await start_server(
         listen=e.listen, tls=cfg.tls, limits=e.limits,

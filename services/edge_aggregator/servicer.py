@@ -55,9 +55,11 @@ class EdgeOutboxImpl:
         if s is not None:
             s.put(msg)
 
-    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo) -> None:
+    def welcome(self, client_id: str, public_key: PublicKey, info: d.FederationInfo,
+                announcement: d.SignedBytes | None) -> None:
         self._put(client_id, pb.ClientSessionResponse(welcome=pb.EdgeWelcome(
-            public_key=public_key_to_proto(public_key), federation=info.name, model=serde.federation_to_proto(info))))
+            public_key=public_key_to_proto(public_key), federation=info.name, model=serde.federation_to_proto(info),
+            key_announcement=serde.signed_to_proto(announcement) if announcement is not None else None)))
 
     def adapter(self, client_id: str, version: int, blob: bytes) -> None:
         for chunk in adapter_messages(version, blob):
@@ -109,7 +111,8 @@ class EdgeOutboxImpl:
         assert isinstance(item, pb.EdgeSessionRequest)
         return item
 
-    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str) -> None:
+    def partial_sum(self, round: int, vec: CiphertextVector | None, contributions: list[d.Contribution], key: str,
+                    evidence: d.PartialEvidence | None) -> None:
         msgs: list[pb.EdgeSessionRequest] = []
         sha = hashlib.sha256(b"").hexdigest()
         if vec is not None:
@@ -121,7 +124,9 @@ class EdgeOutboxImpl:
                      for off, data in out.chunks]
         msgs.append(pb.EdgeSessionRequest(partial_commit=pb.PartialSumCommit(
             round=round, sha256=sha, idempotency_key=key,
-            contributions=[serde.contribution_to_proto(c) for c in contributions])))
+            contributions=[serde.contribution_to_proto(c) for c in contributions],
+            partial_claim=serde.signed_to_proto(evidence.claim) if evidence is not None else None,
+            contribution_claims=[serde.signed_to_proto(c) for c in evidence.contributions] if evidence else [])))
         # Kept until the coordinator acknowledges it: resent after a reconnect.
         self.pending_partial, self.pending_round = msgs, round
         if self.metrics is not None:
@@ -207,7 +212,8 @@ class EdgeServicer(pb_grpc.EdgeServiceServicer):
                     edge.commit_upload(
                         cid, round=c.round, sha256=c.sha256, idempotency_key=c.idempotency_key,
                         num_samples=c.num_samples, rank=c.rank, quality=serde.quality_from_proto(c.quality),
-                        base_version=c.base_version, train_seconds=c.train_seconds, crypto_seconds=c.crypto_seconds)
+                        base_version=c.base_version, train_seconds=c.train_seconds, crypto_seconds=c.crypto_seconds,
+                        contribution=serde.signed_or_none(c.contribution))
                     self.outbox.ack(cid, c.round, c.idempotency_key, None)
                 elif kind == "goodbye":
                     session.close()
@@ -266,8 +272,9 @@ async def upstream_loop(edge: EdgeAggregator, outbox: EdgeOutboxImpl, cfg: EdgeC
                     kind = resp.WhichOneof("kind")
                     if kind == "welcome":
                         w = resp.welcome
-                        edge.on_coordinator_welcome(public_key_from_proto(w.public_key), w.mode or "sync",
-                                                    serde.federation_from_proto(w.federation, w.model))
+                        edge.on_coordinator_welcome(public_key_from_proto(w.public_key), serde.mode_from_proto(w.mode),
+                                                    serde.federation_from_proto(w.federation, w.model),
+                                                    serde.signed_or_none(w.key_announcement))
                     elif kind == "adapter_chunk":
                         ch = resp.adapter_chunk
                         blob = receiver.feed(version=ch.version, offset=ch.offset, data=ch.data,

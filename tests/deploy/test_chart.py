@@ -184,6 +184,9 @@ def test_config_files_follow_the_service_config_shape(render: Any) -> None:
         "state_dir": "/var/lib/ffa-lora",
         "fernet_key_file": "/etc/ffa-lora/keys/fernet.key",
         "federation": {"name": "ffa-lora", "privacy": {"mode": "central"}},
+        "threshold": {"params_file": "/etc/ffa-lora/threshold/threshold.params",
+                      "share_file": "/etc/ffa-lora/threshold/share", "t": 2,
+                      "holders": ["coordinator/coordinator", "keyholder/keyholder-1", "keyholder/keyholder-2"]},
     }
     assert edge["edge"] == {
         "listen": "0.0.0.0:50052",
@@ -418,8 +421,8 @@ def test_network_policies_isolate_the_roles(render: Any) -> None:
         assert spec["policyTypes"] == ["Ingress", "Egress"]
         dns = spec["egress"][0]
         assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
-    # coordinator: gRPC only from edges (and the helm test); opens nothing but DNS
-    assert _peers(coord["ingress"][0]["from"]) == ["edge", "helm-test"]
+    # coordinator: gRPC only from edges and key holders (and the helm test); opens nothing but DNS
+    assert _peers(coord["ingress"][0]["from"]) == ["edge", "keyholder", "helm-test"]
     assert coord["ingress"][0]["ports"] == [{"port": 50051, "protocol": "TCP"}]
     assert len(coord["egress"]) == 1
     # edge: gRPC only from clients; reaches only coordinators on their gRPC port
@@ -573,3 +576,30 @@ def test_schema_documents_every_value() -> None:
         in schema["properties"]["clientAgent"]["properties"]["gpu"]["properties"]["enabled"]
     )
     assert load_tool("gen_values_schema").undocumented() == []
+
+
+def test_key_holder_site_holds_one_share_and_only_dials_the_coordinator(render: Any) -> None:
+    """A key holder: its share and the share's Fernet key from two secrets, read-only; its
+    decision records on a volume; no gRPC port; egress only to the coordinator."""
+    values = CI["key-holder-site-values"]
+    objs = render([values], extra_args=helm_args_of(values))
+    cfg = config_of(objs, "keyholder")
+    assert cfg["service"] == "keyholder" and set(cfg) == {"service", "tls", "metrics", "log_level", "keyholder"}
+    kh = cfg["keyholder"]
+    assert kh["share_file"] == "/etc/ffa-lora/share/share" and kh["fernet_key_file"] == "/etc/ffa-lora/keys/fernet.key"
+    assert kh["state_dir"] == "/var/lib/ffa-lora" and kh["federation"] == "bank-demo"
+    assert kh["coordinator_address"] == "coordinator.federation.example.org:443"
+    sts = one(objs, "StatefulSet", "keyholder")
+    pod = sts["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets["share"] == "ffa-lora-keyholder-1-share" and secrets["fernet"] == "ffa-lora-keyholder-1-fernet"
+    container = pod["containers"][0]
+    assert container["args"][:2] == ["serve", "keyholder"]
+    assert [p["name"] for p in container["ports"]] == ["metrics"]
+    assert sts["spec"]["replicas"] == 1 and sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    cert = one(objs, "Certificate", "keyholder")
+    assert cert["spec"]["uris"] == ["spiffe://ffa-lora/keyholder/keyholder-1"]
+    assert "server auth" not in cert["spec"]["usages"] and "dnsNames" not in cert["spec"]
+    policy = one(objs, "NetworkPolicy", "keyholder")
+    assert all("ports" in rule and rule["ports"][0]["port"] == 9400 for rule in policy["spec"]["ingress"])
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} >= {443, 53}

@@ -1,6 +1,7 @@
-"""The three services as separate OS processes over mutual TLS on loopback: two rounds on a
-tiny model, the exported adapter reloaded with peft, and no planted identifier anywhere
-outside the site's own data file."""
+"""The services as separate OS processes over mutual TLS on loopback: two rounds on a tiny
+model decrypted by threshold (the coordinator and a key holder), the exported adapter reloaded
+with peft, no whole private key anywhere, and no planted identifier anywhere outside the site's
+own data file."""
 
 from __future__ import annotations
 
@@ -75,6 +76,16 @@ def test_processes_two_rounds_peft_reload_and_no_leaks(tmp_path: Path) -> None:
     rounds = json.loads((run / "summary.json").read_text())["per_round"]
     assert [r["clients"] for r in rounds] == [3, 3]
 
+    # Threshold decryption: each round's sum took the coordinator's share and one key holder's;
+    # no file of the run holds a whole private key (only sealed shares and public parameters).
+    assert summary["threshold"]["t"] == 2 and summary["threshold"]["holders"] == [
+        "coordinator", "keyholder-1", "keyholder-2"]
+    served = sum((run / "logs" / f"{k}.log").read_text().count("decryption share of") for k in layout["keyholders"])
+    assert served == 2, served  # one key holder per round, t - 1 = 1
+    assert not [p for p in run.rglob("*") if p.suffix == ".key" and "paillier" in p.name]
+    assert sorted(p.name for p in (run / "keys").glob("*.share")) == [
+        "coordinator-coordinator.share", "keyholder-keyholder-1.share", "keyholder-keyholder-2.share"]
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -88,6 +99,13 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -98,7 +116,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
 def test_sigterm_to_the_demo_stops_the_services_it_started(tmp_path: Path) -> None:
-    """``kill <demo pid>`` (SIGTERM) must not leave the coordinator, edges and clients running."""
+    """``kill <demo pid>`` (SIGTERM) must not leave the coordinator, key holders, edges and clients
+    running."""
     import subprocess
     import sys
     import time
@@ -116,8 +135,9 @@ def test_sigterm_to_the_demo_stops_the_services_it_started(tmp_path: Path) -> No
                 break
         else:
             pytest.fail(f"the demo exited ({proc.wait()}) before starting its services")
-        children = _children(proc.pid)
-        assert len(children) == 6  # coordinator, 2 edges, 3 clients
+        # the services (the key ceremony's multiprocessing may leave its resource tracker too)
+        children = [c for c in _children(proc.pid) if b"serve" in _cmdline(c)]
+        assert len(children) == 8  # coordinator, 2 key holders, 2 edges, 3 clients
         proc.terminate()
         assert proc.wait(timeout=60) == 143
         deadline = time.monotonic() + 15

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ffa_lora.crypto.weights import STALENESS_SCALE, staleness_weight
 from ffa_lora_tools.harness.tiny_model import tiny_bert
-from services.common.domain import STALENESS_SCALE, staleness_weight
 from tests.support.federation import InProcessFederation
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback

@@ -4,6 +4,7 @@ updates through the real encryption and streaming path (512-bit test-only keys, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,17 @@ from ffalora.v1 import federation_pb2 as pb
 from ffalora.v1 import federation_pb2_grpc as pb_grpc
 
 from ffa_lora.crypto import PackingLayout
+from ffa_lora.crypto.signing import ContributionClaim, KeyAnnouncement
+from ffa_lora.crypto.threshold import deal
 from ffa_lora_tools.harness.raw_client import RawClient
 from ffa_lora_tools.harness.tiny_model import tiny_bert
-from services.client_agent.agent import upload_messages
+from services.client_agent.agent import sign_update, upload_messages
 from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps
 from services.common import domain as d
 from services.common import serde
 from services.common.certs import role_dns_name
+from services.common.evidence import Signer
 from services.common.tls import channel_credentials, pinned_name_option
 from tests.support.federation import InProcessFederation, tls_files
 
@@ -101,7 +105,7 @@ def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: 
             rng = np.random.default_rng(42)
             delta = rng.uniform(-0.05, 0.05, size=task.assignment.num_values)
             vec, _ = encrypt_update(delta, task, pk, layout)
-            good = up(task.round, vec, "intruder:good")
+            good = raw.signed(up(task.round, vec, "intruder:good"), task, federation=welcome.federation)
 
             # 1. an update for another round
             wrong = upload_messages(up(task.round + 5, vec, "intruder:wrong"))
@@ -132,6 +136,34 @@ def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: 
             assert a.status.reason == "ciphertext_invalid"
             assert "intruder" not in edge.agg.contributions
 
+            # 3b. no signed claim, a claim that inflates the assigned weight, and a claim signed
+            # with another client's certificate: each refused before it reaches the sum
+            unsigned = upload_messages(up(task.round, vec, "intruder:unsigned"))
+            for m in unsigned:
+                raw.send(m)
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and a.status.reason == "unsigned"
+            inflated = dataclasses.replace(task, assignment=dataclasses.replace(task.assignment, weight=16 + 1))
+            for m in upload_messages(raw.signed(up(task.round, vec, "intruder:heavy"), inflated,
+                                                federation=welcome.federation)):
+                raw.send(m)
+            a = await ack()
+            assert a.status.reason == "claim_mismatch" and "weight" in a.status.message
+            other = Signer(tls_files(fed.certs, "client", "client-3").load())
+            forged = sign_update(up(task.round, vec, "intruder:forged"), task, other, federation=welcome.federation)
+            for m in upload_messages(forged):
+                raw.send(m)
+            a = await ack()
+            assert a.status.reason == "claim_mismatch" and "client_id" in a.status.message
+            claim = ContributionClaim.from_bytes(good.contribution.statement)  # type: ignore[union-attr]
+            stolen = dataclasses.replace(good, idempotency_key="intruder:stolen", contribution=other.sign(
+                claim.canonical_bytes()))  # the intruder's own claim, signed with another key
+            for m in upload_messages(stolen):
+                raw.send(m)
+            a = await ack()
+            assert a.status.code == grpc.StatusCode.UNAUTHENTICATED.value[0] and a.status.reason == "signature"
+            assert "intruder" not in edge.agg.contributions
+
             # 4. the valid update is accepted ...
             for m in msgs:
                 raw.send(m)
@@ -144,7 +176,8 @@ def test_security_rejections_leave_the_sum_unchanged(tmp_path: Path, model_dir: 
             assert a.status.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
             # 6. ... and a second, different update in the same round is refused.
             vec2, _ = encrypt_update(-delta, task, pk, layout)
-            for m in upload_messages(up(task.round, vec2, "intruder:second")):
+            second = raw.signed(up(task.round, vec2, "intruder:second"), task, federation=welcome.federation)
+            for m in upload_messages(second):
                 raw.send(m)
             a = await ack()
             assert a.status.code == grpc.StatusCode.ALREADY_EXISTS.value[0] and a.status.reason == "second_update"
@@ -186,3 +219,40 @@ def test_wrong_role_is_refused_by_the_coordinator(tmp_path: Path, model_dir: Pat
             await fed.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_substituted_or_unpinned_key_is_refused_by_the_client(tmp_path: Path, model_dir: Path) -> None:
+    """A client accepts only the key its coordinator signed and, when pinned, the pinned key: a
+    wrong pin, or an edge that announces a key of its own (signed with its edge certificate),
+    stop the client with a clear error before it trains or encrypts anything."""
+    async def scenario() -> None:
+        fed = InProcessFederation(tmp_path, model_dir, edges=1, clients=3)
+        try:
+            await fed.start_servers()
+            pinned = fed.start_client("client-1", key_fingerprint="0" * 64)
+            res = await asyncio.wait_for(_finished(pinned), 60)
+            assert pinned.key_refused and res.rounds_trained == 0
+            assert "configured to accept only 0000000000000000" in res.reason
+
+            # a rogue edge: it re-signs the announcement of a key of its own with its edge certificate
+            edge = fed.edges[fed.edge_ids[0]]
+            rogue = deal(holders=["x/a", "x/b"], threshold=2, bits=512, test_only=True, workers=0, isolate=False)
+            fake = KeyAnnouncement(edge.info.name, rogue.public_key)
+            edge.announcement = edge.signer.sign(fake.canonical_bytes())
+            edge.public_key = rogue.public_key
+            victim = fed.start_client("client-2")
+            res = await asyncio.wait_for(_finished(victim), 60)
+            assert victim.key_refused and res.rounds_trained == 0
+            assert "signed by spiffe://ffa-lora/edge/edge-1, expected spiffe://ffa-lora/coordinator/coordinator" \
+                in res.reason
+        finally:
+            await fed.stop()
+
+    asyncio.run(scenario())
+
+
+async def _finished(agent: Any) -> Any:
+    while not agent.key_refused:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    return agent.result

@@ -26,7 +26,6 @@ from ffa_lora.rank.keys import lora_modules
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.handlers import Coordinator
-from services.cloud_coordinator.main import load_or_create_keys
 from services.cloud_coordinator.policies import make_rank_policy
 from services.cloud_coordinator.rank import ScheduledRank, report_from_quality
 from services.cloud_coordinator.store import SQLiteStore
@@ -180,9 +179,8 @@ def check_federation(fed: InProcessFederation, coord: Coordinator, store: SQLite
 
     # -- (3) a restarted coordinator resumes with the reduced adapter -----------------------
     cfg = coord.fed
-    pub, priv = load_or_create_keys(store.dir, key_bits=512, fernet_key=(tmp_path / "fernet.key").read_bytes())
     ops = LoraAdapterOps(lora_spec(cfg), labels=cfg.labels)
-    again = Coordinator(fed=cfg, store=store, public_key=pub, private_key=priv, adapter_ops=ops,
+    again = Coordinator(fed=cfg, store=store, public_key=coord.public_key, decryption=coord.decryption, adapter_ops=ops,
                         outbox=None, metrics=create_metrics("coordinator"),  # type: ignore[arg-type]
                         rank_policy=make_rank_policy(cfg, ops))
     assert again.ops.spec == replace(spec4, r_max=REDUCED, alpha=ALPHA * REDUCED / R_MAX)

@@ -55,7 +55,8 @@ def test_edge_keeps_away_check_in_clients_on_the_roster_and_tasks_them_on_return
     layout = fz.layout_for(pub)
     clock, outbox = fz.FakeClock(), RosterOutbox()
     edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"),
-                          outbox=outbox, clock=clock)
+                          outbox=outbox, clock=clock,
+                          signer=fz.fuzz_signer("edge", "e"))
     edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
     edge.client_connected("away", num_samples=10, device="cpu", adapter_version=0, check_in_s=10.0)
     edge.client_connected("steady", num_samples=10, device="cpu", adapter_version=0)
@@ -82,7 +83,8 @@ def test_edge_keeps_away_check_in_clients_on_the_roster_and_tasks_them_on_return
     for off, data in u.chunks:
         edge.upload_chunk("away", round=fz.ROUND, offset=off, data=data)
     edge.commit_upload("away", round=fz.ROUND, sha256=u.sha256, idempotency_key=u.key, num_samples=10, rank=4,
-                       quality=d.Quality(), base_version=0, train_seconds=0.0, crypto_seconds=0.0)
+                       quality=d.Quality(), base_version=0, train_seconds=0.0, crypto_seconds=0.0,
+                       contribution=fz.sign_upload(u, "away", round=fz.ROUND, weight=1, base_version=0))
     assert edge.agg is not None and set(edge.agg.contributions) == {"away"}
 
     edge.client_disconnected("away")
@@ -100,7 +102,8 @@ def test_finished_federation_tells_returning_check_in_client() -> None:
     outbox = RosterOutbox()
     shut: list[tuple[str, bool]] = []
     outbox.shutdown = lambda cid, reason, finished: shut.append((cid, finished))  # type: ignore[method-assign]
-    edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"), outbox=outbox)
+    edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"), outbox=outbox,
+                          signer=fz.fuzz_signer("edge", "e"))
     edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
     edge.client_connected("a", num_samples=10, device="cpu", adapter_version=0, check_in_s=5.0)
     edge.client_disconnected("a")

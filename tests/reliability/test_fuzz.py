@@ -221,7 +221,8 @@ def test_a_good_client_is_counted_once_after_the_fuzz(edge_server: fz.EdgeServer
     time.sleep(0.2)
     u = fz.make_upload(pub, edge_server.layout, seed=99, key="good:1")
     with _channel(edge_server, "good") as ch:
-        acks = fz.good_session(ch, u, round=rnd)
+        acks = fz.good_session(ch, u, round=rnd, contribution=fz.sign_upload(
+            u, "good", round=rnd, weight=1, base_version=0, certs=edge_server.certs_dir))  # type: ignore[attr-defined]
     assert acks and acks[0].status.code == 0, acks
     snap = edge_server.snapshot()
     assert snap[0] == rnd and snap[2] == ("good",)
@@ -244,5 +245,6 @@ def test_message_rate_limit_ends_a_flooding_session(edge_server: fz.EdgeServerTh
         assert slow.snapshot() == before
         u = fz.make_upload(slow.pub, slow.layout, seed=3, key="good:5")
         with _channel(slow, "good") as ch:
-            acks = fz.good_session(ch, u, round=fz.ROUND)
+            acks = fz.good_session(ch, u, round=fz.ROUND, contribution=fz.sign_upload(
+                u, "good", round=fz.ROUND, weight=1, base_version=0, certs=certs))
         assert acks and acks[0].status.code == 0

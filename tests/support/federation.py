@@ -19,6 +19,7 @@ from safetensors.numpy import load as st_load
 
 from ffa_lora.crypto import PackingLayout, PublicKey, new_fernet_key
 from ffa_lora.lora import LoRASpec
+from ffa_lora_tools.keys import CeremonyFiles, run_ceremony
 from services.client_agent.agent import ClientAgent
 from services.client_agent.update import PreparedUpdate, encrypt_update
 from services.common import domain as d
@@ -26,8 +27,10 @@ from services.common.certs import TLSFiles, init_ca, issue_certificate
 from services.common.config import ServiceConfig, parse_config
 from services.common.metrics import create_metrics
 
+KEY_HOLDERS = ["keyholder-1", "keyholder-2"]
 
-def make_pki(root: Path, *, edges: list[str], clients: list[str]) -> Path:
+
+def make_pki(root: Path, *, edges: list[str], clients: list[str], keyholders: list[str] = KEY_HOLDERS) -> Path:
     certs = root / "certs"
     init_ca(certs, federation="ffa-lora")
     issue_certificate(certs, certs, role="coordinator", id="coordinator")
@@ -35,7 +38,32 @@ def make_pki(root: Path, *, edges: list[str], clients: list[str]) -> Path:
         issue_certificate(certs, certs, role="edge", id=e)
     for c in clients:
         issue_certificate(certs, certs, role="client", id=c)
+    for k in keyholders:
+        issue_certificate(certs, certs, role="keyholder", id=k)
     return certs
+
+
+def key_ceremony(root: Path, *, keyholders: list[str] = KEY_HOLDERS, threshold: int = 2) -> CeremonyFiles:
+    """A 2-of-3 threshold key (coordinator + two key holders), 512 bits: TEST-ONLY key size.
+    The coordinator's share is sealed with ``root/fernet.key``."""
+    fernet = root / "fernet.key"
+    if not fernet.exists():
+        fernet.write_bytes(new_fernet_key())
+    return run_ceremony(root / "keys", holders=["coordinator/coordinator", *(f"keyholder/{k}" for k in keyholders)],
+                        threshold=threshold, bits=512, test_only=True, workers=0,
+                        fernet_keys={"coordinator/coordinator": fernet}, overwrite=True)
+
+
+def keyholder_config(root: Path, certs: Path, holder_id: str, coordinator_port: int, *, federation: str = "test",
+                     **keyholder: Any) -> ServiceConfig:
+    stem = f"keyholder-{holder_id}"
+    return parse_config({
+        "service": "keyholder", "tls": tls(certs, "keyholder", holder_id),
+        "keyholder": {"federation": federation, "coordinator_address": f"127.0.0.1:{coordinator_port}",
+                      "share_file": str(root / "keys" / f"{stem}.share"),
+                      "fernet_key_file": str(root / "keys" / f"{stem}.fernet"),
+                      "state_dir": str(root / stem), "workers": 0, **keyholder},
+    })
 
 
 def tls(certs: Path, role: str, ident: str) -> dict[str, str]:
@@ -49,9 +77,11 @@ def tls_files(certs: Path, role: str, ident: str) -> TLSFiles:
 
 
 def coordinator_config(root: Path, certs: Path, model_dir: Path, **federation: Any) -> ServiceConfig:
+    """The coordinator's config; runs the (test-only) key ceremony into ``root/keys`` first
+    unless it ran already."""
     fernet = root / "fernet.key"
-    if not fernet.exists():
-        fernet.write_bytes(new_fernet_key())
+    if not (root / "keys" / "threshold.params").exists():
+        key_ceremony(root)
     fed: dict[str, Any] = {
         "name": "test",
         "seed": 7,
@@ -65,7 +95,10 @@ def coordinator_config(root: Path, certs: Path, model_dir: Path, **federation: A
     return parse_config({
         "service": "coordinator", "tls": tls(certs, "coordinator", "coordinator"),
         "coordinator": {"listen": "127.0.0.1:0", "state_dir": str(root / "coordinator"),
-                        "fernet_key_file": str(fernet), "federation": fed, "decrypt_workers": 1},
+                        "fernet_key_file": str(fernet), "federation": fed, "decrypt_workers": 0,
+                        "threshold": {"params_file": str(root / "keys" / "threshold.params"),
+                                      "share_file": str(root / "keys" / "coordinator-coordinator.share"),
+                                      "decrypt_timeout_s": 60}},
     })
 
 
@@ -140,6 +173,9 @@ class InProcessFederation:
         self.agents: dict[str, ClientAgent] = {}
         self.coordinator_port = 0
         self.edge_limits: dict[str, Any] = {}  # the edges' ``limits:`` values
+        self.keyholder_ids = list(KEY_HOLDERS)  # the key holders started with the servers
+        self.keyholder_settings: dict[str, Any] = {}  # extra ``keyholder:`` values
+        self.keyholder_tasks: dict[str, asyncio.Task[Any]] = {}
 
     async def start_servers(self) -> None:
         from services.cloud_coordinator.main import serve as serve_coordinator
@@ -150,12 +186,34 @@ class InProcessFederation:
         self.tasks.append(asyncio.create_task(serve_coordinator(
             cfg, ready=lambda port, c: ready.set_result((port, c)), on_round=lambda s: None)))
         self.coordinator_port, self.coordinator = await asyncio.wait_for(ready, 60)
+        for k in self.keyholder_ids:
+            self.start_keyholder(k)
         for e in self.edge_ids:
             fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
             self.tasks.append(asyncio.create_task(serve_edge(
                 edge_config(self.certs, e, self.coordinator_port, **self.edge_limits),
                 ready=lambda port, edge, f=fut: f.set_result((port, edge)))))
             self.edge_ports[e], self.edges[e] = await asyncio.wait_for(fut, 30)
+
+    def start_keyholder(self, holder_id: str, **keyholder: Any) -> asyncio.Task[Any]:
+        """Start key holder ``holder_id`` in this event loop (its share from the ceremony)."""
+        from services.key_holder.main import serve as serve_keyholder
+
+        cfg = keyholder_config(self.root, self.certs, holder_id, self.coordinator_port,
+                               **{**self.keyholder_settings, **keyholder})
+        task = asyncio.create_task(serve_keyholder(cfg))
+        self.keyholder_tasks[holder_id] = task
+        self.tasks.append(task)
+        return task
+
+    async def wait_keyholders(self, count: int | None = None, timeout: float = 30) -> None:
+        """Wait until ``count`` (default: all started) key holders are connected."""
+        want = len(self.keyholder_tasks) if count is None else count
+        deadline = time.monotonic() + timeout
+        while len(self.coordinator.decryption.connected()) < want:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.coordinator.decryption.connected())} of {want} key holders connected")
+            await asyncio.sleep(0.05)
 
     def start_client(self, cid: str, *, edge_index: int = 0, num_samples: int = 100, seed: int = 0,
                      delay: float = 0.0, **client: Any) -> ClientAgent:

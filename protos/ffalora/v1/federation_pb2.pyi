@@ -1,10 +1,71 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_UNSPECIFIED: _ClassVar[Strategy]
+    STRATEGY_FFA: _ClassVar[Strategy]
+    STRATEGY_FEDAVG: _ClassVar[Strategy]
+    STRATEGY_ALTERNATING: _ClassVar[Strategy]
+
+class TrainingPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_PHASE_UNSPECIFIED: _ClassVar[TrainingPhase]
+    TRAINING_PHASE_B: _ClassVar[TrainingPhase]
+    TRAINING_PHASE_A: _ClassVar[TrainingPhase]
+    TRAINING_PHASE_AB: _ClassVar[TrainingPhase]
+
+class RoundMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_MODE_UNSPECIFIED: _ClassVar[RoundMode]
+    ROUND_MODE_SYNC: _ClassVar[RoundMode]
+    ROUND_MODE_ASYNC: _ClassVar[RoundMode]
+
+class PrivacyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIVACY_MODE_UNSPECIFIED: _ClassVar[PrivacyMode]
+    PRIVACY_MODE_OFF: _ClassVar[PrivacyMode]
+    PRIVACY_MODE_CENTRAL: _ClassVar[PrivacyMode]
+    PRIVACY_MODE_DISTRIBUTED: _ClassVar[PrivacyMode]
+
+class NoiseMechanism(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOISE_MECHANISM_UNSPECIFIED: _ClassVar[NoiseMechanism]
+    NOISE_MECHANISM_GAUSSIAN: _ClassVar[NoiseMechanism]
+    NOISE_MECHANISM_LAPLACE: _ClassVar[NoiseMechanism]
+
+class DpsgdOptimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DPSGD_OPTIMIZER_UNSPECIFIED: _ClassVar[DpsgdOptimizer]
+    DPSGD_OPTIMIZER_ADAMW: _ClassVar[DpsgdOptimizer]
+    DPSGD_OPTIMIZER_SGD: _ClassVar[DpsgdOptimizer]
+STRATEGY_UNSPECIFIED: Strategy
+STRATEGY_FFA: Strategy
+STRATEGY_FEDAVG: Strategy
+STRATEGY_ALTERNATING: Strategy
+TRAINING_PHASE_UNSPECIFIED: TrainingPhase
+TRAINING_PHASE_B: TrainingPhase
+TRAINING_PHASE_A: TrainingPhase
+TRAINING_PHASE_AB: TrainingPhase
+ROUND_MODE_UNSPECIFIED: RoundMode
+ROUND_MODE_SYNC: RoundMode
+ROUND_MODE_ASYNC: RoundMode
+PRIVACY_MODE_UNSPECIFIED: PrivacyMode
+PRIVACY_MODE_OFF: PrivacyMode
+PRIVACY_MODE_CENTRAL: PrivacyMode
+PRIVACY_MODE_DISTRIBUTED: PrivacyMode
+NOISE_MECHANISM_UNSPECIFIED: NoiseMechanism
+NOISE_MECHANISM_GAUSSIAN: NoiseMechanism
+NOISE_MECHANISM_LAPLACE: NoiseMechanism
+DPSGD_OPTIMIZER_UNSPECIFIED: DpsgdOptimizer
+DPSGD_OPTIMIZER_ADAMW: DpsgdOptimizer
+DPSGD_OPTIMIZER_SGD: DpsgdOptimizer
 
 class Status(_message.Message):
     __slots__ = ("code", "message", "reason")
@@ -27,7 +88,7 @@ class PublicKey(_message.Message):
     def __init__(self, n: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., key_bits: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name_or_path", "num_labels", "labels", "target_modules", "rank", "alpha", "dropout", "max_length", "seed", "strategy", "warmup_rounds")
+    __slots__ = ("name_or_path", "num_labels", "labels", "target_modules", "rank", "alpha", "dropout", "max_length", "seed", "warmup_rounds", "strategy")
     NAME_OR_PATH_FIELD_NUMBER: _ClassVar[int]
     NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -37,8 +98,8 @@ class ModelSpec(_message.Message):
     DROPOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     WARMUP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     name_or_path: str
     num_labels: int
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -48,9 +109,9 @@ class ModelSpec(_message.Message):
     dropout: float
     max_length: int
     seed: int
-    strategy: str
     warmup_rounds: int
-    def __init__(self, name_or_path: _Optional[str] = ..., num_labels: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., warmup_rounds: _Optional[int] = ...) -> None: ...
+    strategy: Strategy
+    def __init__(self, name_or_path: _Optional[str] = ..., num_labels: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., warmup_rounds: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ...) -> None: ...
 
 class SecureSumSpec(_message.Message):
     __slots__ = ("layout", "clip", "bits", "key_fingerprint")
@@ -78,8 +139,8 @@ class PrivacySpec(_message.Message):
     DPSGD_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     DPSGD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     DPSGD_HEAD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
-    mode: str
-    mechanism: str
+    mode: PrivacyMode
+    mechanism: NoiseMechanism
     norm_clip: float
     noise_scale: float
     share_clients: int
@@ -87,10 +148,10 @@ class PrivacySpec(_message.Message):
     dpsgd_noise_multiplier: float
     dpsgd_max_grad_norm: float
     dpsgd_delta: float
-    dpsgd_optimizer: str
+    dpsgd_optimizer: DpsgdOptimizer
     dpsgd_learning_rate: float
     dpsgd_head_learning_rate: float
-    def __init__(self, mode: _Optional[str] = ..., mechanism: _Optional[str] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[str] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ...) -> None: ...
+    def __init__(self, mode: _Optional[_Union[PrivacyMode, str]] = ..., mechanism: _Optional[_Union[NoiseMechanism, str]] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[_Union[DpsgdOptimizer, str]] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed", "keep_optimizer_state")
@@ -101,14 +162,14 @@ class TrainingSpec(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     KEEP_OPTIMIZER_STATE_FIELD_NUMBER: _ClassVar[int]
-    strategy: str
-    phase: str
+    strategy: Strategy
+    phase: TrainingPhase
     local_epochs: float
     learning_rate: float
     batch_size: int
     seed: int
     keep_optimizer_state: bool
-    def __init__(self, strategy: _Optional[str] = ..., phase: _Optional[str] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., keep_optimizer_state: _Optional[bool] = ...) -> None: ...
+    def __init__(self, strategy: _Optional[_Union[Strategy, str]] = ..., phase: _Optional[_Union[TrainingPhase, str]] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., keep_optimizer_state: _Optional[bool] = ...) -> None: ...
 
 class ClientAssignment(_message.Message):
     __slots__ = ("client_id", "rank", "weight", "num_values")
@@ -155,6 +216,16 @@ class CiphertextChunk(_message.Message):
     offset: int
     data: bytes
     def __init__(self, round: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SignedStatement(_message.Message):
+    __slots__ = ("statement", "signature", "certificate")
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    statement: bytes
+    signature: bytes
+    certificate: bytes
+    def __init__(self, statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class QualityStats(_message.Message):
     __slots__ = ("grad_snr", "val_loss_before", "val_loss_after", "val_accuracy", "train_loss", "dpsgd_epsilon")
@@ -217,18 +288,20 @@ class ClientHello(_message.Message):
     def __init__(self, num_samples: _Optional[int] = ..., adapter_version: _Optional[int] = ..., device: _Optional[str] = ..., agent_version: _Optional[str] = ..., has_adapter: _Optional[bool] = ..., check_in_interval_s: _Optional[float] = ...) -> None: ...
 
 class EdgeWelcome(_message.Message):
-    __slots__ = ("edge_id", "region", "public_key", "federation", "model")
+    __slots__ = ("edge_id", "region", "public_key", "federation", "model", "key_announcement")
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     edge_id: str
     region: str
     public_key: PublicKey
     federation: str
     model: ModelSpec
-    def __init__(self, edge_id: _Optional[str] = ..., region: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., federation: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    key_announcement: SignedStatement
+    def __init__(self, edge_id: _Optional[str] = ..., region: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., federation: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., key_announcement: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
 
 class RoundTask(_message.Message):
     __slots__ = ("round", "adapter_version", "assignment", "secure_sum", "privacy", "training", "deadline_unix", "mode", "model")
@@ -248,9 +321,9 @@ class RoundTask(_message.Message):
     privacy: PrivacySpec
     training: TrainingSpec
     deadline_unix: float
-    mode: str
+    mode: RoundMode
     model: ModelSpec
-    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignment: _Optional[_Union[ClientAssignment, _Mapping]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignment: _Optional[_Union[ClientAssignment, _Mapping]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., mode: _Optional[_Union[RoundMode, str]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class UpdateBegin(_message.Message):
     __slots__ = ("header",)
@@ -259,7 +332,7 @@ class UpdateBegin(_message.Message):
     def __init__(self, header: _Optional[_Union[CiphertextHeader, _Mapping]] = ...) -> None: ...
 
 class UpdateCommit(_message.Message):
-    __slots__ = ("round", "sha256", "idempotency_key", "num_samples", "rank", "quality", "base_version", "train_seconds", "crypto_seconds")
+    __slots__ = ("round", "sha256", "idempotency_key", "num_samples", "rank", "quality", "base_version", "train_seconds", "crypto_seconds", "contribution")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +342,7 @@ class UpdateCommit(_message.Message):
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CRYPTO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     round: int
     sha256: str
     idempotency_key: str
@@ -278,7 +352,8 @@ class UpdateCommit(_message.Message):
     base_version: int
     train_seconds: float
     crypto_seconds: float
-    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., num_samples: _Optional[int] = ..., rank: _Optional[int] = ..., quality: _Optional[_Union[QualityStats, _Mapping]] = ..., base_version: _Optional[int] = ..., train_seconds: _Optional[float] = ..., crypto_seconds: _Optional[float] = ...) -> None: ...
+    contribution: SignedStatement
+    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., num_samples: _Optional[int] = ..., rank: _Optional[int] = ..., quality: _Optional[_Union[QualityStats, _Mapping]] = ..., base_version: _Optional[int] = ..., train_seconds: _Optional[float] = ..., crypto_seconds: _Optional[float] = ..., contribution: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
 
 class UpdateAck(_message.Message):
     __slots__ = ("round", "status", "idempotency_key")
@@ -357,19 +432,21 @@ class RosterEntry(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class CoordinatorWelcome(_message.Message):
-    __slots__ = ("federation", "public_key", "mode", "model")
+    __slots__ = ("federation", "public_key", "model", "mode", "key_announcement")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     federation: str
     public_key: PublicKey
-    mode: str
     model: ModelSpec
-    def __init__(self, federation: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., mode: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    mode: RoundMode
+    key_announcement: SignedStatement
+    def __init__(self, federation: _Optional[str] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., mode: _Optional[_Union[RoundMode, str]] = ..., key_announcement: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
 
 class RoundPlan(_message.Message):
-    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "mode", "num_values", "buffer_size", "model", "max_staleness", "staleness_exponent")
+    __slots__ = ("round", "adapter_version", "assignments", "secure_sum", "privacy", "training", "deadline_unix", "min_clients", "num_values", "buffer_size", "model", "max_staleness", "staleness_exponent", "mode", "min_per_partial")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -378,12 +455,13 @@ class RoundPlan(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
     BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     STALENESS_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MIN_PER_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     round: int
     adapter_version: int
     assignments: _containers.RepeatedCompositeFieldContainer[ClientAssignment]
@@ -392,13 +470,14 @@ class RoundPlan(_message.Message):
     training: TrainingSpec
     deadline_unix: float
     min_clients: int
-    mode: str
     num_values: int
     buffer_size: int
     model: ModelSpec
     max_staleness: int
     staleness_exponent: float
-    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., mode: _Optional[str] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., max_staleness: _Optional[int] = ..., staleness_exponent: _Optional[float] = ...) -> None: ...
+    mode: RoundMode
+    min_per_partial: int
+    def __init__(self, round: _Optional[int] = ..., adapter_version: _Optional[int] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., secure_sum: _Optional[_Union[SecureSumSpec, _Mapping]] = ..., privacy: _Optional[_Union[PrivacySpec, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., min_clients: _Optional[int] = ..., num_values: _Optional[int] = ..., buffer_size: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., max_staleness: _Optional[int] = ..., staleness_exponent: _Optional[float] = ..., mode: _Optional[_Union[RoundMode, str]] = ..., min_per_partial: _Optional[int] = ...) -> None: ...
 
 class PartialSumBegin(_message.Message):
     __slots__ = ("header",)
@@ -431,16 +510,20 @@ class Contribution(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., rank: _Optional[int] = ..., weight: _Optional[int] = ..., num_samples: _Optional[int] = ..., quality: _Optional[_Union[QualityStats, _Mapping]] = ..., base_version: _Optional[int] = ..., train_seconds: _Optional[float] = ..., crypto_seconds: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., values_uploaded: _Optional[int] = ...) -> None: ...
 
 class PartialSumCommit(_message.Message):
-    __slots__ = ("round", "sha256", "contributions", "idempotency_key")
+    __slots__ = ("round", "sha256", "contributions", "idempotency_key", "partial_claim", "contribution_claims")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_CLAIMS_FIELD_NUMBER: _ClassVar[int]
     round: int
     sha256: str
     contributions: _containers.RepeatedCompositeFieldContainer[Contribution]
     idempotency_key: str
-    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    partial_claim: SignedStatement
+    contribution_claims: _containers.RepeatedCompositeFieldContainer[SignedStatement]
+    def __init__(self, round: _Optional[int] = ..., sha256: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., partial_claim: _Optional[_Union[SignedStatement, _Mapping]] = ..., contribution_claims: _Optional[_Iterable[_Union[SignedStatement, _Mapping]]] = ...) -> None: ...
 
 class PartialSumAck(_message.Message):
     __slots__ = ("round", "status", "idempotency_key")
@@ -451,3 +534,121 @@ class PartialSumAck(_message.Message):
     status: Status
     idempotency_key: str
     def __init__(self, round: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class KeyHolderSessionRequest(_message.Message):
+    __slots__ = ("hello", "share_chunk", "refusal")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    SHARE_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    hello: KeyHolderHello
+    share_chunk: DecryptionShareChunk
+    refusal: DecryptRefusal
+    def __init__(self, hello: _Optional[_Union[KeyHolderHello, _Mapping]] = ..., share_chunk: _Optional[_Union[DecryptionShareChunk, _Mapping]] = ..., refusal: _Optional[_Union[DecryptRefusal, _Mapping]] = ...) -> None: ...
+
+class KeyHolderSessionResponse(_message.Message):
+    __slots__ = ("welcome", "decrypt_begin", "decrypt_partial", "partial_chunk", "decrypt_commit", "shutdown")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_BEGIN_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    welcome: KeyHolderWelcome
+    decrypt_begin: DecryptBegin
+    decrypt_partial: DecryptPartial
+    partial_chunk: CiphertextChunk
+    decrypt_commit: DecryptCommit
+    shutdown: Shutdown
+    def __init__(self, welcome: _Optional[_Union[KeyHolderWelcome, _Mapping]] = ..., decrypt_begin: _Optional[_Union[DecryptBegin, _Mapping]] = ..., decrypt_partial: _Optional[_Union[DecryptPartial, _Mapping]] = ..., partial_chunk: _Optional[_Union[CiphertextChunk, _Mapping]] = ..., decrypt_commit: _Optional[_Union[DecryptCommit, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+
+class KeyHolderHello(_message.Message):
+    __slots__ = ("params_fingerprint",)
+    PARAMS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    params_fingerprint: str
+    def __init__(self, params_fingerprint: _Optional[str] = ...) -> None: ...
+
+class KeyHolderWelcome(_message.Message):
+    __slots__ = ("federation", "params_fingerprint")
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    federation: str
+    params_fingerprint: str
+    def __init__(self, federation: _Optional[str] = ..., params_fingerprint: _Optional[str] = ...) -> None: ...
+
+class DecryptBegin(_message.Message):
+    __slots__ = ("request_id", "round", "phase", "mode", "min_clients", "min_per_partial", "adapter_version", "max_staleness", "staleness_exponent", "assignments", "layout", "num_values", "num_partials")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_PER_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    round: int
+    phase: TrainingPhase
+    mode: RoundMode
+    min_clients: int
+    min_per_partial: int
+    adapter_version: int
+    max_staleness: int
+    staleness_exponent: float
+    assignments: _containers.RepeatedCompositeFieldContainer[ClientAssignment]
+    layout: bytes
+    num_values: int
+    num_partials: int
+    def __init__(self, request_id: _Optional[int] = ..., round: _Optional[int] = ..., phase: _Optional[_Union[TrainingPhase, str]] = ..., mode: _Optional[_Union[RoundMode, str]] = ..., min_clients: _Optional[int] = ..., min_per_partial: _Optional[int] = ..., adapter_version: _Optional[int] = ..., max_staleness: _Optional[int] = ..., staleness_exponent: _Optional[float] = ..., assignments: _Optional[_Iterable[_Union[ClientAssignment, _Mapping]]] = ..., layout: _Optional[bytes] = ..., num_values: _Optional[int] = ..., num_partials: _Optional[int] = ...) -> None: ...
+
+class DecryptPartial(_message.Message):
+    __slots__ = ("request_id", "index", "partial_claim", "contribution_claims", "header", "sha256")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    index: int
+    partial_claim: SignedStatement
+    contribution_claims: _containers.RepeatedCompositeFieldContainer[SignedStatement]
+    header: CiphertextHeader
+    sha256: str
+    def __init__(self, request_id: _Optional[int] = ..., index: _Optional[int] = ..., partial_claim: _Optional[_Union[SignedStatement, _Mapping]] = ..., contribution_claims: _Optional[_Iterable[_Union[SignedStatement, _Mapping]]] = ..., header: _Optional[_Union[CiphertextHeader, _Mapping]] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class DecryptCommit(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    def __init__(self, request_id: _Optional[int] = ...) -> None: ...
+
+class DecryptionShareChunk(_message.Message):
+    __slots__ = ("request_id", "round", "offset", "data", "total_size", "sha256")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    round: int
+    offset: int
+    data: bytes
+    total_size: int
+    sha256: str
+    def __init__(self, request_id: _Optional[int] = ..., round: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class DecryptRefusal(_message.Message):
+    __slots__ = ("request_id", "round", "status")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    round: int
+    status: Status
+    def __init__(self, request_id: _Optional[int] = ..., round: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...

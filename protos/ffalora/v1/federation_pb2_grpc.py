@@ -121,7 +121,8 @@ class CoordinatorServiceStub:
     Edge aggregator <-> cloud coordinator
     ---------------------------------------------------------------------------------------------
 
-    Served by the coordinator; called by edge aggregators (role "edge" only).
+    Served by the coordinator; EdgeSession is called by edge aggregators (role "edge" only),
+    KeyHolderSession by key holders (role "keyholder" only).
     """
 
     def __init__(self, channel):
@@ -135,6 +136,11 @@ class CoordinatorServiceStub:
                 request_serializer=ffalora_dot_v1_dot_federation__pb2.EdgeSessionRequest.SerializeToString,
                 response_deserializer=ffalora_dot_v1_dot_federation__pb2.EdgeSessionResponse.FromString,
                 _registered_method=True)
+        self.KeyHolderSession = channel.stream_stream(
+                '/ffalora.v1.CoordinatorService/KeyHolderSession',
+                request_serializer=ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionRequest.SerializeToString,
+                response_deserializer=ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -142,7 +148,8 @@ class CoordinatorServiceServicer:
     Edge aggregator <-> cloud coordinator
     ---------------------------------------------------------------------------------------------
 
-    Served by the coordinator; called by edge aggregators (role "edge" only).
+    Served by the coordinator; EdgeSession is called by edge aggregators (role "edge" only),
+    KeyHolderSession by key holders (role "keyholder" only).
     """
 
     def EdgeSession(self, request_iterator, context):
@@ -155,6 +162,19 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeyHolderSession(self, request_iterator, context):
+        """One long-lived session per key holder; the holder connects out (no inbound port at its
+        site). The holder sends `KeyHolderHello` (the threshold key it holds); the coordinator
+        answers `KeyHolderWelcome`, or ends the session with FAILED_PRECONDITION when the holder
+        is not a holder of this federation's key. For each round it needs decrypted the
+        coordinator sends `DecryptBegin`, per partial sum a `DecryptPartial` followed by its
+        `CiphertextChunk`s, and `DecryptCommit`; the holder answers with its decryption share in
+        `DecryptionShareChunk`s, or with one `DecryptRefusal` saying which check failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +182,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.EdgeSession,
                     request_deserializer=ffalora_dot_v1_dot_federation__pb2.EdgeSessionRequest.FromString,
                     response_serializer=ffalora_dot_v1_dot_federation__pb2.EdgeSessionResponse.SerializeToString,
+            ),
+            'KeyHolderSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.KeyHolderSession,
+                    request_deserializer=ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionRequest.FromString,
+                    response_serializer=ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,7 +201,8 @@ class CoordinatorService:
     Edge aggregator <-> cloud coordinator
     ---------------------------------------------------------------------------------------------
 
-    Served by the coordinator; called by edge aggregators (role "edge" only).
+    Served by the coordinator; EdgeSession is called by edge aggregators (role "edge" only),
+    KeyHolderSession by key holders (role "keyholder" only).
     """
 
     @staticmethod
@@ -196,6 +222,33 @@ class CoordinatorService:
             '/ffalora.v1.CoordinatorService/EdgeSession',
             ffalora_dot_v1_dot_federation__pb2.EdgeSessionRequest.SerializeToString,
             ffalora_dot_v1_dot_federation__pb2.EdgeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeyHolderSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ffalora.v1.CoordinatorService/KeyHolderSession',
+            ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionRequest.SerializeToString,
+            ffalora_dot_v1_dot_federation__pb2.KeyHolderSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -293,3 +293,58 @@ def test_round_context_names_the_round(round_setup) -> None:
     assert ctx != dataclasses.replace(policy, round=5).context()
     assert ctx != dataclasses.replace(policy, phase="A").context()
     assert ctx == dataclasses.replace(policy, min_clients=9).context()
+
+
+def test_claims_parse_back_and_refuse_garbage() -> None:
+    claim = ContributionClaim(FED, "a", 3, "B", 8, 2, "ab" * 32, b"d" * 32, base_version=2)
+    assert ContributionClaim.from_bytes(claim.canonical_bytes()) == claim
+    pc = PartialClaim(FED, "edge-1", 3, "B", "ab" * 32, b"v" * 32, 2, contributors_of([claim]),
+                      adapter_version=2)
+    assert PartialClaim.from_bytes(pc.canonical_bytes()) == pc
+    with pytest.raises(SignatureError, match="not a statement of this kind"):
+        ContributionClaim.from_bytes(pc.canonical_bytes())
+    with pytest.raises(SignatureError, match="truncated"):
+        PartialClaim.from_bytes(pc.canonical_bytes()[:-5])
+    with pytest.raises(SignatureError, match="trailing"):
+        ContributionClaim.from_bytes(claim.canonical_bytes() + b"x")
+
+
+def test_async_weights_are_recomputed_from_the_signed_versions(ca, threshold_key, layout) -> None:
+    """Async: the edge lists assignment x staleness(A - base_version); any other factor is
+    refused, and claims up to max_lag rounds old count."""
+    from ffa_lora.crypto.weights import staleness_weight
+
+    pub = threshold_key.public_key
+    enc = Encryptor(pub, layout, workers=0)
+    versions = {"a": 5, "b": 3, "c": 1}  # trained on adapters 0, 2 and 4 versions old
+    listed_ok = {c: 2 * staleness_weight(5 - v, 0.5) for c, v in versions.items()}
+    assert len(set(listed_ok.values())) > 1  # the factors differ, so the check can tell
+
+    def partial(listed: dict[str, int]) -> SignedPartial:
+        acc, contributions = RunningSum(pub, layout, 10), []
+        for cid, base in versions.items():
+            vec = enc.encrypt_codes(np.arange(10))
+            acc.add_vector(vec, weight=listed[cid])
+            claim = ContributionClaim.for_vector(vec, federation=FED, client_id=cid,
+                                                 round=6 - (cid == "c"), phase="B", rank=8,
+                                                 weight=2, base_version=base)
+            key, cert = _issue(ca, _uri("client", cid))
+            contributions.append(SignedContribution(claim, sign_statement(claim.canonical_bytes(), key), cert))
+        vec = acc.result()
+        pc = PartialClaim(FED, "edge-1", 7, "B", pub.fingerprint, vector_digest(vec), vec.weight_total,
+                          contributors_of([c.claim for c in contributions], [listed[c] for c in sorted(listed)]),
+                          adapter_version=5)
+        ekey, ecert = _issue(ca, _uri("edge", "edge-1"))
+        return SignedPartial(vec, pc, sign_statement(pc.canonical_bytes(), ekey), ecert, tuple(contributions))
+
+    policy = RoundPolicy(FED, 7, "B", pub.fingerprint, min_clients=3, max_lag=2,
+                         staleness_exponent=0.5, adapter_version=5)
+    good = partial(listed_ok)
+    assert _check(good.vector, [good], policy, ca).weight_total == sum(listed_ok.values())
+    inflated = partial({**listed_ok, "c": listed_ok["a"]})  # the stale client weighted as fresh
+    with pytest.raises(ProtocolError, match="client 'c' claims weight 2 times its staleness factor"):
+        _check(inflated.vector, [inflated], policy, ca)
+    with pytest.raises(ProtocolError, match="expected rounds 6..7"):  # claim of round 5 too old
+        _check(good.vector, [good], dataclasses.replace(policy, max_lag=1), ca)
+    with pytest.raises(ProtocolError, match="newer than the round's 4"):
+        _check(good.vector, [good], dataclasses.replace(policy, adapter_version=4), ca)

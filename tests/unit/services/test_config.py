@@ -15,7 +15,9 @@ TLS = {"ca": "ca.crt", "cert": "c.crt", "key": "c.key"}
 
 
 def coordinator(**fed: object) -> dict:
-    return {"service": "coordinator", "tls": TLS, "coordinator": {"federation": fed}}
+    return {"service": "coordinator", "tls": TLS, "coordinator": {
+        "federation": fed, "threshold": {"params_file": "keys/threshold.params",
+                                         "share_file": "keys/coordinator-coordinator.share"}}}
 
 
 @pytest.mark.parametrize(
@@ -158,14 +160,24 @@ def test_unsafe_settings_are_refused_outside_test_mode(fed: dict, needle: str) -
     parse_config(coordinator(**fed, test_mode=True))  # the explicit switch the tests use
 
 
-def test_the_coordinator_makes_no_small_key_outside_test_mode(tmp_path: Path) -> None:
-    """The coordinator's key generation once bypassed the core's test-only guard (it passed
-    test_only=key_bits < 2048)."""
-    from ffa_lora.crypto import new_fernet_key
-    from services.cloud_coordinator.main import load_or_create_keys
+def test_a_coordinator_needs_its_threshold_share() -> None:
+    doc = coordinator()
+    del doc["coordinator"]["threshold"]
+    with pytest.raises(ConfigError, match="coordinator.threshold: required field is missing"):
+        parse_config(doc)
+    doc = coordinator()
+    doc["coordinator"]["threshold"]["t"] = 1
+    with pytest.raises(ConfigError, match="coordinator.threshold.t"):
+        parse_config(doc)
 
-    with pytest.raises(ConfigError, match="test_only"):
-        load_or_create_keys(tmp_path / "a", key_bits=512, fernet_key=new_fernet_key())
-    assert not (tmp_path / "a" / "paillier.key").exists()
-    pub, _ = load_or_create_keys(tmp_path / "b", key_bits=512, fernet_key=new_fernet_key(), test_mode=True)
-    assert pub.bits == 512
+
+def test_a_key_holder_config() -> None:
+    cfg = parse_config({"service": "keyholder", "tls": TLS, "keyholder": {
+        "federation": "bank-demo", "share_file": "kh1.share", "weights": {"max_weight": 8}}})
+    k = cfg.keyholder
+    assert k is not None and k.min_clients == 2 and k.weights.max_weight == 8 and k.weights.declared is None
+    with pytest.raises(ConfigError, match="keyholder.share_file: required"):
+        parse_config({"service": "keyholder", "tls": TLS, "keyholder": {"federation": "x"}})
+    with pytest.raises(ConfigError, match="key_fingerprint"):
+        parse_config({"service": "client", "tls": TLS, "client": {
+            "edges": ["127.0.0.1:1"], "data": {"path": "x.csv"}, "key_fingerprint": "not-hex"}})

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ffa_lora.crypto import Encryptor, Quantizer, generate_keypair
+from ffa_lora.crypto import Encryptor, Quantizer
+from ffa_lora.crypto.threshold import deal
 from ffa_lora.errors import ProtocolError
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -35,8 +37,9 @@ class Outbox:
 
 
 @pytest.fixture(scope="module")
-def keys() -> Any:
-    return generate_keypair(bits=512, test_only=True)
+def ceremony() -> Any:
+    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
+                workers=0, isolate=False)  # TEST-ONLY key size
 
 
 @pytest.fixture(scope="module")
@@ -44,61 +47,78 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_bert(tmp_path_factory.mktemp("tiny"))
 
 
-def make_coordinator(model_dir: Path, keys: Any, min_clients: int = 3) -> handlers.Coordinator:
+@pytest.fixture()
+def keys(tmp_path: Path, ceremony: Any) -> Any:
+    """The threshold key and its in-process holders (for a coordinator of federation 'demo')."""
+    local = local_threshold(tmp_path, federation="demo", min_clients=2, ceremony=ceremony)
+    yield local
+    local.close()
+
+
+def make_coordinator(model_dir: Path, keys: LocalThreshold, min_clients: int = 3, **rounds: Any) -> handlers.Coordinator:
     cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
+        "threshold": {"params_file": "p", "share_file": "s"},
         "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
-                       "rounds": {"min_clients": min_clients}, "secure_sum": {"key_bits": 512}, "test_mode": True}}})
+                       "rounds": {"min_clients": min_clients, **rounds}, "secure_sum": {"key_bits": 512},
+                       "test_mode": True}}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
-    pub, priv = keys
-    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv,
+    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=keys.ceremony.public_key,
+                                decryption=keys.decryption,
                                 adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels), outbox=Outbox(),
                                 metrics=create_metrics("coordinator"))
 
 
-def partial(coord: handlers.Coordinator, cur: Any, clients: list[str]) -> tuple[Any, list[d.Contribution]]:
+def client_updates(coord: handlers.Coordinator, cur: Any, clients: list[str]) -> dict[str, Any]:
+    """client -> (its encrypted zero update, its assignment)."""
     enc = Encryptor(coord.public_key, cur.layout, workers=0)
     q = Quantizer(clip=0.05, bits=8)
-    from ffa_lora.crypto import RunningSum
-
-    total = RunningSum(coord.public_key, cur.layout, cur.num_values)
-    contribs = []
+    out = {}
     for cid in clients:
         a = next(a for p in cur.plans.values() for a in p.assignments if a.client_id == cid)
-        total.add_vector(enc.encrypt_codes(q.quantize(np.zeros(a.num_values), rng=np.random.default_rng(0))),
-                         weight=a.weight)
-        contribs.append(d.Contribution(cid, a.rank, a.weight, 100))
-    return total.result(), contribs
+        out[cid] = (enc.encrypt_codes(q.quantize(np.zeros(a.num_values), rng=np.random.default_rng(0))), a)
+    return out
 
 
-def test_refuses_to_decrypt_below_min_clients(model_dir: Path, keys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def partial(coord: handlers.Coordinator, cur: Any, clients: list[str], keys: LocalThreshold,
+            edge: str = "edge-1") -> tuple[Any, list[d.Contribution], d.PartialEvidence]:
+    """A partial sum of ``clients``' updates, its contributor list and its signed evidence."""
+    updates = client_updates(coord, cur, clients)
+    vec, evidence = keys.sign_partial(edge, updates, round=cur.number, phase=cur.phase)
+    contribs = [d.Contribution(cid, a.rank, a.weight, 100) for cid, (_, a) in sorted(updates.items())]
+    return vec, contribs, evidence
+
+
+def test_refuses_to_decrypt_below_min_clients(model_dir: Path, keys: LocalThreshold) -> None:
     coord = make_coordinator(model_dir, keys)
     coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b")])
     coord.edge_roster("edge-2", [d.RosterEntry("c", 100)])
     cur = coord.plan_round()
     coord.current = cur
-    vec, contribs = partial(coord, cur, ["a", "b"])
-    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k1")
-    calls: list[Any] = []
-    monkeypatch.setattr(handlers, "Decryptor", lambda *a, **k: calls.append(a))  # any use is recorded
+    vec, contribs, ev = partial(coord, cur, ["a", "b"], keys)
+    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k1", evidence=ev)
     # edge-2's client dropped out: only two distinct clients, one edge's partial sum.
     with pytest.raises(ProtocolError, match="refusing to decrypt"):
         coord.finish_round(cur)
-    assert calls == [] and coord.committed == 0 and coord.store.rounds() == []
+    assert coord.committed == 0 and coord.store.rounds() == []
+    assert all(link.requests == [] for link in keys.links.values())  # no key holder was asked
 
 
-def test_contributors_must_match_the_plan(model_dir: Path, keys: Any) -> None:
+def test_contributors_must_match_the_plan(model_dir: Path, keys: LocalThreshold) -> None:
     coord = make_coordinator(model_dir, keys, min_clients=2)
     coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b")])
     cur = coord.plan_round()
     coord.current = cur
-    vec, contribs = partial(coord, cur, ["a", "b"])
+    vec, contribs, ev = partial(coord, cur, ["a", "b"], keys)
     forged = [contribs[0], d.Contribution("zz", contribs[1].rank, contribs[1].weight, 100)]
     with pytest.raises(Rejection) as err:
-        coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=forged, key="k")
+        coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=forged, key="k", evidence=ev)
     assert err.value.reason == "contributors"
     with pytest.raises(Rejection) as err:
-        coord.receive_partial("edge-1", round=cur.number + 1, vec=vec, contributions=contribs, key="k")
+        coord.receive_partial("edge-1", round=cur.number + 1, vec=vec, contributions=contribs, key="k", evidence=ev)
     assert err.value.reason == "wrong_round"
-    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k")
+    with pytest.raises(Rejection) as err:  # no signed evidence
+        coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k")
+    assert err.value.reason == "unsigned"
+    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k", evidence=ev)
     summary = coord.finish_round(cur)
     assert summary.clients == 2 and coord.committed == 1

@@ -22,3 +22,8 @@ def test_bench_prints_one_json_object(capsys) -> None:
     assert out["exact_integer_sum"] is True
     assert out["naive"]["extrapolated"] is True
     assert out["max_abs_error"] <= out["quantization_step"]
+    # threshold decryption, as the services run it, next to the whole-key figures
+    th = out["threshold"]
+    assert th["t"] == 2 and th["holders"] == 3 and th["exact"] is True and th["proofs_valid"] is True
+    assert out["threshold_decrypt_values_per_s"] == th["decrypt_values_per_s"] > 0
+    assert th["vs_crt_decrypt"] > 1  # a share costs more than a CRT decryption

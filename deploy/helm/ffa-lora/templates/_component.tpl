@@ -43,7 +43,7 @@ data:
 {{/* Main Service: gRPC (servers) + metrics. */}}
 {{- define "ffa-lora.tpl.service" -}}
 {{- $v := index .root.Values (include "ffa-lora.valuesKey" .) -}}
-{{- $isServer := ne .component "client" -}}
+{{- $isServer := not (has .component (list "client" "keyholder")) -}}
 apiVersion: v1
 kind: Service
 metadata:
@@ -91,7 +91,7 @@ name and its stable pod name under the headless Service).
 {{- $id := include "ffa-lora.identity.id" . -}}
 {{- $uri := include "ffa-lora.identity.spiffe" . -}}
 {{- $ns := $root.Release.Namespace -}}
-{{- $isServer := ne .component "client" -}}
+{{- $isServer := not (has .component (list "client" "keyholder")) -}}
 {{- $dnsNames := list (include "ffa-lora.identity.dnsName" .) (include "ffa-lora.role.dnsName" .) -}}
 {{- if eq .component "edge" -}}
 {{- $name = printf "%s-%d" $svc (int .replica) -}}

@@ -53,12 +53,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Values key of a component: coordinator -> cloudCoordinator, ... */}}
 {{- define "ffa-lora.valuesKey" -}}
-{{- get (dict "coordinator" "cloudCoordinator" "edge" "edgeAggregator" "client" "clientAgent") .component -}}
+{{- get (dict "coordinator" "cloudCoordinator" "edge" "edgeAggregator" "client" "clientAgent" "keyholder" "keyHolder") .component -}}
 {{- end -}}
 
 {{/* app.kubernetes.io/component value of a component. */}}
 {{- define "ffa-lora.componentName" -}}
-{{- get (dict "coordinator" "cloud-coordinator" "edge" "edge-aggregator" "client" "client-agent") .component -}}
+{{- get (dict "coordinator" "cloud-coordinator" "edge" "edge-aggregator" "client" "client-agent" "keyholder" "key-holder") .component -}}
 {{- end -}}
 
 {{/* Resource name of a component: <fullname>-coordinator, <fullname>-edge-<region>, <fullname>-client-<id>. */}}
@@ -68,6 +68,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-coordinator" $base | trunc 63 | trimSuffix "-" -}}
 {{- else if eq .component "edge" -}}
 {{- printf "%s-edge-%s" $base .root.Values.edgeAggregator.region | trunc 63 | trimSuffix "-" -}}
+{{- else if eq .component "keyholder" -}}
+{{- printf "%s-keyholder-%s" $base .root.Values.keyHolder.identity.id | lower | trunc 52 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-client-%s" $base .root.Values.clientAgent.identity.id | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -87,6 +89,8 @@ ffa-lora.io/role: {{ .component }}
 ffa-lora.io/region: {{ .root.Values.edgeAggregator.region | quote }}
 {{- else if eq .component "client" }}
 ffa-lora.io/client-id: {{ .root.Values.clientAgent.identity.id | quote }}
+{{- else if eq .component "keyholder" }}
+ffa-lora.io/keyholder-id: {{ .root.Values.keyHolder.identity.id | quote }}
 {{- end }}
 {{- end -}}
 
@@ -216,6 +220,28 @@ their own: pass "replica" N for <prefix>-N, where the prefix is tls.existingSecr
 {{- define "ffa-lora.paths.fernetKey" -}}/etc/ffa-lora/keys/fernet.key{{- end -}}
 {{- define "ffa-lora.paths.deidSecret" -}}/etc/ffa-lora/deid/secret{{- end -}}
 {{- define "ffa-lora.paths.clientState" -}}/var/lib/ffa-lora{{- end -}}
+{{- define "ffa-lora.paths.thresholdDir" -}}/etc/ffa-lora/threshold{{- end -}}
+{{- define "ffa-lora.paths.share" -}}/etc/ffa-lora/share/share{{- end -}}
+
+{{/* Secrets of the threshold key: the coordinator's (parameters + sealed share) and a key holder's. */}}
+{{- define "ffa-lora.threshold.secretName" -}}
+{{- default (printf "%s-threshold" (include "ffa-lora.component.fullname" (dict "root" . "component" "coordinator"))) .Values.cloudCoordinator.threshold.existingSecret -}}
+{{- end -}}
+
+{{- define "ffa-lora.keyholder.shareSecretName" -}}
+{{- default (printf "%s-share" (include "ffa-lora.component.fullname" (dict "root" . "component" "keyholder"))) .Values.keyHolder.share.existingSecret -}}
+{{- end -}}
+
+{{- define "ffa-lora.keyholder.fernetSecretName" -}}
+{{- default (printf "%s-fernet" (include "ffa-lora.component.fullname" (dict "root" . "component" "keyholder"))) .Values.keyHolder.fernetKey.existingSecret -}}
+{{- end -}}
+
+{{/* The federation's name as the coordinator's config names it (what signed claims carry). */}}
+{{- define "ffa-lora.federationConfigName" -}}
+{{- $fed := get (default (dict) .Values.cloudCoordinator.config) "federation" -}}
+{{- $name := (kindIs "map" $fed) | ternary (get (default (dict) $fed) "name") "" -}}
+{{- default .Values.federation.name $name -}}
+{{- end -}}
 
 {{- define "ffa-lora.fernet.secretName" -}}
 {{- default (printf "%s-fernet" (include "ffa-lora.component.fullname" (dict "root" . "component" "coordinator"))) .Values.cloudCoordinator.fernetKey.existingSecret -}}
@@ -260,6 +286,19 @@ identity name (<id>.<role>.<federation>.ffa-lora.invalid) as coordinator_server_
 {{- $_ := set $forced "state_dir" $v.persistence.mountPath -}}
 {{- $_ := set $forced "fernet_key_file" (include "ffa-lora.paths.fernetKey" $root) -}}
 {{- $_ := set $defaults "federation" (dict "name" $root.Values.federation.name) -}}
+{{- $th := $v.threshold -}}
+{{- $dir := include "ffa-lora.paths.thresholdDir" $root -}}
+{{- $_ := set $defaults "threshold" (dict "holders" $th.holders "t" $th.t) -}}
+{{- $_ := set $forced "threshold" (dict "params_file" (printf "%s/threshold.params" $dir) "share_file" (printf "%s/share" $dir)) -}}
+{{- else if eq $c "keyholder" -}}
+{{- $_ := set $defaults "federation" (include "ffa-lora.federationConfigName" $root) -}}
+{{- if $root.Values.cloudCoordinator.enabled -}}
+{{- $_ := set $defaults "coordinator_address" (include "ffa-lora.coordinator.address" $root) -}}
+{{- $_ := set $defaults "coordinator_server_name" (include "ffa-lora.identity.dnsName" (dict "root" $root "component" "coordinator")) -}}
+{{- end -}}
+{{- $_ := set $forced "share_file" (include "ffa-lora.paths.share" $root) -}}
+{{- $_ := set $forced "fernet_key_file" (include "ffa-lora.paths.fernetKey" $root) -}}
+{{- $_ := set $forced "state_dir" $v.persistence.mountPath -}}
 {{- else if eq $c "edge" -}}
 {{- if $root.Values.cloudCoordinator.enabled -}}
 {{- $_ := set $defaults "coordinator_address" (include "ffa-lora.coordinator.address" $root) -}}

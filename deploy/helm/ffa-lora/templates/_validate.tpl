@@ -11,6 +11,7 @@ template and lint).
 {{- $msgs = append $msgs (include "ffa-lora.validateValues.coordinator" . | trim) -}}
 {{- $msgs = append $msgs (include "ffa-lora.validateValues.edge" . | trim) -}}
 {{- $msgs = append $msgs (include "ffa-lora.validateValues.client" . | trim) -}}
+{{- $msgs = append $msgs (include "ffa-lora.validateValues.keyholder" . | trim) -}}
 {{- $text := without $msgs "" | join "\n" | trim -}}
 {{- if $text -}}
 {{- printf "\nVALUES VALIDATION:\n%s" $text | fail -}}
@@ -18,8 +19,8 @@ template and lint).
 {{- end -}}
 
 {{- define "ffa-lora.validateValues.components" -}}
-{{- if not (or .Values.cloudCoordinator.enabled .Values.edgeAggregator.enabled .Values.clientAgent.enabled) }}
-ffa-lora: no component enabled: set at least one of cloudCoordinator.enabled, edgeAggregator.enabled, clientAgent.enabled to true.
+{{- if not (or .Values.cloudCoordinator.enabled .Values.edgeAggregator.enabled .Values.clientAgent.enabled .Values.keyHolder.enabled) }}
+ffa-lora: no component enabled: set at least one of cloudCoordinator.enabled, edgeAggregator.enabled, clientAgent.enabled, keyHolder.enabled to true.
 {{- end }}
 {{- end -}}
 
@@ -56,6 +57,33 @@ ffa-lora: cloudCoordinator.config.federation.privacy.mode={{ $mode | quote }} is
 {{- end }}
 {{- if and $v.fernetKey.existingSecret $v.fernetKey.csi.secretProviderClass }}
 ffa-lora: cloudCoordinator.fernetKey: both existingSecret and csi.secretProviderClass are set; the Fernet key comes from one place: keep csi.secretProviderClass (an external store) or existingSecret, not both.
+{{- end }}
+{{- $th := $v.threshold }}
+{{- $keyholders := 0 }}
+{{- range $th.holders }}{{- if hasPrefix "keyholder/" . }}{{- $keyholders = add1 $keyholders }}{{- end }}{{- end }}
+{{- if lt (int $th.t) 2 }}
+ffa-lora: cloudCoordinator.threshold.t={{ $th.t }}: at least 2 shares must be needed to decrypt, or the coordinator (or one key holder) could decrypt any partial sum alone. Set t >= 2 and rerun the ceremony with it.
+{{- end }}
+{{- if gt (int $th.t) (len $th.holders) }}
+ffa-lora: cloudCoordinator.threshold.t={{ $th.t }} but only {{ len $th.holders }} holders are listed: no round could ever be decrypted. List every holder of the ceremony (coordinator/<id>, keyholder/<id>).
+{{- end }}
+{{- if and (lt $keyholders 2) (not $th.testMode) }}
+ffa-lora: cloudCoordinator.threshold.holders lists {{ $keyholders }} key holder(s) besides the coordinator: with fewer than 2 the coordinator and that one holder together hold every share (and no holder may be offline). Run the ceremony with at least two keyholder/<id> holders and list them, or set cloudCoordinator.threshold.testMode=true for a throw-away test.
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "ffa-lora.validateValues.keyholder" -}}
+{{- $v := .Values.keyHolder -}}
+{{- if $v.enabled }}
+{{- if not $v.identity.id }}
+ffa-lora: keyHolder.identity.id is empty: set it to the id the ceremony named this holder with (keyholder/<id>); its certificate must be issued for role keyholder and that id.
+{{- end }}
+{{- if and (not .Values.cloudCoordinator.enabled) (not (get (default (dict) $v.config) "coordinator_address")) }}
+ffa-lora: keyHolder.config.coordinator_address is not set and no coordinator is enabled in this release: set it to the coordinator's host:port (and keyHolder.config.coordinator_server_name to its pinned name).
+{{- end }}
+{{- if and $v.share.existingSecret $v.fernetKey.existingSecret (eq $v.share.existingSecret $v.fernetKey.existingSecret) }}
+ffa-lora: keyHolder.share.existingSecret and keyHolder.fernetKey.existingSecret are the same secret: keep the Fernet key apart from the share it seals (two secrets, ideally managed separately).
 {{- end }}
 {{- end }}
 {{- end -}}
