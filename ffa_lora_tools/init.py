@@ -3,9 +3,14 @@
 The folder (``DIR/README.md`` says the same to its reader)::
 
     ca/                    the federation CA: ca.key is the root of trust; keep it offline
-    coordinator/           config.yaml, tls/, secrets/fernet.key, helm-values.yaml, k8s-secrets.sh
+    coordinator/           config.yaml, tls/, secrets/fernet.key, keys/ (its key share and the
+                           threshold key's public parameters), helm-values.yaml, k8s-secrets.sh
+    keyholders/<id>/       config.yaml, tls/, secrets/fernet.key, keys/ (its key share), ...
     edges/<id>/            config.yaml, tls/ (a certificate per Helm replica), helm-values.yaml...
-    clients/<id>/          config.yaml, tls/, helm-values.yaml, k8s-secrets.sh
+    clients/<id>/          config.yaml (with the key's pinned fingerprint), tls/, helm-values...
+
+The threshold key is dealt here (``ffa-lora keys ceremony``): each share goes, sealed with its
+holder's own Fernet key, into that holder's folder only; no file holds the whole key.
 
 Each service folder is what one host needs: ``cd`` into it and run
 ``ffa-lora serve ROLE --config config.yaml`` (paths in the file are relative to the folder), or
@@ -35,6 +40,7 @@ import yaml
 from ffa_lora.crypto import new_fernet_key
 from ffa_lora.errors import ConfigError
 from ffa_lora_tools.init_spec import InitSpec, load_spec, split_address
+from ffa_lora_tools.keys import PARAMS_NAME, run_ceremony
 from services.common.certs import CA_CERT_NAME, certificate_paths, init_ca, issue_certificate
 from services.common.config import FederationConfig, parse_config
 
@@ -45,6 +51,8 @@ MARKER = ".ffa-lora-init"
 #: the Helm release name the values and the certificates' Service names assume
 RELEASE = "ffa-lora"
 FERNET_FILE = "secrets/fernet.key"
+PARAMS_FILE = f"keys/{PARAMS_NAME}"
+SHARE_FILE = "keys/share"
 CA_WARNING = (
     "ca/ca.key signs every certificate of the federation: move it to offline storage "
     "(an encrypted drive kept apart) and delete it here; no service needs it."
@@ -71,6 +79,7 @@ class Service:
     helm: dict[str, Any]
     metrics_port: int | None = None
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    holder: str | None = None  # "role/id" when it holds a share of the threshold key
 
     def cert_files(self, cert_id: str) -> tuple[str, str]:
         """``tls/<role>-<id>.crt`` and ``.key``, relative to the folder."""
@@ -107,8 +116,12 @@ def _hosts(address: str, listen: str, extra: Iterable[str], service_name: str) -
     return list(dict.fromkeys(h for h in names if h not in ("0.0.0.0", "::")))
 
 
+def _holders(spec: InitSpec) -> list[str]:
+    return [f"coordinator/{spec.coordinator.id}", *(f"keyholder/{k.id}" for k in spec.keyholders)]
+
+
 def _site_values(spec: InitSpec, site: str, component: str) -> dict[str, Any]:
-    off = {"cloudCoordinator", "edgeAggregator", "clientAgent"} - {component}
+    off = {"cloudCoordinator", "edgeAggregator", "clientAgent", "keyHolder"} - {component}
     return {
         "federation": {"name": spec.federation, "site": site},
         **{k: {"enabled": False} for k in sorted(off)},
@@ -118,11 +131,13 @@ def _site_values(spec: InitSpec, site: str, component: str) -> dict[str, Any]:
 def _coordinator(spec: InitSpec, fed: FederationConfig) -> list[Service]:
     c = spec.coordinator
     federation = fed.model_dump(mode="json", exclude_unset=True)
+    threshold = {"holders": _holders(spec), "t": spec.threshold}
     block = {
         "listen": c.listen_address(),
         "state_dir": "state",
         "fernet_key_file": FERNET_FILE,
         "federation": federation,
+        "threshold": {"params_file": PARAMS_FILE, "share_file": SHARE_FILE, **threshold},
     }
     secret = f"{spec.federation}-{c.id}"
     helm = _site_values(spec, c.id, "cloudCoordinator")
@@ -131,6 +146,7 @@ def _coordinator(spec: InitSpec, fed: FederationConfig) -> list[Service]:
         "identity": {"id": c.id},
         "tls": {"existingSecret": f"{secret}-tls"},
         "fernetKey": {"existingSecret": f"{secret}-fernet"},
+        "threshold": {"existingSecret": f"{secret}-threshold", **threshold},
         "service": {"ports": {"grpc": split_address(c.address)[1]}},
         "config": {"federation": federation},
     }
@@ -144,10 +160,53 @@ def _coordinator(spec: InitSpec, fed: FederationConfig) -> list[Service]:
         block=block,
         helm=helm,
         metrics_port=c.metrics_port,
+        holder=f"coordinator/{c.id}",
     )
     _tls_secret(svc, f"{secret}-tls", c.id)
     svc.secrets[f"{secret}-fernet"] = {"fernet.key": FERNET_FILE}
+    svc.secrets[f"{secret}-threshold"] = {"threshold.params": PARAMS_FILE, "share": SHARE_FILE}
     return [svc]
+
+
+def _keyholders(spec: InitSpec, fed: FederationConfig) -> list[Service]:
+    out = []
+    for i, k in enumerate(spec.keyholders):
+        block = {
+            "federation": spec.federation,
+            "coordinator_address": spec.coordinator.address,
+            "share_file": SHARE_FILE,
+            "fernet_key_file": FERNET_FILE,
+            "state_dir": "state",
+            "min_clients": fed.rounds.min_clients,
+            "weights": {"max_weight": fed.secure_sum.max_weight},
+        }
+        secret = f"{spec.federation}-{k.id}"
+        helm = _site_values(spec, k.id, "keyHolder")
+        helm["keyHolder"] = {
+            "enabled": True,
+            "identity": {"id": k.id},
+            "tls": {"existingSecret": f"{secret}-tls"},
+            "share": {"existingSecret": f"{secret}-share"},
+            "fernetKey": {"existingSecret": f"{secret}-fernet"},
+            "config": {key: block[key] for key in ("federation", "coordinator_address", "min_clients", "weights")},
+        }
+        svc = Service(
+            role="keyholder",
+            id=k.id,
+            folder=f"keyholders/{k.id}",
+            where=f"keyholders[{i}] ({k.id})",
+            cert_ids=[k.id],
+            hosts=None,
+            block=block,
+            helm=helm,
+            metrics_port=k.metrics_port,
+            holder=f"keyholder/{k.id}",
+        )
+        _tls_secret(svc, f"{secret}-tls", k.id)
+        svc.secrets[f"{secret}-share"] = {"share": SHARE_FILE}
+        svc.secrets[f"{secret}-fernet"] = {"fernet.key": FERNET_FILE}
+        out.append(svc)
+    return out
 
 
 def _edges(spec: InitSpec, fed: FederationConfig) -> list[Service]:
@@ -234,10 +293,10 @@ def _clients(spec: InitSpec, fed: FederationConfig) -> list[Service]:
 def plan_services(spec: InitSpec) -> list[Service]:
     """Every service of the federation, each with its config, certificates and Helm values.
 
-    Each role contributes one function; a new role (e.g. key holders) adds one here.
+    Each role contributes one function; a new role adds one here.
     """
     fed = spec.federation_block()
-    services = [s for role in (_coordinator, _edges, _clients) for s in role(spec, fed)]
+    services = [s for role in (_coordinator, _keyholders, _edges, _clients) for s in role(spec, fed)]
     for svc in services:  # what the services themselves will accept, checked before writing
         try:
             parse_config(svc.config(), source=f"the config of {svc.where}")
@@ -308,10 +367,37 @@ def _write_service(svc: Service, root: Path, ca_dir: Path, days: int) -> None:
     _write(folder / "k8s-secrets.sh", _secrets_script(svc), mode=0o755)
 
 
-def _write_fernet(root: Path) -> None:
-    path = root / "coordinator" / FERNET_FILE
+def _write_fernet(root: Path, folder: str) -> Path:
+    path = root / folder / FERNET_FILE
     path.parent.mkdir(mode=0o700, parents=True)
     _write(path, new_fernet_key().decode() + "\n", mode=0o600)
+    return path
+
+
+def _deal_keys(spec: InitSpec, services: list[Service], root: Path) -> str:
+    """The key ceremony: every holder's share, sealed with its own Fernet key, into its own
+    folder (the coordinator's with the public parameters); returns the key's fingerprint."""
+    holders = {s.holder: s for s in services if s.holder is not None}
+    fernets = {h: _write_fernet(root, s.folder) for h, s in holders.items()}
+    bits = spec.federation_block().secure_sum.key_bits
+    dealt = run_ceremony(root / ".ceremony", holders=list(holders), threshold=spec.threshold, bits=bits,
+                         test_only=bits < 2048, fernet_keys=fernets)
+    for h, svc in holders.items():
+        keys = root / svc.folder / "keys"
+        keys.mkdir(mode=0o700)
+        os.replace(dealt.shares[h], keys / "share")
+        if svc.role == "coordinator":
+            os.replace(dealt.params, root / svc.folder / PARAMS_FILE)
+    shutil.rmtree(root / ".ceremony")
+    return dealt.public_key_fingerprint
+
+
+def _pin(services: list[Service], fingerprint: str) -> None:
+    """Clients accept only the key with this fingerprint (signed by the coordinator)."""
+    for svc in services:
+        if svc.role == "client":
+            svc.block["key_fingerprint"] = fingerprint
+            svc.helm["clientAgent"]["config"]["key_fingerprint"] = fingerprint
 
 
 def _readme(spec: InitSpec, services: list[Service]) -> str:
@@ -329,15 +415,19 @@ nothing else needs to travel.
 | --- | --- | --- |
 {rows}
 
-Start the coordinator first, then the edges, then the clients. The clients stop when the
-federation has finished; the coordinator writes the adapter to `coordinator/state/adapter`.
+Start the coordinator first, then the key holders and the edges, then the clients. The clients
+stop when the federation has finished; the coordinator writes the adapter to
+`coordinator/state/adapter`.
 
 **`ca/` stays offline.** {CA_WARNING} Keep `ca/ca.crt` (public): it is already in every
 `tls/` folder. New certificates: `ffa-lora certs issue --ca-dir ca --role ROLE --id ID`.
 
-**`coordinator/secrets/fernet.key`** encrypts the Paillier private key at rest
-(`coordinator/state`). Keep it only on the coordinator's host (or in a secret store); losing it
-loses the key, and with it the federation's state.
+**No one holds the whole private key.** init dealt a {spec.threshold}-of-{len(spec.keyholders) + 1}
+threshold key (the coordinator and the key holders) and kept no copy: each holder's folder has
+its own share in `keys/share`, sealed with its own `secrets/fernet.key`. Keep each Fernet key
+only on its holder's host (or in a secret store); a holder that loses it loses its share. A
+round is decrypted only when {spec.threshold} holders (the coordinator counted) agree, each
+after checking the clients' and edges' signed claims. The clients pin the key's fingerprint.
 
 On Kubernetes, per site: `sh k8s-secrets.sh` (creates the secrets from this folder's files),
 then `helm install {RELEASE} deploy/helm/ffa-lora -n ffa-lora -f helm-values.yaml`. A client site
@@ -373,9 +463,9 @@ def scaffold(
     try:
         ca_dir = tmp / "ca"
         init_ca(ca_dir, federation=spec.federation)
+        _pin(services, _deal_keys(spec, services, tmp))
         for svc in services:
             _write_service(svc, tmp, ca_dir, spec.certificate_days)
-        _write_fernet(tmp)
         _write(tmp / "README.md", _readme(spec, services))
         _write(
             tmp / "spec.yaml",

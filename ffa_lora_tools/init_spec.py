@@ -20,6 +20,7 @@ __all__ = [
     "CoordinatorSpec",
     "EdgeSpec",
     "InitSpec",
+    "KeyHolderSpec",
     "load_spec",
     "parse_spec",
     "split_address",
@@ -124,6 +125,19 @@ class ClientSpec(_Spec):
         return [self.edge] if isinstance(self.edge, str) else list(self.edge)
 
 
+class KeyHolderSpec(_Spec):
+    """One key holder: a site that keeps one share of the federation's threshold key."""
+
+    id: str = Field(pattern=_ID, description="Key holder id (certificate keyholder/<id>).")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus metrics port (default: off)."
+    )
+
+
+def _default_keyholders() -> list[KeyHolderSpec]:
+    return [KeyHolderSpec(id="keyholder-1"), KeyHolderSpec(id="keyholder-2")]
+
+
 class InitSpec(_Spec):
     """A federation to scaffold."""
 
@@ -143,6 +157,17 @@ class InitSpec(_Spec):
         description="The client sites (two at least: the secure "
         "sum of one client would be its update).",
     )
+    keyholders: list[KeyHolderSpec] = Field(
+        default_factory=_default_keyholders,
+        min_length=1,
+        description="Key holders beside the coordinator, each with one share of the threshold key "
+        "(default: keyholder-1 and keyholder-2); the coordinator holds one share too.",
+    )
+    threshold: int = Field(
+        default=2,
+        ge=2,
+        description="Shares needed to decrypt a round (t >= 2: no party decrypts alone).",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Any field of the coordinator's federation block (docs/config.md).",
@@ -156,9 +181,17 @@ class InitSpec(_Spec):
         """Unique names and addresses; every client's edges exist."""
         _unique("labels", self.labels)
         _unique(
-            "ids (coordinator.id, edges[].id, clients[].id)",
-            [self.coordinator.id] + [e.id for e in self.edges] + [c.id for c in self.clients],
+            "ids (coordinator.id, edges[].id, clients[].id, keyholders[].id)",
+            [self.coordinator.id]
+            + [e.id for e in self.edges]
+            + [c.id for c in self.clients]
+            + [k.id for k in self.keyholders],
         )
+        if self.threshold > len(self.keyholders) + 1:
+            raise ValueError(
+                f"threshold {self.threshold} exceeds the {len(self.keyholders) + 1} share holders "
+                "(the coordinator and keyholders[]): add key holders or lower threshold"
+            )
         _unique("edges[].region", [e.region for e in self.edges])
         _unique(
             "addresses (coordinator.address, edges[].address)",

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from ffa_lora.crypto.weights import STALENESS_SCALE
 from ffa_lora.data.builtin import load_builtin
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
@@ -33,7 +34,6 @@ from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.privacy import AggregatePrivacy
 from services.common import domain as d
 from services.common.config import FederationConfig, parse_config, parse_federation
-from services.common.domain import STALENESS_SCALE
 
 
 def federation_from_file(path: Path) -> FederationConfig:

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ffa_lora.crypto.weights import STALENESS_SCALE, staleness_weight
 from ffa_lora.privacy import get_mechanism, plan_privacy
 from ffa_lora.privacy.ledger import LedgerEntry, PrivacyLedger
 from ffa_lora.privacy.round_noise import RoundNoisePlan, carried_noise_multiplier, plan_round_noise
 from services.common import domain as d
 from services.common.config import FederationConfig
-from services.common.domain import STALENESS_SCALE, staleness_weight
 
 
 class AggregatePrivacy:

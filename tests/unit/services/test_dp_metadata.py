@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ffa_lora.crypto import generate_keypair
+from ffa_lora.crypto.threshold import deal
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import upload_messages
 from services.client_agent.trainer import LocalTrainer
@@ -62,8 +63,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def keys() -> Any:
-    return generate_keypair(bits=512, test_only=True)
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    ceremony = deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
+                    test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
+    local = local_threshold(tmp_path_factory.mktemp("pki"), federation="demo", min_clients=2,
+                            ceremony=ceremony)
+    yield local
+    local.close()
 
 
 def commit_fields(msg: Any, prefix: str = "") -> dict[str, Any]:
@@ -85,6 +91,7 @@ def client_commit(
             "service": "coordinator",
             "tls": {"ca": "a", "cert": "b", "key": "c"},
             "coordinator": {
+                "threshold": {"params_file": "p", "share_file": "s"},
                 "federation": {
                     "model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
                     "rounds": {"min_clients": 2},
@@ -97,12 +104,11 @@ def client_commit(
         }
     )
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
-    pub, priv = keys
     coord = handlers.Coordinator(
         fed=fed,
         store=MemoryStore(),
-        public_key=pub,
-        private_key=priv,
+        public_key=keys.ceremony.public_key,
+        decryption=keys.decryption,
         adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels),
         outbox=Outbox(),
         metrics=create_metrics("coordinator"),
@@ -147,7 +153,7 @@ def client_commit(
     trainer = LocalTrainer(client, client_id="site-a")
     trainer.set_spec(plan.spec, tuple(fed.labels))  # type: ignore[arg-type]
     trainer.load_adapter(coord.version, coord._blob)
-    up = trainer.run_task(task, pub)
+    up = trainer.run_task(task, coord.public_key)
     commit = upload_messages(up)[-1].update_commit
     return commit_fields(commit)
 

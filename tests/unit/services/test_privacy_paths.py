@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ffa_lora.crypto import Decryptor, PackingLayout, RunningSum, generate_keypair
+from ffa_lora.crypto import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
+from ffa_lora.crypto.threshold import Combiner, deal, decryption_share
+from ffa_lora.crypto.weights import STALENESS_SCALE, staleness_weight
 from ffa_lora.errors import BudgetExhaustedError, ConfigError
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.update import encrypt_update
 from services.cloud_coordinator import handlers
@@ -29,14 +32,34 @@ from services.cloud_coordinator.policies import make_privacy_engine
 from services.cloud_coordinator.store import CoordinatorStore, MemoryStore, SQLiteStore
 from services.common import domain as d
 from services.common.config import FederationConfig, parse_config
-from services.common.domain import STALENESS_SCALE, staleness_weight
 from services.common.metrics import create_metrics
 from tests.unit.services.test_coordinator_rules import Outbox
 
 
 @pytest.fixture(scope="module")
-def keys() -> Any:
-    return generate_keypair(bits=512, test_only=True)
+def ceremony() -> Any:
+    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
+                test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
+
+
+@pytest.fixture()
+def keys(ceremony: Any, tmp_path: Path) -> Any:
+    """The threshold key with its key holders in this process (fresh records per test)."""
+    local = local_threshold(tmp_path / "pki", federation="demo", min_clients=1, max_weight=64,
+                            ceremony=ceremony)
+    yield local
+    local.close()
+
+
+#: the key holders of each coordinator made below (upload() signs as its clients and edge)
+_KEYS: dict[int, LocalThreshold] = {}
+
+
+def decrypt_codes(keys: LocalThreshold, vec: Any) -> np.ndarray:
+    """A vector's slot sums from two shares (a test reading one client's update; no service
+    can do this)."""
+    shares = [decryption_share(s, vec, context=b"test") for s in keys.ceremony.shares[:2]]
+    return Combiner(keys.ceremony.params, workers=0).decrypt_code_sums(vec, shares, context=b"test")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +79,7 @@ def federation(
             "service": "coordinator",
             "tls": {"ca": "a", "cert": "b", "key": "c"},
             "coordinator": {
+                "threshold": {"params_file": "p", "share_file": "s"},
                 "federation": {
                     "model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
                     "rounds": {"max_rounds": 5, **rounds},
@@ -73,17 +97,21 @@ def federation(
 def coordinator(
     fed: FederationConfig, keys: Any, store: CoordinatorStore | None = None
 ) -> handlers.Coordinator:
-    pub, priv = keys
-    return handlers.Coordinator(
+    # Each coordinator gets key holders of its own (their records start empty, like its store).
+    keys = local_threshold(keys.certs.parent, federation="demo", min_clients=1, max_weight=64,
+                           ceremony=keys.ceremony)
+    coord = handlers.Coordinator(
         fed=fed,
         store=store or MemoryStore(),
-        public_key=pub,
-        private_key=priv,
+        public_key=keys.ceremony.public_key,
+        decryption=keys.decryption,
         adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels),
         outbox=Outbox(),
         metrics=create_metrics("coordinator"),
         privacy=make_privacy_engine(fed),
     )
+    _KEYS[id(coord)] = keys
+    return coord
 
 
 def start_round(coord: handlers.Coordinator, clients: list[str]) -> Any:
@@ -119,8 +147,7 @@ def upload(
     Returns each client's encrypted vector and task."""
     plan = cur.plans["edge-1"]
     layout = PackingLayout.from_bytes(plan.secure_sum.layout)
-    total = RunningSum(coord.public_key, layout, plan.num_values)
-    contribs, sent = [], {}
+    contribs, sent, updates, listed, bases = [], {}, {}, {}, {}
     for cid, delta in deltas.items():
         a = plan.assignment_for(cid)
         assert a is not None
@@ -131,11 +158,16 @@ def upload(
             if plan.mode == "async"
             else 1
         )
-        total.add_vector(vec, weight=a.weight * factor)
-        contribs.append(d.Contribution(cid, a.rank, a.weight * factor, 100))
+        updates[cid], listed[cid] = (vec, a), a.weight * factor
+        bases[cid] = plan.adapter_version - (staleness or {}).get(cid, 0)
+        contribs.append(d.Contribution(cid, a.rank, a.weight * factor, 100, base_version=bases[cid]))
         sent[cid] = (vec, task)
+    total, evidence = _KEYS[id(coord)].sign_partial(
+        "edge-1", updates, round=cur.number, phase=cur.phase, adapter_version=plan.adapter_version,
+        listed=listed, base_versions=bases)
     coord.receive_partial(
-        "edge-1", round=cur.number, vec=total.result(), contributions=contribs, key=f"k{cur.number}"
+        "edge-1", round=cur.number, vec=total, contributions=contribs, key=f"k{cur.number}",
+        evidence=evidence,
     )
     return sent
 
@@ -246,11 +278,11 @@ def test_charge_is_durable_before_any_decryption(
     rows_at_decryption: list[int] = []
     decrypt = coord._decrypt
 
-    def spy(c: Any, summed: Any) -> np.ndarray:
+    def spy(c: Any) -> np.ndarray:
         rows_at_decryption.append(
             len(SQLiteStore(tmp_path / "state").ledger())
         )  # what a crash would keep
-        return decrypt(c, summed)
+        return decrypt(c)
 
     monkeypatch.setattr(coord, "_decrypt", spy)
     coord.finish_round(cur)
@@ -400,10 +432,8 @@ def test_noise_covers_the_norm_after_quantization(
     spike[0] = 10.0  # clipped to norm 0.5; every other coordinate is 0 before rounding
     sent = upload(coord, cur, {"a": spike, "b": spike})
     coord.finish_round(cur)
-    _, priv = keys
     for vec, task in sent.values():
-        with Decryptor(priv, vec.layout, workers=0) as dec:
-            codes = dec.decrypt_code_sums(vec)
+        codes = decrypt_codes(keys, vec)
         q = Quantizer(clip=task.secure_sum.clip, bits=task.secure_sum.bits)
         entering = codes.astype(np.float64) * q.step - q.clip
         assert task.assignment.weight * np.linalg.norm(entering) <= calls[0]
@@ -427,6 +457,7 @@ def test_async_distributed_noise_with_stale_updates_is_at_least_what_is_charged(
         secure_sum={"bits": 16},
     )
     coord = coordinator(fed, keys)
+    coord.version = fed.rounds.max_staleness  # an adapter version a stale update can lag behind
     means = capture_mean(coord, monkeypatch)
     cur = start_round(coord, ["a", "b", "c"])
     zeros = np.zeros(cur.num_values)

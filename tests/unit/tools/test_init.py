@@ -262,3 +262,32 @@ def test_spec_file_errors(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a YAML mapping"):
         init.main([str(tmp_path / "list.yaml"), "-o", str(tmp_path / "fed")])
+
+
+def test_key_holders_get_one_sealed_share_each_and_clients_pin_the_key(fed: Path) -> None:
+    """The threshold key: each holder's folder holds only its own share, sealed with its own
+    Fernet key; the coordinator also the public parameters; every client pins their key."""
+    from ffa_lora.crypto import load_fernet_key
+    from ffa_lora.crypto.threshold import ThresholdParams, load_key_share
+
+    params = ThresholdParams.from_bytes((fed / "coordinator" / "keys" / "threshold.params").read_bytes())
+    assert params.threshold == 2
+    assert params.holders == ("coordinator/coordinator", "keyholder/keyholder-1", "keyholder/keyholder-2")
+    holders = {"coordinator/coordinator": fed / "coordinator"} | {
+        f"keyholder/{p.name}": p for p in sorted((fed / "keyholders").iterdir())}
+    for holder, folder in holders.items():
+        cfg = load_config(folder / "config.yaml")
+        role = cfg.service
+        share_file = cfg.coordinator.threshold.share_file if role == "coordinator" else cfg.keyholder.share_file  # type: ignore[union-attr]
+        fernet = load_fernet_key(file=folder / "secrets" / "fernet.key")
+        share = load_key_share(folder / share_file, fernet_key=fernet, expected_holder=holder)
+        assert share.params == params
+        assert sorted(p.name for p in (folder / "keys").iterdir()) == (
+            ["share", "threshold.params"] if role == "coordinator" else ["share"])
+        assert stat.S_IMODE((folder / "secrets" / "fernet.key").stat().st_mode) == 0o600
+    other = holders["keyholder/keyholder-1"] / "secrets" / "fernet.key"
+    with pytest.raises(Exception, match="Fernet"):  # a share opens only with its own holder's key
+        load_key_share(fed / "coordinator" / "keys" / "share", fernet_key=load_fernet_key(file=other))
+    for folder in sorted((fed / "clients").iterdir()):
+        assert load_config(folder / "config.yaml").client.key_fingerprint == params.public_key.fingerprint  # type: ignore[union-attr]
+    assert not list(fed.rglob(".ceremony"))
