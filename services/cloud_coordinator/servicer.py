@@ -188,10 +188,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         old = self._holder_sessions.pop(holder, None)
         if old is not None:
             old.close()  # a reconnecting holder replaces its old session
-        session = Session(asyncio.get_running_loop())
+        session = Session(asyncio.get_running_loop(), max_queued=self.limits.max_queued_messages)
         self._holder_sessions[holder] = session
         link = HolderLinkImpl(session)
-        receiver = AdapterReceiver()
+        # bounds what one holder may send for one request (shares and their proofs)
+        receiver = AdapterReceiver(max_size=self.limits.max_adapter_bytes)
         decryption = self.decryption
 
         async def handle(req: pb.KeyHolderSessionRequest) -> None:

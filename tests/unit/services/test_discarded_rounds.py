@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from ffa_lora.crypto import CiphertextVector, Encryptor, RunningSum
+from ffa_lora.crypto import CiphertextVector, Encryptor
 from ffa_lora.errors import CiphertextError
 from ffa_lora_tools.harness import fuzzing as fz
+from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from services.cloud_coordinator.handlers import Coordinator
 from services.cloud_coordinator.reports import DiscardLog
 from services.cloud_coordinator.store import MemoryStore
@@ -31,6 +33,7 @@ class AnsweringOutbox:
     def __init__(self, bad_rounds: int) -> None:
         self.bad_rounds = bad_rounds
         self.coord: Coordinator | None = None
+        self.keys: LocalThreshold | None = None
         self.rounds: list[int] = []
         self.finished = ""
 
@@ -47,29 +50,31 @@ class AnsweringOutbox:
         asyncio.get_running_loop().call_soon(self._answer, edge_id, plan, bad)
 
     def _answer(self, edge_id: str, plan: d.RoundPlan, bad: bool) -> None:
-        assert self.coord is not None
+        assert self.coord is not None and self.keys is not None
         cur = self.coord.current
         assert cur is not None
-        total = RunningSum(self.coord.public_key, cur.layout, plan.num_values)
-        enc = Encryptor(self.coord.public_key, cur.layout, workers=0)
+        pub = self.coord.public_key
+        enc = Encryptor(pub, cur.layout, workers=0)
+        updates = {}
         for a in plan.assignments:
-            total.add_vector(enc.encrypt_codes(np.full(plan.num_values, 3, dtype=np.int64)), weight=a.weight)
-        vec = total.result()
-        if bad:  # decrypts to slot sums far outside weight_total x levels
-            rng = np.random.default_rng(plan.round)
-            n2 = int(self.coord.public_key.nsquare)
-            values = [int.from_bytes(rng.bytes(self.coord.public_key.ciphertext_bytes), "big") % (n2 - 1) + 1
-                      for _ in vec.values]
-            vec = CiphertextVector(public_key=vec.public_key, layout=vec.layout, num_values=vec.num_values,
-                                   values=values, weight_total=vec.weight_total)
+            vec = enc.encrypt_codes(np.full(plan.num_values, 3, dtype=np.int64))
+            if bad:  # a client's malformed plaintext: slot sums far outside weight_total x levels
+                rng = np.random.default_rng([plan.round, len(updates)])
+                values = [int.from_bytes(rng.bytes(pub.ciphertext_bytes), "big") % (int(pub.nsquare) - 1) + 1
+                          for _ in vec.values]
+                vec = CiphertextVector(public_key=vec.public_key, layout=vec.layout, num_values=vec.num_values,
+                                       values=values, weight_total=vec.weight_total)
+            updates[a.client_id] = (vec, a)
+        total, evidence = self.keys.sign_partial(edge_id, updates, round=plan.round, phase=cur.phase,
+                                                 adapter_version=plan.adapter_version)
         contributions = [d.Contribution(a.client_id, a.rank, a.weight, 1, quality=d.Quality(train_loss=0.5))
                          for a in plan.assignments]
-        self.coord.receive_partial(edge_id, round=plan.round, vec=vec, contributions=contributions,
-                                   key=f"{edge_id}:{plan.round}")
+        self.coord.receive_partial(edge_id, round=plan.round, vec=total, contributions=contributions,
+                                   key=f"{edge_id}:{plan.round}", evidence=evidence)
 
 
-def make(bad_rounds: int) -> tuple[Coordinator, AnsweringOutbox]:
-    pub, priv = fz.fuzz_keys()
+def make(bad_rounds: int, root: Path) -> tuple[Coordinator, AnsweringOutbox]:
+    keys = local_threshold(root, federation="retry", min_clients=2, max_weight=4)
     fed = parse_federation({
         "name": "retry", "model": {"rank": 4},
         "rounds": {"min_clients": 2, "deadline_s": 30, "max_rounds": 1, "wait_for_clients_s": 5},
@@ -77,9 +82,10 @@ def make(bad_rounds: int) -> tuple[Coordinator, AnsweringOutbox]:
         "test_mode": True,
     })
     outbox = AnsweringOutbox(bad_rounds)
-    coord = Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv, adapter_ops=fz.FakeOps(),
-                        outbox=outbox, metrics=create_metrics("coordinator"), decrypt_workers=0)
-    outbox.coord = coord
+    coord = Coordinator(fed=fed, store=MemoryStore(), public_key=keys.ceremony.public_key,
+                        decryption=keys.decryption, adapter_ops=fz.FakeOps(),
+                        outbox=outbox, metrics=create_metrics("coordinator"))
+    outbox.coord, outbox.keys = coord, keys
     for edge_id, clients in ROSTER.items():
         coord.edge_connected(edge_id)
         coord.edge_roster(edge_id, [d.RosterEntry(c, 1) for c in clients])
@@ -91,8 +97,9 @@ def sample(coord: Coordinator, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-def test_out_of_range_rounds_are_retried_and_the_federation_continues(caplog: pytest.LogCaptureFixture) -> None:
-    coord, outbox = make(bad_rounds=4)
+def test_out_of_range_rounds_are_retried_and_the_federation_continues(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    coord, outbox = make(bad_rounds=4, root=tmp_path)
     with caplog.at_level(logging.WARNING):
         asyncio.run(asyncio.wait_for(coord.run(), 60))
     assert coord.committed == 1 and outbox.finished == "reached max_rounds=1"

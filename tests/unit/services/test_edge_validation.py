@@ -102,7 +102,9 @@ def test_async_base_version_must_be_one_the_edge_sent_that_client() -> None:
         for off, data in u.chunks:
             e.upload_chunk("alice", round=r, offset=off, data=data)
         e.commit_upload("alice", round=r, sha256=u.sha256, idempotency_key=f"{u.key}:{base}", num_samples=10,
-                        rank=4, quality=d.Quality(), base_version=base, train_seconds=0.0, crypto_seconds=0.0)
+                        rank=4, quality=d.Quality(), base_version=base, train_seconds=0.0, crypto_seconds=0.0,
+                        contribution=fz.sign_upload(u, "alice", round=r, weight=fz.EDGE_WEIGHTS["alice"],
+                                                    base_version=base))
 
     with pytest.raises(Rejection) as err:
         upload(0)  # never sent by this edge

@@ -93,7 +93,7 @@ def test_a_session_queue_is_bounded_and_applies_back_pressure() -> None:
 def edge(**limits: Any) -> tuple[EdgeAggregator, fz.RecordingOutbox]:
     outbox = fz.RecordingOutbox()
     e = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(**limits), metrics=create_metrics("edge"),
-                       outbox=outbox, clock=fz.FakeClock())
+                       outbox=outbox, clock=fz.FakeClock(), signer=fz.fuzz_signer("edge", "e"))
     return e, outbox
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ffa_lora.crypto import generate_keypair
+from ffa_lora.crypto.threshold import deal
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -22,8 +23,17 @@ from tests.unit.services.test_coordinator_rules import Outbox, partial
 
 
 @pytest.fixture(scope="module")
-def keys() -> Any:
-    return generate_keypair(bits=512, test_only=True)
+def ceremony() -> Any:
+    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
+                workers=0, isolate=False)  # TEST-ONLY key size
+
+
+@pytest.fixture()
+def keys(tmp_path: Path, ceremony: Any) -> Any:
+    """The threshold key and its in-process holders (for a coordinator of federation 'demo')."""
+    local = local_threshold(tmp_path, federation="demo", min_clients=2, ceremony=ceremony)
+    yield local
+    local.close()
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +46,13 @@ def coordinator(model_dir: Path, keys: Any, **federation: Any) -> handlers.Coord
                "rounds": {"min_clients": 3, "patience": 2, "tolerance": 1e-3, "max_rounds": 10},
                "secure_sum": {"key_bits": 512}, "test_mode": True, **federation}
     cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"},
-                        "coordinator": {"federation": fed_doc}})
+                        "coordinator": {"threshold": {"params_file": "p", "share_file": "s"},
+                                        "federation": fed_doc}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
-    pub, priv = keys
-    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv,
+    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=keys.ceremony.public_key,
+                                decryption=keys.decryption,
                                 adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels), outbox=Outbox(),
-                                metrics=create_metrics("coordinator"), decrypt_workers=0)
+                                metrics=create_metrics("coordinator"))
 
 
 def planned_weights(coord: handlers.Coordinator) -> dict[str, int]:
@@ -83,13 +94,14 @@ def test_weight_policy_rejects_bad_sizes() -> None:
         WeightsConfig(sizes={"not an id!": 5})
 
 
-def run_round(coord: handlers.Coordinator, losses: dict[str, float]) -> handlers.RoundSummary:
+def run_round(coord: handlers.Coordinator, keys: LocalThreshold, losses: dict[str, float]) -> handlers.RoundSummary:
     cur = coord.plan_round()
     coord.current = cur
-    vec, contribs = partial(coord, cur, sorted(losses))
+    vec, contribs, evidence = partial(coord, cur, sorted(losses), keys)
     contribs = [d.Contribution(c.client_id, c.rank, c.weight, 100, quality=d.Quality(train_loss=losses[c.client_id]))
                 for c in contribs]
-    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key=f"k{cur.number}")
+    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key=f"k{cur.number}",
+                          evidence=evidence)
     return coord.finish_round(cur)
 
 
@@ -100,7 +112,7 @@ def test_one_client_cannot_end_the_run_through_its_reported_loss(model_dir: Path
     coord = coordinator(model_dir, keys)
     coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b", "m")])
     for honest in (1.0, 0.8, 0.64):
-        summary = run_round(coord, {"a": honest, "b": honest, "m": 1e4})
+        summary = run_round(coord, keys, {"a": honest, "b": honest, "m": 1e4})
         assert summary.loss == pytest.approx(honest)
     assert coord.loss_history == pytest.approx([1.0, 0.8, 0.64])
     assert not coord._converged()
