@@ -1,7 +1,7 @@
 """Every ``helm install`` command printed in the deployment docs renders and validates.
 
-The commands of ``docs/deploy-section.md`` (the README's "Deploy on Kubernetes" section, also
-checked in ``README.md`` once it is pasted there) and of ``deploy/README.md`` are run as
+The commands of ``docs/deploy.md`` (the per-site installation the README's "Deploy on Kubernetes"
+section links to), of ``README.md`` and of ``deploy/README.md`` are run as
 ``helm template`` with the same flags, then every rendered object is validated strictly against
 the Kubernetes schemas, like the ``ci/`` scenarios. The per-replica edge secrets the docs create
 are checked against the names the rendered StatefulSet mounts.
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from chart_helpers import KUBE_VERSION, REPO, load_tool, run_helm
 
-DOCS = [REPO / "docs/deploy-section.md", REPO / "deploy/README.md", REPO / "README.md"]
+DOCS = [REPO / "docs/deploy.md", REPO / "deploy/README.md", REPO / "README.md"]
 # render as on a cluster that serves cert-manager's API (deploy/README.md shows it for test clusters)
 API_VERSIONS = ["--api-versions", "cert-manager.io/v1"]
 
@@ -53,13 +53,19 @@ CASES = _cases()
 
 
 def test_the_docs_have_an_install_command_per_kind_of_site() -> None:
-    section = helm_installs(REPO / "docs/deploy-section.md")
+    section = helm_installs(REPO / "docs/deploy.md")
     enabled = []
     for argv in section:
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         off = {s.split(".")[0] for s in sets if s.endswith(".enabled=false")}
-        enabled.append({"cloudCoordinator", "edgeAggregator", "clientAgent"} - off)
-    assert enabled == [{"cloudCoordinator"}, {"edgeAggregator"}, {"clientAgent"}]
+        on = {s.split(".")[0] for s in sets if s.endswith(".enabled=true")}
+        enabled.append(({"cloudCoordinator", "edgeAggregator", "clientAgent"} - off) | on)
+    assert enabled == [
+        {"cloudCoordinator"},
+        {"edgeAggregator"},
+        {"clientAgent"},
+        {"keyHolder"},
+    ]
 
 
 @pytest.mark.parametrize("argv", CASES)
@@ -76,7 +82,7 @@ def test_documented_install_renders_and_validates(helm: str, argv: list[str]) ->
 
 
 def test_documented_edge_secrets_match_what_the_edge_mounts(helm: str) -> None:
-    doc = (REPO / "docs/deploy-section.md").read_text()
+    doc = (REPO / "docs/deploy.md").read_text()
     block = next(b for b in shell_blocks(doc) if "--role edge" in b)
     loop = re.search(r"for i in \$\(seq 0 (\d+)\)", block)
     assert loop, block
@@ -84,7 +90,7 @@ def test_documented_edge_secrets_match_what_the_edge_mounts(helm: str) -> None:
     assert "create secret generic edge-eu-west-tls-$i" in block
     argv = next(
         a
-        for a in helm_installs(REPO / "docs/deploy-section.md")
+        for a in helm_installs(REPO / "docs/deploy.md")
         if "edgeAggregator.region=eu-west" in a
     )
     args = ["template", *argv[2:], "--kube-version", KUBE_VERSION]
