@@ -540,7 +540,7 @@ def test_the_fernet_key_is_never_generated_by_the_chart(render: Any, render_note
     assert volumes["fernet"]["secret"]["secretName"] == "ffa-lora-coordinator-fernet"
     assert one(render(), "StatefulSet", "coordinator") == sts  # a second render (GitOps) changes nothing
     notes = render_notes()
-    assert "THE FERNET KEY IS A SECRET BESIDE THE ENCRYPTED PRIVATE KEY" in notes
+    assert "THE FERNET KEY IS A SECRET BESIDE THE SEALED KEY SHARE" in notes
     assert "create secret generic ffa-lora-coordinator-fernet" in notes
 
 

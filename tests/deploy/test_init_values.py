@@ -44,6 +44,8 @@ def test_every_site_lints_and_renders_valid_objects(
         "hospital-a",
         "hospital-b",
         "hospital-c",
+        "keyholder-1",
+        "keyholder-2",
     }
     for name, values in sites.items():
         run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values))

@@ -41,7 +41,8 @@ def client_files(srv: fz.EdgeServerThread, cid: str) -> TLSFiles:
 def good_client_is_served(srv: fz.EdgeServerThread) -> None:
     upload = fz._cached_upload("good", 0)
     with channel(srv, client_files(srv, "good")) as ch:
-        acks = fz.good_session(ch, upload, round=fz.ROUND)
+        acks = fz.good_session(ch, upload, round=fz.ROUND, contribution=fz.sign_upload(
+            upload, "good", round=fz.ROUND, weight=1, base_version=0, certs=srv.certs_dir))  # type: ignore[attr-defined]
     assert [a.status.code for a in acks] == [0]
     assert "good" in srv.snapshot()[2]
 
