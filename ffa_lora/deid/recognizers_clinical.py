@@ -11,7 +11,9 @@ de-identification guidelines as they are written in real notes.
 - ages over 89 (``94-year-old``, ``age 92``);
 - dates as clinicians write them: ``3/14``, ``8/79``, ``in November``, ``since 2069``,
   holidays; a date's other layouts are in ``dates.py``;
-- US city/state/ZIP lines and P.O. boxes.
+- US city/state/ZIP lines, P.O. boxes, counties, ``city of …`` and ZIP codes after their cue;
+- other names of the patient after ``charted as``, ``also known as``, ``prefers to be called``;
+- study and enrollment codes, biometric template ids, image file names.
 
 Numbers that read as measurements (``BP 120/80``, ``pain 5/10``, ``5/5 strength``) are not
 taken as dates.
@@ -54,6 +56,15 @@ _ALNUM_CUES = (
     r"|member id|policy(?: no\.?| #| id)?|group(?: no\.?| #| id)|health plan(?: id)?"
     r"|insurance id|beneficiary id"
 )
+#: Cues of coded identifiers: study / enrollment codes and biometric templates.
+_CODE_CUES = (
+    r"(?:study|trial|enrollment|enrolment|participant|subject|research|protocol)"
+    r"(?:[ \t]+(?:code|id|identifier|number|no\.?|#))?"
+    r"|(?:voice[ \t]?print|finger[ \t]?print|retinal?[ \t]+scan|iris[ \t]+scan|palm[ \t]?print|biometric)"
+    r"(?:[ \t]+(?:template|id|identifier|record|scan|sample|hash))?"
+)
+#: A code: capitals, digits and dashes with at least one digit (``CRIMSON-0447``, ``VP-559A``).
+_CODE_VALUE = r"(?P<v>(?=[A-Z0-9-]*\d)[A-Z][A-Z0-9]*-?[A-Z0-9-]*[A-Z0-9])"
 _ALNUM_VALUE = r"(?P<v>(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{3,24}[A-Z0-9])"
 
 
@@ -67,7 +78,12 @@ def record_number_recognizer() -> RegexRecognizer:
     regex = re.compile(rf"(?<![A-Za-z])(?i:{_MRN_CUES}){_CUE_SEP}{_VALUE}{_R}")
     return RegexRecognizer(
         entity=C.MEDICAL_RECORD_NUMBER,
-        specs=[RegexSpec("record cue", regex, 0.85, group="v", accept=_not_a_date)],
+        specs=[
+            RegexSpec("record cue", regex, 0.85, group="v", accept=_not_a_date),
+            # an export that glued the cue to its neighbours: ``chartMRN04857211``
+            RegexSpec("glued record cue", re.compile(r"(?:MRN|MR#)[:#]?(?P<v>\d{5,12})(?!\d)"), 0.7,
+                      group="v"),
+        ],
         name="ClinicalRecordRecognizer",
     )
 
@@ -122,6 +138,16 @@ def id_number_recognizer() -> RegexRecognizer:
         RegexSpec(
             "dictation code",
             re.compile(r"(?<![\w/])(?P<v>[A-Z]{1,4}\d{2,8}(?:/\d{2,8})+)(?![\w/])"),
+            0.6, group="v",
+        ),
+        RegexSpec(
+            "study or biometric code",
+            re.compile(rf"(?<![A-Za-z])(?i:{_CODE_CUES}){_CUE_SEP}{_CODE_VALUE}{_R}"),
+            0.6, group="v",
+        ),
+        RegexSpec(
+            "image file name",  # full-face photographs and comparable images are identifiers
+            re.compile(r"(?<![\w.-])(?P<v>[\w.-]*[A-Za-z][\w.-]*\.(?i:jpe?g|png|gif|bmp|tiff?|heic|dcm))(?!\w|\.\w)"),
             0.6, group="v",
         ),
         RegexSpec(
@@ -360,6 +386,34 @@ def city_zip_recognizer() -> RegexRecognizer:
     return RegexRecognizer(entity=C.ADDRESS, specs=specs, name="CityZipRecognizer")
 
 
+_NAME_WORD = r"[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?"
+
+
+def alias_name_recognizer() -> RegexRecognizer:
+    """Names after the cues that introduce another name of the patient: ``charted as``,
+    ``also known as``, ``goes by``, ``prefers to be called 'Sunny'``."""
+    cue = (r"(?i:charted as|registered as|(?:also|formerly|previously) known as|a\.?k\.?a\.?|goes by|"
+           r"prefers to be called|likes to be called|nicknamed|maiden name(?: is| of)?)")
+    regex = re.compile(rf"(?<![A-Za-z]){cue}[ \t]+['\"“‘]?(?P<v>{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}})")
+    return RegexRecognizer(entity=C.PERSON, specs=[RegexSpec("alias cue", regex, 0.6, group="v")],
+                           name="ClinicalAliasRecognizer")
+
+
+def region_recognizer() -> RegexRecognizer:
+    """Places smaller than a state: ``Tulare County``, ``the city of Visalia``, and a ZIP code
+    after its cue (``the mailing ZIP on the chart is 93291``)."""
+    place = rf"{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}}"
+    specs = [
+        RegexSpec("county", re.compile(rf"(?<![A-Za-z])(?P<v>{place}[ \t]+(?:County|Parish|Borough))(?![A-Za-z])"),
+                  0.55, group="v"),
+        RegexSpec("city of", re.compile(rf"(?<![A-Za-z])(?i:city|town|village|township) of[ \t]+(?P<v>{place})"),
+                  0.55, group="v"),
+        RegexSpec("zip cue", re.compile(r"(?<![A-Za-z])(?i:zip(?:[ \t]?code)?|postal code)[^.\n\d]{0,30}?"
+                                        r"(?P<v>\d{5}(?:-\d{4})?)(?!\d)"), 0.6, group="v"),
+    ]
+    return RegexRecognizer(entity=C.ADDRESS, specs=specs, name="ClinicalRegionRecognizer")
+
+
 def clinical_recognizers(config: C.DeidConfig) -> list[EntityRecognizer]:
     """The clinical-note recognizers (``DeidConfig.clinical``)."""
     del config
@@ -373,4 +427,6 @@ def clinical_recognizers(config: C.DeidConfig) -> list[EntityRecognizer]:
         age_recognizer(),
         clinical_date_recognizer(),
         city_zip_recognizer(),
+        alias_name_recognizer(),
+        region_recognizer(),
     ]

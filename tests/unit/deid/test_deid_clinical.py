@@ -62,6 +62,16 @@ POSITIVE = [
     ("Progress note: Ana Ostrowski (MRN 5583920) was seen", "Ana Ostrowski"),
     ("Consult requested for patient Reyes-Villalobos today", "Reyes-Villalobos"),
     ("reach her at m.roe@mail.example today", "m.roe@mail.example"),
+    ("also charted as Dana Whitfield in the old system", "Dana Whitfield"),
+    ("she prefers to be called 'Birdie' on the ward", "Birdie"),
+    ("formerly known as Lucas Amsel", "Lucas Amsel"),
+    ("trial enrollment code MAPLE-2210 assigned", "MAPLE-2210"),
+    ("fingerprint template FP-88Q2 stored", "FP-88Q2"),
+    ("photo saved as jdoe_face_01.png.", "jdoe_face_01.png"),
+    ("lives in Kern County with her son", "Kern County"),
+    ("moved to the city of Bakersfield last year", "Bakersfield"),
+    ("the ZIP code on file is 93301.", "93301"),
+    ("export row patientMRN7712093 (no addendum)", "7712093"),
 ]
 
 NEGATIVE = [
@@ -83,6 +93,10 @@ NEGATIVE = [
     ("serial dilutions were done", "dilutions"),
     ("code 1HGCM82633A004353 fails the check digit", "1HGCM82633A004353"),
     ("on the third attempt", "third"),
+    ("a condition known as Takotsubo cardiomyopathy", "Takotsubo"),
+    ("study drug held for 2 days", "study"),
+    ("ACLS protocol followed", "ACLS"),
+    ("chest X-ray image reviewed", "image"),
 ]
 
 
