@@ -58,7 +58,8 @@ def deidentify(data: Dataset, settings: DeidSettings, secret: bytes,
                on_counts: Callable[[Counter[str]], None] | None = None) -> Dataset:
     """Scrub every record before tokenization; returns a new Dataset (counts reported only)."""
     engine = Deidentifier(DeidConfig(operator=settings.operator, languages=tuple(settings.languages),
-                                     use_lac=settings.use_lac), site_secret=secret)
+                                     use_lac=settings.use_lac, clinical=settings.clinical),
+                           site_secret=secret)
     totals: Counter[str] = Counter()
     texts = []
     for t in data.texts:

@@ -643,8 +643,11 @@ class DeidSettings(_Model):
     use_lac: bool = Field(
         default=False, description="Find Chinese person names with Baidu LAC (slower, more recall)."
     )
-
-
+    clinical: bool = Field(
+        default=True,
+        description="Also run the recognizers for English clinical notes (i2b2 PHI categories: record "
+                    "numbers, pagers, user names, facilities, ages over 89, clinical date forms). Turn off "
+                    "only for text known not to be clinical, where their extra matches cost precision.")
 
 
 class ClientConfig(_Model):
