@@ -1,8 +1,8 @@
 """A real Prometheus scrapes a real federation run and the ``ffalora_*`` series are read back.
 
-One short federation (``ffa_lora_tools.demo.run_demo``: coordinator, two edges and three client agents
-as OS processes over mutual TLS on loopback; tiny BERT, 24 examples per site, 2 rounds, 512-bit
-test-only Paillier key) runs in a thread while a real Prometheus server (Debian package
+One short federation (``ffa_lora_tools.demo.run_demo``: coordinator, two key holders, two
+edges and three client agents as OS processes over mutual TLS on loopback; tiny BERT, 24
+examples per site, 2 rounds, 512-bit test-only Paillier key) runs in a thread while a real Prometheus server (Debian package
 ``prometheus``) scrapes every service's metrics port once a second. The tests then read the
 series back through Prometheus' HTTP API.
 
@@ -152,17 +152,18 @@ def by_role(result: list[dict[str, Any]]) -> dict[str, float]:
 
 def test_every_service_was_scraped_while_the_federation_ran(scraped_run: ScrapedRun) -> None:
     run = scraped_run
-    assert set(run.targets) == {"coordinator", *run.layout["edges"], *run.layout["clients"]}
+    assert set(run.targets) == {"coordinator", *run.layout["keyholders"], *run.layout["edges"],
+                                *run.layout["clients"]}
     assert run.live_up == set(run.targets), f"never seen up: {set(run.targets) - run.live_up}"
     # and in the TSDB: the `up` series of every target reached 1
     up = by_role(run.prom.query(f"max_over_time(up{WINDOW})"))
     assert up == {name: 1.0 for name in run.targets}
 
 
-def test_ffalora_series_from_all_three_services(scraped_run: ScrapedRun) -> None:
+def test_ffalora_series_from_every_service(scraped_run: ScrapedRun) -> None:
     prom = scraped_run.prom
     services = {s["service"] for s in prom.series('{__name__=~"ffalora_.+"}')}
-    assert services == {"coordinator", "edge", "client"}
+    assert services == {"coordinator", "keyholder", "edge", "client"}
     # every series keeps the services' own `service` label (honor_labels) and nothing else
     # identifying: service, role (ours), instance/job (Prometheus), phase/reason/client/...
     for s in prom.series('{__name__=~"ffalora_.+"}'):

@@ -1,5 +1,5 @@
-"""``ffa-lora init`` output starts a federation as it is: each service runs ``ffa-lora serve``
-from its own folder, with nothing edited, over mutual TLS on loopback (tiny model, a 512-bit
+"""``ffa-lora init`` output starts a federation as it is: each service (the two key holders
+included) runs ``ffa-lora serve`` from its own folder, with nothing edited, over mutual TLS on loopback (tiny model, a 512-bit
 test-only key set through the spec's settings)."""
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
 
     services = (
         [("coordinator", out / "coordinator")]
+        + [("keyholder", p) for p in sorted((out / "keyholders").iterdir())]
         + [("edge", p) for p in sorted((out / "edges").iterdir())]
         + [("client", p) for p in sorted((out / "clients").iterdir())]
     )
@@ -132,7 +133,7 @@ def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
         assert procs["coordinator"].wait(timeout=700) == 0, (
             tmp_path / "coordinator.log"
         ).read_text()[-3000:]
-        for name in ("site-0", "site-1", "site-2"):
+        for name in ("site-0", "site-1", "site-2", "keyholder-1", "keyholder-2"):
             assert procs[name].wait(timeout=60) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for p in procs.values():
@@ -149,5 +150,5 @@ def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
     assert [r["clients"] for r in rounds] == [3, 3]
     assert rounds[-1].get("accuracy") is not None  # scored on the spec's evaluation file
     assert (out / "coordinator" / "state" / "adapter" / "adapter_config.json").is_file()
-    assert (out / "coordinator" / "state" / "paillier.key").is_file()
-    assert not list((out / "edges").rglob("paillier.key"))  # edges never hold the private key
+    assert not list(out.rglob("paillier.key"))  # no file anywhere holds the whole private key
+    assert (out / "keyholders" / "keyholder-1" / "state" / "keyholder.db").is_file()  # it decrypted
