@@ -27,6 +27,7 @@ from typing import Any
 from ffa_lora.errors import StateError
 from ffa_lora.files import atomic_write
 from ffa_lora.privacy.ledger import LedgerEntry
+from services.common.sqlite import connect_durable
 
 SCHEMA_VERSION = 1
 
@@ -151,10 +152,7 @@ class SQLiteStore(CoordinatorStore):
         self.path = self.dir / "coordinator.db"
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = connect_durable(self.path, _SCHEMA)
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise StateError(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora.errors import StateError
+from services.common.sqlite import connect_durable
 
 __all__ = ["DecryptionRecord", "HolderStore", "MemoryHolderStore", "SQLiteHolderStore"]
 
@@ -81,10 +82,7 @@ class SQLiteHolderStore(HolderStore):
         self.path = self.dir / "keyholder.db"
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = connect_durable(self.path, _SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state file {self.path} is not a readable SQLite database ({exc}); "
                              "restore it from a backup (never delete it: it is what stops this "

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from ffa_lora.crypto import Encryptor, Quantizer
-from ffa_lora.crypto.threshold import deal
 from ffa_lora.errors import ProtocolError
-from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
+from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -34,12 +33,6 @@ class Outbox:
         self.sent.append((edge_id, plan))
 
     def shutdown(self, edge_id: str, reason: str, finished: bool) -> None: ...
-
-
-@pytest.fixture(scope="module")
-def ceremony() -> Any:
-    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
-                workers=0, isolate=False)  # TEST-ONLY key size
 
 
 @pytest.fixture(scope="module")

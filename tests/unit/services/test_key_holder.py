@@ -17,7 +17,7 @@ import pytest
 
 from ffa_lora.crypto import Encryptor, PackingLayout
 from ffa_lora.crypto.keys import PrivateKey
-from ffa_lora.crypto.threshold import Combiner, KeyShare, deal, decryption_share
+from ffa_lora.crypto.threshold import Combiner, KeyShare, decryption_share
 from ffa_lora.crypto.vector import CiphertextVector
 from ffa_lora.errors import ThresholdError
 from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
@@ -29,12 +29,6 @@ ROUND = 7
 ASSIGN = {"a": 1, "b": 2, "c": 3, "d": 1}
 EDGES = {"edge-1": ["a", "b"], "edge-2": ["c", "d"]}
 N = 40
-
-
-@pytest.fixture(scope="module")
-def ceremony() -> Any:
-    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
-                workers=0, isolate=False)  # TEST-ONLY key size
 
 
 @pytest.fixture()

@@ -20,10 +20,10 @@ import pytest
 
 from ffa_lora.crypto import PackingLayout
 from ffa_lora.crypto.quantize import Quantizer
-from ffa_lora.crypto.threshold import Combiner, deal, decryption_share
+from ffa_lora.crypto.threshold import Combiner, decryption_share
 from ffa_lora.crypto.weights import STALENESS_SCALE, staleness_weight
 from ffa_lora.errors import BudgetExhaustedError, ConfigError
-from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
+from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.update import encrypt_update
 from services.cloud_coordinator import handlers
@@ -34,12 +34,6 @@ from services.common import domain as d
 from services.common.config import FederationConfig, parse_config
 from services.common.metrics import create_metrics
 from tests.unit.services.test_coordinator_rules import Outbox
-
-
-@pytest.fixture(scope="module")
-def ceremony() -> Any:
-    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
-                test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
 
 
 @pytest.fixture()

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ffa_lora.crypto.threshold import deal
-from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
+from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -20,12 +19,6 @@ from services.common.config import WeightsConfig, parse_config
 from services.common.metrics import create_metrics
 from services.common.weights import WeightPolicy
 from tests.unit.services.test_coordinator_rules import Outbox, partial
-
-
-@pytest.fixture(scope="module")
-def ceremony() -> Any:
-    return deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512, test_only=True,
-                workers=0, isolate=False)  # TEST-ONLY key size
 
 
 @pytest.fixture()
