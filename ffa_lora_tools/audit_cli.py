@@ -19,8 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ffa_lora.data.builtin import load_builtin
+from ffa_lora.data.canaries import load_canaries
 from ffa_lora.data.dataset import Dataset
+from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, DataError
+from ffa_lora.privacy.audit_model import load_adapter_model, round_trainer
+from ffa_lora.privacy.audit_report import run_audit
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
 
 
@@ -73,14 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _records(a: argparse.Namespace, label_names: tuple[str, ...] | None
              ) -> tuple[Dataset, Dataset, Dataset | None]:
     """(members, non-members, reference pool) from a built-in data set or files."""
-    from ffa_lora.data.loaders import load_table
 
     def table(path: Path, names: tuple[str, ...] | None) -> Dataset:
         return load_table(path, label_names=list(names) if names else None)
 
     if a.data is not None:
-        from ffa_lora.data.builtin import load_builtin
-
         demo = load_builtin(a.data, seed=a.data_seed)
         if a.site not in demo.train_parts:
             raise ConfigError(f"--site: {a.site!r} is not a site of {a.data}; choose one of {sorted(demo.train_parts)}")
@@ -118,17 +122,12 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
     """The audit the parsed arguments describe; returns the report."""
-    from ffa_lora.data.canaries import load_canaries
-    from ffa_lora.privacy.audit_model import load_adapter_model, round_trainer
-    from ffa_lora.privacy.audit_report import run_audit
 
     def say(msg: str) -> None:
         if not a.quiet:
             print(f"audit: {msg}", file=sys.stderr, flush=True)
 
     if a.threads is not None:
-        import torch
-
         torch.set_num_threads(max(1, a.threads))
     say(f"loading the adapter {a.adapter}")
     model = load_adapter_model(a.adapter, model=a.model, max_length=a.max_length, seed=a.seed,

@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ffa_lora.data.builtin import load_builtin
+from ffa_lora.data.canaries import make_canaries, plant_canaries, save_canaries
+from ffa_lora.errors import ConfigError
+from ffa_lora.lora import LoRASpec, build_model, evaluate, export_peft_adapter
+from ffa_lora.privacy.audit_model import round_trainer
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
+from services.common.config import ModelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,17 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ffa_lora.data.builtin import load_builtin
-    from ffa_lora.data.canaries import make_canaries, plant_canaries, save_canaries
-    from ffa_lora.errors import ConfigError
-    from ffa_lora.lora import LoRASpec, build_model, evaluate, export_peft_adapter
-    from ffa_lora.privacy.audit_model import round_trainer
-    from services.common.config import ModelConfig
 
     a = build_parser().parse_args(argv)
     if a.threads is not None:
-        import torch
-
         torch.set_num_threads(max(1, a.threads))
     demo = load_builtin(a.data, seed=a.seed)
     if a.site not in demo.train_parts:

@@ -16,9 +16,12 @@ recognizer uses; recall on first-name-only evidence is therefore optimistic here
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from ffa_lora.deid.i2b2 import ClinicalNote, PhiMention
 
@@ -164,10 +167,6 @@ def safe_harbor_notes() -> list[ClinicalNote] | None:
     identifier *values* and HIPAA Safe Harbor category. Every occurrence of a value is
     annotated; ``N-year-old`` is annotated as an ``AGE`` on its digits, as i2b2 does.
     """
-    import importlib.util
-    import json
-    from pathlib import Path
-
     spec = importlib.util.find_spec(SAFE_HARBOR_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None

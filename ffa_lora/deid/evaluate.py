@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ffa_lora.deid.i2b2 import ClinicalNote, PhiMention
+from ffa_lora.deid.clinical_evalset import resurrogate, safe_harbor_notes
+from ffa_lora.deid.i2b2 import ClinicalNote, PhiMention, builtin_notes
 
 _TOKEN = re.compile(r"[^\W_]+")
 _NOT_SCORED_TYPES = frozenset({"PROFESSION", "LOCATION:STATE", "LOCATION:COUNTRY"})
@@ -207,9 +208,6 @@ def clinical_evaluation(
     ``clinical_evalset.resurrogate``) and, when the package is installed, on deidgate's
     synthetic Safe Harbor notes (``clinical_evalset.safe_harbor_notes``), as one
     JSON-friendly dict."""
-    from ffa_lora.deid.clinical_evalset import resurrogate, safe_harbor_notes
-    from ffa_lora.deid.i2b2 import builtin_notes
-
     real = list(notes) if notes is not None else builtin_notes()
     out: dict[str, object] = {
         "i2b2_notes": evaluate_notes(analyze, real).as_dict(),

@@ -26,6 +26,7 @@ from ffa_lora.privacy.audit import (
     lira_offline,
     loss_attack_scores,
 )
+from ffa_lora.privacy.audit_model import reference_scores, reference_subsets, score_examples
 
 if TYPE_CHECKING:
     from ffa_lora.lora.model import LoRAModel
@@ -208,8 +209,6 @@ def run_audit(
     Returns:
         The report of :func:`audit_from_scores` plus ``reference_train_size`` and ``plot``.
     """
-    from ffa_lora.privacy.audit_model import reference_scores, reference_subsets, score_examples
-
     say = progress or (lambda _msg: None)
     if len(members) == 0 or len(nonmembers) == 0:
         raise DataError("the audit needs at least one member and one non-member record")
