@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -102,17 +103,23 @@ def _fill(pool: ObfuscatorPool, count: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int,
-        max_weight: int, clip: float, naive_sample: int, fresh_clients: int, workers: int | None,
-        seed: int, repeats: int = 3, threshold: int = 2) -> dict[str, Any]:
-    """Run the benchmark and return the result dict (see module docstring)."""
-    if params < 1 or clients < 2:
-        raise SystemExit("--params must be >= 1 and --clients >= 2")
-    if clients > max_clients:
-        raise SystemExit(f"--clients {clients} exceeds --max-clients {max_clients}")
-    t_start = time.perf_counter()
-    load_start = os.getloadavg()[0]
-    cores = max(1, workers) if workers is not None else available_cores()  # 0: in-process
+@dataclass
+class _Inputs:
+    """The key, layout and synthetic client updates of one run."""
+
+    pub: PublicKey
+    priv: PrivateKey
+    layout: PackingLayout
+    quant: Quantizer
+    updates: list[np.ndarray]
+    weights: list[int]
+    codes: list[np.ndarray]
+    t_keygen: float
+    t_quant: float
+
+
+def _make_inputs(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int,
+                 max_weight: int, clip: float, seed: int) -> _Inputs:
     _log(f"generating a {key_bits}-bit Paillier key pair")
     (pub, priv), t_keygen = _timed(generate_keypair, bits=key_bits, test_only=key_bits < 2048)
     layout = PackingLayout.derive(key_bits=key_bits, bits=bits, max_clients=max_clients,
@@ -126,97 +133,118 @@ def run(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int
         c, dt = _timed(quant.quantize, u, rng=rng)
         codes.append(c)
         t_quant += dt
-    nct = layout.num_ciphertexts(params)
+    return _Inputs(pub, priv, layout, quant, updates, weights, codes, t_keygen, t_quant)
 
-    pool = ObfuscatorPool(pub, workers=workers)
-    enc_fresh = Encryptor(pub, layout, pool=None, workers=workers)
-    enc_pooled = Encryptor(pub, layout, pool=pool)  # shares the pool's processes
-    dec = Decryptor(priv, layout, workers=workers)
-    try:
-        _log(f"starting {cores} worker process(es) per role")
-        t0 = time.perf_counter()
-        enc_fresh.warm_up()
-        pool.worker_pool.warm_up()
-        dec.warm_up()
-        t_warm = time.perf_counter() - t0
-        n_fresh = max(1, min(fresh_clients, clients))
-        vectors: list[CiphertextVector] = []
-        t_fresh = 0.0
-        cpu0 = _cpu_seconds()
-        for i in range(n_fresh):
-            _log(f"client {i}: encrypting {params} values with fresh randomness")
-            v, dt = _timed(enc_fresh.encrypt_codes, codes[i])
+
+def _encrypt_clients(x: _Inputs, enc_fresh: Encryptor, enc_pooled: Encryptor, pool: ObfuscatorPool, *,
+                     fresh_clients: int, timings: dict[str, float]) -> tuple[list[CiphertextVector], int]:
+    """Encrypt every client's codes: the first ``fresh_clients`` with fresh randomness, the rest
+    from a pool filled beforehand. Returns the vectors and the number of fresh clients."""
+    params, clients = len(x.codes[0]), len(x.codes)
+    nct = x.layout.num_ciphertexts(params)
+    n_fresh = max(1, min(fresh_clients, clients))
+    vectors: list[CiphertextVector] = []
+    timings["encrypt_fresh"] = 0.0
+    cpu0 = _cpu_seconds()
+    for i in range(n_fresh):
+        _log(f"client {i}: encrypting {params} values with fresh randomness")
+        v, dt = _timed(enc_fresh.encrypt_codes, x.codes[i])
+        vectors.append(v)
+        timings["encrypt_fresh"] += dt
+    timings["cpu_fresh"] = _cpu_seconds() - cpu0
+    n_pooled = clients - n_fresh
+    timings["encrypt_pooled_online"] = 0.0
+    if n_pooled:
+        # Exactly what the pooled clients need: a dry pool would silently time fresh work.
+        _log(f"filling the obfuscator pool with {n_pooled * nct} values (background workers)")
+        timings["pool_fill"] = _fill(pool, n_pooled * nct)
+        for i in range(n_fresh, clients):
+            v, dt = _timed(enc_pooled.encrypt_codes, x.codes[i])
+            if enc_pooled.last_fresh:
+                raise RuntimeError("pool ran dry during the online measurement")
             vectors.append(v)
-            t_fresh += dt
-        cpu_fresh = _cpu_seconds() - cpu0
-        n_pooled = clients - n_fresh
-        t_fill = t_online = 0.0
-        if n_pooled:
-            # Exactly what the pooled clients need: a dry pool would silently time fresh work.
-            _log(f"filling the obfuscator pool with {n_pooled * nct} values (background workers)")
-            t_fill = _fill(pool, n_pooled * nct)
-            for i in range(n_fresh, clients):
-                v, dt = _timed(enc_pooled.encrypt_codes, codes[i])
-                if enc_pooled.last_fresh:
-                    raise RuntimeError("pool ran dry during the online measurement")
-                vectors.append(v)
-                t_online += dt
-        else:
-            _log(f"filling the obfuscator pool with {nct} values for the online timing")
-            t_fill = _fill(pool, nct)
-            _, t_online = _timed(enc_pooled.encrypt_codes, codes[0])
-            n_pooled = 1
-        online_values = n_pooled * params
+            timings["encrypt_pooled_online"] += dt
+    else:
+        _log(f"filling the obfuscator pool with {nct} values for the online timing")
+        timings["pool_fill"] = _fill(pool, nct)
+        _, timings["encrypt_pooled_online"] = _timed(enc_pooled.encrypt_codes, x.codes[0])
+        n_pooled = 1
+    timings["online_values"] = n_pooled * params
+    return vectors, n_fresh
 
-        _log("edge: plain homomorphic adds")
-        t_add = float("inf")
-        for _ in range(repeats):  # best of: the CPU is shared, short timings are noisy
-            t0 = time.perf_counter()
-            acc_plain = vectors[0]
-            for v in vectors[1:]:
-                acc_plain = add(acc_plain, v, pub)
-            t_add = min(t_add, time.perf_counter() - t0)
-        add_values = (clients - 1) * params
 
-        _log(f"edge: weighted running sum (weights {weights})")
-        acc = RunningSum(pub, layout, params)
+def _edge_sums(x: _Inputs, vectors: list[CiphertextVector], *, repeats: int,
+               timings: dict[str, float]) -> tuple[CiphertextVector, CiphertextVector]:
+    """The edge's plain sum (best of ``repeats``) and its weighted running sum."""
+    _log("edge: plain homomorphic adds")
+    timings["add"] = float("inf")
+    for _ in range(repeats):  # best of: the CPU is shared, short timings are noisy
         t0 = time.perf_counter()
-        for v, w in zip(vectors, weights):
-            acc.add_vector(v, weight=w)
-        total = acc.result()
-        t_wadd = time.perf_counter() - t0
+        acc_plain = vectors[0]
+        for v in vectors[1:]:
+            acc_plain = add(acc_plain, v, x.pub)
+        timings["add"] = min(timings["add"], time.perf_counter() - t0)
+    _log(f"edge: weighted running sum (weights {x.weights})")
+    acc = RunningSum(x.pub, x.layout, len(x.codes[0]))
+    t0 = time.perf_counter()
+    for v, w in zip(vectors, x.weights):
+        acc.add_vector(v, weight=w)
+    total = acc.result()
+    timings["weighted_running_sum"] = time.perf_counter() - t0
+    return acc_plain, total
 
-        _log("coordinator: CRT decrypt + unpack")
-        t_dec = float("inf")
-        cpu0 = _cpu_seconds()
-        for _ in range(repeats):
-            sums, dt = _timed(dec.decrypt_code_sums, total)
-            t_dec = min(t_dec, dt)
-        cpu_dec = (_cpu_seconds() - cpu0) / repeats
-        plain_sums, _ = _timed(dec.decrypt_code_sums, acc_plain)
-        w_total = float(sum(weights))
-        mean, t_deq = _timed(quant.dequantize_mean, sums, w_total)
-    finally:
-        enc_fresh.close()
-        pool.close()
-        dec.close()
 
-    expected = np.zeros(params, dtype=np.int64)
-    for c, w in zip(codes, weights):
+def _decrypt(dec: Decryptor, total: CiphertextVector, plain: CiphertextVector, *, repeats: int,
+             timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The coordinator's whole-key CRT decryption (best of ``repeats``) of both sums."""
+    _log("coordinator: CRT decrypt + unpack")
+    timings["decrypt"] = float("inf")
+    cpu0 = _cpu_seconds()
+    for _ in range(repeats):
+        sums, dt = _timed(dec.decrypt_code_sums, total)
+        timings["decrypt"] = min(timings["decrypt"], dt)
+    timings["cpu_decrypt"] = (_cpu_seconds() - cpu0) / repeats
+    plain_sums, _ = _timed(dec.decrypt_code_sums, plain)
+    return sums, plain_sums
+
+
+def _accuracy(x: _Inputs, sums: np.ndarray, plain_sums: np.ndarray, *, clip: float,
+              timings: dict[str, float]) -> tuple[bool, float]:
+    """Whether both integer sums are exact, and the dequantized mean's largest error."""
+    w_total = float(sum(x.weights))
+    mean, timings["dequantize"] = _timed(x.quant.dequantize_mean, sums, w_total)
+    expected = np.zeros(len(x.codes[0]), dtype=np.int64)
+    for c, w in zip(x.codes, x.weights):
         expected += w * c.astype(np.int64)
     exact = bool(np.array_equal(sums, expected)) and bool(
-        np.array_equal(plain_sums, np.sum([c.astype(np.int64) for c in codes], axis=0))
+        np.array_equal(plain_sums, np.sum([c.astype(np.int64) for c in x.codes], axis=0))
     )
     float_mean = sum(w * np.clip(u.astype(np.float64), -clip, clip)
-                     for u, w in zip(updates, weights)) / w_total
-    max_err = float(np.max(np.abs(mean.astype(np.float64) - float_mean)))
+                     for u, w in zip(x.updates, x.weights)) / w_total
+    return exact, float(np.max(np.abs(mean.astype(np.float64) - float_mean)))
 
-    _log(f"naive phe baseline on a sample of {naive_sample} values")
-    naive = naive_baseline(pub, priv, updates[0][:naive_sample])
 
-    fresh_rate = n_fresh * params / t_fresh
-    dec_rate = params / t_dec
-    result: dict[str, Any] = {
+def _check_targets(result: dict[str, Any]) -> None:
+    checks = {}
+    for name, op, thr in TARGETS:
+        val = result[name]
+        met = (val <= thr) if op == "<=" else (val >= thr) if op == ">=" else (val == thr)
+        checks[name] = {"target": f"{op} {thr}", "met": bool(met)}
+    result["targets"] = checks
+    result["all_targets_met"] = all(c["met"] for c in checks.values())
+
+
+def _report(x: _Inputs, naive: dict[str, Any], t: dict[str, float], *, params: int, clients: int,
+            key_bits: int, bits: int, cores: int, max_clients: int, max_weight: int, n_fresh: int,
+            pool_deposited: int, exact: bool, max_err: float) -> dict[str, Any]:
+    """The result dict of one run (see the module docstring)."""
+    layout = x.layout
+    nct = layout.num_ciphertexts(params)
+    fresh_rate = n_fresh * params / t["encrypt_fresh"]
+    dec_rate = params / t["decrypt"]
+    online_rate = t["online_values"] / t["encrypt_pooled_online"]
+    bytes_per_value = nct * layout.ciphertext_bytes / params
+    return {
         "params": params,
         "clients": clients,
         "key_bits": key_bits,
@@ -228,31 +256,31 @@ def run(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int
         "slots_per_ciphertext": layout.slots_per_ciphertext,
         "ciphertexts_per_client": nct,
         "bytes_per_client": nct * layout.ciphertext_bytes,
-        "bytes_per_value": nct * layout.ciphertext_bytes / params,
+        "bytes_per_value": bytes_per_value,
         "naive_bytes_per_value": naive["bytes_per_value"],
         "fp32_bytes_per_value": 4,
         "encrypt_values_per_s_fresh": fresh_rate,
         "encrypt_values_per_s_fresh_per_core": fresh_rate / max(1, cores),
-        "encrypt_fresh_values_per_cpu_s": n_fresh * params / cpu_fresh if cpu_fresh > 0 else None,
-        "encrypt_values_per_s_pooled_online": online_values / t_online,
-        "pool_fill_obfuscators_per_s": (pool.deposited / t_fill) if t_fill else None,
-        "quantize_values_per_s": clients * params / t_quant,
+        "encrypt_fresh_values_per_cpu_s": n_fresh * params / t["cpu_fresh"] if t["cpu_fresh"] > 0 else None,
+        "encrypt_values_per_s_pooled_online": online_rate,
+        "pool_fill_obfuscators_per_s": (pool_deposited / t["pool_fill"]) if t["pool_fill"] else None,
+        "quantize_values_per_s": clients * params / x.t_quant,
         "naive_encrypt_values_per_s": naive["encrypt_values_per_s"],
-        "add_values_per_s": add_values / t_add,
-        "weighted_add_values_per_s": clients * params / t_wadd,
+        "add_values_per_s": (clients - 1) * params / t["add"],
+        "weighted_add_values_per_s": clients * params / t["weighted_running_sum"],
         "naive_add_values_per_s": naive["add_values_per_s"],
         "decrypt_values_per_s": dec_rate,
         "decrypt_values_per_s_per_core": dec_rate / max(1, cores),
-        "decrypt_values_per_cpu_s": params / cpu_dec if cpu_dec > 0 else None,
+        "decrypt_values_per_cpu_s": params / t["cpu_decrypt"] if t["cpu_decrypt"] > 0 else None,
         "naive_decrypt_values_per_s": naive["decrypt_values_per_s"],
         "speedup_encrypt_fresh": fresh_rate / naive["encrypt_values_per_s"],
         "speedup_encrypt_fresh_per_core": fresh_rate / max(1, cores) / naive["encrypt_values_per_s"],
-        "speedup_encrypt_pooled_online": online_values / t_online / naive["encrypt_values_per_s"],
+        "speedup_encrypt_pooled_online": online_rate / naive["encrypt_values_per_s"],
         "speedup_decrypt": dec_rate / naive["decrypt_values_per_s"],
         "speedup_decrypt_per_core": dec_rate / max(1, cores) / naive["decrypt_values_per_s"],
-        "traffic_reduction": naive["bytes_per_value"] / (nct * layout.ciphertext_bytes / params),
+        "traffic_reduction": naive["bytes_per_value"] / bytes_per_value,
         "max_abs_error": max_err,
-        "quantization_step": quant.step,
+        "quantization_step": x.quant.step,
         "exact_integer_sum": exact,
         "naive": {
             "extrapolated": True,
@@ -265,37 +293,65 @@ def run(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int
             "note": "one phe EncryptedNumber per float, single core, timed on a sample and "
                     "extrapolated; bytes count only the fixed-width ciphertext",
         },
-        "timings_s": {
-            "keygen": t_keygen,
-            "worker_start": t_warm,
-            "encrypt_fresh": t_fresh,
-            "pool_fill": t_fill,
-            "encrypt_pooled_online": t_online,
-            "add": t_add,
-            "weighted_running_sum": t_wadd,
-            "decrypt": t_dec,
-            "dequantize": t_deq,
-        },
+        "timings_s": {"keygen": x.t_keygen, **{k: t[k] for k in (
+            "worker_start", "encrypt_fresh", "pool_fill", "encrypt_pooled_online", "add",
+            "weighted_running_sum", "decrypt", "dequantize")}},
         "notes": "rates are wall-clock over all cores_used unless *_per_core; *_per_cpu_s divide "
                  "by CPU seconds of this process and its workers (insensitive to other load on "
                  "the machine; × cores_used estimates an idle machine); online = pack + encrypt with a "
                  "filled pool (pool filling excluded, reported as pool_fill); decrypt includes "
                  "CRT, unpack and range checks; worker start-up excluded (timings_s.worker_start)",
     }
-    checks = {}
-    for name, op, thr in TARGETS:
-        val = result[name]
-        met = (val <= thr) if op == "<=" else (val >= thr) if op == ">=" else (val == thr)
-        checks[name] = {"target": f"{op} {thr}", "met": bool(met)}
-    result["targets"] = checks
-    result["all_targets_met"] = all(c["met"] for c in checks.values())
+
+
+def run(*, params: int, clients: int, key_bits: int, bits: int, max_clients: int,
+        max_weight: int, clip: float, naive_sample: int, fresh_clients: int, workers: int | None,
+        seed: int, repeats: int = 3, threshold: int = 2) -> dict[str, Any]:
+    """Run the benchmark and return the result dict (see module docstring): inputs → client
+    encryption → edge sums → coordinator decryption → checks → naive baseline → threshold."""
+    if params < 1 or clients < 2:
+        raise SystemExit("--params must be >= 1 and --clients >= 2")
+    if clients > max_clients:
+        raise SystemExit(f"--clients {clients} exceeds --max-clients {max_clients}")
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    cores = max(1, workers) if workers is not None else available_cores()  # 0: in-process
+    x = _make_inputs(params=params, clients=clients, key_bits=key_bits, bits=bits,
+                     max_clients=max_clients, max_weight=max_weight, clip=clip, seed=seed)
+    timings: dict[str, float] = {}
+    pool = ObfuscatorPool(x.pub, workers=workers)
+    enc_fresh = Encryptor(x.pub, x.layout, pool=None, workers=workers)
+    enc_pooled = Encryptor(x.pub, x.layout, pool=pool)  # shares the pool's processes
+    dec = Decryptor(x.priv, x.layout, workers=workers)
+    try:
+        _log(f"starting {cores} worker process(es) per role")
+        t0 = time.perf_counter()
+        enc_fresh.warm_up()
+        pool.worker_pool.warm_up()
+        dec.warm_up()
+        timings["worker_start"] = time.perf_counter() - t0
+        vectors, n_fresh = _encrypt_clients(x, enc_fresh, enc_pooled, pool, fresh_clients=fresh_clients,
+                                            timings=timings)
+        plain, total = _edge_sums(x, vectors, repeats=repeats, timings=timings)
+        sums, plain_sums = _decrypt(dec, total, plain, repeats=repeats, timings=timings)
+    finally:
+        enc_fresh.close()
+        pool.close()
+        dec.close()
+    exact, max_err = _accuracy(x, sums, plain_sums, clip=clip, timings=timings)
+    _log(f"naive phe baseline on a sample of {naive_sample} values")
+    naive = naive_baseline(x.pub, x.priv, x.updates[0][:naive_sample])
+    result = _report(x, naive, timings, params=params, clients=clients, key_bits=key_bits, bits=bits,
+                     cores=cores, max_clients=max_clients, max_weight=max_weight, n_fresh=n_fresh,
+                     pool_deposited=pool.deposited, exact=exact, max_err=max_err)
+    _check_targets(result)
     if threshold:
         # How the services decrypt: no party holds the whole key (t of t + 1 shares, proofs
         # checked), next to the whole-key CRT decryption above; same layout, sizes and workers.
         _log(f"threshold decryption: {threshold} of {threshold + 1} shares")
-        th = measure_round(key_bits=key_bits, layout=layout, params=params, clients=clients, t=threshold,
+        th = measure_round(key_bits=key_bits, layout=x.layout, params=params, clients=clients, t=threshold,
                            workers=workers, repeats=repeats)
-        th["vs_crt_decrypt"] = round(th["decrypt_wall_s"] / t_dec, 2)
+        th["vs_crt_decrypt"] = round(th["decrypt_wall_s"] / timings["decrypt"], 2)
         result["threshold"] = th
         result["threshold_decrypt_values_per_s"] = th["decrypt_values_per_s"]
     result["total_seconds"] = time.perf_counter() - t_start
