@@ -25,10 +25,7 @@ from ffa_lora.crypto.weights import STALENESS_SCALE
 from ffa_lora.data.builtin import load_builtin
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
-from ffa_lora.lora.train import PRV_MIN_NOISE
-from ffa_lora.privacy.accountant import make_accountant
-from ffa_lora.privacy.dp_sgd import dp_sgd_noise_multiplier
-from ffa_lora.privacy.events import PrivacyEvent
+from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd, plan_site
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.privacy import AggregatePrivacy
@@ -118,9 +115,10 @@ def dpsgd_plan(
 
     A site trains on its records less the validation share, with Poisson batches of expected
     size ``training.batch_size`` (sample rate batch / records) for
-    ``max(1, ceil(local_epochs · ceil(records / batch)))`` steps a round, every round; its ε is
-    the composition of all those steps at ``privacy.delta`` (dp-accounting PLD, or RDP below a
-    noise multiplier of 0.3, as the clients' accountants do).
+    :func:`ffa_lora.privacy.dp_sgd.steps_per_round` steps a round, every round, and composes
+    them with RDP at ``privacy.delta``, as the clients' accountants do. Each site row gives the
+    ε the configured noise multiplier spends, and the noise multiplier
+    :func:`ffa_lora.privacy.dp_sgd.plan_dp_sgd` calibrates for the budget ``privacy.epsilon``.
     """
     dp, tr = fed.privacy.dpsgd, fed.training
     out: dict[str, Any] = {
@@ -130,6 +128,8 @@ def dpsgd_plan(
         "local_epochs": tr.local_epochs,
         "rounds": fed.rounds.max_rounds,
         "delta": fed.privacy.delta,
+        "epsilon_budget": fed.privacy.epsilon,
+        "accountant": "rdp",
         "sites": [],
     }
     if not sites:
@@ -137,27 +137,34 @@ def dpsgd_plan(
             "give --sites NAME=RECORDS,... (or --sites demo) for steps and epsilon per site"
         )
         return out
-    accountant = "rdp" if dp.noise_multiplier < PRV_MIN_NOISE else "pld"
-    for name, records in sites.items():
-        n = max(1, int(records * (1 - validation_fraction))) if records >= 20 else records
-        rate = min(1.0, tr.batch_size / n)
-        per_round = max(1, math.ceil(tr.local_epochs * math.ceil(n / tr.batch_size)))
-        steps = per_round * fed.rounds.max_rounds
-        acc = make_accountant(accountant)
-        acc.add_event(PrivacyEvent("gaussian", dp.noise_multiplier, count=steps, sample_rate=rate))
+    records = {
+        name: max(1, int(n * (1 - validation_fraction))) if n >= 20 else n
+        for name, n in sites.items()
+    }
+    calibrated = plan_dp_sgd(
+        records, epsilon=fed.privacy.epsilon, delta=fed.privacy.delta,
+        expected_batch_size=tr.batch_size, local_epochs=tr.local_epochs,
+        rounds=fed.rounds.max_rounds,
+    )
+    for name, n in records.items():
+        site = calibrated.site(name)
         out["sites"].append(
             {
                 "site": name,
-                "records": records,
+                "records": sites[name],
                 "training_records": n,
-                "sample_rate": rate,
-                "steps_per_round": per_round,
-                "steps": steps,
-                "epsilon": acc.get_epsilon(delta=fed.privacy.delta),
+                "sample_rate": site.sample_rate,
+                "steps_per_round": site.steps_per_round,
+                "steps": site.steps,
+                "epsilon": epsilon_after_steps(
+                    noise_multiplier=dp.noise_multiplier, sample_rate=site.sample_rate,
+                    steps=site.steps, delta=fed.privacy.delta,
+                ),
+                "noise_multiplier_for_budget": site.noise_multiplier,
             }
         )
     out["epsilon_max"] = max(s["epsilon"] for s in out["sites"])
-    out["accountant"] = accountant
+    out["noise_multiplier_for_budget"] = max(s["noise_multiplier_for_budget"] for s in out["sites"])
     return out
 
 
@@ -219,7 +226,8 @@ def print_plan(plan: dict[str, Any]) -> None:
             f"{dp['max_grad_norm']:g}, expected batch {dp['expected_batch_size']}, "
             f"{dp['rounds']} rounds x {dp['local_epochs']:g} epochs, delta={dp['delta']:g}"
         )
-        for col in ("site", "records", "sample rate", "steps/round", "steps", "epsilon"):
+        for col in ("site", "records", "sample rate", "steps/round", "steps", "epsilon",
+                    f"sigma for eps={dp['epsilon_budget']:g}"):
             t.add_column(col, justify="right")
         for s in dp["sites"]:
             t.add_row(
@@ -229,8 +237,13 @@ def print_plan(plan: dict[str, Any]) -> None:
                 str(s["steps_per_round"]),
                 str(s["steps"]),
                 f"{s['epsilon']:.4f}",
+                f"{s['noise_multiplier_for_budget']:.4f}",
             )
         console.print(t)
+        if dp["sites"]:
+            print(f"accountant {dp['accountant']}; noise multiplier "
+                  f"{dp['noise_multiplier_for_budget']:.4f} keeps every site within "
+                  f"privacy.epsilon = {dp['epsilon_budget']:g}")
         if "note" in dp:
             print(dp["note"])
 
@@ -240,16 +253,14 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, 
     """The DP-SGD noise multiplier that keeps every site within ``epsilon`` after all rounds.
 
     The smallest site has the largest sampling rate (batch / its training records) and so spends
-    the most for a given noise: calibrating on it bounds every site. Steps per round follow
-    :func:`ffa_lora.lora.train.train_local` (``ceil(local_epochs × n / batch)``).
+    the most for a given noise: calibrating on it bounds every site. Steps and accountant are the
+    clients' (:func:`ffa_lora.privacy.dp_sgd.plan_site`).
     """
     n = max(1, int(smallest_site * (1 - validation_fraction)))
-    q = min(1.0, batch_size / n)
-    steps = rounds * max(1, math.ceil(local_epochs * n / batch_size))
-    z = dp_sgd_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps)
-    if z < PRV_MIN_NOISE:  # the clients will account with RDP there: calibrate with it too
-        z = dp_sgd_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=q, steps=steps, accountant="rdp")
-    return {"noise_multiplier": z, "sample_rate": q, "steps": float(steps)}
+    site = plan_site(n, epsilon=epsilon, delta=delta, expected_batch_size=batch_size,
+                     local_epochs=local_epochs, rounds=rounds)
+    return {"noise_multiplier": site.noise_multiplier, "sample_rate": site.sample_rate,
+            "steps": float(site.steps)}
 
 
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
         DataCursor,
         DPSGDOptions,
         OptimizerState,
+        RunOptions,
+        TrainOptions,
         TrainResult,
         evaluate,
         train_centralized,
@@ -44,7 +46,9 @@ __all__ = [
     "LoRASpec",
     "OptimizerState",
     "Phase",
+    "RunOptions",
     "Strategy",
+    "TrainOptions",
     "TrainResult",
     "UpdateLayout",
     "adapter_shapes",
@@ -75,6 +79,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(model, name)
     if name in {"TrainResult", "CentralizedResult", "DataCursor", "DPSGDOptions", "OptimizerState", "evaluate",
+                "TrainOptions", "RunOptions",
                 "train_centralized", "train_local"}:
         from ffa_lora.lora import train
 

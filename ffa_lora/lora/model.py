@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ffa_lora.errors import ConfigError, StateError
+from ffa_lora.lora.heads import apply_head
 from ffa_lora.lora.spec import LoRASpec
 from ffa_lora.lora.state import (
     AdapterState,
@@ -123,7 +124,8 @@ def build_model(
     device: str | torch.device | None = "cpu",
     state: Mapping[str, np.ndarray] | None = None,
 ) -> LoRAModel:
-    """Load the base classifier, wrap it with LoRA and load the adapter state.
+    """Load the base classifier, put the task head ``spec.head`` on it, wrap it with LoRA and
+    load the adapter state.
 
     The adapter starts from ``state`` or, by default, :func:`initial_adapter_state` — A from
     the shared seed, B zero, head from the seed — so every client and the coordinator hold the
@@ -149,7 +151,7 @@ def build_model(
             raise ConfigError(f"model: cannot load {spec.model!r}: {exc}") from None
     if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         base.config.pad_token_id = tokenizer.pad_token_id
-    peft_model = wrap_with_lora(base, spec)
+    peft_model = wrap_with_lora(apply_head(base, spec), spec)
     model = LoRAModel(peft=peft_model, tokenizer=tokenizer, spec=spec, device=dev)
     init = initial_adapter_state(spec) if state is None else state
     check_state(init, spec)

@@ -35,10 +35,10 @@ import torch
 
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError, StateError
+from ffa_lora.lora.batching import collate, encode, pad_id
 from ffa_lora.lora.metrics import classification_metrics
 from ffa_lora.lora.model import LoRAModel, adapter_parameters, param_state_key
 from ffa_lora.lora.state import AdapterState, is_head
-from ffa_lora.lora.train import _collate, _encode, _pad_id
 
 #: The head's entries of an adapter state (``classifier.weight``, ``classifier.bias``, …).
 HeadState = dict[str, np.ndarray]
@@ -127,8 +127,8 @@ def head_features(model: LoRAModel, data: Dataset, *, batch_size: int = 64) -> t
     def grab(_mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         captured.append(args[0].detach())
 
-    ids = _encode(model, data.texts)
-    pad = _pad_id(model)
+    ids = encode(model, data.texts)
+    pad = pad_id(model)
     net = model.peft
     was_training = net.training
     net.eval()
@@ -138,7 +138,7 @@ def head_features(model: LoRAModel, data: Dataset, *, batch_size: int = 64) -> t
         with torch.no_grad():
             for start in range(0, len(ids), batch_size):
                 captured.clear()
-                net(**_collate(ids[start : start + batch_size], pad, model.device))
+                net(**collate(ids[start : start + batch_size], pad, model.device))
                 x = captured[-1]
                 if x.dim() != 2:
                     raise ConfigError(

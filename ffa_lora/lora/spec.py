@@ -31,6 +31,14 @@ from ffa_lora.errors import ConfigError
 Strategy = Literal["ffa", "alternating", "fedavg"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
+#: The task head on top of the encoder (see :mod:`ffa_lora.lora.heads`): ``"pooler"`` — the
+#: checkpoint's sequence-classification head (for BERT: a linear layer on the tanh [CLS] pooler
+#: output, randomly initialised); ``"mean_linear"`` — a zero-initialised linear layer on the
+#: L2-normalised mean of the token embeddings (how sentence-transformers pool), which DP-SGD
+#: can train from the first step.
+Head = Literal["pooler", "mean_linear"]
+HEADS: tuple[str, ...] = ("pooler", "mean_linear")
+
 #: The optimizers sample-level DP-SGD can run (``ffa_lora.lora.train.DPSGDOptions.optimizer``).
 DPSGD_OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 
@@ -80,6 +88,8 @@ class LoRASpec:
         seed: the federation's shared seed: A and the head's initial values derive from it.
         local_files_only: never contact the Hugging Face hub. ``None`` = True when ``model``
             is a local directory (or the demo), False for a hub id.
+        head: the task head, ``"pooler"`` (default) or ``"mean_linear"`` (see :data:`Head`).
+            Either way the head's values are adapter values, trained and aggregated alike.
     """
 
     model: str = "demo"
@@ -94,6 +104,7 @@ class LoRASpec:
     alternate_every: int = 1
     seed: int = 0
     local_files_only: bool | None = None
+    head: Head = "pooler"
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/pydantic but store a hashable tuple.
@@ -123,6 +134,8 @@ class LoRASpec:
             raise ConfigError(f"alternate_every: must be an integer >= 1, got {self.alternate_every!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head: must be one of {HEADS}, got {self.head!r}")
 
     @property
     def scaling(self) -> float:

@@ -107,22 +107,25 @@ class AdapterShapes:
 
 @lru_cache(maxsize=8)
 def _adapter_shapes_cached(
-    path: str, local_only: bool, num_labels: int, target_modules: tuple[str, ...], r_max: int
+    path: str, local_only: bool, num_labels: int, target_modules: tuple[str, ...], r_max: int,
+    head: str = "pooler",
 ) -> AdapterShapes:
     # lazy: see wrap_with_lora
     import torch
     from peft import get_peft_model_state_dict
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from ffa_lora.lora.heads import apply_head
+
     spec = LoRASpec(model=path, num_labels=num_labels, target_modules=target_modules,
-                    r_max=r_max, local_files_only=local_only)
+                    r_max=r_max, local_files_only=local_only, head=head)  # type: ignore[arg-type]
     try:
         config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise StateError(f"cannot read the model config of {path!r}: {exc}") from None
     # Built on the meta device: shapes only, no weights are loaded or allocated.
     with torch.device("meta"):
-        base = AutoModelForSequenceClassification.from_config(config)
+        base = apply_head(AutoModelForSequenceClassification.from_config(config), spec)
         model = wrap_with_lora(base, spec)
     sd = get_peft_model_state_dict(model)
     if not any(is_lora_a(k) for k in sd):
@@ -140,7 +143,7 @@ def adapter_shapes(spec: LoRASpec) -> AdapterShapes:
     """Shapes of every adapter-state entry of ``spec`` (without loading model weights)."""
     return _adapter_shapes_cached(
         spec.model_path(), spec.use_local_files_only(), spec.num_labels,
-        tuple(spec.target_modules), spec.r_max,
+        tuple(spec.target_modules), spec.r_max, spec.head,
     )
 
 
@@ -154,7 +157,8 @@ def initial_adapter_state(spec: LoRASpec) -> AdapterState:
     """The adapter every participant starts from, generated from ``spec.seed`` only.
 
     ``lora_A`` ~ U(−1/√in, 1/√in) (PEFT's default Kaiming-uniform bound), ``lora_B`` = 0, head
-    weights ~ N(0, initializer_range²), head biases 0 (1-D "weight"s — layer norms — 1).
+    weights ~ N(0, initializer_range²), head biases 0 (1-D "weight"s — layer norms — 1); the
+    ``mean_linear`` head starts at zero.
     Independent of torch's global RNG and of the device; float32.
     """
     info = adapter_shapes(spec)
@@ -164,7 +168,7 @@ def initial_adapter_state(spec: LoRASpec) -> AdapterState:
         if is_lora_a(key):
             bound = 1.0 / np.sqrt(shape[1])
             state[key] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
-        elif is_lora_b(key) or key.endswith("bias"):
+        elif is_lora_b(key) or key.endswith("bias") or spec.head == "mean_linear":
             state[key] = np.zeros(shape, dtype=np.float32)
         elif len(shape) == 1:
             state[key] = np.ones(shape, dtype=np.float32)

@@ -188,10 +188,10 @@ def round_trainer(
     def train(data: Dataset, seed: int) -> AdapterState:
         fn = train_fn
         if fn is None:
-            from ffa_lora.lora.train import train_local
+            from ffa_lora.lora.train import RunOptions, TrainOptions, train_local
 
             def fn(model: LoRAModel, data: Dataset, **kw: Any) -> Any:
-                return train_local(model, data, loss_samples=0, **kw)
+                return train_local(model, data, TrainOptions(**kw), run=RunOptions(loss_samples=0))
 
         model = build_model(spec, device=device)
         for r in range(rounds):

@@ -31,7 +31,14 @@ from ffa_lora.files import atomic_write
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import build_model, load_adapter_state
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
-from ffa_lora.lora.train import DataCursor, DPSGDOptions, evaluate, train_local
+from ffa_lora.lora.train import (
+    DataCursor,
+    DPSGDOptions,
+    RunOptions,
+    TrainOptions,
+    evaluate,
+    train_local,
+)
 from services.client_agent.update import PreparedUpdate, encrypt_update, reported_metadata
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
@@ -187,9 +194,10 @@ class LocalTrainer:
             dp_opts = self._dpsgd_options(task.privacy)
             if self.data_cursor is None:  # the first round seeds this site's data order
                 self.data_cursor = DataCursor(seed=seed, n=len(self.train))
-            res = train_local(model, self.train, epochs=task.training.local_epochs, lr=task.training.learning_rate,
-                              batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
-                              rank=a.rank, seed=seed, loss_samples=0, dp_sgd=dp_opts,
+            opts = TrainOptions(epochs=task.training.local_epochs, lr=task.training.learning_rate,
+                                batch_size=task.training.batch_size, phase=task.training.phase,  # type: ignore[arg-type]
+                                rank=a.rank, seed=seed)
+            res = train_local(model, self.train, opts, run=RunOptions(loss_samples=0), dp_sgd=dp_opts,
                               optimizer_state=(self.optimizer_states.get(task.training.phase)
                                                if task.training.keep_optimizer_state else None),
                               cursor=self.data_cursor)

@@ -21,6 +21,8 @@ def test_minilm_build_train_export_round_trip(tmp_path: Path) -> None:
     from ffa_lora.data import load_builtin
     from ffa_lora.lora import (
         LoRASpec,
+        RunOptions,
+        TrainOptions,
         build_model,
         evaluate,
         export_peft_adapter,
@@ -38,8 +40,7 @@ def test_minilm_build_train_export_round_trip(tmp_path: Path) -> None:
     for k in init:
         np.testing.assert_array_equal(state[k], init[k])
 
-    res = train_local(model, demo.train_parts["united"], epochs=0.5, lr=5e-3, batch_size=16,
-                      rank=4, seed=1, num_threads=1)
+    res = train_local(model, demo.train_parts["united"], TrainOptions(epochs=0.5, lr=5e-3, batch_size=16, rank=4, seed=1), run=RunOptions(num_threads=1))
     assert res.steps == 1 and len(res.delta) == res.layout.prefix_len(4)
     assert res.layout.total_len == 3 * 384 + 3 + 8 * 12 * 384  # head + 8 columns of B
     metrics = evaluate(model, demo.test)

@@ -8,7 +8,15 @@ import pytest
 
 from ffa_lora.data import Dataset
 from ffa_lora.errors import ConfigError, StateError
-from ffa_lora.lora import LoRASpec, build_model, evaluate, get_adapter_state, train_local
+from ffa_lora.lora import (
+    LoRASpec,
+    RunOptions,
+    TrainOptions,
+    build_model,
+    evaluate,
+    get_adapter_state,
+    train_local,
+)
 from ffa_lora.lora.personalize import (
     adapter_with_head,
     evaluate_heads,
@@ -31,7 +39,7 @@ def _skewed_site(data: Dataset) -> Dataset:
 def global_model(tiny_spec: LoRASpec, tiny_data: Dataset):  # type: ignore[no-untyped-def]
     """A model whose adapter was trained a little on all classes (the "global" model)."""
     model = build_model(tiny_spec)
-    train_local(model, tiny_data, epochs=2, lr=2e-2, batch_size=8, loss_samples=0)
+    train_local(model, tiny_data, TrainOptions(epochs=2, lr=2e-2, batch_size=8), run=RunOptions(loss_samples=0))
     return model
 
 

@@ -12,6 +12,8 @@ from ffa_lora.errors import ConfigError, DataError
 from ffa_lora.lora import (
     DataCursor,
     LoRASpec,
+    RunOptions,
+    TrainOptions,
     UpdateLayout,
     aggregation_discrepancy,
     apply_mean_update,
@@ -28,8 +30,7 @@ from ffa_lora.lora.state import is_head, is_lora_a, is_lora_b
 def test_rank_r_client_trains_only_its_columns(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     model = build_model(tiny_spec)
     before = model.adapter_state()
-    res = train_local(model, tiny_data, epochs=1, lr=1e-2, batch_size=8, phase="AB", rank=2,
-                      seed=3, weight_decay=0.01)
+    res = train_local(model, tiny_data, TrainOptions(epochs=1, lr=1e-2, batch_size=8, phase="AB", rank=2, seed=3, weight_decay=0.01))
     after = model.adapter_state()
     r = 2
     for k in before:
@@ -49,7 +50,7 @@ def test_ffa_phase_freezes_a_and_delta_is_the_change(
 ) -> None:
     model = build_model(tiny_spec)
     before = model.adapter_state()
-    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1)
+    res = train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1))
     after = model.adapter_state()
     for k in before:
         if is_lora_a(k):
@@ -71,7 +72,7 @@ def test_alternating_a_phase_freezes_b(tiny_spec: LoRASpec, tiny_data: Dataset) 
     state = {k: (v + (0.05 * rng.normal(size=v.shape) if is_lora_b(k) else 0)).astype(np.float32)
              for k, v in model.adapter_state().items()}  # B non-zero so A gets gradients
     model.load_adapter_state(state)
-    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="A", seed=1)
+    res = train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=8, phase="A", seed=1))
     after = model.adapter_state()
     for k, v in state.items():
         if is_lora_b(k):
@@ -87,16 +88,14 @@ def test_training_reduces_loss_and_is_reproducible(
     runs = []
     for _ in range(2):
         model = build_model(tiny_spec)
-        runs.append(train_local(model, tiny_data, epochs=3, lr=1e-2, batch_size=8, phase="B",
-                                seed=11))
+        runs.append(train_local(model, tiny_data, TrainOptions(epochs=3, lr=1e-2, batch_size=8, phase="B", seed=11)))
     a, b = runs
     np.testing.assert_array_equal(a.delta, b.delta)
     assert a.loss_after < a.loss_before
     assert a.grad_snr > 0 and np.isfinite(a.train_loss) and a.seconds > 0
     metrics = a.metrics()
     assert set(metrics) >= {"samples", "loss_before", "loss_after", "grad_snr", "steps"}
-    other = train_local(build_model(tiny_spec), tiny_data, epochs=3, lr=1e-2, batch_size=8,
-                        phase="B", seed=12)
+    other = train_local(build_model(tiny_spec), tiny_data, TrainOptions(epochs=3, lr=1e-2, batch_size=8, phase="B", seed=12))
     assert not np.array_equal(other.delta, a.delta)
 
 
@@ -105,7 +104,7 @@ def test_optimizer_state_continues_across_calls(tiny_spec: LoRASpec, tiny_data: 
     it; a state saved for other trainable keys, shapes or another rank is not used."""
     model = build_model(tiny_spec)
     glob = model.adapter_state()
-    first = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1, loss_samples=0)
+    first = train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=8, phase="B", seed=1), run=RunOptions(loss_samples=0))
     kept = first.optimizer_state
     assert kept is not None and kept.rank == tiny_spec.r_max
     assert set(kept.keys) == set(first.delta_state)
@@ -113,8 +112,7 @@ def test_optimizer_state_continues_across_calls(tiny_spec: LoRASpec, tiny_data: 
 
     def second(state, *, phase="B", rank=None):  # type: ignore[no-untyped-def]
         m = build_model(tiny_spec, state=glob)  # the next round starts from a global adapter
-        return train_local(m, tiny_data, epochs=0.5, lr=1e-2, batch_size=8, phase=phase, rank=rank,
-                           seed=2, loss_samples=0, optimizer_state=state)
+        return train_local(m, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=8, phase=phase, rank=rank, seed=2), run=RunOptions(loss_samples=0), optimizer_state=state)
 
     fresh, cont = second(None), second(kept)
     assert cont.optimizer_state is not None
@@ -122,10 +120,8 @@ def test_optimizer_state_continues_across_calls(tiny_spec: LoRASpec, tiny_data: 
     assert not np.allclose(cont.delta, fresh.delta)
     # A fresh AdamW's first step moves every value with a gradient by ~lr whatever the gradient's
     # size; continued moments scale the steps: they no longer all sit at the learning rate.
-    one_fresh = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), epochs=1, lr=1e-2,
-                            batch_size=8, phase="B", seed=2, loss_samples=0)
-    one_cont = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), epochs=1, lr=1e-2,
-                           batch_size=8, phase="B", seed=2, loss_samples=0, optimizer_state=kept)
+    one_fresh = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), TrainOptions(epochs=1, lr=1e-2, batch_size=8, phase="B", seed=2), run=RunOptions(loss_samples=0))
+    one_cont = train_local(build_model(tiny_spec, state=glob), tiny_data.subset(range(8)), TrainOptions(epochs=1, lr=1e-2, batch_size=8, phase="B", seed=2), run=RunOptions(loss_samples=0), optimizer_state=kept)
     moved = np.abs(one_fresh.delta[one_fresh.delta != 0])
     np.testing.assert_allclose(moved, 1e-2, rtol=1e-2)
     assert np.abs(one_cont.delta).std() > 10 * moved.std()
@@ -145,7 +141,7 @@ def test_evaluate_metrics(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     assert 0 <= m["roc_auc"] <= 1 and m["roc_auc_classes"] == 3
     assert {k for k in m if k.startswith("roc_auc/")} == {f"roc_auc/{n}" for n in tiny_data.label_names}
     model = build_model(tiny_spec)
-    train_local(model, tiny_data, epochs=4, lr=2e-2, batch_size=8, loss_samples=0)
+    train_local(model, tiny_data, TrainOptions(epochs=4, lr=2e-2, batch_size=8), run=RunOptions(loss_samples=0))
     trained = evaluate(model, tiny_data, batch_size=32)
     assert trained["roc_auc"] > m["roc_auc"] + 0.1  # learning shows in the AUC
     only_two = tiny_data.subset([i for i, y in enumerate(tiny_data.labels) if y != 1])
@@ -156,11 +152,11 @@ def test_evaluate_metrics(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
 def test_bad_arguments(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     model = build_model(tiny_spec)
     with pytest.raises(ConfigError):
-        train_local(model, tiny_data, rank=tiny_spec.r_max + 1)
+        train_local(model, tiny_data, TrainOptions(rank=tiny_spec.r_max + 1))
     with pytest.raises(ConfigError):
-        train_local(model, tiny_data, phase="C")  # type: ignore[arg-type]
+        train_local(model, tiny_data, TrainOptions(phase="C"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        train_local(model, tiny_data, epochs=0)
+        train_local(model, tiny_data, TrainOptions(epochs=0))
     with pytest.raises(DataError):
         train_local(model, tiny_data.subset([]))
     two = Dataset(texts=["a", "b"], labels=[0, 1], label_names=("x", "y"))
@@ -175,8 +171,7 @@ def _three_clients(spec: LoRASpec, data: Dataset, phase: str):  # type: ignore[n
     for i in range(3):
         model = build_model(spec, state=glob)
         part = data.subset(range(i, len(data), 3))
-        res = train_local(model, part, epochs=2, lr=2e-2, batch_size=8, phase=phase,  # type: ignore[arg-type]
-                          seed=100 + i, loss_samples=0)
+        res = train_local(model, part, TrainOptions(epochs=2, lr=2e-2, batch_size=8, phase=phase, seed=100 + i), run=RunOptions(loss_samples=0))
         states.append(model.adapter_state())
         results.append(res)
     return glob, states, results
@@ -221,8 +216,7 @@ def test_heterogeneous_ranks_aggregate_per_column(
     results = []
     for i, rank in enumerate([1, 2, 4]):
         model = build_model(tiny_spec, state=glob)
-        res = train_local(model, tiny_data.subset(range(i, 96, 3)), epochs=1, lr=2e-2,
-                          batch_size=8, rank=rank, seed=i, loss_samples=0)
+        res = train_local(model, tiny_data.subset(range(i, 96, 3)), TrainOptions(epochs=1, lr=2e-2, batch_size=8, rank=rank, seed=i), run=RunOptions(loss_samples=0))
         assert len(res.delta) == layout.prefix_len(rank)
         total += layout.pad(res.samples * res.delta.astype(np.float64))
         by_rank[rank] = by_rank.get(rank, 0.0) + res.samples
@@ -246,13 +240,13 @@ def test_train_centralized(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
 
 
 def test_a_data_cursor_sees_every_example_once_per_epoch_across_calls() -> None:
-    from ffa_lora.lora.train import _batches, _cursor_batches
+    from ffa_lora.lora.batching import cursor_batches, shuffled_batches
 
     n, bs = 37, 8  # 5 batches per epoch, the last one of 5 examples
     cursor = DataCursor(seed=11, n=n)
     seen: list[int] = []
     for _ in range(4):  # four half-epoch calls = two epochs
-        batches, after = _cursor_batches(n, bs, 0.5, cursor)
+        batches, after = cursor_batches(n, bs, 0.5, cursor)
         assert len(batches) == 3  # ceil(0.5 * 5)
         assert after == DataCursor(seed=cursor.seed, n=n, step=cursor.step + len(batches))
         seen += [int(i) for b in batches for i in b]
@@ -260,23 +254,22 @@ def test_a_data_cursor_sees_every_example_once_per_epoch_across_calls() -> None:
     # 12 batches: two full epochs (10 batches) and two more of the third.
     assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n : 2 * n]) == list(range(n))
     # Fresh permutations per call (the old way) miss some examples and repeat others.
-    fresh = [int(i) for s in range(4) for b in _batches(n, bs, 0.5, np.random.default_rng(s)) for i in b]
+    fresh = [int(i) for s in range(4) for b in shuffled_batches(n, bs, 0.5, np.random.default_rng(s)) for i in b]
     assert len(set(fresh[:n])) < n
     # A cursor made for other data restarts at its first batch.
-    other, after = _cursor_batches(40, bs, 0.5, cursor)
-    first, _ = _cursor_batches(40, bs, 0.5, DataCursor(seed=11, n=40))
+    other, after = cursor_batches(40, bs, 0.5, cursor)
+    first, _ = cursor_batches(40, bs, 0.5, DataCursor(seed=11, n=40))
     assert [b.tolist() for b in other] == [b.tolist() for b in first]
     assert after == DataCursor(seed=11, n=40, step=3)
 
 
 def test_train_local_advances_the_cursor(tiny_spec: LoRASpec, tiny_data: Dataset) -> None:
     model = build_model(tiny_spec)
-    res = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0,
-                      cursor=DataCursor(seed=3, n=len(tiny_data)))
+    res = train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=16), run=RunOptions(loss_samples=0), cursor=DataCursor(seed=3, n=len(tiny_data)))
     assert res.cursor == DataCursor(seed=3, n=len(tiny_data), step=res.steps)
-    again = train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0, cursor=res.cursor)
+    again = train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=16), run=RunOptions(loss_samples=0), cursor=res.cursor)
     assert again.cursor is not None and again.cursor.step == res.steps + again.steps
-    assert train_local(model, tiny_data, epochs=0.5, lr=1e-2, batch_size=16, loss_samples=0).cursor is None
+    assert train_local(model, tiny_data, TrainOptions(epochs=0.5, lr=1e-2, batch_size=16), run=RunOptions(loss_samples=0)).cursor is None
 
 
 def test_train_centralized_curve_evaluates_each_piece_with_one_optimizer(
