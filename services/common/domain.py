@@ -50,6 +50,12 @@ class PrivacyParams:
     dpsgd_optimizer: str = ""
     dpsgd_learning_rate: float = 0.0
     dpsgd_head_learning_rate: float = 0.0
+    dpsgd_expected_batch_size: int = 0
+    dpsgd_physical_batch_size: int = 0
+    dpsgd_momentum: float = 0.0
+    dpsgd_head_max_grad_norm: float = 0.0
+    dpsgd_head_epochs: float = 0.0
+    dpsgd_adapter_only: bool = False
 
 
 @dataclass(frozen=True)

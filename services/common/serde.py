@@ -27,6 +27,7 @@ _PRIVACY_MODE = {"off": pb.PRIVACY_MODE_OFF, "central": pb.PRIVACY_MODE_CENTRAL,
                  "distributed": pb.PRIVACY_MODE_DISTRIBUTED}
 _MECHANISM = {"gaussian": pb.NOISE_MECHANISM_GAUSSIAN, "laplace": pb.NOISE_MECHANISM_LAPLACE}
 _OPTIMIZER = {"adamw": pb.DPSGD_OPTIMIZER_ADAMW, "sgd": pb.DPSGD_OPTIMIZER_SGD}
+_HEAD = {"pooler": pb.TASK_HEAD_POOLER, "mean_linear": pb.TASK_HEAD_MEAN_LINEAR}
 
 
 def _enum_to_proto(field: str, table: Mapping[str, int], value: str) -> int:
@@ -51,6 +52,14 @@ def strategy_to_proto(value: str) -> int:
 
 def strategy_from_proto(number: int) -> str:
     return _enum_from_proto("strategy", _STRATEGY, number)
+
+
+def head_to_proto(value: str) -> int:
+    return _enum_to_proto("head", _HEAD, value)
+
+
+def head_from_proto(number: int) -> str:
+    return _enum_from_proto("head", _HEAD, number)
 
 
 def phase_to_proto(value: str) -> int:
@@ -128,6 +137,12 @@ def privacy_to_proto(p: d.PrivacyParams) -> pb.PrivacySpec:
         dpsgd_optimizer=dpsgd_optimizer_to_proto(p.dpsgd_optimizer),
         dpsgd_learning_rate=p.dpsgd_learning_rate,
         dpsgd_head_learning_rate=p.dpsgd_head_learning_rate,
+        dpsgd_expected_batch_size=p.dpsgd_expected_batch_size,
+        dpsgd_physical_batch_size=p.dpsgd_physical_batch_size,
+        dpsgd_momentum=p.dpsgd_momentum,
+        dpsgd_head_max_grad_norm=p.dpsgd_head_max_grad_norm,
+        dpsgd_head_epochs=p.dpsgd_head_epochs,
+        dpsgd_adapter_only=p.dpsgd_adapter_only,
     )
 
 
@@ -145,6 +160,12 @@ def privacy_from_proto(m: pb.PrivacySpec) -> d.PrivacyParams:
         dpsgd_optimizer=dpsgd_optimizer_from_proto(m.dpsgd_optimizer, dpsgd_on=m.dpsgd_noise_multiplier > 0),
         dpsgd_learning_rate=m.dpsgd_learning_rate,
         dpsgd_head_learning_rate=m.dpsgd_head_learning_rate,
+        dpsgd_expected_batch_size=m.dpsgd_expected_batch_size,
+        dpsgd_physical_batch_size=m.dpsgd_physical_batch_size,
+        dpsgd_momentum=m.dpsgd_momentum,
+        dpsgd_head_max_grad_norm=m.dpsgd_head_max_grad_norm,
+        dpsgd_head_epochs=m.dpsgd_head_epochs,
+        dpsgd_adapter_only=m.dpsgd_adapter_only,
     )
 
 
@@ -328,6 +349,7 @@ def federation_to_proto(info: d.FederationInfo) -> pb.ModelSpec:
         target_modules=list(sp.target_modules), rank=sp.r_max, alpha=sp.alpha, dropout=sp.dropout,
         max_length=sp.max_length, seed=sp.seed, strategy=strategy_to_proto(sp.strategy),
         warmup_rounds=sp.warmup_rounds,
+        head=head_to_proto(sp.head),
     )
 
 
@@ -337,6 +359,7 @@ def federation_from_proto(name: str, m: pb.ModelSpec) -> d.FederationInfo:
         alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
         strategy=strategy_from_proto(m.strategy),  # type: ignore[arg-type]
         warmup_rounds=m.warmup_rounds, seed=m.seed,
+        head=head_from_proto(m.head),  # type: ignore[arg-type]
     )
     return d.FederationInfo(name=name, labels=tuple(m.labels), spec=spec)
 

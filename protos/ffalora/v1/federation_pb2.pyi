@@ -45,6 +45,12 @@ class DpsgdOptimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DPSGD_OPTIMIZER_UNSPECIFIED: _ClassVar[DpsgdOptimizer]
     DPSGD_OPTIMIZER_ADAMW: _ClassVar[DpsgdOptimizer]
     DPSGD_OPTIMIZER_SGD: _ClassVar[DpsgdOptimizer]
+
+class TaskHead(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_HEAD_UNSPECIFIED: _ClassVar[TaskHead]
+    TASK_HEAD_POOLER: _ClassVar[TaskHead]
+    TASK_HEAD_MEAN_LINEAR: _ClassVar[TaskHead]
 STRATEGY_UNSPECIFIED: Strategy
 STRATEGY_FFA: Strategy
 STRATEGY_FEDAVG: Strategy
@@ -66,6 +72,9 @@ NOISE_MECHANISM_LAPLACE: NoiseMechanism
 DPSGD_OPTIMIZER_UNSPECIFIED: DpsgdOptimizer
 DPSGD_OPTIMIZER_ADAMW: DpsgdOptimizer
 DPSGD_OPTIMIZER_SGD: DpsgdOptimizer
+TASK_HEAD_UNSPECIFIED: TaskHead
+TASK_HEAD_POOLER: TaskHead
+TASK_HEAD_MEAN_LINEAR: TaskHead
 
 class Status(_message.Message):
     __slots__ = ("code", "message", "reason")
@@ -88,7 +97,7 @@ class PublicKey(_message.Message):
     def __init__(self, n: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., key_bits: _Optional[int] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name_or_path", "num_labels", "labels", "target_modules", "rank", "alpha", "dropout", "max_length", "seed", "warmup_rounds", "strategy")
+    __slots__ = ("name_or_path", "num_labels", "labels", "target_modules", "rank", "alpha", "dropout", "max_length", "seed", "warmup_rounds", "strategy", "head")
     NAME_OR_PATH_FIELD_NUMBER: _ClassVar[int]
     NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +109,7 @@ class ModelSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     WARMUP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     name_or_path: str
     num_labels: int
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -111,7 +121,8 @@ class ModelSpec(_message.Message):
     seed: int
     warmup_rounds: int
     strategy: Strategy
-    def __init__(self, name_or_path: _Optional[str] = ..., num_labels: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., warmup_rounds: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ...) -> None: ...
+    head: TaskHead
+    def __init__(self, name_or_path: _Optional[str] = ..., num_labels: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., max_length: _Optional[int] = ..., seed: _Optional[int] = ..., warmup_rounds: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., head: _Optional[_Union[TaskHead, str]] = ...) -> None: ...
 
 class SecureSumSpec(_message.Message):
     __slots__ = ("layout", "clip", "bits", "key_fingerprint")
@@ -126,7 +137,7 @@ class SecureSumSpec(_message.Message):
     def __init__(self, layout: _Optional[bytes] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class PrivacySpec(_message.Message):
-    __slots__ = ("mode", "mechanism", "norm_clip", "noise_scale", "share_clients", "tolerated_dropouts", "dpsgd_noise_multiplier", "dpsgd_max_grad_norm", "dpsgd_delta", "dpsgd_optimizer", "dpsgd_learning_rate", "dpsgd_head_learning_rate")
+    __slots__ = ("mode", "mechanism", "norm_clip", "noise_scale", "share_clients", "tolerated_dropouts", "dpsgd_noise_multiplier", "dpsgd_max_grad_norm", "dpsgd_delta", "dpsgd_optimizer", "dpsgd_learning_rate", "dpsgd_head_learning_rate", "dpsgd_expected_batch_size", "dpsgd_physical_batch_size", "dpsgd_momentum", "dpsgd_head_max_grad_norm", "dpsgd_head_epochs", "dpsgd_adapter_only")
     MODE_FIELD_NUMBER: _ClassVar[int]
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
     NORM_CLIP_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +150,12 @@ class PrivacySpec(_message.Message):
     DPSGD_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     DPSGD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     DPSGD_HEAD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_EXPECTED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_PHYSICAL_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_HEAD_MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_HEAD_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_ADAPTER_ONLY_FIELD_NUMBER: _ClassVar[int]
     mode: PrivacyMode
     mechanism: NoiseMechanism
     norm_clip: float
@@ -151,7 +168,13 @@ class PrivacySpec(_message.Message):
     dpsgd_optimizer: DpsgdOptimizer
     dpsgd_learning_rate: float
     dpsgd_head_learning_rate: float
-    def __init__(self, mode: _Optional[_Union[PrivacyMode, str]] = ..., mechanism: _Optional[_Union[NoiseMechanism, str]] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[_Union[DpsgdOptimizer, str]] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ...) -> None: ...
+    dpsgd_expected_batch_size: int
+    dpsgd_physical_batch_size: int
+    dpsgd_momentum: float
+    dpsgd_head_max_grad_norm: float
+    dpsgd_head_epochs: float
+    dpsgd_adapter_only: bool
+    def __init__(self, mode: _Optional[_Union[PrivacyMode, str]] = ..., mechanism: _Optional[_Union[NoiseMechanism, str]] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[_Union[DpsgdOptimizer, str]] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ..., dpsgd_expected_batch_size: _Optional[int] = ..., dpsgd_physical_batch_size: _Optional[int] = ..., dpsgd_momentum: _Optional[float] = ..., dpsgd_head_max_grad_norm: _Optional[float] = ..., dpsgd_head_epochs: _Optional[float] = ..., dpsgd_adapter_only: _Optional[bool] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed", "keep_optimizer_state")

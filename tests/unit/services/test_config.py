@@ -140,12 +140,45 @@ def test_dpsgd_settings_travel_with_the_task() -> None:
     cfg = DPSGDConfig(enabled=True, noise_multiplier=0.8, optimizer="sgd", learning_rate=0.1, head_learning_rate=0.5)
     p = d.PrivacyParams(dpsgd_noise_multiplier=cfg.noise_multiplier, dpsgd_max_grad_norm=cfg.max_grad_norm,
                         dpsgd_delta=1e-5, dpsgd_optimizer=cfg.optimizer, dpsgd_learning_rate=cfg.learning_rate or 0.0,
-                        dpsgd_head_learning_rate=cfg.head_learning_rate or 0.0)
+                        dpsgd_head_learning_rate=cfg.head_learning_rate or 0.0,
+                        dpsgd_expected_batch_size=512, dpsgd_physical_batch_size=32, dpsgd_momentum=0.5,
+                        dpsgd_head_max_grad_norm=0.7, dpsgd_head_epochs=2.5, dpsgd_adapter_only=True)
     assert serde.privacy_from_proto(serde.privacy_to_proto(p)) == p
     with pytest.raises(ValidationError):
         DPSGDConfig(optimizer="lion")
     with pytest.raises(ValidationError):
         DPSGDConfig(noise_multiplier=0)
+
+
+def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:
+    from services.cloud_coordinator.adapter_ops import lora_spec
+    from services.common import serde
+
+    plain = parse_config(coordinator()).coordinator
+    assert plain is not None and plain.federation.head() == "pooler"  # no DP: unchanged
+    doc = coordinator(rounds={"max_rounds": 6}, training={"local_epochs": 0.5},
+                      privacy={"dpsgd": {"enabled": True, "probe_rounds": 4}})
+    dp = parse_config(doc).coordinator
+    assert dp is not None
+    fed = dp.federation
+    assert fed.head() == "mean_linear" and lora_spec(fed).head == "mean_linear"
+    # the head travels to the clients with the spec
+    assert serde.spec_from_proto(serde.spec_to_proto(lora_spec(fed))).head == "mean_linear"
+    # head-only rounds first: no steps through the model there
+    assert [fed.local_epochs_at(i) for i in range(6)] == [0.0] * 4 + [0.5] * 2
+
+
+@pytest.mark.parametrize(("dpsgd", "model", "needle"), [
+    ({"probe_rounds": 6}, {}, "probe_rounds (6) must be below rounds.max_rounds"),
+    ({"head_epochs": 0}, {}, "adapter_only needs head_epochs > 0"),
+    ({"head_epochs": 0, "adapter_only": False, "probe_rounds": 1}, {}, "probe_rounds needs head_epochs"),
+    ({}, {"head": "pooler"}, "need model.head: mean_linear"),
+])
+def test_dpsgd_recipe_refuses_what_cannot_train(dpsgd: dict, model: dict, needle: str) -> None:
+    doc = coordinator(rounds={"max_rounds": 6}, model=model,
+                      privacy={"dpsgd": {"enabled": True, **dpsgd}})
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(doc)
 
 
 @pytest.mark.parametrize(("fed", "needle"), [

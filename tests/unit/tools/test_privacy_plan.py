@@ -29,7 +29,9 @@ def test_dpsgd_plan_gives_steps_and_epsilon_per_site(
         {
             "rounds": {"max_rounds": 6},
             "training": {"batch_size": 64, "local_epochs": 1.0},
-            "privacy": {"delta": 1e-5, "dpsgd": {"enabled": True, "noise_multiplier": 1.2}},
+            "privacy": {"delta": 1e-5, "dpsgd": {"enabled": True, "noise_multiplier": 1.2,
+                                                 "expected_batch_size": 64, "head_epochs": 0,
+                                                 "adapter_only": False}},
         },
     )
     assert privacy_cli.main(["plan", str(path), "--sites", "small=500,big=5000", "--json"]) == 0
@@ -53,6 +55,32 @@ def test_dpsgd_plan_gives_steps_and_epsilon_per_site(
                                 sample_rate=64 / 450, steps=42, delta=1e-5)
     assert 7.9 < spent <= 8.0
     assert "client_level" not in plan  # privacy.mode is off
+
+
+def test_dpsgd_plan_counts_the_recipes_head_steps_and_probe_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        {
+            "rounds": {"max_rounds": 6},
+            "training": {"batch_size": 64, "local_epochs": 0.5},
+            "privacy": {"delta": 1e-5, "epsilon": 8.0,
+                        "dpsgd": {"enabled": True, "noise_multiplier": 2.0, "probe_rounds": 4}},
+        },
+    )
+    assert privacy_cli.main(["plan", str(path), "--sites", "a=2000", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["dpsgd"]
+    (site,) = plan["sites"]
+    # the recipe's defaults: expected batch 512, 3 head epochs every round, the model's
+    # 0.5 epochs only after the 4 head-only rounds
+    assert plan["expected_batch_size"] == 512 and plan["head_epochs"] == 3.0
+    head = round(3 * 1800 / 512)
+    model = round(0.5 * 1800 / 512)
+    assert site["steps"] == 6 * head + 2 * model
+    assert site["epsilon"] == pytest.approx(epsilon_after_steps(
+        noise_multiplier=2.0, sample_rate=512 / 1800, steps=site["steps"], delta=1e-5))
+    assert site["epsilon"] == plan["epsilon_max"]
 
 
 def test_client_level_plan_shows_the_sensitivity_with_the_rounding_slack(

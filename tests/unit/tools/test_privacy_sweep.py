@@ -43,20 +43,35 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
         return {"final_accuracy": 0.8 if not dp else 0.7, "final_macro_f1": 0.6, "rounds": settings.rounds,
                 "epsilon_spent": 0.0, "dpsgd_epsilon_max": 3.9 if dp else 0.0}
 
+    probes: list[tuple[float, dict[str, Any]]] = []
+
+    def fake_probe(eps: float, **kw: Any) -> dict[str, float]:
+        probes.append((eps, kw))
+        return {"accuracy": 0.75 if math.isinf(eps) else 0.65, "macro_f1": 0.5,
+                "epsilon_spent": eps}
+
     monkeypatch.setattr(privacy_cli, "run_demo", fake_run_demo)
+    monkeypatch.setattr(privacy_cli, "probe_reference", fake_probe)
     rc = privacy_cli.main(["sweep", "--budgets", "inf,4", "--strategies", "ffa,fedavg", "--rounds", "2",
                            "--max-train-per-site", "200", "--max-test", "50", "--out-dir", str(tmp_path)])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)  # strict JSON: no bare Infinity
+    out = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # strict JSON: no bare Infinity
     assert [(r["strategy"], r["epsilon"]) for r in out["rows"]] == [
-        ("ffa", "inf"), ("ffa", 4.0), ("fedavg", "inf"), ("fedavg", 4.0)]
+        ("ffa", "inf"), ("ffa", 4.0), ("fedavg", "inf"), ("fedavg", 4.0), ("probe", "inf"), ("probe", 4.0)]
     assert [s.strategy for s in seen] == ["ffa", "ffa", "fedavg", "fedavg"]
     assert seen[0].privacy == {"mode": "off"}
     dp = seen[1].privacy["dpsgd"]
     assert dp["enabled"] and dp["noise_multiplier"] > 0 and math.isfinite(dp["noise_multiplier"])
+    # the recipe's defaults reach the run: expected batch 512, no override left as None
+    assert dp["expected_batch_size"] == 512 and None not in dp.values()
+    assert "optimizer" not in dp and "learning_rate" not in dp
+    # the probe reference: one run per budget, with the sweep's data limits, on every row
+    assert [e for e, _ in probes] == [math.inf, 4.0]
+    assert probes[1][1]["rounds"] == 2 and probes[1][1]["max_train_per_site"] == 200
+    assert [r["probe_accuracy"] for r in out["rows"]] == [0.75, 0.65] * 3
     assert (seen[1].learning_rate, seen[3].learning_rate) == (STRATEGY_LR["ffa"], STRATEGY_LR["fedavg"])
     table = (tmp_path / "privacy_sweep.md").read_text()
-    assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 |" in table
+    assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 | 0.6500 | 0.5000 | 4.000 |" in table
     assert (tmp_path / "privacy_sweep.png").stat().st_size > 1000
 
 
