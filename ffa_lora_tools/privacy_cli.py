@@ -135,7 +135,7 @@ def dpsgd_plan(
         "expected_batch_size": batch,
         "local_epochs": tr.local_epochs,
         "head_epochs": head_epochs,
-        "probe_rounds": dp.probe_rounds,
+        "probe_rounds": fed.dpsgd_probe_rounds(),
         "rounds": fed.rounds.max_rounds,
         "delta": fed.privacy.delta,
         "epsilon_budget": fed.privacy.epsilon,
@@ -154,7 +154,8 @@ def dpsgd_plan(
     calibrated = plan_dp_sgd(
         records, epsilon=fed.privacy.epsilon, delta=fed.privacy.delta,
         expected_batch_size=batch, local_epochs=tr.local_epochs,
-        rounds=fed.rounds.max_rounds, head_epochs=head_epochs, probe_rounds=dp.probe_rounds,
+        rounds=fed.rounds.max_rounds, head_epochs=head_epochs,
+        probe_rounds=fed.dpsgd_probe_rounds(),
     )
     for name, n in records.items():
         site = calibrated.site(name)
@@ -299,6 +300,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     recipe = DPSGDConfig()
     epochs = base.local_epochs if local_epochs is None else local_epochs
     dp_batch = dp_batch_size or recipe.expected_batch_size or base.batch_size
+    probe_rounds = 0 if recipe.adapter_rounds is None else max(0, rounds - recipe.adapter_rounds)
     smallest = 0
     if level == "sample":
         demo = load_builtin(base.data, seed=base.seed, method=base.partition,  # type: ignore[arg-type]
@@ -316,7 +318,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
                                                batch_size=dp_batch, local_epochs=epochs, rounds=rounds,
                                                head_epochs=recipe.head_epochs,
-                                               probe_rounds=recipe.probe_rounds)
+                                               probe_rounds=probe_rounds)
                 overrides = {"optimizer": dp_optimizer, "learning_rate": dp_lr,
                              "head_learning_rate": dp_head_lr}
                 privacy = {"mode": "off", "delta": delta,

@@ -24,7 +24,7 @@ from ffa_lora.lora.spec import Strategy
 BUILTIN_MODEL = "demo"
 #: The DP-SGD recipe's adapter learning rate and probe rounds (docs/experiments/dp-recipe.md).
 RECIPE_ADAPTER_LR = 0.3
-RECIPE_PROBE_ROUNDS = 0
+RECIPE_ADAPTER_ROUNDS = 1
 
 
 class _Model(BaseModel):
@@ -264,10 +264,11 @@ class DPSGDConfig(_Model):
         description="With head_epochs: the steps through the model train the adapter alone, with "
         "the whole sensitivity max_grad_norm.",
     )
-    probe_rounds: int = Field(
-        default=RECIPE_PROBE_ROUNDS, ge=0,
-        description="The first rounds train the head alone (head_epochs of head steps, no steps "
-        "through the model): linear probing, then fine-tuning. Below rounds.max_rounds.",
+    adapter_rounds: int | None = Field(
+        default=RECIPE_ADAPTER_ROUNDS, ge=1,
+        description="Only the last adapter_rounds rounds take steps through the model; the "
+        "rounds before train the head alone (head_epochs of head steps): linear probing, then "
+        "fine-tuning (none: every round).",
     )
 
 
@@ -446,19 +447,26 @@ class FederationConfig(_Model):
         dp = self.privacy.dpsgd
         if not dp.enabled:
             return
-        if (dp.head_epochs > 0 or dp.probe_rounds) and self.model.head == "pooler":
+        if dp.head_epochs > 0 and self.model.head == "pooler":
             raise ValueError(
-                "privacy.dpsgd.head_epochs and probe_rounds train the head on frozen features and "
-                "need model.head: mean_linear (or auto); set them to 0 for the pooler head")
+                "privacy.dpsgd.head_epochs trains the head on frozen features and needs "
+                "model.head: mean_linear (or auto); set head_epochs: 0 and adapter_rounds: null "
+                "for the pooler head")
         if dp.adapter_only and dp.head_epochs <= 0:
             raise ValueError("privacy.dpsgd.adapter_only needs head_epochs > 0, or the head never "
                              "trains; set head_epochs or adapter_only: false")
-        if dp.probe_rounds and dp.head_epochs <= 0:
-            raise ValueError("privacy.dpsgd.probe_rounds needs head_epochs > 0")
-        if dp.probe_rounds >= self.rounds.max_rounds:
-            raise ValueError(
-                f"privacy.dpsgd.probe_rounds ({dp.probe_rounds}) must be below rounds.max_rounds "
-                f"({self.rounds.max_rounds}), or the adapter never trains")
+        if self.dpsgd_probe_rounds() and dp.head_epochs <= 0:
+            raise ValueError("privacy.dpsgd.adapter_rounds below rounds.max_rounds leaves "
+                             "head-only rounds, which need head_epochs > 0; set head_epochs or "
+                             "adapter_rounds: null")
+
+    def dpsgd_probe_rounds(self) -> int:
+        """Rounds at the start that train the head alone under DP-SGD (``max_rounds`` less
+        ``privacy.dpsgd.adapter_rounds``; 0 without DP-SGD)."""
+        dp = self.privacy.dpsgd
+        if not dp.enabled or dp.adapter_rounds is None:
+            return 0
+        return max(0, self.rounds.max_rounds - dp.adapter_rounds)
 
     def head(self) -> str:
         """The task head the federation trains (``model.head`` with ``auto`` resolved)."""
@@ -469,8 +477,7 @@ class FederationConfig(_Model):
     def local_epochs_at(self, round_index: int) -> float:
         """Epochs of steps through the model in round ``round_index`` (0-based): none in the
         DP-SGD probe rounds."""
-        dp = self.privacy.dpsgd
-        if dp.enabled and round_index < dp.probe_rounds:
+        if round_index < self.dpsgd_probe_rounds():
             return 0.0
         return self.training.local_epochs
 

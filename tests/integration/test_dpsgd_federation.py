@@ -18,7 +18,7 @@ from tests.support.federation import InProcessFederation
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # servers on loopback
 
 
-@pytest.mark.parametrize("probe_rounds", [0, 1])
+@pytest.mark.parametrize("probe_rounds", [0, 1])  # adapter_rounds: null, and 1 of 2
 def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path, probe_rounds: int) -> None:
     model_dir = tiny_bert(tmp_path / "tiny")
     fed = InProcessFederation(
@@ -27,7 +27,8 @@ def test_dpsgd_clients_report_growing_epsilon(tmp_path: Path, probe_rounds: int)
         labels=["negative", "neutral", "positive"],
         privacy={"mode": "off", "delta": 1e-5,
                  "dpsgd": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0,
-                           "optimizer": "sgd", "learning_rate": 0.2, "probe_rounds": probe_rounds}},
+                           "optimizer": "sgd", "learning_rate": 0.2,
+                           "adapter_rounds": 2 - probe_rounds if probe_rounds else None}},
         training={"local_epochs": 1.0, "learning_rate": 1e-2, "batch_size": 8},
     )
 

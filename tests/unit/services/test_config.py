@@ -157,7 +157,7 @@ def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:
     plain = parse_config(coordinator()).coordinator
     assert plain is not None and plain.federation.head() == "pooler"  # no DP: unchanged
     doc = coordinator(rounds={"max_rounds": 6}, training={"local_epochs": 0.5},
-                      privacy={"dpsgd": {"enabled": True, "probe_rounds": 4}})
+                      privacy={"dpsgd": {"enabled": True, "adapter_rounds": 2}})
     dp = parse_config(doc).coordinator
     assert dp is not None
     fed = dp.federation
@@ -169,10 +169,10 @@ def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:
 
 
 @pytest.mark.parametrize(("dpsgd", "model", "needle"), [
-    ({"probe_rounds": 6}, {}, "probe_rounds (6) must be below rounds.max_rounds"),
+    ({"adapter_rounds": 0}, {}, "adapter_rounds"),
     ({"head_epochs": 0}, {}, "adapter_only needs head_epochs > 0"),
-    ({"head_epochs": 0, "adapter_only": False, "probe_rounds": 1}, {}, "probe_rounds needs head_epochs"),
-    ({}, {"head": "pooler"}, "need model.head: mean_linear"),
+    ({"head_epochs": 0, "adapter_only": False}, {}, "head-only rounds, which need head_epochs > 0"),
+    ({}, {"head": "pooler"}, "needs model.head: mean_linear"),
 ])
 def test_dpsgd_recipe_refuses_what_cannot_train(dpsgd: dict, model: dict, needle: str) -> None:
     doc = coordinator(rounds={"max_rounds": 6}, model=model,

@@ -31,7 +31,7 @@ def test_dpsgd_plan_gives_steps_and_epsilon_per_site(
             "training": {"batch_size": 64, "local_epochs": 1.0},
             "privacy": {"delta": 1e-5, "dpsgd": {"enabled": True, "noise_multiplier": 1.2,
                                                  "expected_batch_size": 64, "head_epochs": 0,
-                                                 "adapter_only": False}},
+                                                 "adapter_only": False, "adapter_rounds": None}},
         },
     )
     assert privacy_cli.main(["plan", str(path), "--sites", "small=500,big=5000", "--json"]) == 0
@@ -66,7 +66,7 @@ def test_dpsgd_plan_counts_the_recipes_head_steps_and_probe_rounds(
             "rounds": {"max_rounds": 6},
             "training": {"batch_size": 64, "local_epochs": 0.5},
             "privacy": {"delta": 1e-5, "epsilon": 8.0,
-                        "dpsgd": {"enabled": True, "noise_multiplier": 2.0, "probe_rounds": 4}},
+                        "dpsgd": {"enabled": True, "noise_multiplier": 2.0, "adapter_rounds": 2}},
         },
     )
     assert privacy_cli.main(["plan", str(path), "--sites", "a=2000", "--json"]) == 0
