@@ -90,6 +90,7 @@ class DemoSettings:
     strategy: str = "alternating"
     warmup_rounds: int = 0
     rank: int = 8
+    alpha: float | None = None  # None: the federation config's default
     target_modules: tuple[str, ...] | None = None  # None: the federation config's default
     rank_scheduler: str = "fixed"
     rank_options: dict[str, Any] = field(default_factory=dict)
@@ -209,7 +210,8 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         "seed": settings.seed,
         "labels": list(demo.label_names),
         "model": {"name_or_path": settings.model, "num_labels": len(demo.label_names), "rank": settings.rank,
-                  **({"target_modules": list(settings.target_modules)} if settings.target_modules else {})},
+                  **({"target_modules": list(settings.target_modules)} if settings.target_modules else {}),
+                  **({"alpha": settings.alpha} if settings.alpha is not None else {})},
         "training": {"strategy": settings.strategy, "warmup_rounds": settings.warmup_rounds,
                      "local_epochs": settings.local_epochs, "learning_rate": settings.learning_rate,
                      "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate,

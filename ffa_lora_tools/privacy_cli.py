@@ -35,6 +35,9 @@ from services.common.config import DPSGDConfig, FederationConfig, parse_config, 
 
 #: records per forward/backward pass of the sweep's DP-SGD rows (memory, not the result)
 SWEEP_PHYSICAL_BATCH = 64
+#: the DP recipe's adapter (docs/experiments/dp-recipe.md): rank, alpha (scaling 2), target
+#: modules and epochs through the model per adapter round; the sweep's DP rows use them
+DP_RANK, DP_ALPHA, DP_TARGETS, DP_LOCAL_EPOCHS = 1, 2.0, ("value",), 1.0
 
 
 def federation_from_file(path: Path) -> FederationConfig:
@@ -299,6 +302,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     base = DemoSettings()
     recipe = DPSGDConfig()
     epochs = base.local_epochs if local_epochs is None else local_epochs
+    dp_epochs = DP_LOCAL_EPOCHS if local_epochs is None else local_epochs
     dp_batch = dp_batch_size or recipe.expected_batch_size or base.batch_size
     probe_rounds = 0 if recipe.adapter_rounds is None else max(0, rounds - recipe.adapter_rounds)
     smallest = 0
@@ -316,7 +320,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
-                                               batch_size=dp_batch, local_epochs=epochs, rounds=rounds,
+                                               batch_size=dp_batch, local_epochs=dp_epochs, rounds=rounds,
                                                head_epochs=recipe.head_epochs,
                                                probe_rounds=probe_rounds)
                 overrides = {"optimizer": dp_optimizer, "learning_rate": dp_lr,
@@ -328,9 +332,12 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                                      **{k: v for k, v in overrides.items() if v is not None}}}
             lr = STRATEGY_LR[strategy]
             batch = base.batch_size
+            adapter = ({"rank": DP_RANK, "alpha": DP_ALPHA, "target_modules": DP_TARGETS,
+                        "local_epochs": dp_epochs}
+                       if calib else {"local_epochs": epochs})
             settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
-                                    batch_size=batch,
-                                    strategy=strategy, learning_rate=lr, privacy=privacy, local_epochs=epochs,
+                                    batch_size=batch, **adapter,  # type: ignore[arg-type]
+                                    strategy=strategy, learning_rate=lr, privacy=privacy,
                                     max_train_per_site=max_train_per_site, max_test=max_test, key_bits=key_bits,
                                     patience=rounds, quiet=True)
             extra = f" (DP-SGD noise multiplier {calib['noise_multiplier']:.3f})" if calib else ""

@@ -23,8 +23,8 @@ from ffa_lora.lora.spec import Strategy
 # is referenced in config as "demo"; any Hugging Face id or local path works too.
 BUILTIN_MODEL = "demo"
 #: The DP-SGD recipe's adapter learning rate and probe rounds (docs/experiments/dp-recipe.md).
-RECIPE_ADAPTER_LR = 0.3
-RECIPE_ADAPTER_ROUNDS = 1
+RECIPE_ADAPTER_LR = 1.0
+RECIPE_ADAPTER_ROUNDS = 2
 
 
 class _Model(BaseModel):

@@ -65,6 +65,10 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     # the recipe's defaults reach the run: expected batch 512, no override left as None
     assert dp["expected_batch_size"] == 512 and None not in dp.values()
     assert "optimizer" not in dp and "learning_rate" not in dp
+    # DP rows train the recipe's small adapter; the no-DP rows keep the demo's
+    assert (seen[1].rank, seen[1].alpha, seen[1].target_modules, seen[1].local_epochs) == (
+        1, 2.0, ("value",), 1.0)
+    assert (seen[0].rank, seen[0].alpha, seen[0].target_modules) == (8, None, None)
     # the probe reference: one run per budget, with the sweep's data limits, on every row
     assert [e for e, _ in probes] == [math.inf, 4.0]
     assert probes[1][1]["rounds"] == 2 and probes[1][1]["max_train_per_site"] == 200
