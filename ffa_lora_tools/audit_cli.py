@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--site", default=None, help="with --data: the site whose training records are the members")
     src.add_argument("--data-seed", type=int, default=d.seed,
                      help="with --data: the partition seed the training run used (default: the demo's)")
+    src.add_argument("--max-train-per-site", type=int, default=None,
+                     help="with --data: the cap on each site's training records the run used (default: none)")
+    src.add_argument("--max-test", type=int, default=None,
+                     help="with --data: the cap on the test records the run used (default: none)")
     src.add_argument("--nonmember-scope", choices=("site", "all"), default="site",
                      help="with --data: non-members are the site's held-out test records (default) or every "
                           "site's (more records, but a different distribution from the members)")
@@ -85,7 +89,8 @@ def _records(a: argparse.Namespace, label_names: tuple[str, ...] | None
         return load_table(path, label_names=list(names) if names else None)
 
     if a.data is not None:
-        demo = load_builtin(a.data, seed=a.data_seed)
+        demo = load_builtin(a.data, seed=a.data_seed, max_train_per_site=a.max_train_per_site,
+                            max_test=a.max_test)
         if a.site not in demo.train_parts:
             raise ConfigError(f"--site: {a.site!r} is not a site of {a.data}; choose one of {sorted(demo.train_parts)}")
         members, nonmembers = demo.train_parts[a.site], demo.test
@@ -174,6 +179,26 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if report.get("plot"):
         lines.append(f"ROC plot: {report['plot']}")
     return lines
+
+
+def audit_builtin_run(adapter: Path, *, data: str, site: str, data_seed: int, strategy: str,
+                      max_train_per_site: int | None = None, max_test: int | None = None,
+                      reference_models: int = 0, bootstrap: int = 200, threads: int | None = 1,
+                      plot: Path | None = None) -> dict[str, Any]:
+    """The audit of an adapter a demo or sweep run exported from built-in data: members are
+    ``site``'s training records of the same partition, non-members its held-out test records.
+    ``reference_models`` 0 runs the loss attack only (seconds instead of minutes)."""
+    argv = [str(adapter), "--data", data, "--site", site, "--data-seed", str(data_seed),
+            "--strategy", strategy, "--reference-models", str(reference_models),
+            "--bootstrap", str(bootstrap), "--quiet", "--json"]
+    argv += ["--max-train-per-site", str(max_train_per_site)] if max_train_per_site is not None else []
+    argv += ["--max-test", str(max_test)] if max_test is not None else []
+    argv += ["--threads", str(threads)] if threads is not None else []
+    argv += ["--plot", str(plot)] if plot is not None else []
+    p = build_parser()
+    a = p.parse_args(argv)
+    _check(p, a)
+    return run(a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,3 +109,29 @@ def test_builtin_records_members_site_nonmembers_held_out_references_other_sites
         assert set(nonmembers.groups or []) == {"americanair"} and len(nonmembers) > 400
     else:
         assert nonmembers == demo.test
+
+
+def test_builtin_records_follow_the_run_s_caps() -> None:
+    """A sweep that trained on capped sites is audited on the records it actually used."""
+    from ffa_lora.data.builtin import load_builtin
+    from ffa_lora_tools.audit_cli import _records, build_parser
+
+    a = build_parser().parse_args(["adapter", "--data", "bank", "--site", "united",
+                                   "--max-train-per-site", "60", "--max-test", "90"])
+    members, nonmembers, _ = _records(a, None)
+    demo = load_builtin("bank", seed=a.data_seed, max_train_per_site=60, max_test=90)
+    assert members == demo.train_parts["united"] and len(members) == 60
+    assert set(nonmembers.texts) <= set(demo.test.texts) and len(nonmembers) < 90
+
+
+def test_audit_of_a_builtin_run_passes_the_run_s_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ffa_lora_tools import audit_cli
+
+    seen = {}
+    monkeypatch.setattr(audit_cli, "run", lambda a: seen.setdefault("a", a) and {"mia_auc": 0.5})
+    audit_cli.audit_builtin_run(tmp_path / "adapter", data="bank", site="united", data_seed=3, strategy="ffa",
+                                max_train_per_site=60, max_test=None)
+    a = seen["a"]
+    assert (a.data, a.site, a.data_seed, a.strategy, a.max_train_per_site, a.max_test) == (
+        "bank", "united", 3, "ffa", 60, None)
+    assert a.reference_models == 0 and a.quiet and a.threads == 1
