@@ -26,6 +26,7 @@ from ffa_lora.data.builtin import load_builtin
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
 from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd, plan_site
+from ffa_lora_tools.audit_cli import audit_builtin_run
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
 from ffa_lora_tools.dp_recipe import probe_reference
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -285,7 +286,8 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
           level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
           local_epochs: float | None = None, resume: bool = False, dp_batch_size: int | None = None,
           dp_optimizer: str | None = None, dp_lr: float | None = None,
-          dp_head_lr: float | None = None, probe: bool = False) -> dict[str, Any]:
+          dp_head_lr: float | None = None, probe: bool = False,
+          audit_site: str | None = None) -> dict[str, Any]:
     """Run the demo at each budget for each strategy.
 
     ``level="sample"``: Opacus DP-SGD at every client, noise calibrated so that the most exposed
@@ -297,7 +299,11 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     steps every round, SGD); ``dp_*`` override its expected batch, optimizer, adapter rate and
     head rate. ``probe``: also a ``probe`` row per budget, the DP linear probe on the frozen
     encoder with the same recipe on the head alone (:func:`ffa_lora_tools.dp_recipe.probe_reference`),
-    so every sweep shows what the adapter adds under DP.
+    so every sweep shows what the adapter adds under DP. ``audit_site``: after each run, a
+    membership-inference audit (loss attack) of its exported adapter with that site's training
+    records as members (:func:`ffa_lora_tools.audit_cli.audit_builtin_run`); its AUC and TPR at
+    1 % FPR go on the run's row. The result's ``budgets`` has one row per budget (see
+    :func:`budget_rows`).
     """
     base = DemoSettings()
     recipe = DPSGDConfig()
@@ -349,7 +355,9 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             rows.append({"strategy": strategy, "epsilon": eps, "level": level, "accuracy": summ["final_accuracy"],
                          "macro_f1": summ["final_macro_f1"], "epsilon_spent": spent, "rounds": summ["rounds"],
                          "batch_size": batch,
-                         **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {})})
+                         **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {}),
+                         **_audit(settings, site=audit_site, base=base,
+                                  max_train_per_site=max_train_per_site, max_test=max_test)})
             print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "
                   f"epsilon spent {spent:.3f}", file=sys.stderr, flush=True)
     if probe and level == "sample":
@@ -382,7 +390,45 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
         table.append(f"| {'inf' if math.isinf(eps) else f'{eps:g}'} | " + " | ".join(cells) + " |")
     (out_dir / "privacy_sweep.md").write_text("\n".join(table) + "\n")
     _plot(rows, budgets, strategies, out_dir / "privacy_sweep.png")
-    return {"rows": rows, "table": str(out_dir / "privacy_sweep.md"), "plot": str(out_dir / "privacy_sweep.png")}
+    return {"rows": rows, "budgets": budget_rows(rows, budgets),
+            "table": str(out_dir / "privacy_sweep.md"), "plot": str(out_dir / "privacy_sweep.png")}
+
+
+def _audit(settings: Any, *, site: str | None, base: DemoSettings, max_train_per_site: int | None,
+           max_test: int | None) -> dict[str, Any]:
+    """The membership-inference fields of one run's row (empty without ``site``)."""
+    if site is None:
+        return {}
+    adapter = Path(settings.out_dir) / settings.name / "adapter"
+    print(f"sweep: auditing {adapter} (members: {site}'s training records)", file=sys.stderr, flush=True)
+    report = audit_builtin_run(adapter, data=base.data, site=site, data_seed=base.seed, strategy=settings.strategy,
+                               max_train_per_site=max_train_per_site, max_test=max_test,
+                               plot=adapter.parent / "audit-roc.png")
+    return {"mia_auc": report["mia_auc"], "mia_tpr_at_1pct_fpr": report["mia_tpr_at_1pct_fpr"],
+            "mia_attack": "loss", "mia_site": site}
+
+
+def budget_rows(rows: list[dict[str, Any]], budgets: list[float]) -> list[dict[str, Any]]:
+    """One row per budget: ``epsilon_budget``, the largest ``epsilon_spent`` of its runs, each
+    method's accuracy (``ffa_accuracy``, ``fedavg_accuracy``, ``alternating_accuracy``,
+    ``probe_accuracy``; null where not run) and the audit of the recommended exact strategy's
+    adapter (``mia_auc``, ``mia_tpr_at_1pct_fpr``; ffa's, else the first strategy's; null where
+    not audited)."""
+    out = []
+    for eps in budgets:
+        here = {r["strategy"]: r for r in rows if r["epsilon"] == eps}
+        audited = here.get("ffa") or next((r for s, r in here.items() if s != "probe"), {})
+        spent = [r["epsilon_spent"] for r in here.values() if r.get("epsilon_spent") is not None]
+        out.append({
+            "epsilon_budget": eps,
+            "epsilon_spent": max(spent) if spent else None,
+            **{f"{s}_accuracy": (here[s]["accuracy"] if s in here else None)
+               for s in ("ffa", "fedavg", "alternating", "probe")},
+            "mia_auc": audited.get("mia_auc"),
+            "mia_tpr_at_1pct_fpr": audited.get("mia_tpr_at_1pct_fpr"),
+            "mia_strategy": audited.get("strategy") if "mia_auc" in audited else None,
+        })
+    return out
 
 
 def _finished_run(settings: Any) -> dict[str, Any] | None:
@@ -462,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="DP-SGD rate of the task head (default: privacy.dpsgd.head_learning_rate's)")
     sw.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                     help="sample level: add the DP linear probe's row at every budget")
+    sw.add_argument("--audit-site", default=None,
+                    help="after each run, a membership-inference audit (loss attack) of its adapter with "
+                         "this site's training records as members, e.g. americanair; its AUC and TPR at "
+                         "1%% FPR go on the rows (default: no audit)")
     sw.add_argument("--resume", action="store_true", help="reuse finished runs with identical settings in --out-dir")
     sw.add_argument("--out-dir", type=Path, default=Path("runs/privacy-sweep"))
     sw.add_argument("--json", action="store_true")
@@ -484,10 +534,10 @@ def main(argv: list[str] | None = None) -> int:
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
                 max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume,
                 dp_batch_size=a.dp_batch_size, dp_optimizer=a.dp_optimizer, dp_lr=a.dp_lr, dp_head_lr=a.dp_head_lr,
-                probe=a.probe)
-    for row in res["rows"]:  # strict JSON has no Infinity: "no DP" is written as "inf"
-        for key in ("epsilon", "epsilon_spent"):
-            if isinstance(row[key], float) and math.isinf(row[key]):
+                probe=a.probe, audit_site=a.audit_site)
+    for row in [*res["rows"], *res["budgets"]]:  # strict JSON has no Infinity: "no DP" is written as "inf"
+        for key in ("epsilon", "epsilon_spent", "epsilon_budget"):
+            if isinstance(row.get(key), float) and math.isinf(row[key]):
                 row[key] = "inf"
     print(json.dumps(res, indent=2))
     return 0

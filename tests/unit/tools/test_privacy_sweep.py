@@ -50,10 +50,19 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
         return {"accuracy": 0.75 if math.isinf(eps) else 0.65, "macro_f1": 0.5,
                 "epsilon_spent": eps}
 
+    audits: list[tuple[Path, dict[str, Any]]] = []
+
+    def fake_audit(adapter: Path, **kw: Any) -> dict[str, float]:
+        audits.append((adapter, kw))
+        dp = "eps4" in str(adapter)
+        return {"mia_auc": 0.51 if dp else 0.6, "mia_tpr_at_1pct_fpr": 0.01 if dp else 0.05}
+
     monkeypatch.setattr(privacy_cli, "run_demo", fake_run_demo)
     monkeypatch.setattr(privacy_cli, "probe_reference", fake_probe)
+    monkeypatch.setattr(privacy_cli, "audit_builtin_run", fake_audit)
     rc = privacy_cli.main(["sweep", "--budgets", "inf,4", "--strategies", "ffa,fedavg", "--rounds", "2",
-                           "--max-train-per-site", "200", "--max-test", "50", "--out-dir", str(tmp_path)])
+                           "--max-train-per-site", "200", "--max-test", "50", "--out-dir", str(tmp_path),
+                           "--audit-site", "united"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # strict JSON: no bare Infinity
     assert [(r["strategy"], r["epsilon"]) for r in out["rows"]] == [
@@ -73,6 +82,21 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     assert [e for e, _ in probes] == [math.inf, 4.0]
     assert probes[1][1]["rounds"] == 2 and probes[1][1]["max_train_per_site"] == 200
     assert [r["probe_accuracy"] for r in out["rows"]] == [0.75, 0.65] * 3
+    # every federated run's adapter is audited on the records that run trained on
+    assert [a.name for a, _ in audits] == ["adapter"] * 4
+    assert [a.parent.name for a, _ in audits] == [s.name for s in seen]
+    assert all(kw["site"] == "united" and kw["max_train_per_site"] == 200 and kw["max_test"] == 50
+               for _, kw in audits)
+    assert [kw["strategy"] for _, kw in audits] == ["ffa", "ffa", "fedavg", "fedavg"]
+    # one row per budget with the fields; the audit is ffa's adapter's
+    assert out["budgets"] == [
+        {"epsilon_budget": "inf", "epsilon_spent": "inf", "ffa_accuracy": 0.8, "fedavg_accuracy": 0.8,
+         "alternating_accuracy": None, "probe_accuracy": 0.75, "mia_auc": 0.6,
+         "mia_tpr_at_1pct_fpr": 0.05, "mia_strategy": "ffa"},
+        {"epsilon_budget": 4.0, "epsilon_spent": 4.0, "ffa_accuracy": 0.7, "fedavg_accuracy": 0.7,
+         "alternating_accuracy": None, "probe_accuracy": 0.65, "mia_auc": 0.51,
+         "mia_tpr_at_1pct_fpr": 0.01, "mia_strategy": "ffa"},
+    ]
     assert (seen[1].learning_rate, seen[3].learning_rate) == (STRATEGY_LR["ffa"], STRATEGY_LR["fedavg"])
     table = (tmp_path / "privacy_sweep.md").read_text()
     assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 | 0.6500 | 0.5000 | 4.000 |" in table
