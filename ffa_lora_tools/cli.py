@@ -5,7 +5,7 @@
     ffa-lora keys ceremony --out DIR --holder coordinator/coordinator --holder keyholder/kh-1 ...
     ffa-lora health --address HOST:PORT --ca CA --cert CRT --key KEY --server-name NAME
     ffa-lora demo [--rounds N] ...           ffa-lora baseline ...
-    ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load ...
+    ffa-lora bench secure-sum|threshold|quality|epochs|deid|rank|reliability|load|sites ...
     ffa-lora deid INPUT OUTPUT               ffa-lora privacy plan CONFIG | sweep
     ffa-lora audit ADAPTER_DIR --data bank --site NAME [--canaries FILE] [--json]
     ffa-lora init SPEC -o DIR [--force]      ffa-lora config-docs [--check]
@@ -38,6 +38,7 @@ BENCHES = {
     "rank": "ffa_lora_tools.bench.rank",
     "reliability": "ffa_lora_tools.bench.reliability",
     "load": "ffa_lora_tools.bench.load",
+    "sites": "ffa_lora_tools.bench.sites",
 }
 
 

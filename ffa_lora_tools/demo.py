@@ -42,8 +42,9 @@ from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.partition import PartitionMethod
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import STRATEGIES
-from ffa_lora_tools.baseline import module_list
+from ffa_lora_tools.baseline import DATA_DEFAULTS, module_list
 from ffa_lora_tools.containers import BuildahLauncher
+from ffa_lora_tools.jsonsafe import dumps
 from ffa_lora_tools.keys import PARAMS_NAME, run_ceremony
 from ffa_lora_tools.own_data import is_data_folder, load_own_data
 from services.common.certs import init_ca, issue_certificate
@@ -99,6 +100,7 @@ class DemoSettings:
     # Threshold decryption: key-holder processes beside the coordinator, and the shares needed.
     keyholders: int = 2
     threshold: int = 2
+    max_train: int | None = None  # None: the data's default (DATA_DEFAULTS), else all of it
     max_train_per_site: int | None = None
     max_test: int | None = None
     seed: int = 1234
@@ -111,11 +113,21 @@ class DemoSettings:
     quiet: bool = False
     containers: str | None = None  # "buildah": the services run from the built images
     image_tag: str = "0.1.0"
+    # Personalized heads ("head"): each client also fits and keeps its own task head (see the
+    # coordinator config's training.personalization); evaluated every personalize_every rounds.
+    personalization: str = "off"
+    personalize_every: int = 0
+    head_epochs: int = 20
+    head_learning_rate: float = 1e-2
+    head_prox: float = 1.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.threshold <= self.keyholders + 1:
             raise ConfigError(f"--threshold {self.threshold} must be between 2 and the number of share holders "
                               f"({self.keyholders + 1}: the coordinator and {self.keyholders} key holders)")
+        for key, value in DATA_DEFAULTS.get(self.data, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if self.learning_rate is None:
             if self.strategy not in STRATEGY_LR:
                 raise ConfigError(f"unknown training strategy {self.strategy!r}; choose one of {tuple(STRATEGY_LR)}")
@@ -146,8 +158,8 @@ def load_data(settings: DemoSettings) -> tuple[DemoData, dict[str, Any]]:
     """The demo's data and its summary: a built-in set, or the folder ``settings.data``."""
     if not is_data_folder(settings.data):
         demo = load_builtin(settings.data, seed=settings.seed, method=settings.partition,  # type: ignore[arg-type]
-                            n_sites=settings.sites, max_train_per_site=settings.max_train_per_site,
-                            max_test=settings.max_test)
+                            n_sites=settings.sites, max_train=settings.max_train,
+                            max_train_per_site=settings.max_train_per_site, max_test=settings.max_test)
         return demo, demo.summary()
     own = load_own_data(Path(settings.data), text_column=settings.text_column,
                         label_column=settings.label_column, labels=settings.labels,
@@ -215,7 +227,9 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
         "training": {"strategy": settings.strategy, "warmup_rounds": settings.warmup_rounds,
                      "local_epochs": settings.local_epochs, "learning_rate": settings.learning_rate,
                      "batch_size": settings.batch_size, "server_learning_rate": settings.server_learning_rate,
-                     "lr_schedule": settings.lr_schedule},
+                     "lr_schedule": settings.lr_schedule, "personalization": settings.personalization,
+                     "personalize_every": settings.personalize_every, "head_epochs": settings.head_epochs,
+                     "head_learning_rate": settings.head_learning_rate, "head_prox": settings.head_prox},
         "rounds": {"max_rounds": settings.rounds, "min_clients": len(clients), "patience": settings.patience,
                    "tolerance": settings.tolerance, "wait_for_clients_s": 600,
                    # the fewest sites any edge serves: no edge may withhold a whole round's partial
@@ -300,14 +314,28 @@ def _rounds(db: Path) -> list[dict[str, Any]]:
     return [json.loads(m) for _, m in rows]
 
 
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _row(m: dict[str, Any]) -> str:
-    acc = m.get("accuracy")
-    return (f"{m['round']:>5} {m['clients']:>7} {m['loss']:>8.4f} {acc if acc is None else f'{acc:.4f}':>8} "
-            f"{m.get('macro_f1') or 0:>8.4f} {m['bytes_uploaded'] / 1e6:>9.2f} {m.get('values_uploaded', 0) / 1e3:>8.1f} {m['crypto_seconds']:>9.2f} "
+    return (f"{m['round']:>5} {m['clients']:>7} {m['loss']:>8.4f} {_score(m.get('accuracy')):>8} "
+            f"{_score(m.get('macro_f1')):>8} {_score(m.get('roc_auc')):>8} "
+            f"{m['bytes_uploaded'] / 1e6:>9.2f} {m.get('values_uploaded', 0) / 1e3:>8.1f} {m['crypto_seconds']:>9.2f} "
             f"{m['train_seconds']:>9.1f} {m['round_seconds']:>8.1f}")
 
 
-HEADER = f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'upMB':>9} {'upKval':>8} {'crypto_s':>9} {'train_s':>9} {'wall_s':>8}"
+HEADER = (f"{'round':>5} {'clients':>7} {'loss':>8} {'acc':>8} {'macroF1':>8} {'rocAUC':>8} {'upMB':>9} {'upKval':>8} "
+          f"{'crypto_s':>9} {'train_s':>9} {'wall_s':>8}")
+
+
+def _site_rows(sites: dict[str, dict[str, float]]) -> list[str]:
+    """Per-site validation scores of the global and the personal head (personalized heads)."""
+    rows = [f"      {'site':<28} {'AUC global':>10} {'personal':>9} {'acc global':>10} {'personal':>9}"]
+    for cid, e in sorted(sites.items()):
+        rows.append(f"      {cid:<28} {e['global_roc_auc']:>10.4f} {e['personal_roc_auc']:>9.4f} "
+                    f"{e['global_accuracy']:>10.4f} {e['personal_accuracy']:>9.4f}")
+    return rows
 
 
 def run_demo(settings: DemoSettings, *, layout: dict[str, Any] | None = None,
@@ -411,6 +439,8 @@ class _ServiceProcesses:
         rows = _rounds(self.db)
         for m in rows[shown:]:
             _say(self.settings, _row(m))
+            for line in _site_rows(m.get("sites") or {}) if m.get("sites") else []:
+                _say(self.settings, line)
         return len(rows)
 
     def wait_for_exit(self, *, timeout: float) -> None:
@@ -443,11 +473,11 @@ def _report(settings: DemoSettings, layout: dict[str, Any], failed: str, *, wall
     if failed or not rounds:
         raise FFALoraError(f"demo failed: {failed or 'no round was committed'}")
     summary = summarize(rounds, settings, layout, wall=wall)
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run / "summary.json").write_text(dumps(summary, indent=2))
     plot(rounds, run / "training.png", title=f"{settings.name}: {settings.strategy}, {len(layout['clients'])} sites")
-    _say(settings, f"final accuracy {summary['final_accuracy']:.4f}, macro-F1 {summary['final_macro_f1']:.4f} "
-                   f"after {summary['rounds']} rounds; summary {run / 'summary.json'}, plot {run / 'training.png'}, "
-                   f"adapter {run / 'adapter'}")
+    _say(settings, f"final accuracy {_score(summary['final_accuracy'])}, macro-F1 {_score(summary['final_macro_f1'])}, "
+                   f"ROC-AUC {_score(summary['final_roc_auc'])} after {summary['rounds']} rounds; "
+                   f"summary {run / 'summary.json'}, plot {run / 'training.png'}, adapter {run / 'adapter'}")
     return summary
 
 
@@ -467,6 +497,11 @@ def summarize(rounds: list[dict[str, Any]], settings: DemoSettings, layout: dict
         "strategy": settings.strategy,
         "final_accuracy": last.get("accuracy"),
         "final_macro_f1": last.get("macro_f1"),
+        "final_roc_auc": last.get("roc_auc"),
+        "final_roc_auc_per_class": last.get("roc_auc_per_class"),
+        # Personalized heads: each site's validation scores, global vs own head, from the last
+        # round that reported them (they score the adapter that round started from).
+        "sites": next((r["sites"] for r in reversed(rounds) if r.get("sites")), None),
         "rounds": len(rounds),
         "bytes_uploaded": sum(r["bytes_uploaded"] for r in rounds),
         "values_uploaded": sum(r.get("values_uploaded", 0) for r in rounds),
@@ -506,6 +541,8 @@ def plot(rounds: list[dict[str, Any]], path: Path, *, title: str) -> None:
     a1.legend()
     a2.plot(xs, [r.get("accuracy") for r in rounds], "o-", label="accuracy")
     a2.plot(xs, [r.get("macro_f1") for r in rounds], "s--", label="macro-F1")
+    if any(r.get("roc_auc") is not None for r in rounds):
+        a2.plot(xs, [r.get("roc_auc") for r in rounds], "^:", label="macro ROC-AUC")
     a2.set_xlabel("round")
     a2.set_ylim(0, 1)
     a2.legend()
@@ -599,8 +636,16 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                    help="key-holder processes beside the coordinator, each with one share of the key")
     p.add_argument("--threshold", type=int, default=d.threshold,
                    help="shares needed to decrypt a round (t >= 2, at most key holders + 1)")
+    p.add_argument("--max-train", type=int, default=None, help="keep at most this many training records (stratified)")
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
+    p.add_argument("--personalize", action="store_true",
+                   help="personalized heads: each site also fits and keeps its own task head (never uploaded) and "
+                        "reports global vs personal validation scores")
+    p.add_argument("--personalize-every", type=int, default=0,
+                   help="with --personalize: also every this many rounds (default: the last round only)")
+    p.add_argument("--head-prox", type=float, default=d.head_prox,
+                   help="with --personalize: pull of the personal head towards the global one")
     p.add_argument("--no-deid", action="store_true")
     p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
                    help="share of each site's data it holds out for its validation loss (0: train on all of it)")
@@ -621,7 +666,9 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
                         strategy=a.strategy, rank=a.rank, target_modules=module_list(a.target_modules),
                         rank_scheduler=a.rank_scheduler, edges=a.edges, keyholders=a.keyholders,
                         threshold=a.threshold,
-                        max_train_per_site=a.max_train_per_site, max_test=a.max_test, deid=not a.no_deid,
+                        max_train=a.max_train, max_train_per_site=a.max_train_per_site, max_test=a.max_test,
+                        deid=not a.no_deid, personalization="head" if a.personalize else "off",
+                        personalize_every=a.personalize_every, head_prox=a.head_prox,
                         validation_fraction=a.validation_fraction,
                         timeout_s=a.timeout, containers=a.containers, image_tag=a.image_tag)
 
@@ -629,5 +676,5 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     summary = run_demo(settings)
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("per_round", "settings", "data")}, indent=2))
+    print(dumps({k: v for k, v in summary.items() if k not in ("per_round", "settings", "data")}, indent=2))
     return 0

@@ -29,6 +29,7 @@ from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd, plan_site
 from ffa_lora_tools.audit_cli import audit_builtin_run
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
 from ffa_lora_tools.dp_recipe import probe_reference
+from ffa_lora_tools.jsonsafe import dumps
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.privacy import AggregatePrivacy
 from services.common import domain as d
@@ -353,7 +354,8 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 summ = run_demo(settings)
             spent = summ["dpsgd_epsilon_max"] if level == "sample" else summ["epsilon_spent"]
             rows.append({"strategy": strategy, "epsilon": eps, "level": level, "accuracy": summ["final_accuracy"],
-                         "macro_f1": summ["final_macro_f1"], "epsilon_spent": spent, "rounds": summ["rounds"],
+                         "macro_f1": summ["final_macro_f1"], "roc_auc": summ.get("final_roc_auc"),
+                         "epsilon_spent": spent, "rounds": summ["rounds"],
                          "batch_size": batch,
                          **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {}),
                          **_audit(settings, site=audit_site, base=base,
@@ -380,13 +382,15 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             row["probe_accuracy"] = next(r["accuracy"] for r in rows
                                          if r["strategy"] == "probe" and r["epsilon"] == row["epsilon"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1 | {s} ε spent" for s in strategies) + " |",
-             "|---|" + "---|---|---|" * len(strategies)]
+    table = ["| epsilon | " + " | ".join(f"{s} accuracy | {s} macro-F1 | {s} ROC-AUC | {s} ε spent"
+                                         for s in strategies) + " |",
+             "|---|" + "---|---|---|---|" * len(strategies)]
     for eps in budgets:
         cells = []
         for s in strategies:
             r = next(x for x in rows if x["strategy"] == s and x["epsilon"] == eps)
-            cells.append(f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['epsilon_spent']:.3f}")
+            auc = "-" if r.get("roc_auc") is None else f"{r['roc_auc']:.4f}"
+            cells.append(f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {auc} | {r['epsilon_spent']:.3f}")
         table.append(f"| {'inf' if math.isinf(eps) else f'{eps:g}'} | " + " | ".join(cells) + " |")
     (out_dir / "privacy_sweep.md").write_text("\n".join(table) + "\n")
     _plot(rows, budgets, strategies, out_dir / "privacy_sweep.png")
@@ -520,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_from_file(a.config, sites=parse_sites(a.sites),
                               validation_fraction=a.validation_fraction)
         if a.json:
-            print(json.dumps(plan, indent=2))
+            print(dumps(plan, indent=2))
         else:
             print_plan(plan)
         return 0
@@ -539,5 +543,5 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("epsilon", "epsilon_spent", "epsilon_budget"):
             if isinstance(row.get(key), float) and math.isinf(row[key]):
                 row[key] = "inf"
-    print(json.dumps(res, indent=2))
+    print(dumps(res, indent=2))
     return 0

@@ -41,6 +41,9 @@ METRICS: tuple[str, ...] = (
     "ffalora_privacy_epsilon_spent",
     "ffalora_global_loss",
     "ffalora_global_accuracy",
+    "ffalora_global_roc_auc",
+    "ffalora_global_class_roc_auc",
+    "ffalora_client_val_roc_auc",
     "ffalora_client_rank",
     "ffalora_values_uploaded_total",
     "ffalora_buffer_size",
@@ -244,9 +247,12 @@ def build() -> dict[str, Any]:
     )
     lay.add(
         _ts(
-            "Global accuracy",
-            [_target(f"ffalora_global_accuracy{{{coord}}}", "accuracy")],
+            "Global accuracy and ROC-AUC",
+            [_target(f"ffalora_global_accuracy{{{coord}}}", "accuracy"),
+             _target(f"ffalora_global_roc_auc{{{coord}}}", "macro ROC-AUC", "B")],
             unit="percentunit",
+            description="On the coordinator's held-out evaluation set (accuracy: the clients' validation "
+            "accuracy when there is none).",
         ),
         8,
         8,
@@ -256,6 +262,26 @@ def build() -> dict[str, Any]:
             "Round duration", _quantiles("ffalora_round_duration_seconds", "coordinator"), unit="s"
         ),
         8,
+        8,
+    )
+    lay.add(
+        _ts(
+            "ROC-AUC per class (held-out evaluation set)",
+            [_target(f"ffalora_global_class_roc_auc{{{coord}}}", "{{class}}")],
+            unit="percentunit",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _ts(
+            "Per-site validation ROC-AUC: global vs personalized head",
+            [_target(f"ffalora_client_val_roc_auc{{{coord}}}", "{{client}} {{head}}")],
+            unit="percentunit",
+            description="training.personalization: head. Each site's validation split scored with the "
+            "global head and with its own, reported on the evaluation rounds (not under DP).",
+        ),
+        12,
         8,
     )
     lay.add(

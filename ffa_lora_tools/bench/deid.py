@@ -13,7 +13,6 @@ the wall-clock rate of that one process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from ffa_lora.deid import DeidConfig, Deidentifier, generate_site_secret
 from ffa_lora.deid.config import PERSON, STRUCTURED_ENTITIES
 from ffa_lora.deid.evalset import Example, evaluate, generate_examples, summary_counts
 from ffa_lora.deid.evaluate import clinical_evaluation
+from ffa_lora_tools.jsonsafe import dumps
 
 TARGETS = {
     "structured_recall": 0.99,
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": results,
         **({"clinical_engines": engines} if engines is not None else {}),
     }
-    print(json.dumps(out, indent=2, ensure_ascii=False))
+    print(dumps(out, indent=2, ensure_ascii=False))
     return 0
 
 

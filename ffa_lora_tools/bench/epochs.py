@@ -10,7 +10,6 @@ whether training longer or shorter than the demo's 3 epochs would change the com
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 from ffa_lora_tools.baseline import check_eval_every, run_baseline
 from ffa_lora_tools.bench.quality import parse_seeds
 from ffa_lora_tools.demo import LORA_LR, STRATEGY_LR
+from ffa_lora_tools.jsonsafe import dumps
 
 #: (label, strategy) of the two methods compared.
 METHODS = (("FFA-LoRA", "ffa"), ("LoRA", "fedavg"))
@@ -114,5 +114,5 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(out["runs"], path, eval_every=a.eval_every, resample_pieces=a.resample_pieces)
     out["plot"] = str(path)
-    print(json.dumps(out, indent=2))
+    print(dumps(out, indent=2))
     return 0

@@ -43,6 +43,7 @@ from ffa_lora.crypto.signing import ContributionClaim
 from ffa_lora.lora import LoRASpec
 from ffa_lora_tools.harness.cluster import Cluster, key_ceremony, make_pki
 from ffa_lora_tools.harness.tiny_model import tiny_bert
+from ffa_lora_tools.jsonsafe import dumps
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.common import domain as d
 from services.common.certs import TLSFiles
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     result["rejected_updates"] = sum(s.get("rejected_updates", 0) for s in ok)
     if args.keep or args.work_dir is not None:
         result["work_dir"] = str(work)
-    print(json.dumps(result, indent=2))
+    print(dumps(result, indent=2))
     if not args.keep and args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if result["all_rounds_completed"] else 1

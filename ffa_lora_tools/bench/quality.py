@@ -39,6 +39,7 @@ from ffa_lora_tools.demo import (
     check_sites,
     run_demo,
 )
+from ffa_lora_tools.jsonsafe import dumps
 
 DEFAULT_SEEDS = f"{DemoSettings.seed},1,2"  # the demo's seed and two more (about 15 minutes each)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: " + json.dumps({k: out[k] for k in (
             "federated_accuracy", "centralized_accuracy", "accuracy_gap_points")}), file=sys.stderr, flush=True)
         runs.append(out)
-    print(json.dumps(runs[0] if len(runs) == 1 else summarize(runs, seeds), indent=2))
+    print(dumps(runs[0] if len(runs) == 1 else summarize(runs, seeds), indent=2))
     return 0
 
 
@@ -112,7 +113,8 @@ def summarize(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
         if all(x == v for x in xs):
             out[k] = v
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = statistics.fmean(xs)
+            defined = [x for x in xs if x is not None]
+            out[k] = statistics.fmean(defined) if len(defined) == len(xs) else None
     for k in ("federated_accuracy", "centralized_accuracy", "accuracy_gap_points"):
         out[f"{k}_std"] = statistics.stdev(r[k] for r in runs)
     out["seeds"] = seeds
@@ -143,6 +145,8 @@ def run_pair(a: argparse.Namespace, seed: int, *, suffix: str) -> dict[str, Any]
         "centralized_accuracy": base["final_accuracy"],
         "federated_macro_f1": fed["final_macro_f1"],
         "centralized_macro_f1": base["final_macro_f1"],
+        "federated_roc_auc": fed.get("final_roc_auc"),
+        "centralized_roc_auc": base.get("final_roc_auc"),
         "accuracy_gap_points": 100 * (base["final_accuracy"] - fed["final_accuracy"]),
         "rounds": fed["rounds"],
         "epochs": epochs,

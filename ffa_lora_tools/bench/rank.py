@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo
+from ffa_lora_tools.jsonsafe import dumps
 
 R_MAX = 16
 RANK_STRATEGY = "ffa"  # B only in every round: each rank's upload cost is the same every round
@@ -32,11 +33,13 @@ def _side(summary: dict[str, Any]) -> dict[str, Any]:
         "params_uploaded": int(summary["values_uploaded"]),
         "accuracy": summary["final_accuracy"],
         "macro_f1": summary["final_macro_f1"],
+        "roc_auc": summary.get("final_roc_auc"),
         "bytes_uploaded": int(summary["bytes_uploaded"]),
         "values_per_round": [int(r.get("values_uploaded", 0)) for r in rounds],
         "ranks_per_round": [r.get("ranks", {}) for r in rounds],
         "r_max_per_round": [r.get("r_max") for r in rounds],
         "accuracy_per_round": [r.get("accuracy") for r in rounds],
+        "roc_auc_per_round": [r.get("roc_auc") for r in rounds],
         "loss_per_round": [r.get("loss") for r in rounds],
         "rank_reductions": [{"round": r["round"], **r["rank_reduction"]} for r in rounds if r.get("rank_reduction")],
         "adapter_values": summary.get("adapter_values"),
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed = run_demo(DemoSettings(name="rank-fixed", rank_scheduler="fixed", **common))
     out = compare(dynamic, fixed) | {"key_bits": a.key_bits, "rounds_configured": a.rounds,
                                      "max_train_per_site": a.max_train_per_site, "max_test": a.max_test}
-    print(json.dumps(out, indent=2))
+    print(dumps(out, indent=2))
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from hypothesis import strategies as st
 
 from ffa_lora_tools.harness import fuzzing, scenarios
 from ffa_lora_tools.harness.cluster import make_pki
+from ffa_lora_tools.jsonsafe import dumps
 from services.common.certs import TLSFiles, role_dns_name
 from services.common.tls import channel_credentials, pinned_name_option
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.work_dir is None and report["passed"]:
         shutil.rmtree(work, ignore_errors=True)  # kept (and named in the report) when something failed
         del report["work_dir"]
-    print(json.dumps(report, indent=2, default=str))
+    print(dumps(report, indent=2, default=str))
     return 0 if report["passed"] else 1
 
 

@@ -12,7 +12,6 @@ are extrapolated to ``--params`` and labelled so. Prints one JSON object on stdo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from ffa_lora.crypto.parallel import available_cores
 from ffa_lora.crypto.quantize import Quantizer
 from ffa_lora.crypto.vector import CiphertextVector, RunningSum, add
 from ffa_lora_tools.bench.threshold import measure_round
+from ffa_lora_tools.jsonsafe import dumps
 
 __all__ = ["TARGETS", "main", "naive_baseline", "run"]
 
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
               naive_sample=a.naive_sample, fresh_clients=a.fresh_clients, workers=a.workers,
               seed=a.seed, repeats=max(1, a.repeats), threshold=a.threshold)
     if a.json:
-        print(json.dumps(res, indent=2))
+        print(dumps(res, indent=2))
     else:
         for k, v in res.items():
             if not isinstance(v, dict):

@@ -27,6 +27,7 @@ from ffa_lora.crypto.packing import PackingLayout
 from ffa_lora.crypto.paillier import Decryptor, Encryptor
 from ffa_lora.crypto.threshold import Combiner, ShareDecryptor, deal
 from ffa_lora.crypto.vector import RunningSum
+from ffa_lora_tools.jsonsafe import dumps
 
 __all__ = ["main", "measure_round", "run"]
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     res = run(key_bits=a.key_bits, params=a.params, workers=a.workers, clients=a.clients,
               thresholds=[int(x) for x in a.thresholds.split(",")], repeats=a.repeats)
-    print(json.dumps(res, indent=2))
+    print(dumps(res, indent=2))
     return 0
 
 

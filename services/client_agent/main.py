@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
@@ -31,4 +32,9 @@ async def serve(cfg: ServiceConfig) -> AgentResult:
     result = await agent.run()
     log.info("client %s done: %d round(s) trained, %d acknowledged (%s)", identity.id, result.rounds_trained,
              result.updates_acked, result.reason)
+    if result.finished and trainer.personalization is not None:
+        # The site's personalized model: the final global adapter with its own head (kept locally).
+        await asyncio.get_running_loop().run_in_executor(None, trainer.personalize_final)
+        log.info("client %s: personal head on adapter v%d saved to %s", identity.id, trainer.version,
+                 trainer.personal_head_path)
     return result

@@ -7,9 +7,11 @@ returns only a :class:`PreparedUpdate` holding ciphertexts and scalar metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
 
 from ffa_lora.crypto import ObfuscatorPool, PackingLayout, PublicKey
 from ffa_lora.data.dataset import Dataset, stratified_split
@@ -30,6 +33,7 @@ from ffa_lora.errors import ConfigError, ProtocolError, StateError
 from ffa_lora.files import atomic_write
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import build_model, load_adapter_state
+from ffa_lora.lora.personalize import HeadState, evaluate_heads, finetune_head
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS
 from ffa_lora.lora.train import (
     DataCursor,
@@ -39,7 +43,12 @@ from ffa_lora.lora.train import (
     evaluate,
     train_local,
 )
-from services.client_agent.update import PreparedUpdate, encrypt_update, reported_metadata
+from services.client_agent.update import (
+    PreparedUpdate,
+    encrypt_update,
+    reported_metadata,
+    under_dp,
+)
 from services.common import domain as d
 from services.common.config import ClientConfig, DeidSettings
 
@@ -106,6 +115,10 @@ class LocalTrainer:
         # ffa_lora.lora.DataCursor: rounds continue one pass over the local data (every example
         # once per epoch across fractional-epoch rounds); a restarted client begins a new pass.
         self.data_cursor: Any = None
+        # Personalized heads: this site's own task head and how it was last fitted. Both stay
+        # here; the head is saved under state_dir, never uploaded.
+        self.personal_head: HeadState | None = None
+        self.personalization: d.HeadPersonalization | None = None
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
 
@@ -201,8 +214,11 @@ class LocalTrainer:
         try:
             model = self._ensure_model()
             before = evaluate(model, self.val, batch_size=64) if self.val is not None else None
-            t0 = time.perf_counter()
             seed = int.from_bytes(hashlib.sha256(f"{task.training.seed}:{self.client_id}".encode()).digest()[:4], "little")
+            site_evaluation = None
+            if task.training.personalization is not None:
+                site_evaluation = self.personalize(task.training.personalization, seed=seed, global_scores=before)
+            t0 = time.perf_counter()
             dp_opts = self._dpsgd_options(task.privacy)
             if self.data_cursor is None:  # the first round seeds this site's data order
                 self.data_cursor = DataCursor(seed=seed, n=len(self.train))
@@ -235,6 +251,8 @@ class LocalTrainer:
             val_loss_after=float(after["loss"]) if after else 0.0,
             val_accuracy=float(before["accuracy"]) if before else 0.0,
             dpsgd_epsilon=dpsgd_epsilon,
+            # Under DP the scores of the site's own records stay here (only noised values leave).
+            site_evaluation=None if under_dp(task) else site_evaluation,
         )
         # Under DP nothing computed from the records leaves un-noised: see reported_metadata.
         num_samples, quality = reported_metadata(
@@ -244,3 +262,50 @@ class LocalTrainer:
             num_samples=num_samples, rank=a.rank, quality=quality, base_version=self.version,
             train_seconds=train_s, crypto_seconds=crypto_s,
         )
+
+    # -- personalized heads ------------------------------------------------------------------
+
+    @property
+    def personal_head_path(self) -> Path:
+        return self.cfg.state_dir / "personal_head.safetensors"
+
+    def personalize(self, p: d.HeadPersonalization, *, seed: int,
+                    global_scores: dict[str, float] | None) -> d.SiteEvaluation | None:
+        """Fit this site's own task head on its training split with the received global adapter
+        frozen, keep it (in memory and under state_dir) and score it on the validation split.
+
+        The model keeps the global head: local training and the update are exactly those of a
+        client without personalization. Returns the validation scores of the global and the
+        personal head, or None without a validation split or where an AUC is undefined.
+        """
+        model = self._ensure_model()
+        t0 = time.perf_counter()
+        res = finetune_head(model, self.train, epochs=p.epochs, lr=p.learning_rate, prox=p.prox, seed=seed)
+        self.personal_head, self.personalization = res.head, p
+        self.personal_head_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.personal_head_path, st_save({k: np.ascontiguousarray(v) for k, v in res.head.items()}))
+        if self.val is None or global_scores is None:
+            log.info("personal head fitted on adapter v%d in %.1fs (no validation split to score it)",
+                     self.version, time.perf_counter() - t0)
+            return None
+        mine = evaluate_heads(model, self.val, {"personal": res.head})["personal"]
+        scores = d.SiteEvaluation(global_accuracy=float(global_scores["accuracy"]),
+                                  global_roc_auc=float(global_scores["roc_auc"]),
+                                  personal_accuracy=float(mine["accuracy"]), personal_roc_auc=float(mine["roc_auc"]))
+        log.info("personal head fitted on adapter v%d in %.1fs: validation AUC %.4f (global head %.4f), "
+                 "accuracy %.4f (%.4f)", self.version, time.perf_counter() - t0, scores.personal_roc_auc,
+                 scores.global_roc_auc, scores.personal_accuracy, scores.global_accuracy)
+        if not all(math.isfinite(v) for v in dataclasses.astuple(scores)):
+            return None
+        return scores
+
+    def personalize_final(self) -> d.SiteEvaluation | None:
+        """When the federation has finished: fit the personal head once more, on the last global
+        adapter this site received (as the evaluation rounds did); None if personalization was
+        never asked for."""
+        if self.personalization is None or self.state is None or self.spec is None:
+            return None
+        model = self._ensure_model()
+        load_adapter_state(model, self.state)
+        before = evaluate(model, self.val, batch_size=64) if self.val is not None else None
+        return self.personalize(self.personalization, seed=self.cfg.seed, global_scores=before)

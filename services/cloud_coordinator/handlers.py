@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from ffa_lora.errors import (
     ProtocolError,
     ThresholdError,
 )
+from ffa_lora.lora.metrics import per_class_from
 from ffa_lora.privacy.ledger import LedgerEntry
 from ffa_lora.privacy.round_noise import RoundNoisePlan
 from services.cloud_coordinator.rank import RankPolicy, RankReduction, ScheduledRank
@@ -149,6 +151,9 @@ class RoundSummary:
     loss: float
     accuracy: float | None
     macro_f1: float | None
+    # Macro one-vs-rest ROC-AUC on the held-out evaluation set (None without one, or when it
+    # holds fewer than two classes); the per-class AUCs are in extra["roc_auc_per_class"].
+    roc_auc: float | None
     bytes_uploaded: int
     values_uploaded: int
     crypto_seconds: float
@@ -402,7 +407,8 @@ class Coordinator:
                                     learning_rate=tr.learning_rate_at(index, self.fed.rounds.max_rounds),
                                     batch_size=tr.batch_size,
                                     seed=self.fed.seed * 1_000_003 + number,
-                                    keep_optimizer_state=tr.keep_optimizer_state)
+                                    keep_optimizer_state=tr.keep_optimizer_state,
+                                    personalization=self._personalization(index))
         by_edge: dict[str, list[d.Assignment]] = {}
         for cid, (edge_id, _) in sorted(roster.items()):
             rank = ranks.get(cid, r_max)
@@ -455,6 +461,13 @@ class Coordinator:
             carried = kept
         return _Round(number=number, index=index, phase=phase, plans=plans, layout=layout, partials=carried,
                       num_values=full, started=self.clock(), noise=noise)
+
+    def _personalization(self, index: int) -> d.HeadPersonalization | None:
+        """How clients fit their personal heads in round ``index``, or None in rounds without."""
+        tr = self.fed.training
+        if not tr.personalizes(index, self.fed.rounds.max_rounds):
+            return None
+        return d.HeadPersonalization(epochs=tr.head_epochs, learning_rate=tr.head_learning_rate, prox=tr.head_prox)
 
     async def wait_for_clients(self) -> bool:
         """Wait until at least min_clients are connected (or the wait times out)."""
@@ -744,6 +757,8 @@ class Coordinator:
             ),
             **({"eval_loss": evaluation.get("loss")} if evaluation else {}),
             **({"discarded_rounds": self.discards.since_last_commit()} if self.discards.since_last_commit() else {}),
+            **_auc_details(evaluation),
+            **({"sites": sites} if (sites := self._site_evaluations(contributions)) else {}),
         }
         values_uploaded = sum(c.values_uploaded for c in contributions)
         extra.update({  # upload and adapter size
@@ -757,6 +772,7 @@ class Coordinator:
             accuracy=evaluation["accuracy"] if evaluation
             else (None if self.dp else update.federated_val_accuracy),
             macro_f1=evaluation.get("macro_f1") if evaluation else None,
+            roc_auc=_finite(evaluation.get("roc_auc")) if evaluation else None,
             bytes_uploaded=sum(c.bytes_uploaded for c in contributions), values_uploaded=values_uploaded,
             crypto_seconds=sum(c.crypto_seconds for c in contributions) + decrypt_s,
             train_seconds=sum(c.train_seconds for c in contributions), decrypt_seconds=decrypt_s,
@@ -783,10 +799,52 @@ class Coordinator:
         self.metrics.global_loss.labels(self.metrics.service).set(update.loss)
         if summary.accuracy is not None:
             self.metrics.global_accuracy.labels(self.metrics.service).set(summary.accuracy)
+        self._export_auc(summary)
         self.metrics.round_duration.labels(self.metrics.service).observe(summary.round_seconds)
         self.metrics.set_phase("committed")
+
+    def _site_evaluations(self, contributions: list[d.Contribution]) -> dict[str, dict[str, float]]:
+        """Per client: the validation scores of the global and of its personalized head that it
+        reported this round (personalized heads; only well-formed reports, scores in [0, 1])."""
+        out: dict[str, dict[str, float]] = {}
+        for c in contributions:
+            e = c.quality.site_evaluation
+            if e is None:
+                continue
+            scores = dataclasses.asdict(e)
+            if all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in scores.values()):
+                out[c.client_id] = scores
+            else:
+                log.warning("round: client %s reported validation scores outside [0, 1]; ignored", c.client_id)
+        return out
+
+    def _export_auc(self, summary: RoundSummary) -> None:
+        """The round's ROC-AUCs as Prometheus gauges: the global adapter's macro and per-class
+        AUC on the evaluation set, and each client's reported global vs personal head AUC."""
+        m = self.metrics
+        if summary.roc_auc is not None:
+            m.global_roc_auc.labels(m.service).set(summary.roc_auc)
+        for name, auc in summary.extra.get("roc_auc_per_class", {}).items():
+            if name in self.fed.labels:  # class names come from the federation's config only
+                m.global_class_roc_auc.labels(m.service, name).set(auc)
+        for cid, scores in summary.extra.get("sites", {}).items():
+            m.client_val_roc_auc.labels(m.service, cid, "global").set(scores["global_roc_auc"])
+            m.client_val_roc_auc.labels(m.service, cid, "personal").set(scores["personal_roc_auc"])
 
     def _publish(self) -> None:
         """Send the committed adapter to every connected edge."""
         for edge_id in list(self.edges):
             self.outbox.adapter(edge_id, self.version, self._blob)
+
+
+def _finite(x: Any) -> float | None:
+    """``x`` as a float, or None when it is missing or not finite (the round's record is JSON)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _auc_details(evaluation: dict[str, float] | None) -> dict[str, Any]:
+    """The per-class AUCs and how many classes the macro AUC covers (held-out evaluation)."""
+    if not evaluation:
+        return {}
+    return {"roc_auc_classes": int(evaluation.get("roc_auc_classes", 0)),
+            "roc_auc_per_class": {k: v for k, v in per_class_from(evaluation).items() if math.isfinite(v)}}

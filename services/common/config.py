@@ -135,6 +135,46 @@ class TrainingConfig(_Model):
         description="Clients continue their local AdamW state from round to round (same phase and "
         "rank) instead of restarting it; false restarts it every round.",
     )
+    personalization: Literal["off", "head"] = Field(
+        default="off",
+        description="head: every client also keeps a task head of its own, fitted on its data with "
+        "the received global adapter frozen, and scores its validation split with it; the head is "
+        "never uploaded and the adapter stays shared and exactly aggregated. The head is fitted at "
+        "the start of each evaluation round (see personalize_every; the scores go into that "
+        "round's summary per site) and once more on the final adapter (kept at the site, in "
+        "state_dir/personal_head.safetensors).",
+    )
+    personalize_every: int = Field(
+        default=0,
+        ge=0,
+        description="personalization head: fit and report in every this many rounds as well as in "
+        "the last planned round (0: the last planned round only). Each fit costs one forward pass "
+        "over the client's data.",
+    )
+    head_epochs: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="personalization head: passes over the client's data (cheap: the head's "
+        "inputs are computed once).",
+    )
+    head_learning_rate: float = Field(
+        default=1e-2, gt=0, lt=1, description="personalization head: AdamW rate."
+    )
+    head_prox: float = Field(
+        default=1.0,
+        ge=0,
+        le=1e4,
+        description="personalization head: weight of prox/2 * ||head - global head||^2; larger "
+        "keeps a head fitted on few records nearer the global one (0: plain fine-tuning).",
+    )
+
+    def personalizes(self, round_index: int, max_rounds: int) -> bool:
+        """Whether clients fit and report their personal heads in round ``round_index`` (0-based)."""
+        if self.personalization != "head":
+            return False
+        every = self.personalize_every
+        return round_index == max_rounds - 1 or (every > 0 and (round_index + 1) % every == 0)
 
     def learning_rate_at(self, round_index: int, max_rounds: int) -> float:
         """The clients' learning rate in round ``round_index`` (0-based) of ``max_rounds``."""

@@ -59,6 +59,15 @@ class PrivacyParams:
 
 
 @dataclass(frozen=True)
+class HeadPersonalization:
+    """How a client fits its personal task head in a round that asks for one."""
+
+    epochs: int
+    learning_rate: float
+    prox: float
+
+
+@dataclass(frozen=True)
 class TrainingParams:
     strategy: str
     phase: str
@@ -67,6 +76,8 @@ class TrainingParams:
     batch_size: int
     seed: int
     keep_optimizer_state: bool = False
+    # Set on evaluation rounds under ``training.personalization: head``; None: no head fitting.
+    personalization: HeadPersonalization | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,17 @@ class RoundTask:
 
 
 @dataclass(frozen=True)
+class SiteEvaluation:
+    """A site's validation scores of the received global adapter with the global head and
+    with its own personalized head (the head itself never leaves the site)."""
+
+    global_accuracy: float
+    global_roc_auc: float
+    personal_accuracy: float
+    personal_roc_auc: float
+
+
+@dataclass(frozen=True)
 class Quality:
     grad_snr: float = 0.0
     val_loss_before: float = 0.0
@@ -122,6 +144,7 @@ class Quality:
     val_accuracy: float = 0.0
     train_loss: float = 0.0
     dpsgd_epsilon: float = 0.0
+    site_evaluation: SiteEvaluation | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Prometheus metrics shared by the three services.
 
 Every series carries the label ``service`` (coordinator | edge | client). Label values are
-limited to service names, client and edge ids, rejection reasons, phases and entity types: no
-plaintext, no key material, no personal data ever becomes a label.
+limited to service names, client and edge ids, rejection reasons, phases, entity types and the
+class names of the federation's config (``labels:``): no plaintext, no key material, no personal
+data ever becomes a label.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Metrics:
     epsilon_spent: Gauge
     global_loss: Gauge
     global_accuracy: Gauge
+    global_roc_auc: Gauge
+    global_class_roc_auc: Gauge
+    client_val_roc_auc: Gauge
     client_rank: Gauge
     client_dpsgd_epsilon: Gauge
     values_uploaded: Counter
@@ -77,6 +81,16 @@ def create_metrics(service: str) -> Metrics:
         epsilon_spent=Gauge("ffalora_privacy_epsilon_spent", "Differential-privacy epsilon spent so far.", s, registry=reg),
         global_loss=Gauge("ffalora_global_loss", "Median of the clients' training losses in the last round.", s, registry=reg),
         global_accuracy=Gauge("ffalora_global_accuracy", "Accuracy of the global adapter (held-out or federated validation).", s, registry=reg),
+        global_roc_auc=Gauge("ffalora_global_roc_auc",
+                             "Macro one-vs-rest ROC-AUC of the global adapter on the held-out evaluation set.",
+                             s, registry=reg),
+        global_class_roc_auc=Gauge("ffalora_global_class_roc_auc",
+                                   "One-vs-rest ROC-AUC of each class (the config's class names) on the "
+                                   "held-out evaluation set.", s + ["class"], registry=reg),
+        client_val_roc_auc=Gauge("ffalora_client_val_roc_auc",
+                                 "Personalized heads: ROC-AUC each client reports on its validation split, with "
+                                 "the global head and with its own (head=global|personal).",
+                                 s + ["client", "head"], registry=reg),
         client_rank=Gauge("ffalora_client_rank", "LoRA rank assigned to each client.", s + ["client"], registry=reg),
         client_dpsgd_epsilon=Gauge("ffalora_client_dpsgd_epsilon",
                                    "Sample-level DP-SGD epsilon each client reports as spent so far.",
@@ -104,9 +118,9 @@ def create_metrics(service: str) -> Metrics:
     )
     # Make the unlabeled-by-client series visible from the start (a scrape shows zeros).
     unlabeled: tuple[Gauge | Counter, ...] = (
-        m.round, m.connected_clients, m.roster_clients, m.epsilon_spent, m.global_loss, m.global_accuracy, m.buffer_size,
-        m.updates_accepted, m.bytes_received, m.bytes_sent, m.values_uploaded, m.shares_served,
-        m.holders_connected)
+        m.round, m.connected_clients, m.roster_clients, m.epsilon_spent, m.global_loss, m.global_accuracy,
+        m.global_roc_auc, m.buffer_size, m.updates_accepted, m.bytes_received, m.bytes_sent,
+        m.values_uploaded, m.shares_served, m.holders_connected)
     for metric in unlabeled:
         metric.labels(service)
     m.set_phase("waiting")

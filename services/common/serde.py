@@ -178,6 +178,7 @@ def training_to_proto(t: d.TrainingParams) -> pb.TrainingSpec:
         batch_size=t.batch_size,
         seed=t.seed,
         keep_optimizer_state=t.keep_optimizer_state,
+        personalization=personalization_to_proto(t.personalization) if t.personalization is not None else None,
     )
 
 
@@ -190,7 +191,16 @@ def training_from_proto(m: pb.TrainingSpec) -> d.TrainingParams:
         batch_size=m.batch_size,
         seed=m.seed,
         keep_optimizer_state=m.keep_optimizer_state,
+        personalization=personalization_from_proto(m.personalization) if m.HasField("personalization") else None,
     )
+
+
+def personalization_to_proto(h: d.HeadPersonalization) -> pb.HeadPersonalization:
+    return pb.HeadPersonalization(epochs=h.epochs, learning_rate=h.learning_rate, prox=h.prox)
+
+
+def personalization_from_proto(m: pb.HeadPersonalization) -> d.HeadPersonalization:
+    return d.HeadPersonalization(epochs=m.epochs, learning_rate=m.learning_rate, prox=m.prox)
 
 
 def plan_to_proto(p: d.RoundPlan) -> pb.RoundPlan:
@@ -269,6 +279,7 @@ def quality_to_proto(q: d.Quality) -> pb.QualityStats:
         val_accuracy=q.val_accuracy,
         train_loss=q.train_loss,
         dpsgd_epsilon=q.dpsgd_epsilon,
+        site_evaluation=(site_evaluation_to_proto(q.site_evaluation) if q.site_evaluation is not None else None),
     )
 
 
@@ -280,7 +291,18 @@ def quality_from_proto(m: pb.QualityStats) -> d.Quality:
         val_accuracy=m.val_accuracy,
         train_loss=m.train_loss,
         dpsgd_epsilon=m.dpsgd_epsilon,
+        site_evaluation=site_evaluation_from_proto(m.site_evaluation) if m.HasField("site_evaluation") else None,
     )
+
+
+def site_evaluation_to_proto(e: d.SiteEvaluation) -> pb.SiteEvaluation:
+    return pb.SiteEvaluation(global_accuracy=e.global_accuracy, global_roc_auc=e.global_roc_auc,
+                             personal_accuracy=e.personal_accuracy, personal_roc_auc=e.personal_roc_auc)
+
+
+def site_evaluation_from_proto(m: pb.SiteEvaluation) -> d.SiteEvaluation:
+    return d.SiteEvaluation(global_accuracy=m.global_accuracy, global_roc_auc=m.global_roc_auc,
+                            personal_accuracy=m.personal_accuracy, personal_roc_auc=m.personal_roc_auc)
 
 
 def contribution_to_proto(c: d.Contribution) -> pb.Contribution:

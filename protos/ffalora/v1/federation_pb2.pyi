@@ -177,7 +177,7 @@ class PrivacySpec(_message.Message):
     def __init__(self, mode: _Optional[_Union[PrivacyMode, str]] = ..., mechanism: _Optional[_Union[NoiseMechanism, str]] = ..., norm_clip: _Optional[float] = ..., noise_scale: _Optional[float] = ..., share_clients: _Optional[int] = ..., tolerated_dropouts: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ..., dpsgd_max_grad_norm: _Optional[float] = ..., dpsgd_delta: _Optional[float] = ..., dpsgd_optimizer: _Optional[_Union[DpsgdOptimizer, str]] = ..., dpsgd_learning_rate: _Optional[float] = ..., dpsgd_head_learning_rate: _Optional[float] = ..., dpsgd_expected_batch_size: _Optional[int] = ..., dpsgd_physical_batch_size: _Optional[int] = ..., dpsgd_momentum: _Optional[float] = ..., dpsgd_head_max_grad_norm: _Optional[float] = ..., dpsgd_head_epochs: _Optional[float] = ..., dpsgd_adapter_only: _Optional[bool] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed", "keep_optimizer_state")
+    __slots__ = ("strategy", "phase", "local_epochs", "learning_rate", "batch_size", "seed", "keep_optimizer_state", "personalization")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,7 @@ class TrainingSpec(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     KEEP_OPTIMIZER_STATE_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_FIELD_NUMBER: _ClassVar[int]
     strategy: Strategy
     phase: TrainingPhase
     local_epochs: float
@@ -192,7 +193,18 @@ class TrainingSpec(_message.Message):
     batch_size: int
     seed: int
     keep_optimizer_state: bool
-    def __init__(self, strategy: _Optional[_Union[Strategy, str]] = ..., phase: _Optional[_Union[TrainingPhase, str]] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., keep_optimizer_state: _Optional[bool] = ...) -> None: ...
+    personalization: HeadPersonalization
+    def __init__(self, strategy: _Optional[_Union[Strategy, str]] = ..., phase: _Optional[_Union[TrainingPhase, str]] = ..., local_epochs: _Optional[float] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., keep_optimizer_state: _Optional[bool] = ..., personalization: _Optional[_Union[HeadPersonalization, _Mapping]] = ...) -> None: ...
+
+class HeadPersonalization(_message.Message):
+    __slots__ = ("epochs", "learning_rate", "prox")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROX_FIELD_NUMBER: _ClassVar[int]
+    epochs: int
+    learning_rate: float
+    prox: float
+    def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., prox: _Optional[float] = ...) -> None: ...
 
 class ClientAssignment(_message.Message):
     __slots__ = ("client_id", "rank", "weight", "num_values")
@@ -251,20 +263,34 @@ class SignedStatement(_message.Message):
     def __init__(self, statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class QualityStats(_message.Message):
-    __slots__ = ("grad_snr", "val_loss_before", "val_loss_after", "val_accuracy", "train_loss", "dpsgd_epsilon")
+    __slots__ = ("grad_snr", "val_loss_before", "val_loss_after", "val_accuracy", "train_loss", "dpsgd_epsilon", "site_evaluation")
     GRAD_SNR_FIELD_NUMBER: _ClassVar[int]
     VAL_LOSS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     VAL_LOSS_AFTER_FIELD_NUMBER: _ClassVar[int]
     VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     DPSGD_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    SITE_EVALUATION_FIELD_NUMBER: _ClassVar[int]
     grad_snr: float
     val_loss_before: float
     val_loss_after: float
     val_accuracy: float
     train_loss: float
     dpsgd_epsilon: float
-    def __init__(self, grad_snr: _Optional[float] = ..., val_loss_before: _Optional[float] = ..., val_loss_after: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., train_loss: _Optional[float] = ..., dpsgd_epsilon: _Optional[float] = ...) -> None: ...
+    site_evaluation: SiteEvaluation
+    def __init__(self, grad_snr: _Optional[float] = ..., val_loss_before: _Optional[float] = ..., val_loss_after: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., train_loss: _Optional[float] = ..., dpsgd_epsilon: _Optional[float] = ..., site_evaluation: _Optional[_Union[SiteEvaluation, _Mapping]] = ...) -> None: ...
+
+class SiteEvaluation(_message.Message):
+    __slots__ = ("global_accuracy", "global_roc_auc", "personal_accuracy", "personal_roc_auc")
+    GLOBAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_ROC_AUC_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_ROC_AUC_FIELD_NUMBER: _ClassVar[int]
+    global_accuracy: float
+    global_roc_auc: float
+    personal_accuracy: float
+    personal_roc_auc: float
+    def __init__(self, global_accuracy: _Optional[float] = ..., global_roc_auc: _Optional[float] = ..., personal_accuracy: _Optional[float] = ..., personal_roc_auc: _Optional[float] = ...) -> None: ...
 
 class ClientSessionRequest(_message.Message):
     __slots__ = ("hello", "update_begin", "update_chunk", "update_commit", "goodbye")
