@@ -1,0 +1,146 @@
+"""``ffa-lora bench sites``: the in-process federation averages like the coordinator, the report
+computes the gains from the per-seed runs, undefined scores become null, and the command runs
+end to end on a small slice of the drug reviews with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ffa_lora.lora import LoRASpec, apply_mean_update
+from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
+from ffa_lora.lora.train import DataCursor, train_local
+from ffa_lora_tools.bench import sites
+from ffa_lora_tools.bench.sites_report import summarize
+from ffa_lora_tools.harness.tiny_model import tiny_bert
+from ffa_lora_tools.jsonsafe import dumps, finite_or_none
+from ffa_lora_tools.simulate import (
+    SimulationSettings,
+    integer_weights,
+    round_seed,
+    simulate_federation,
+)
+from tests.unit.lora.conftest import make_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bert(tmp_path_factory.mktemp("tiny"))
+
+
+def strict(text: str) -> Any:
+    """Parse JSON, refusing the bare NaN / Infinity Python would accept."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"bare {name} in JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_has_no_bare_nan() -> None:
+    doc = {"a": math.nan, "b": [1.0, math.inf, np.float32("nan")], "c": {"d": -math.inf, "e": np.float64(0.5)},
+           "f": (np.int64(3), "x")}
+    assert finite_or_none(doc) == {"a": None, "b": [1.0, None, None], "c": {"d": None, "e": 0.5}, "f": [3, "x"]}
+    assert strict(dumps(doc)) == finite_or_none(doc)
+    assert json.dumps(doc, default=str) != dumps(doc)  # plain json writes NaN: the helper matters
+
+
+def test_integer_weights_follow_the_coordinators_policy() -> None:
+    assert integer_weights({"a": 100, "b": 50, "c": 1}, 16) == {"a": 16, "b": 8, "c": 1}
+
+
+def test_one_round_is_the_weighted_mean_of_the_sites_updates(model_dir: Path) -> None:
+    spec = LoRASpec(model=str(model_dir), num_labels=3, r_max=4, max_length=16, seed=3)
+    parts = {"x": make_tiny_dataset(n=24, seed=1), "y": make_tiny_dataset(n=12, seed=2)}
+    settings = SimulationSettings(rounds=1, local_epochs=1.0, learning_rate=1e-2, batch_size=8, bits=None,
+                                  server_learning_rate=2.0, seed=5)
+    model = build_model(spec)
+    start = get_adapter_state(model)
+    res = simulate_federation(model, parts, settings)
+
+    # The same two local trainings by hand, averaged with the integer weights 16 : 8.
+    deltas, layout = {}, None
+    for site, data in parts.items():
+        load_adapter_state(model, start)
+        seed = round_seed(5, 1, site)
+        r = train_local(model, data, epochs=1.0, lr=1e-2, batch_size=8, phase="B", seed=seed, loss_samples=0,
+                        cursor=DataCursor(seed=seed, n=len(data)))
+        deltas[site], layout = r.delta.astype(np.float64), r.layout
+    assert res.weights == {"x": 16, "y": 8}
+    mean = ((16 * deltas["x"] + 8 * deltas["y"]) / 24).astype(np.float32)
+    expected = apply_mean_update(start, mean, layout, server_lr=2.0)
+    assert set(res.state) == set(expected)
+    for k in expected:
+        np.testing.assert_allclose(res.state[k], expected[k], atol=1e-6)
+    assert any(not np.allclose(res.state[k], start[k]) for k in start)
+    assert res.rounds[0]["phase"] == "B" and res.rounds[0]["round"] == 1
+
+
+def _metrics(auc: float, acc: float) -> dict[str, float]:
+    return {"accuracy": acc, "macro_f1": acc, "roc_auc": auc, "roc_auc_classes": 3.0, "n": 10.0}
+
+
+def _run(seed: int, alone: dict[str, float], fed: dict[str, float], pers: dict[str, float],
+         fed_acc: float, central_acc: float) -> dict[str, Any]:
+    names = sorted(alone)
+    own = {s: _metrics(fed[s], 0.6) for s in names}
+    return {
+        "seed": seed, "sizes": {s: 10 for s in names}, "test_sizes": {s: 5 for s in names},
+        "alone": {s: {"final": {"own": {s: _metrics(alone[s], 0.5)}, "global": _metrics(0.7, 0.4)},
+                      "curve": [], "train_seconds": 1.0} for s in names},
+        "federated": {"final": {"own": own, "global": _metrics(0.9, fed_acc)},
+                      "curve": [{"epochs": 1.0, "global": _metrics(0.9, fed_acc), "own": own}], "train_seconds": 2.0},
+        "personalized": {"final": {"own": {s: _metrics(pers[s], 0.7) for s in names},
+                                   "global_by_site": {s: _metrics(0.8, 0.5) for s in names}}},
+        "centralized": {"final": {"own": own, "global": _metrics(0.95, central_acc)},
+                        "curve": [{"epochs": 1.0, "global": _metrics(0.95, central_acc), "own": own}],
+                        "train_seconds": 3.0},
+    }
+
+
+def test_report_gains_counts_and_gaps_from_the_seeds() -> None:
+    runs = [_run(1, {"a": 0.60, "b": 0.80}, {"a": 0.70, "b": 0.78}, {"a": 0.71, "b": math.nan}, 0.80, 0.85),
+            _run(2, {"a": 0.62, "b": 0.80}, {"a": 0.66, "b": 0.76}, {"a": 0.69, "b": 0.77}, 0.82, 0.83)]
+    r = summarize(runs, settings={"data": "x", "partition": "natural"}, wall_seconds=1.0)
+    a, b = r["per_site"]["a"], r["per_site"]["b"]
+    assert a["auc_gain_points"] == pytest.approx(100 * (0.68 - 0.61))
+    assert b["auc_gain_points"] == pytest.approx(100 * (0.77 - 0.80))
+    assert a["auc_gain_points_per_seed"] == pytest.approx([10.0, 4.0])
+    assert r["mean_auc_gain_points"] == pytest.approx((7.0 - 3.0) / 2)
+    assert r["mean_auc_gain_points_per_seed"] == pytest.approx([(10 - 2) / 2, (4 - 4) / 2])
+    assert r["sites_better"] == 1 and r["sites"] == 2
+    # An undefined AUC leaves that seed out of the mean, never turns it into NaN.
+    assert b["personalized"]["own"]["roc_auc"] == pytest.approx(0.77)
+    assert b["personalized_auc_gain_points"] == pytest.approx(0.0)
+    assert r["personalized_sites_at_least_global"] == 2
+    assert r["federated_vs_centralized_accuracy_gap_points"] == pytest.approx(100 * (0.84 - 0.81))
+    assert r["federated_vs_centralized_accuracy_gap_points_per_seed"] == pytest.approx([5.0, 1.0])
+    assert r["min_alone_below_federated_global_accuracy_points"] == pytest.approx(100 * (0.81 - 0.4))
+    assert r["plateau"]["centralized"]["best_accuracy"] == pytest.approx(0.84)
+    assert strict(dumps(r))["per_seed"][0]["personalized"]["final"]["own"]["b"]["roc_auc"] is None
+
+
+@pytest.mark.slow  # trains the tiny model for every method and two seeds
+def test_bench_sites_runs_end_to_end_on_a_slice(model_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sites.json"
+    rc = sites.main(["--data", "hospital", "--model", str(model_dir), "--max-train-per-site", "12",
+                     "--max-test", "60", "--epochs", "1", "--local-epochs", "0.5", "--seeds", "1,2",
+                     "--eval-every", "1", "--head-epochs", "3", "--out", str(out)])
+    assert rc == 0
+    report = strict(capsys.readouterr().out)
+    assert report == strict(out.read_text())
+    assert Path(report["plot"]).stat().st_size > 0
+    assert report["seeds"] == [1, 2] and report["sites"] == 5
+    for row in report["per_site"].values():
+        assert {"alone", "federated", "personalized", "centralized"} <= set(row)
+        assert len(row["alone"]["own"]["roc_auc_per_seed"]) == 2
+    gains = [row["auc_gain_points"] for row in report["per_site"].values()]
+    assert report["mean_auc_gain_points"] == pytest.approx(sum(gains) / len(gains))
+    assert report["sites_better"] == sum(g >= 0 for g in gains)
+    run = report["per_seed"][0]
+    assert [p["round"] for p in run["federated"]["curve"]] == [1, 2]
+    assert set(run["federated"]["weights"]) == set(report["per_site"])
