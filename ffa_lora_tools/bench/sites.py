@@ -33,6 +33,7 @@ that many pieces/rounds as curves, which show where each method levels off.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from ffa_lora.data.builtin import BUILTIN_NAMES, DemoData, load_builtin
-from ffa_lora.data.dataset import Dataset
+from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import LoRAModel, build_model
@@ -142,11 +143,26 @@ def personalize(model: LoRAModel, demo: DemoData, scorer: Scorer, a: argparse.Na
     return {"final": {"own": own, "global_by_site": glob}, "seconds": time.perf_counter() - t0}
 
 
+def held_out(demo: DemoData, fraction: float, seed: int) -> DemoData:
+    """The sites' training parts without the validation share a client agent holds out
+    (``client.data.validation_fraction``, split as :class:`~services.client_agent.trainer.LocalTrainer`
+    splits the site's file), so that the in-process federation trains on the examples the
+    services' clients train on."""
+    if fraction <= 0:
+        return demo
+    parts = {}
+    for site, part in demo.train_parts.items():
+        plain = Dataset(texts=part.texts, labels=part.labels, label_names=part.label_names)  # a site file has no groups
+        parts[site] = stratified_split(plain, test_fraction=fraction, seed=seed)[0] if len(plain) >= 20 else plain
+    return dataclasses.replace(demo, train_parts=parts, train=Dataset.concat(list(parts.values())))
+
+
 def run_seed(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     """All methods for one seed."""
     demo = load_builtin(a.data, seed=seed, method=a.partition, n_sites=a.sites, max_train=a.max_train,
                         max_train_per_site=a.max_train_per_site, max_test=a.max_test, home_share=a.home_share,
                         concentration=a.concentration)
+    demo = held_out(demo, a.validation_fraction, seed)
     spec = build_spec(a, len(demo.label_names), seed)
     scorer = Scorer(demo)
     sites = sorted(demo.train_parts)
@@ -189,6 +205,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-train", type=int, default=None, help="keep at most this many training records (stratified)")
     p.add_argument("--max-train-per-site", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
+    p.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="each site leaves out this share of its data, as the demo's clients do for their "
+                        "validation split (to compare with `ffa-lora demo`; default 0: all data trains)")
     p.add_argument("--model", default="demo", help="HF id or local path (default: the shipped MiniLM-L6)")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--strategy", default="ffa", choices=STRATEGIES)
