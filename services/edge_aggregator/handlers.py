@@ -188,6 +188,7 @@ class EdgeAggregator:
         self.finished = True
         self.metrics.set_phase("finished")
         for cid in self._connected():  # one that is away hears it when it checks in
+            self._send_adapter(cid)
             self.outbox.shutdown(cid, reason, True)
 
     # -- client side -----------------------------------------------------------------------
@@ -197,6 +198,9 @@ class EdgeAggregator:
         """A client said hello; ``adapter_version`` is None when it holds no adapter;
         ``check_in_s`` > 0 marks a check-in client (see ``ClientHello.check_in_interval_s``)."""
         if self.finished:
+            if client_id in self.clients:  # a client of this federation back after the end
+                self.clients[client_id].adapter_version = -1 if adapter_version is None else adapter_version
+                self._send_adapter(client_id)
             self.outbox.shutdown(client_id, "federation finished", True)
             self.clients.pop(client_id, None)  # told: no longer awaited
             return
@@ -263,14 +267,19 @@ class EdgeAggregator:
             self._count_clients()
             self.outbox.roster(self.roster())
 
-    def _send_task(self, client_id: str, a: d.Assignment) -> None:
-        assert self.agg is not None
-        plan = self.agg.plan
+    def _send_adapter(self, client_id: str) -> None:
+        """The newest global adapter, to a client that does not hold it yet (before its task,
+        and when the federation has finished: every site ends with the final model)."""
         client = self.clients[client_id]
         if self.adapter is not None and client.adapter_version != self.adapter[0]:
             self.outbox.adapter(client_id, *self.adapter)
             client.adapter_version = self.adapter[0]
             self._remember_served(client_id, self.adapter[0])
+
+    def _send_task(self, client_id: str, a: d.Assignment) -> None:
+        assert self.agg is not None
+        plan = self.agg.plan
+        self._send_adapter(client_id)
         self.outbox.task(client_id, d.RoundTask(
             round=plan.round, adapter_version=plan.adapter_version, assignment=a,
             secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
