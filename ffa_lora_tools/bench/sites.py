@@ -27,13 +27,15 @@ runs the same federation through the real services.
 Budget: the sites alone and the centralized model train ``--epochs`` epochs of their data in
 pieces of ``--local-epochs``; the federation ``--rounds`` rounds of ``--local-epochs`` epochs
 per site (default: the same number of epochs). ``--eval-every`` adds the scores after every
-that many pieces/rounds as curves, which show where each method levels off.
+that many pieces/rounds as curves, which show where each method levels off. ``--combine``
+merges reports of methods run separately (long runs) into one report.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -51,7 +53,7 @@ from ffa_lora.lora.model import LoRAModel, build_model
 from ffa_lora.lora.personalize import evaluate_heads, finetune_head, head_features
 from ffa_lora.lora.spec import STRATEGIES
 from ffa_lora_tools.bench.quality import parse_seeds
-from ffa_lora_tools.bench.sites_report import plot_sites, summarize
+from ffa_lora_tools.bench.sites_report import combine_runs, plot_sites, summarize
 from ffa_lora_tools.demo import STRATEGY_LR, add_partition_arguments, check_sites
 from ffa_lora_tools.jsonsafe import dumps
 from ffa_lora_tools.simulate import SimulationSettings, simulate_federation
@@ -231,6 +233,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the per-site AUCs (default: next to --out)")
+    p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="REPORT",
+                   help="train nothing: merge the per-seed runs of earlier --out reports (e.g. methods run "
+                        "separately) into one report")
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for symmetry)")
     a = p.parse_args(argv)
     check_sites(p, a.partition, a.sites)
@@ -249,17 +254,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def combined(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    """Runs, settings and wall time of earlier reports (``--combine``)."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    first = reports[0]["settings"]
+    for p, rep in zip(paths, reports):
+        if (rep["data"], rep["partition"]) != (reports[0]["data"], reports[0]["partition"]):
+            raise ConfigError(f"{p}: another data set or partition than {paths[0]}; combine like with like")
+    settings = {"data": first["data"], "partition": first["partition"], "combined_from": [str(p) for p in paths],
+                "sources": [rep["settings"] for rep in reports]}
+    try:
+        runs = combine_runs(reports)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return runs, settings, float(sum(rep.get("wall_seconds") or 0.0 for rep in reports))
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     t0 = time.time()
     torch.set_num_threads(a.threads)
     try:
-        runs = [run_seed(a, seed) for seed in a.seeds]
+        if a.combine:
+            runs, settings, wall = combined(a.combine)
+        else:
+            runs = [run_seed(a, seed) for seed in a.seeds]
+            settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
+                        if k not in ("json", "combine")}
+            wall = time.time() - t0
     except ConfigError as exc:
         print(f"ffa-lora bench sites: {exc}", file=sys.stderr)
         return 2
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("json",)}
-    report = summarize(runs, settings=settings, wall_seconds=time.time() - t0)
+    report = summarize(runs, settings=settings, wall_seconds=wall)
     plot = a.plot or (a.out.with_suffix(".png") if a.out is not None else None)
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,11 @@ def summarize(runs: list[dict[str, Any]], *, settings: dict[str, Any], wall_seco
     gap_per_seed = ([_points(c, f) for c, f in zip(glob["centralized"]["accuracy_per_seed"],
                                                    glob["federated"]["accuracy_per_seed"])] if len(glob) == 2 else [])
     curves = {m: _mean_curve(runs, m) for m in ("federated", "centralized")}
+    central_at = {p["epochs"]: p for p in curves["centralized"]}
+    equal_epochs = [{"epochs": p["epochs"], "federated_accuracy": p["accuracy"],
+                     "centralized_accuracy": central_at[p["epochs"]]["accuracy"],
+                     "gap_points": _points(central_at[p["epochs"]]["accuracy"], p["accuracy"])}
+                    for p in curves["federated"] if p["epochs"] in central_at]
     return {
         "data": settings.get("data"), "partition": settings.get("partition"), "seeds": [r["seed"] for r in runs],
         "method": METHOD_NOTE,
@@ -152,6 +157,7 @@ def summarize(runs: list[dict[str, Any]], *, settings: dict[str, Any], wall_seco
         "per_site": per_site,
         "curves": curves,
         "plateau": {m: _plateau(c) for m, c in curves.items() if c},
+        "federated_vs_centralized_at_equal_epochs": equal_epochs,
         "train_seconds": {m: _mean(_train_seconds(r, m) for r in runs) for m in ("alone", "federated", "centralized")},
         "wall_seconds": wall_seconds,
         "settings": settings,
@@ -200,3 +206,27 @@ def plot_sites(report: dict[str, Any], path: Path) -> None:
                  f"{'n/a' if gain is None else f'{gain:+.1f}'} points)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def combine_runs(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-seed runs of several reports of the same data and partition (e.g. the sites alone
+    in one invocation, the federation in another) merged by seed. A method may come from one
+    report only per seed and site."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for rep in reports:
+        for run in rep["per_seed"]:
+            into = by_seed.setdefault(run["seed"], {})
+            for key, value in run.items():
+                if key == "alone" and key in into:
+                    clash = set(into["alone"]) & set(value)
+                    if clash:
+                        raise ValueError(f"seed {run['seed']}: sites {sorted(clash)} alone appear in two reports")
+                    into["alone"] = {**into["alone"], **value}
+                elif key in ("federated", "personalized", "centralized") and key in into:
+                    raise ValueError(f"seed {run['seed']}: {key} appears in two reports")
+                elif key not in into:
+                    into[key] = value
+                elif into[key] != value:
+                    raise ValueError(f"seed {run['seed']}: the reports disagree on {key!r}; "
+                                     "combine runs of the same data, partition and caps only")
+    return [by_seed[s] for s in sorted(by_seed)]

@@ -16,7 +16,7 @@ from ffa_lora.lora import LoRASpec, apply_mean_update
 from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.train import DataCursor, train_local
 from ffa_lora_tools.bench import sites
-from ffa_lora_tools.bench.sites_report import summarize
+from ffa_lora_tools.bench.sites_report import combine_runs, summarize
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from ffa_lora_tools.jsonsafe import dumps, finite_or_none
 from ffa_lora_tools.simulate import (
@@ -121,6 +121,35 @@ def test_report_gains_counts_and_gaps_from_the_seeds() -> None:
     assert r["min_alone_below_federated_global_accuracy_points"] == pytest.approx(100 * (0.81 - 0.4))
     assert r["plateau"]["centralized"]["best_accuracy"] == pytest.approx(0.84)
     assert strict(dumps(r))["per_seed"][0]["personalized"]["final"]["own"]["b"]["roc_auc"] is None
+
+
+def test_reports_of_separate_methods_combine_into_the_whole(tmp_path: Path) -> None:
+    runs = [_run(1, {"a": 0.60, "b": 0.80}, {"a": 0.70, "b": 0.78}, {"a": 0.71, "b": 0.75}, 0.80, 0.85)]
+    common = {k: runs[0][k] for k in ("seed", "sizes", "test_sizes")}
+    fed = {**common, **{k: runs[0][k] for k in ("federated", "personalized")}}
+    central = {**common, "centralized": runs[0]["centralized"]}
+    alone_a = {**common, "alone": {"a": runs[0]["alone"]["a"]}}
+    alone_b = {**common, "alone": {"b": runs[0]["alone"]["b"]}}
+    reports = [{"per_seed": [r]} for r in (fed, central, alone_a, alone_b)]
+    merged = combine_runs(reports)
+    assert merged == runs
+    with pytest.raises(ValueError, match="centralized appears in two reports"):
+        combine_runs([{"per_seed": [central]}, {"per_seed": [central]}])
+    with pytest.raises(ValueError, match="disagree on 'sizes'"):
+        combine_runs([{"per_seed": [fed]}, {"per_seed": [{**central, "sizes": {"a": 1, "b": 2}}]}])
+    settings = {"data": "x", "partition": "natural"}
+    paths = []
+    for i, rep in enumerate(reports):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(dumps(summarize(rep["per_seed"], settings=settings, wall_seconds=1.0)))
+    out = tmp_path / "all.json"
+    assert sites.main(["--combine", *map(str, paths), "--out", str(out)]) == 0
+    combined = strict(out.read_text())
+    whole = strict(dumps(summarize(runs, settings=settings, wall_seconds=4.0)))
+    assert combined["mean_auc_gain_points"] == pytest.approx(whole["mean_auc_gain_points"])
+    assert combined["per_site"] == whole["per_site"] and combined["wall_seconds"] == 4.0
+    assert combined["federated_vs_centralized_at_equal_epochs"] == [
+        {"epochs": 1.0, "federated_accuracy": 0.8, "centralized_accuracy": 0.85, "gap_points": pytest.approx(5.0)}]
 
 
 @pytest.mark.slow  # trains the tiny model for every method and two seeds
