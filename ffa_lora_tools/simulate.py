@@ -93,12 +93,15 @@ class SimulationResult:
         rounds: per round: the phase, the clients' learning rate, the median training loss and
             the summed training seconds.
         train_seconds: wall seconds of local training, all sites and rounds.
+        train_cpu_seconds: CPU seconds of this process during local training (one torch thread:
+            the compute a site spends, whatever else shares the machine).
         weights: the sites' integer aggregation weights.
     """
 
     state: dict[str, np.ndarray]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
     weights: dict[str, int] = field(default_factory=dict)
 
 
@@ -142,12 +145,13 @@ def simulate_federation(model: LoRAModel, parts: Mapping[str, Dataset], settings
             load_adapter_state(model, glob)
             seed = round_seed(settings.seed, number, site)
             cursors.setdefault(site, DataCursor(seed=seed, n=len(data)))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = train_local(model, data, epochs=settings.local_epochs, lr=lr, batch_size=settings.batch_size,
                               phase=phase, seed=seed, loss_samples=0, num_threads=num_threads,
                               optimizer_state=optimizer.get((site, phase)) if settings.keep_optimizer_state else None,
                               cursor=cursors[site])
             seconds += time.perf_counter() - t0
+            result.train_cpu_seconds += time.process_time() - c0
             optimizer[(site, phase)] = res.optimizer_state
             if res.cursor is not None:
                 cursors[site] = res.cursor

@@ -128,7 +128,8 @@ def run_method(spec: LoRASpec, parts: Mapping[str, Dataset], settings: Simulatio
     t0 = time.perf_counter()
     res = simulate_federation(model, parts, settings, on_round=on_round, num_threads=threads)
     return model, {"curve": curve, "final": {k: curve[-1][k] for k in ("global", "own")},
-                   "train_seconds": res.train_seconds, "wall_seconds": time.perf_counter() - t0,
+                   "train_seconds": res.train_seconds, "train_cpu_seconds": res.train_cpu_seconds,
+                   "wall_seconds": time.perf_counter() - t0,
                    "weights": res.weights, "rounds": res.rounds}
 
 

@@ -159,18 +159,22 @@ def summarize(runs: list[dict[str, Any]], *, settings: dict[str, Any], wall_seco
         "plateau": {m: _plateau(c) for m, c in curves.items() if c},
         "federated_vs_centralized_at_equal_epochs": equal_epochs,
         "train_seconds": {m: _mean(_train_seconds(r, m) for r in runs) for m in ("alone", "federated", "centralized")},
+        "train_cpu_seconds": {m: _mean(_train_seconds(r, m, "train_cpu_seconds") for r in runs)
+                              for m in ("alone", "federated", "centralized")},
         "wall_seconds": wall_seconds,
         "settings": settings,
         "per_seed": runs,
     }
 
 
-def _train_seconds(run: dict[str, Any], method: str) -> float | None:
+def _train_seconds(run: dict[str, Any], method: str, key: str = "train_seconds") -> float | None:
+    """A method's training seconds in one run (the sites alone: all of them together)."""
     if method not in run:
         return None
-    if method == "alone":
-        return float(sum(v["train_seconds"] for v in run["alone"].values()))
-    return float(run[method]["train_seconds"])
+    parts = list(run["alone"].values()) if method == "alone" else [run[method]]
+    if any(p.get(key) is None for p in parts):
+        return None
+    return float(sum(p[key] for p in parts))
 
 
 def plot_sites(report: dict[str, Any], path: Path) -> None:
