@@ -197,6 +197,7 @@ class EdgeAggregator:
                          check_in_s: float = 0.0) -> None:
         """A client said hello; ``adapter_version`` is None when it holds no adapter;
         ``check_in_s`` > 0 marks a check-in client (see ``ClientHello.check_in_interval_s``)."""
+        adapter_version = self._served_version(client_id, adapter_version)
         if self.finished:
             if client_id in self.clients:  # a client of this federation back after the end
                 self.clients[client_id].adapter_version = -1 if adapter_version is None else adapter_version
@@ -211,8 +212,6 @@ class EdgeAggregator:
                 raise self._reject(LimitExceeded, "roster_full",
                                    f"edge busy: its roster is full ({self.limits.max_roster_clients} clients, "
                                    "limits.max_roster_clients); try again later or another edge")
-        if adapter_version is not None and adapter_version not in self._served.get(client_id, ()):
-            adapter_version = None  # not one this edge sent: the current adapter goes with the next task
         entry = d.RosterEntry(client_id, num_samples, device)
         self.clients[client_id] = _Client(entry, -1 if adapter_version is None else adapter_version,
                                           check_in_s=check_in_s)
@@ -285,6 +284,13 @@ class EdgeAggregator:
             secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
             deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec,
         ))
+
+    def _served_version(self, client_id: str, adapter_version: int | None) -> int | None:
+        """The adapter version a client says it holds, if this edge sent it that version; None
+        otherwise (the current adapter then goes with its next task, or at the end)."""
+        if adapter_version is not None and adapter_version not in self._served.get(client_id, ()):
+            return None
+        return adapter_version
 
     def _remember_served(self, client_id: str, version: int) -> None:
         versions = (*self._served.pop(client_id, ()), version)[-SERVED_VERSIONS:]

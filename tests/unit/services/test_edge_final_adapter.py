@@ -29,17 +29,31 @@ def test_final_adapter_goes_out_before_the_end_of_the_federation() -> None:
                           outbox=outbox)
     edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
     edge.on_adapter(3, b"v3")
-    edge.client_connected("old", num_samples=10, device="cpu", adapter_version=2)
-    edge.client_connected("current", num_samples=10, device="cpu", adapter_version=4)
-    edge.client_connected("away", num_samples=10, device="cpu", adapter_version=2, check_in_s=5.0)
+    edge.client_connected("old", num_samples=10, device="cpu", adapter_version=None)
+    edge.client_connected("away", num_samples=10, device="cpu", adapter_version=None, check_in_s=5.0)
     edge.client_disconnected("away")
     edge.on_adapter(4, b"v4")  # the last round's adapter, then the end
     edge.on_finished("reached max_rounds")
-    assert outbox.sent == [("old", "adapter", 4), ("old", "shutdown", -1), ("current", "shutdown", -1)]
+    assert outbox.sent == [("old", "adapter", 4), ("old", "shutdown", -1)]
 
-    outbox.sent.clear()
-    edge.client_connected("away", num_samples=10, device="cpu", adapter_version=2, check_in_s=5.0)
+    outbox.sent.clear()  # back after the end: the check-in client gets the final adapter first
+    edge.client_connected("away", num_samples=10, device="cpu", adapter_version=None, check_in_s=5.0)
     assert outbox.sent == [("away", "adapter", 4), ("away", "shutdown", -1)]
+    outbox.sent.clear()  # one that holds the final adapter (this edge sent it) gets nothing more
+    edge.client_connected("old", num_samples=10, device="cpu", adapter_version=4)
+    assert outbox.sent == [("old", "shutdown", -1)]
     outbox.sent.clear()
     edge.client_connected("stranger", num_samples=10, device="cpu", adapter_version=None)
     assert outbox.sent == [("stranger", "shutdown", -1)]
+
+
+def test_a_claimed_version_the_edge_never_sent_gets_the_final_adapter() -> None:
+    pub, _ = fz.fuzz_keys()
+    outbox = Outbox()
+    edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"),
+                          outbox=outbox)
+    edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
+    edge.client_connected("claims", num_samples=10, device="cpu", adapter_version=4)
+    edge.on_adapter(4, b"v4")
+    edge.on_finished("reached max_rounds")
+    assert outbox.sent == [("claims", "adapter", 4), ("claims", "shutdown", -1)]

@@ -65,6 +65,7 @@ def coordinator(model_dir: Path, keys: Any, *, training: dict[str, Any], privacy
                        "rounds": {"min_clients": 2, "max_rounds": max_rounds},
                        "training": {"local_epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2, **training},
                        "secure_sum": {"key_bits": 512}, "privacy": privacy or {"mode": "off"},
+                       "test_mode": True,  # 512-bit keys: test-only
                        **({"evaluation": {"path": str(evaluation)}} if evaluation else {})}}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
     pub, priv = keys
