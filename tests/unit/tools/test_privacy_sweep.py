@@ -41,6 +41,7 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
         seen.append(settings)
         dp = settings.privacy.get("dpsgd", {})
         return {"final_accuracy": 0.8 if not dp else 0.7, "final_macro_f1": 0.6, "rounds": settings.rounds,
+                "final_roc_auc": 0.9 if not dp else 0.85,
                 "epsilon_spent": 0.0, "dpsgd_epsilon_max": 3.9 if dp else 0.0}
 
     probes: list[tuple[float, dict[str, Any]]] = []
@@ -99,7 +100,7 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     ]
     assert (seen[1].learning_rate, seen[3].learning_rate) == (STRATEGY_LR["ffa"], STRATEGY_LR["fedavg"])
     table = (tmp_path / "privacy_sweep.md").read_text()
-    assert "| 4 | 0.7000 | 0.6000 | 3.900 | 0.7000 | 0.6000 | 3.900 | 0.6500 | 0.5000 | 4.000 |" in table
+    assert "| 4 | 0.7000 | 0.6000 | 0.8500 | 3.900 | 0.7000 | 0.6000 | 0.8500 | 3.900 | 0.6500 | 0.5000 | - | 4.000 |" in table
     assert (tmp_path / "privacy_sweep.png").stat().st_size > 1000
 
 
