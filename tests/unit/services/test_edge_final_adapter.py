@@ -26,7 +26,7 @@ def test_final_adapter_goes_out_before_the_end_of_the_federation() -> None:
     pub, _ = fz.fuzz_keys()
     outbox = Outbox()
     edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"),
-                          outbox=outbox)
+                          outbox=outbox, signer=fz.fuzz_signer("edge", "e"))
     edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
     edge.on_adapter(3, b"v3")
     edge.client_connected("old", num_samples=10, device="cpu", adapter_version=None)
@@ -51,7 +51,7 @@ def test_a_claimed_version_the_edge_never_sent_gets_the_final_adapter() -> None:
     pub, _ = fz.fuzz_keys()
     outbox = Outbox()
     edge = EdgeAggregator(edge_id="e", region="r", limits=LimitsConfig(), metrics=create_metrics("edge"),
-                          outbox=outbox)
+                          outbox=outbox, signer=fz.fuzz_signer("edge", "e"))
     edge.on_coordinator_welcome(pub, "sync", fz.federation_info())
     edge.client_connected("claims", num_samples=10, device="cpu", adapter_version=4)
     edge.on_adapter(4, b"v4")

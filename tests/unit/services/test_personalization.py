@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from ffa_lora.crypto import generate_keypair
+from ffa_lora.crypto.threshold import deal
 from ffa_lora.data import Dataset
 from ffa_lora.lora.state import is_head
+from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent import trainer as trainer_module
 from services.client_agent.agent import upload_messages
@@ -46,8 +47,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def keys() -> Any:
-    return generate_keypair(bits=512, test_only=True)
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The threshold key and its in-process holders (for a coordinator of federation 'demo')."""
+    ceremony = deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
+                    test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
+    local = local_threshold(tmp_path_factory.mktemp("pki"), federation="demo", min_clients=2,
+                            ceremony=ceremony)
+    yield local
+    local.close()
 
 
 def write_csv(path: Path, data: Dataset) -> Path:
@@ -58,9 +65,10 @@ def write_csv(path: Path, data: Dataset) -> Path:
     return path
 
 
-def coordinator(model_dir: Path, keys: Any, *, training: dict[str, Any], privacy: dict[str, Any] | None = None,
+def coordinator(model_dir: Path, keys: LocalThreshold, *, training: dict[str, Any], privacy: dict[str, Any] | None = None,
                 max_rounds: int = 1, evaluation: Path | None = None) -> handlers.Coordinator:
     cfg = parse_config({"service": "coordinator", "tls": {"ca": "a", "cert": "b", "key": "c"}, "coordinator": {
+        "threshold": {"params_file": "p", "share_file": "s"},
         "federation": {"model": {"name_or_path": str(model_dir), "rank": 4, "max_length": 16},
                        "rounds": {"min_clients": 2, "max_rounds": max_rounds},
                        "training": {"local_epochs": 1.0, "batch_size": 8, "learning_rate": 1e-2, **training},
@@ -68,8 +76,8 @@ def coordinator(model_dir: Path, keys: Any, *, training: dict[str, Any], privacy
                        "test_mode": True,  # 512-bit keys: test-only
                        **({"evaluation": {"path": str(evaluation)}} if evaluation else {})}}})
     fed = cfg.coordinator.federation  # type: ignore[union-attr]
-    pub, priv = keys
-    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=pub, private_key=priv,
+    return handlers.Coordinator(fed=fed, store=MemoryStore(), public_key=keys.ceremony.public_key,
+                                decryption=keys.decryption,
                                 adapter_ops=LoraAdapterOps(lora_spec(fed), labels=fed.labels, evaluation=fed.evaluation),
                                 outbox=Outbox(), metrics=create_metrics("coordinator"),
                                 privacy=make_privacy_engine(fed))
@@ -99,7 +107,7 @@ def client(coord: handlers.Coordinator, tmp_path: Path, name: str) -> LocalTrain
     return t
 
 
-def run(t: LocalTrainer, task: d.RoundTask, keys: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, np.ndarray]:
+def run(t: LocalTrainer, task: d.RoundTask, keys: LocalThreshold, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, np.ndarray]:
     """The trainer's update and the plaintext delta it encrypted."""
     seen: list[np.ndarray] = []
     real = trainer_module.encrypt_update
@@ -109,7 +117,7 @@ def run(t: LocalTrainer, task: d.RoundTask, keys: Any, monkeypatch: pytest.Monke
         return real(delta, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "encrypt_update", spy)
-    up = t.run_task(task, keys[0])
+    up = t.run_task(task, keys.ceremony.public_key)
     return up, seen[0]
 
 
@@ -127,7 +135,7 @@ HEAD = {"personalization": "head", "head_epochs": 30, "head_learning_rate": 0.05
 
 
 @pytest.mark.slow  # trains the tiny model three times
-def test_the_personal_head_never_enters_the_update_or_the_messages(model_dir: Path, keys: Any, tmp_path: Path,
+def test_the_personal_head_never_enters_the_update_or_the_messages(model_dir: Path, keys: LocalThreshold, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     coord = coordinator(model_dir, keys, training=HEAD)
     task = first_task(coord)
@@ -171,7 +179,7 @@ def test_the_personal_head_never_enters_the_update_or_the_messages(model_dir: Pa
 
 
 @pytest.mark.slow  # trains the tiny model
-def test_under_dp_a_client_reports_no_site_scores(model_dir: Path, keys: Any, tmp_path: Path,
+def test_under_dp_a_client_reports_no_site_scores(model_dir: Path, keys: LocalThreshold, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     coord = coordinator(model_dir, keys, training=HEAD,
                         privacy={"mode": "central", "mechanism": "gaussian", "epsilon": 8.0, "norm_clip": 1.0})
@@ -183,7 +191,7 @@ def test_under_dp_a_client_reports_no_site_scores(model_dir: Path, keys: Any, tm
     assert "quality.site_evaluation.personal_roc_auc" not in commit_fields(upload_messages(up)[-1].update_commit)
 
 
-def test_the_coordinator_asks_on_evaluation_rounds_only(model_dir: Path, keys: Any) -> None:
+def test_the_coordinator_asks_on_evaluation_rounds_only(model_dir: Path, keys: LocalThreshold) -> None:
     coord = coordinator(model_dir, keys, training={**HEAD, "personalize_every": 2}, max_rounds=5)
     assert [coord._personalization(i) is not None for i in range(5)] == [False, True, False, True, True]
     off = coordinator(model_dir, keys, training={}, max_rounds=5)
@@ -192,19 +200,19 @@ def test_the_coordinator_asks_on_evaluation_rounds_only(model_dir: Path, keys: A
     assert [last_only._personalization(i) is not None for i in range(3)] == [False, False, True]
 
 
-def test_site_scores_and_auc_reach_the_summary_and_the_metrics(model_dir: Path, keys: Any, tmp_path: Path) -> None:
+def test_site_scores_and_auc_reach_the_summary_and_the_metrics(model_dir: Path, keys: LocalThreshold, tmp_path: Path) -> None:
     evaluation = write_csv(tmp_path / "eval.csv", make_tiny_dataset(n=30, seed=1))
     coord = coordinator(model_dir, keys, training=HEAD, evaluation=evaluation)
     coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b", "c")])
     cur = coord.plan_round()
     coord.current = cur
-    vec, contribs = partial(coord, cur, ["a", "b", "c"])
+    vec, contribs, evidence = partial(coord, cur, ["a", "b", "c"], keys)
     scores = d.SiteEvaluation(global_accuracy=0.5, global_roc_auc=0.6, personal_accuracy=0.7, personal_roc_auc=0.8)
     broken = d.SiteEvaluation(global_accuracy=0.5, global_roc_auc=math.nan, personal_accuracy=2.0,
                               personal_roc_auc=0.8)
     contribs = [contribs[0].__class__(**{**c.__dict__, "quality": d.Quality(site_evaluation=e)})
                 for c, e in zip(contribs, (scores, broken, None), strict=True)]
-    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k")
+    coord.receive_partial("edge-1", round=cur.number, vec=vec, contributions=contribs, key="k", evidence=evidence)
     summary = coord.finish_round(cur)
 
     assert summary.extra["sites"] == {"a": {"global_accuracy": 0.5, "global_roc_auc": 0.6,
