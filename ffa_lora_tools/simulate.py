@@ -33,7 +33,7 @@ from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec, UpdateLayout, apply_mean_update
 from ffa_lora.lora.model import LoRAModel, get_adapter_state, load_adapter_state
-from ffa_lora.lora.train import DataCursor, OptimizerState, train_local
+from ffa_lora.lora.train import DataCursor, OptimizerState, RunOptions, TrainOptions, train_local
 from services.common.config import TrainingConfig
 
 #: ``on_round(round_number, model)``: the model holds the global adapter after that round.
@@ -146,8 +146,10 @@ def simulate_federation(model: LoRAModel, parts: Mapping[str, Dataset], settings
             seed = round_seed(settings.seed, number, site)
             cursors.setdefault(site, DataCursor(seed=seed, n=len(data)))
             t0, c0 = time.perf_counter(), time.process_time()
-            res = train_local(model, data, epochs=settings.local_epochs, lr=lr, batch_size=settings.batch_size,
-                              phase=phase, seed=seed, loss_samples=0, num_threads=num_threads,
+            res = train_local(model, data,
+                              TrainOptions(epochs=settings.local_epochs, lr=lr, batch_size=settings.batch_size,
+                                           phase=phase, seed=seed),
+                              run=RunOptions(loss_samples=0, num_threads=num_threads),
                               optimizer_state=optimizer.get((site, phase)) if settings.keep_optimizer_state else None,
                               cursor=cursors[site])
             seconds += time.perf_counter() - t0

@@ -14,7 +14,7 @@ import pytest
 
 from ffa_lora.lora import LoRASpec, apply_mean_update
 from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
-from ffa_lora.lora.train import DataCursor, train_local
+from ffa_lora.lora.train import DataCursor, RunOptions, TrainOptions, train_local
 from ffa_lora_tools.bench import sites
 from ffa_lora_tools.bench.sites_report import combine_runs, summarize
 from ffa_lora_tools.harness.tiny_model import tiny_bert
@@ -66,8 +66,8 @@ def test_one_round_is_the_weighted_mean_of_the_sites_updates(model_dir: Path) ->
     for site, data in parts.items():
         load_adapter_state(model, start)
         seed = round_seed(5, 1, site)
-        r = train_local(model, data, epochs=1.0, lr=1e-2, batch_size=8, phase="B", seed=seed, loss_samples=0,
-                        cursor=DataCursor(seed=seed, n=len(data)))
+        r = train_local(model, data, TrainOptions(epochs=1.0, lr=1e-2, batch_size=8, phase="B", seed=seed),
+                        run=RunOptions(loss_samples=0), cursor=DataCursor(seed=seed, n=len(data)))
         deltas[site], layout = r.delta.astype(np.float64), r.layout
     assert res.weights == {"x": 16, "y": 8}
     mean = ((16 * deltas["x"] + 8 * deltas["y"]) / 24).astype(np.float32)
