@@ -106,7 +106,7 @@ class DemoSettings:
     seed: int = 1234
     deid: bool = True
     validation_fraction: float = 0.1  # each client's local hold-out (validation loss, rank signals)
-    timeout_s: float = 1800.0
+    timeout_s: float = 5400.0  # the whole run; generous, for a shared machine
     patience: int = 2
     tolerance: float = 1e-3
     threads_per_client: int = 1
@@ -649,7 +649,8 @@ def parse_args(argv: list[str] | None) -> DemoSettings:
     p.add_argument("--no-deid", action="store_true")
     p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
                    help="share of each site's data it holds out for its validation loss (0: train on all of it)")
-    p.add_argument("--timeout", type=float, default=d.timeout_s)
+    p.add_argument("--timeout", type=float, default=d.timeout_s,
+                   help="seconds the whole run may take before the services are stopped (default %(default)g)")
     p.add_argument("--containers", choices=["buildah"], default=None,
                    help="run the services from the images `make images` built (see ffa_lora_tools/containers.py)")
     p.add_argument("--image-tag", default="0.1.0", help="with --containers: the images' tag")
