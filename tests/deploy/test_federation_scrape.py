@@ -172,6 +172,7 @@ def test_ffalora_series_from_every_service(scraped_run: ScrapedRun) -> None:
             "reason",
             "client",
             "entity_type",
+            "class",  # the task's class names (per-class ROC-AUC), from the federation config
             "le",
         }, s
 
