@@ -144,19 +144,8 @@ def plan_round_noise(
         ConfigError: invalid values, or a quantization too coarse for the clip bound.
     """
     mech = check_mechanism(mechanism)
-    if mode not in ("central", "distributed"):
-        raise ConfigError(f"mode must be 'central' or 'distributed', got {mode!r}")
-    for name, v in (
-        ("noise_multiplier", noise_multiplier),
-        ("norm_clip", norm_clip),
-        ("range_clip", range_clip),
-        ("max_applied_weight", max_applied_weight),
-        ("min_factor", min_factor),
-    ):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
-    levels = (1 << int(bits)) - 1
-    r = min(float(range_clip), float(norm_clip))
+    _check_positive(mode, noise_multiplier=noise_multiplier, norm_clip=norm_clip, range_clip=range_clip,
+                    max_applied_weight=max_applied_weight, min_factor=min_factor)
     base = RoundNoisePlan(
         mode=mode,
         mechanism=mech,
@@ -164,41 +153,64 @@ def plan_round_noise(
         norm_clip=float(norm_clip),
         rounding_slack=0.0,
         max_applied_weight=float(max_applied_weight),
-        quant_range=r,
+        quant_range=min(float(range_clip), float(norm_clip)),
         dimension=int(dimension),
     )
-    norm = base.norm
     if mode == "central":
-        beta = rounding_slack(
-            norm_clip=norm_clip, step=2 * r / levels, dimension=dimension, norm=norm
-        )
-        _check_slack(beta, norm_clip, bits, dimension)
-        return replace(base, rounding_slack=beta)
+        return _central_plan(base, bits=bits)
+    return _distributed_plan(base, bits=bits, share_clients=share_clients, quorum=quorum,
+                             colluders=colluders, min_factor=min_factor)
+
+
+def _check_positive(mode: str, **values: float) -> None:
+    if mode not in ("central", "distributed"):
+        raise ConfigError(f"mode must be 'central' or 'distributed', got {mode!r}")
+    for name, v in values.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
+
+
+def _central_plan(base: RoundNoisePlan, *, bits: int) -> RoundNoisePlan:
+    """Central noise: the codes span the clip range, and the rounding slack is that step's."""
+    levels = (1 << int(bits)) - 1
+    beta = rounding_slack(norm_clip=base.norm_clip, step=2 * base.quant_range / levels,
+                          dimension=base.dimension, norm=base.norm)
+    _check_slack(beta, base.norm_clip, bits, base.dimension)
+    return replace(base, rounding_slack=beta)
+
+
+def _distributed_plan(base: RoundNoisePlan, *, bits: int, share_clients: int, quorum: int, colluders: int,
+                      min_factor: float) -> RoundNoisePlan:
+    """Distributed noise: each client's share widens the quantization range by its headroom, a
+    wider range means a coarser step and so a larger rounding slack, which raises the share:
+    iterate to the fixed point (the slack the range needs is at most the slack assumed)."""
     if share_clients < 1 or quorum < 1 or not 0 <= colluders < min(share_clients, quorum):
         raise ConfigError(
             f"distributed noise needs share_clients >= 1, quorum >= 1 and 0 <= colluders < "
             f"min(share_clients, quorum); got {share_clients}, {quorum}, {colluders}"
         )
+    levels = (1 << int(bits)) - 1
     m = min(share_clients, quorum) - colluders
+    dimension = base.dimension
 
     def shares(beta: float) -> tuple[float, float]:
-        scale = noise_multiplier * max_applied_weight * (norm_clip + beta) / min_factor
+        scale = base.noise_multiplier * base.max_applied_weight * (base.norm_clip + beta) / min_factor
         head = noise_headroom(
-            mechanism=mech,
+            mechanism=base.mechanism,
             scale=scale,
             n_clients=share_clients,
             tolerated_dropouts=share_clients - m,
             dimension=max(1, dimension),
         ).headroom
-        return scale, r + head
+        return scale, base.quant_range + head
 
     beta = 0.0
     for _ in range(200):
         scale, quant_range = shares(beta)
         needed = rounding_slack(
-            norm_clip=norm_clip, step=2 * quant_range / levels, dimension=dimension, norm=norm
+            norm_clip=base.norm_clip, step=2 * quant_range / levels, dimension=dimension, norm=base.norm
         )
-        _check_slack(needed, norm_clip, bits, dimension)
+        _check_slack(needed, base.norm_clip, bits, dimension)
         if needed <= beta:
             return replace(
                 base,
