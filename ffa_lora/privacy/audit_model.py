@@ -22,6 +22,7 @@ import torch
 
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError, StateError
+from ffa_lora.lora.batching import collate
 from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.spec import LoRASpec
 from ffa_lora.lora.state import ADAPTER_CONFIG_NAME, HEAD_MODULES, AdapterState, read_peft_adapter
@@ -140,7 +141,7 @@ def score_examples(model: LoRAModel, data: Dataset, *, batch_size: int = 64) -> 
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                batch = _pad([ids[i] for i in idx], pad, model.device)
+                batch = collate([ids[i] for i in idx], pad, model.device)
                 logits = net(**batch).logits.float()
                 y = torch.as_tensor(labels[idx], device=logits.device)
                 true = logits.gather(1, y[:, None])[:, 0]
@@ -150,16 +151,6 @@ def score_examples(model: LoRAModel, data: Dataset, *, batch_size: int = 64) -> 
     finally:
         net.train(was_training)
     return ExampleScores(loss=loss, phi=phi)
-
-
-def _pad(ids: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
 def round_trainer(

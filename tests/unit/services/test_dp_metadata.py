@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from ffa_lora.crypto.threshold import deal
-from ffa_lora_tools.harness.threshold import KEY_HOLDERS, local_threshold
+from ffa_lora_tools.harness.threshold import local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import upload_messages
 from services.client_agent.trainer import LocalTrainer
@@ -63,9 +62,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    ceremony = deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
-                    test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
+def keys(tmp_path_factory: pytest.TempPathFactory, ceremony: Any) -> Any:
     local = local_threshold(tmp_path_factory.mktemp("pki"), federation="demo", min_clients=2,
                             ceremony=ceremony)
     yield local

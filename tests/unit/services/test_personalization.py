@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from ffa_lora.crypto.threshold import deal
 from ffa_lora.data import Dataset
 from ffa_lora.lora.state import is_head
-from ffa_lora_tools.harness.threshold import KEY_HOLDERS, LocalThreshold, local_threshold
+from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent import trainer as trainer_module
 from services.client_agent.agent import upload_messages
@@ -47,10 +46,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def keys(tmp_path_factory: pytest.TempPathFactory, ceremony: Any) -> Any:
     """The threshold key and its in-process holders (for a coordinator of federation 'demo')."""
-    ceremony = deal(holders=["coordinator/coordinator", *KEY_HOLDERS], threshold=2, bits=512,
-                    test_only=True, workers=0, isolate=False)  # TEST-ONLY key size
     local = local_threshold(tmp_path_factory.mktemp("pki"), federation="demo", min_clients=2,
                             ceremony=ceremony)
     yield local
