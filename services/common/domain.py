@@ -108,6 +108,14 @@ class RoundPlan:
                 return a
         return None
 
+    def task_for(self, assignment: Assignment) -> RoundTask:
+        """The task an edge forwards to the client of ``assignment`` in this round."""
+        return RoundTask(
+            round=self.round, adapter_version=self.adapter_version, assignment=assignment,
+            secure_sum=self.secure_sum, privacy=self.privacy, training=self.training,
+            deadline_unix=self.deadline_unix, mode=self.mode, spec=self.spec,
+        )
+
 
 @dataclass(frozen=True)
 class RoundTask:

@@ -279,11 +279,7 @@ class EdgeAggregator:
         assert self.agg is not None
         plan = self.agg.plan
         self._send_adapter(client_id)
-        self.outbox.task(client_id, d.RoundTask(
-            round=plan.round, adapter_version=plan.adapter_version, assignment=a,
-            secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
-            deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec,
-        ))
+        self.outbox.task(client_id, plan.task_for(a))
 
     def _served_version(self, client_id: str, adapter_version: int | None) -> int | None:
         """The adapter version a client says it holds, if this edge sent it that version; None

@@ -4,13 +4,13 @@ goes with a DP client's encrypted update is scanned field by field, with the rea
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ffa_lora_tools.demo import write_csv
 from ffa_lora_tools.harness.threshold import local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent.agent import upload_messages
@@ -115,24 +115,11 @@ def client_commit(
     plan = coord.plan_round().plans["edge-1"]
     a = plan.assignment_for("site-a")
     assert a is not None
-    task = d.RoundTask(
-        round=plan.round,
-        adapter_version=plan.adapter_version,
-        assignment=a,
-        secure_sum=plan.secure_sum,
-        privacy=plan.privacy,
-        training=plan.training,
-        deadline_unix=plan.deadline_unix,
-        mode=plan.mode,
-        spec=plan.spec,
-    )
+    task = plan.task_for(a)
 
     data = make_tiny_dataset(n=60, seed=0)
     path = tmp_path / "site.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows([t, data.label_names[y]] for t, y in zip(data.texts, data.labels, strict=True))
+    write_csv(path, data)
     client = parse_config(
         {
             "service": "client",

@@ -5,7 +5,6 @@ a personal head; the scores reach the round summary and the metrics."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from safetensors.numpy import load_file
 
 from ffa_lora.data import Dataset
 from ffa_lora.lora.state import is_head
+from ffa_lora_tools.demo import write_csv
 from ffa_lora_tools.harness.threshold import LocalThreshold, local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from services.client_agent import trainer as trainer_module
@@ -54,11 +54,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory, ceremony: Any) -> Any:
     local.close()
 
 
-def write_csv(path: Path, data: Dataset) -> Path:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows([t, data.label_names[y]] for t, y in zip(data.texts, data.labels, strict=True))
+def csv_of(path: Path, data: Dataset) -> Path:
+    write_csv(path, data)
     return path
 
 
@@ -85,15 +82,13 @@ def first_task(coord: handlers.Coordinator) -> d.RoundTask:
     plan = coord.plan_round().plans["edge-1"]
     a = plan.assignment_for("site-a")
     assert a is not None
-    return d.RoundTask(round=plan.round, adapter_version=plan.adapter_version, assignment=a,
-                       secure_sum=plan.secure_sum, privacy=plan.privacy, training=plan.training,
-                       deadline_unix=plan.deadline_unix, mode=plan.mode, spec=plan.spec)
+    return plan.task_for(a)
 
 
 def client(coord: handlers.Coordinator, tmp_path: Path, name: str) -> LocalTrainer:
     data = make_tiny_dataset(n=90, seed=0)
     cfg = parse_config({"service": "client", "tls": {"ca": "a", "cert": "b", "key": "c"},
-                        "client": {"edges": ["127.0.0.1:1"], "data": {"path": str(write_csv(tmp_path / "site.csv", data)),
+                        "client": {"edges": ["127.0.0.1:1"], "data": {"path": str(csv_of(tmp_path / "site.csv", data)),
                                                                       "validation_fraction": 0.3},
                                    "deid": {"enabled": False}, "state_dir": str(tmp_path / name),
                                    "num_threads": 1}}).client
@@ -198,7 +193,7 @@ def test_the_coordinator_asks_on_evaluation_rounds_only(model_dir: Path, keys: L
 
 
 def test_site_scores_and_auc_reach_the_summary_and_the_metrics(model_dir: Path, keys: LocalThreshold, tmp_path: Path) -> None:
-    evaluation = write_csv(tmp_path / "eval.csv", make_tiny_dataset(n=30, seed=1))
+    evaluation = csv_of(tmp_path / "eval.csv", make_tiny_dataset(n=30, seed=1))
     coord = coordinator(model_dir, keys, training=HEAD, evaluation=evaluation)
     coord.edge_roster("edge-1", [d.RosterEntry(c, 100) for c in ("a", "b", "c")])
     cur = coord.plan_round()

@@ -115,20 +115,6 @@ def start_round(coord: handlers.Coordinator, clients: list[str]) -> Any:
     return cur
 
 
-def task_for(plan: d.RoundPlan, a: d.Assignment) -> d.RoundTask:
-    return d.RoundTask(
-        round=plan.round,
-        adapter_version=plan.adapter_version,
-        assignment=a,
-        secure_sum=plan.secure_sum,
-        privacy=plan.privacy,
-        training=plan.training,
-        deadline_unix=plan.deadline_unix,
-        mode=plan.mode,
-        spec=plan.spec,
-    )
-
-
 def upload(
     coord: handlers.Coordinator,
     cur: Any,
@@ -145,7 +131,7 @@ def upload(
     for cid, delta in deltas.items():
         a = plan.assignment_for(cid)
         assert a is not None
-        task = task_for(plan, a)
+        task = plan.task_for(a)
         vec, _ = encrypt_update(delta[: a.num_values], task, coord.public_key, layout)
         factor = (
             staleness_weight((staleness or {}).get(cid, 0), plan.staleness_exponent)
