@@ -114,7 +114,8 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
     store.set_meta("federation", fed.name)
     if fed.test_mode:
         log.warning("federation.test_mode is on: small keys and min_clients=1 are allowed; never use it with real data")
-    signer = Signer(tls_files(cfg.tls).load())
+    loaded = tls_files(cfg.tls).load()
+    signer = Signer(loaded)
     metrics = start_metrics("coordinator", cfg.metrics)
     decryption = threshold_decryption(cfg, signer, metrics)
     pub = decryption.params.public_key
@@ -128,7 +129,7 @@ async def serve(cfg: ServiceConfig, *, on_round=None, ready=None) -> Coordinator
         export_dir=c.export_dir or Path(c.state_dir) / "adapter", on_round=on_round or _log_round,
     )
     servicer = CoordinatorServicer(coordinator, outbox, c.limits, decryption,
-                                   federation=tls_files(cfg.tls).load().federation)
+                                   federation=loaded.federation)
     server, port, health_servicer = await start_server(
         listen=c.listen, tls=cfg.tls, limits=c.limits,
         register=lambda s: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
