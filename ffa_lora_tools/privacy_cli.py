@@ -406,8 +406,7 @@ def _audit(settings: Any, *, site: str | None, base: DemoSettings, max_train_per
     adapter = Path(settings.out_dir) / settings.name / "adapter"
     print(f"sweep: auditing {adapter} (members: {site}'s training records)", file=sys.stderr, flush=True)
     report = audit_builtin_run(adapter, data=base.data, site=site, data_seed=base.seed, strategy=settings.strategy,
-                               max_train_per_site=max_train_per_site, max_test=max_test,
-                               plot=adapter.parent / "audit-roc.png")
+                               max_train_per_site=max_train_per_site, max_test=max_test)
     return {"mia_auc": report["mia_auc"], "mia_tpr_at_1pct_fpr": report["mia_tpr_at_1pct_fpr"],
             "mia_attack": "loss", "mia_site": site}
 
