@@ -174,6 +174,11 @@ def load_data(settings: DemoSettings) -> tuple[DemoData, dict[str, Any]]:
     return own.data, own.summary()
 
 
+def demo_client_id(site: str) -> str:
+    """The client id (certificate name) the demo gives the client of ``site``."""
+    return f"site-{site}"
+
+
 def prepare(settings: DemoSettings) -> dict[str, Any]:
     """Create the run folder: data, certificates, keys and configs. Returns the layout."""
     demo, data_summary = load_data(settings)  # first: a bad data folder leaves no run folder
@@ -191,7 +196,7 @@ def prepare(settings: DemoSettings) -> dict[str, Any]:
     edges = [f"edge-{i + 1}" for i in range(min(settings.edges, len(sites)))]
     for e in edges:
         issue_certificate(certs, certs, role="edge", id=e)
-    clients = [f"site-{s}" for s in sites]
+    clients = [demo_client_id(s) for s in sites]
     for c in clients:
         issue_certificate(certs, certs, role="client", id=c)
     (run / "secrets").mkdir(mode=0o700)

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ from ffa_lora.crypto.weights import STALENESS_SCALE
 from ffa_lora.data.builtin import load_builtin
 from ffa_lora.errors import ConfigError, FFALoraError
 from ffa_lora.lora.spec import DPSGD_OPTIMIZERS, STRATEGIES
-from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd, plan_site
+from ffa_lora.privacy.dp_sgd import epsilon_after_steps, plan_dp_sgd
 from ffa_lora_tools.audit_cli import audit_builtin_run
-from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, run_demo, settings_dict
+from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings, demo_client_id, run_demo, settings_dict
 from ffa_lora_tools.dp_recipe import probe_reference
 from ffa_lora_tools.jsonsafe import dumps
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -152,10 +153,7 @@ def dpsgd_plan(
             "give --sites NAME=RECORDS,... (or --sites demo) for steps and epsilon per site"
         )
         return out
-    records = {
-        name: max(1, int(n * (1 - validation_fraction))) if n >= 20 else n
-        for name, n in sites.items()
-    }
+    records = training_records(sites, validation_fraction=validation_fraction)
     calibrated = plan_dp_sgd(
         records, epsilon=fed.privacy.epsilon, delta=fed.privacy.delta,
         expected_batch_size=batch, local_epochs=tr.local_epochs,
@@ -164,6 +162,7 @@ def dpsgd_plan(
     )
     for name, n in records.items():
         site = calibrated.site(name)
+        sigma = dp.noise_multipliers.get(name, dp.noise_multiplier)
         out["sites"].append(
             {
                 "site": name,
@@ -172,8 +171,9 @@ def dpsgd_plan(
                 "sample_rate": site.sample_rate,
                 "steps_per_round": site.steps_per_round,
                 "steps": site.steps,
+                "noise_multiplier": sigma,
                 "epsilon": epsilon_after_steps(
-                    noise_multiplier=dp.noise_multiplier, sample_rate=site.sample_rate,
+                    noise_multiplier=sigma, sample_rate=site.sample_rate,
                     steps=site.steps, delta=fed.privacy.delta,
                 ),
                 "noise_multiplier_for_budget": site.noise_multiplier,
@@ -181,7 +181,15 @@ def dpsgd_plan(
         )
     out["epsilon_max"] = max(s["epsilon"] for s in out["sites"])
     out["noise_multiplier_for_budget"] = max(s["noise_multiplier_for_budget"] for s in out["sites"])
+    out["noise_multipliers_for_budget"] = {s["site"]: s["noise_multiplier_for_budget"] for s in out["sites"]}
     return out
+
+
+def training_records(sites: Mapping[str, int], *, validation_fraction: float) -> dict[str, int]:
+    """The records a site trains on: its records less the validation share the clients hold
+    out (a site under 20 records holds none out)."""
+    return {name: max(1, int(n * (1 - validation_fraction))) if n >= 20 else n
+            for name, n in sites.items()}
 
 
 def parse_sites(text: str | None) -> dict[str, int] | None:
@@ -192,7 +200,7 @@ def parse_sites(text: str | None) -> dict[str, int] | None:
         base = DemoSettings()
         demo = load_builtin(base.data, seed=base.seed,
                             method=base.partition)  # type: ignore[arg-type]
-        return {name: len(part) for name, part in demo.train_parts.items()}
+        return {demo_client_id(name): len(part) for name, part in demo.train_parts.items()}
     sites: dict[str, int] = {}
     for item in text.split(","):
         name, sep, count = item.partition("=")
@@ -203,7 +211,7 @@ def parse_sites(text: str | None) -> dict[str, int] | None:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)  # no wrapping in logs
     cl = plan.get("client_level")
     if cl is not None:
         t = Table(
@@ -243,7 +251,8 @@ def print_plan(plan: dict[str, Any]) -> None:
             f"{dp['rounds']} rounds ({dp['probe_rounds']} head-only) x {dp['head_epochs']:g} "
             f"head + {dp['local_epochs']:g} model epochs, delta={dp['delta']:g}"
         )
-        for col in ("site", "records", "sample rate", "steps/round", "steps", "epsilon",
+        t.add_column("site", no_wrap=True)
+        for col in ("records", "sample rate", "steps/round", "steps", "sigma", "epsilon",
                     f"sigma for eps={dp['epsilon_budget']:g}"):
             t.add_column(col, justify="right")
         for s in dp["sites"]:
@@ -253,6 +262,7 @@ def print_plan(plan: dict[str, Any]) -> None:
                 f"{s['sample_rate']:.4f}",
                 str(s["steps_per_round"]),
                 str(s["steps"]),
+                f"{s['noise_multiplier']:.4f}",
                 f"{s['epsilon']:.4f}",
                 f"{s['noise_multiplier_for_budget']:.4f}",
             )
@@ -260,26 +270,35 @@ def print_plan(plan: dict[str, Any]) -> None:
         if dp["sites"]:
             print(f"accountant {dp['accountant']}; noise multiplier "
                   f"{dp['noise_multiplier_for_budget']:.4f} keeps every site within "
-                  f"privacy.epsilon = {dp['epsilon_budget']:g}")
+                  f"privacy.epsilon = {dp['epsilon_budget']:g}; each site spends exactly that with "
+                  "its own (the sites are named by client id):")
+            mapping = ", ".join(f"{k}: {v:.4f}" for k, v in dp["noise_multipliers_for_budget"].items())
+            print(f"  privacy.dpsgd.noise_multipliers: {{{mapping}}}")
         if "note" in dp:
             print(dp["note"])
 
 
-def dpsgd_noise_for_budget(*, epsilon: float, delta: float, smallest_site: int, batch_size: int,
+def dpsgd_noise_for_budget(*, epsilon: float, delta: float, sites: Mapping[str, int], batch_size: int,
                            local_epochs: float, rounds: int, validation_fraction: float = 0.1,
-                           head_epochs: float = 0.0, probe_rounds: int = 0) -> dict[str, float]:
-    """The DP-SGD noise multiplier that keeps every site within ``epsilon`` after all rounds.
+                           head_epochs: float = 0.0, probe_rounds: int = 0) -> dict[str, Any]:
+    """The DP-SGD noise multiplier of every site (``{client id: records}``) that spends
+    exactly ``epsilon`` after all rounds.
 
-    The smallest site has the largest sampling rate (batch / its training records) and so spends
-    the most for a given noise: calibrating on it bounds every site. Steps and accountant are the
-    clients' (:func:`ffa_lora.privacy.dp_sgd.plan_site`).
+    A larger site samples a smaller share of its records per step and reaches the budget with
+    less noise: ``noise_multipliers`` gives each its own σ (the config's
+    ``privacy.dpsgd.noise_multipliers``); ``noise_multiplier`` is the largest, the smallest
+    site's, which keeps any site within budget. Steps and accountant are the clients'
+    (:func:`ffa_lora.privacy.dp_sgd.plan_dp_sgd`).
     """
-    n = max(1, int(smallest_site * (1 - validation_fraction)))
-    site = plan_site(n, epsilon=epsilon, delta=delta, expected_batch_size=batch_size,
-                     local_epochs=local_epochs, rounds=rounds, head_epochs=head_epochs,
-                     probe_rounds=probe_rounds)
-    return {"noise_multiplier": site.noise_multiplier, "sample_rate": site.sample_rate,
-            "steps": float(site.steps)}
+    plan = plan_dp_sgd(training_records(sites, validation_fraction=validation_fraction),
+                       epsilon=epsilon, delta=delta, expected_batch_size=batch_size,
+                       local_epochs=local_epochs, rounds=rounds, head_epochs=head_epochs,
+                       probe_rounds=probe_rounds)
+    per_site = {s.site: s for s in plan.sites}
+    smallest = max(per_site.values(), key=lambda s: s.noise_multiplier)
+    return {"noise_multiplier": smallest.noise_multiplier,
+            "noise_multipliers": {name: s.noise_multiplier for name, s in per_site.items()},
+            "sample_rate": smallest.sample_rate, "steps": float(smallest.steps)}
 
 
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,
@@ -312,21 +331,21 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     dp_epochs = DP_LOCAL_EPOCHS if local_epochs is None else local_epochs
     dp_batch = dp_batch_size or recipe.expected_batch_size or base.batch_size
     probe_rounds = 0 if recipe.adapter_rounds is None else max(0, rounds - recipe.adapter_rounds)
-    smallest = 0
+    site_records: dict[str, int] = {}
     if level == "sample":
         demo = load_builtin(base.data, seed=base.seed, method=base.partition,  # type: ignore[arg-type]
                             max_train_per_site=max_train_per_site, max_test=max_test)
-        smallest = min(len(p) for p in demo.train_parts.values())
+        site_records = {demo_client_id(name): len(p) for name, p in demo.train_parts.items()}
     rows = []
     for strategy in strategies:
         for eps in budgets:
-            calib: dict[str, float] = {}
+            calib: dict[str, Any] = {}
             if math.isinf(eps):
                 privacy: dict[str, Any] = {"mode": "off"}
             elif level == "client":
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
-                calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, smallest_site=smallest,
+                calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, sites=site_records,
                                                batch_size=dp_batch, local_epochs=dp_epochs, rounds=rounds,
                                                head_epochs=recipe.head_epochs,
                                                probe_rounds=probe_rounds)
@@ -334,6 +353,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                              "head_learning_rate": dp_head_lr}
                 privacy = {"mode": "off", "delta": delta,
                            "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
+                                     "noise_multipliers": calib["noise_multipliers"],
                                      "max_grad_norm": max_grad_norm, "expected_batch_size": dp_batch,
                                      "physical_batch_size": SWEEP_PHYSICAL_BATCH,
                                      **{k: v for k, v in overrides.items() if v is not None}}}
@@ -347,7 +367,9 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                                     strategy=strategy, learning_rate=lr, privacy=privacy,
                                     max_train_per_site=max_train_per_site, max_test=max_test, key_bits=key_bits,
                                     patience=rounds, quiet=True)
-            extra = f" (DP-SGD noise multiplier {calib['noise_multiplier']:.3f})" if calib else ""
+            extra = (" (DP-SGD noise multipliers "
+                     + ", ".join(f"{c} {z:.3f}" for c, z in calib["noise_multipliers"].items()) + ")"
+                     if calib else "")
             summ = _finished_run(settings) if resume else None
             if summ is None:
                 print(f"sweep: {strategy} at epsilon={eps:g}{extra} ...", file=sys.stderr, flush=True)
@@ -357,7 +379,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                          "macro_f1": summ["final_macro_f1"], "roc_auc": summ.get("final_roc_auc"),
                          "epsilon_spent": spent, "rounds": summ["rounds"],
                          "batch_size": batch,
-                         **({"dpsgd_noise_multiplier": calib["noise_multiplier"]} if calib else {}),
+                         **({"dpsgd_noise_multipliers": calib["noise_multipliers"]} if calib else {}),
                          **_audit(settings, site=audit_site, base=base,
                                   max_train_per_site=max_train_per_site, max_test=max_test)})
             print(f"sweep: {strategy} at epsilon={eps:g}: accuracy {summ['final_accuracy']:.4f}, "

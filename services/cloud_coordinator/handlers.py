@@ -409,11 +409,14 @@ class Coordinator:
                                     seed=self.fed.seed * 1_000_003 + number,
                                     keep_optimizer_state=tr.keep_optimizer_state,
                                     personalization=self._personalization(index))
+        dpsgd = self.fed.privacy.dpsgd
+        sigmas = dpsgd.noise_multipliers if dpsgd.enabled else {}
         by_edge: dict[str, list[d.Assignment]] = {}
         for cid, (edge_id, _) in sorted(roster.items()):
             rank = ranks.get(cid, r_max)
             by_edge.setdefault(edge_id, []).append(
-                d.Assignment(cid, rank, weights[cid], self.ops.num_values(phase, rank)))
+                d.Assignment(cid, rank, weights[cid], self.ops.num_values(phase, rank),
+                             dpsgd_noise_multiplier=sigmas.get(cid, 0.0)))
             self.metrics.client_rank.labels(self.metrics.service, cid).set(rank)
         everyone = [a for assigns in by_edge.values() for a in assigns]
         noise = None
@@ -423,7 +426,6 @@ class Coordinator:
                 index, everyone, dimension=full, adapter_version=self.version
             )
             privacy = self.privacy.params(noise)
-        dpsgd = self.fed.privacy.dpsgd
         if dpsgd.enabled:  # sample-level DP at the clients, independent of the aggregate's mode
             privacy = dataclasses.replace(privacy, dpsgd_noise_multiplier=dpsgd.noise_multiplier,
                                           dpsgd_max_grad_norm=dpsgd.max_grad_norm, dpsgd_delta=self.fed.privacy.delta,

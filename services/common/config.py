@@ -251,6 +251,9 @@ class SecureSumConfig(_Model):
     max_weight: int = Field(default=16, ge=1, description="Largest integer weight of one client.")
 
 
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
 class DPSGDConfig(_Model):
     """Sample-level DP-SGD at every client (Opacus); each client reports its epsilon at privacy.delta."""
 
@@ -259,6 +262,12 @@ class DPSGDConfig(_Model):
     )
     noise_multiplier: float = Field(
         default=1.0, gt=0, description="Gaussian noise std / max_grad_norm per step."
+    )
+    noise_multipliers: dict[ClientId, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="Noise multiplier per client id, in place of noise_multiplier: a site with more "
+        "records samples a smaller share of them per step and spends its budget with less noise "
+        "(`ffa-lora privacy plan CONFIG --sites ...` prints the value for each site).",
     )
     max_grad_norm: float = Field(
         default=1.0, gt=0, description="Per-sample L2 clip of the trainable gradients."
@@ -352,9 +361,6 @@ class PrivacyConfig(_Model):
         "stops at the budget before max_rounds.",
     )
     dpsgd: DPSGDConfig = DPSGDConfig()
-
-
-ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
 class WeightsConfig(_Model):

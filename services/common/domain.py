@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from ffa_lora.crypto.vector import CiphertextVector
@@ -20,12 +21,14 @@ class FederationInfo:
 
 @dataclass(frozen=True)
 class Assignment:
-    """One client's part of a round: rank, integer weight, number of values it uploads."""
+    """One client's part of a round: rank, integer weight, number of values it uploads and, under
+    DP-SGD, its own noise multiplier (0: the round's ``PrivacyParams.dpsgd_noise_multiplier``)."""
 
     client_id: str
     rank: int
     weight: int
     num_values: int
+    dpsgd_noise_multiplier: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,14 @@ class RoundPlan:
         return None
 
     def task_for(self, assignment: Assignment) -> RoundTask:
-        """The task an edge forwards to the client of ``assignment`` in this round."""
+        """The task an edge forwards to the client of ``assignment`` in this round; a client with
+        its own DP-SGD noise multiplier gets it in the task's privacy parameters."""
+        privacy = self.privacy
+        if assignment.dpsgd_noise_multiplier > 0 and privacy.dpsgd_noise_multiplier > 0:
+            privacy = dataclasses.replace(privacy, dpsgd_noise_multiplier=assignment.dpsgd_noise_multiplier)
         return RoundTask(
             round=self.round, adapter_version=self.adapter_version, assignment=assignment,
-            secure_sum=self.secure_sum, privacy=self.privacy, training=self.training,
+            secure_sum=self.secure_sum, privacy=privacy, training=self.training,
             deadline_unix=self.deadline_unix, mode=self.mode, spec=self.spec,
         )
 

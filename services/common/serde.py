@@ -108,11 +108,13 @@ def dpsgd_optimizer_from_proto(number: int, *, dpsgd_on: bool) -> str:
 
 
 def assignment_to_proto(a: d.Assignment) -> pb.ClientAssignment:
-    return pb.ClientAssignment(client_id=a.client_id, rank=a.rank, weight=a.weight, num_values=a.num_values)
+    return pb.ClientAssignment(client_id=a.client_id, rank=a.rank, weight=a.weight, num_values=a.num_values,
+                               dpsgd_noise_multiplier=a.dpsgd_noise_multiplier)
 
 
 def assignment_from_proto(m: pb.ClientAssignment) -> d.Assignment:
-    return d.Assignment(client_id=m.client_id, rank=m.rank, weight=m.weight, num_values=m.num_values)
+    return d.Assignment(client_id=m.client_id, rank=m.rank, weight=m.weight, num_values=m.num_values,
+                        dpsgd_noise_multiplier=m.dpsgd_noise_multiplier)
 
 
 def secure_sum_to_proto(s: d.SecureSumParams) -> pb.SecureSumSpec:

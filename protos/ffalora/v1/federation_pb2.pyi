@@ -207,16 +207,18 @@ class HeadPersonalization(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., prox: _Optional[float] = ...) -> None: ...
 
 class ClientAssignment(_message.Message):
-    __slots__ = ("client_id", "rank", "weight", "num_values")
+    __slots__ = ("client_id", "rank", "weight", "num_values", "dpsgd_noise_multiplier")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    DPSGD_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     rank: int
     weight: int
     num_values: int
-    def __init__(self, client_id: _Optional[str] = ..., rank: _Optional[int] = ..., weight: _Optional[int] = ..., num_values: _Optional[int] = ...) -> None: ...
+    dpsgd_noise_multiplier: float
+    def __init__(self, client_id: _Optional[str] = ..., rank: _Optional[int] = ..., weight: _Optional[int] = ..., num_values: _Optional[int] = ..., dpsgd_noise_multiplier: _Optional[float] = ...) -> None: ...
 
 class AdapterChunk(_message.Message):
     __slots__ = ("version", "offset", "data", "total_size", "sha256")

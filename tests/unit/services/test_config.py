@@ -148,6 +148,11 @@ def test_dpsgd_settings_travel_with_the_task() -> None:
         DPSGDConfig(optimizer="lion")
     with pytest.raises(ValidationError):
         DPSGDConfig(noise_multiplier=0)
+    for bad in ({"site-a": 0.0}, {"site-a": float("nan")}, {"no spaces": 1.0}):
+        with pytest.raises(ValidationError):
+            DPSGDConfig(noise_multipliers=bad)
+    a = d.Assignment("site-a", 4, 1, 100, dpsgd_noise_multiplier=2.5)
+    assert serde.assignment_from_proto(serde.assignment_to_proto(a)) == a
 
 
 def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:

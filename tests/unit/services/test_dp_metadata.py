@@ -20,6 +20,7 @@ from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
 from services.cloud_coordinator.policies import make_privacy_engine
 from services.cloud_coordinator.store import MemoryStore
 from services.common import domain as d
+from services.common import serde
 from services.common.config import parse_config
 from services.common.metrics import create_metrics
 from tests.unit.lora.conftest import make_tiny_dataset
@@ -81,7 +82,7 @@ def commit_fields(msg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def client_commit(
-    model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str, Any]
+    model_dir: Path, keys: Any, tmp_path: Path, privacy: dict[str, Any], site: str = "site-a"
 ) -> dict[str, Any]:
     cfg = parse_config(
         {
@@ -112,10 +113,11 @@ def client_commit(
         privacy=make_privacy_engine(fed),
     )
     coord.edge_roster("edge-1", [d.RosterEntry(c, 60) for c in ("site-a", "site-b")])
-    plan = coord.plan_round().plans["edge-1"]
-    a = plan.assignment_for("site-a")
+    # coordinator -> edge -> client over the wire formats
+    plan = serde.plan_from_proto(serde.plan_to_proto(coord.plan_round().plans["edge-1"]))
+    a = plan.assignment_for(site)
     assert a is not None
-    task = plan.task_for(a)
+    task = serde.task_from_proto(serde.task_to_proto(plan.task_for(a)))
 
     data = make_tiny_dataset(n=60, seed=0)
     path = tmp_path / "site.csv"
@@ -134,7 +136,7 @@ def client_commit(
         }
     ).client
     assert client is not None
-    trainer = LocalTrainer(client, client_id="site-a")
+    trainer = LocalTrainer(client, client_id=site)
     trainer.set_spec(plan.spec, tuple(fed.labels))  # type: ignore[arg-type]
     trainer.load_adapter(coord.version, coord._blob)
     up = trainer.run_task(task, coord.public_key)
@@ -159,3 +161,16 @@ def test_without_dp_the_client_reports_its_statistics(
     """The scan can fail: without DP the same commit carries the record count and losses."""
     fields = client_commit(model_dir, keys, tmp_path, PRIVACY["off"])
     assert fields["num_samples"] > 0 and fields["quality.train_loss"] > 0
+
+
+def test_each_site_trains_with_its_own_noise_multiplier(
+    model_dir: Path, keys: Any, tmp_path: Path
+) -> None:
+    """``privacy.dpsgd.noise_multipliers`` reaches the one client it names, through the edge's
+    plan and the client's task; a client not named keeps ``noise_multiplier``."""
+    dp = dict(PRIVACY["dp-sgd"])
+    dp["dpsgd"] = {**dp["dpsgd"], "noise_multipliers": {"site-a": 4.0}}
+    named = client_commit(model_dir, keys, tmp_path / "a", dp, site="site-a")
+    other = client_commit(model_dir, keys, tmp_path / "b", dp, site="site-b")
+    # same records, same steps: only the noise differs
+    assert 0 < named["quality.dpsgd_epsilon"] < other["quality.dpsgd_epsilon"]

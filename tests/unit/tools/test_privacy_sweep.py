@@ -15,19 +15,19 @@ from ffa_lora_tools.demo import STRATEGY_LR
 
 
 @pytest.mark.slow  # calibrates the noise of three budgets
-def test_calibrated_noise_keeps_the_most_exposed_site_within_budget() -> None:
+def test_calibrated_noise_spends_each_sites_budget() -> None:
     from ffa_lora.privacy.dp_sgd import epsilon_after_steps
 
-    cal = privacy_cli.dpsgd_noise_for_budget(epsilon=4.0, delta=1e-5, smallest_site=500, batch_size=16,
-                                             local_epochs=0.5, rounds=6)
-    assert cal["sample_rate"] == pytest.approx(16 / 450) and cal["steps"] == 6 * 14
-    eps = epsilon_after_steps(noise_multiplier=cal["noise_multiplier"], sample_rate=cal["sample_rate"],
-                              steps=int(cal["steps"]), delta=1e-5)  # the clients' accountant (RDP)
-    assert 3.96 < eps <= 4.0  # calibrated, not grossly over-noised
-    bigger = privacy_cli.dpsgd_noise_for_budget(epsilon=4.0, delta=1e-5, smallest_site=5000, batch_size=16,
-                                                local_epochs=0.5, rounds=6)
-    assert bigger["noise_multiplier"] < cal["noise_multiplier"]  # more data, less noise for the same ε
-    stricter = privacy_cli.dpsgd_noise_for_budget(epsilon=1.0, delta=1e-5, smallest_site=500, batch_size=16,
+    cal = privacy_cli.dpsgd_noise_for_budget(epsilon=4.0, delta=1e-5, sites={"small": 500, "big": 5000},
+                                             batch_size=16, local_epochs=0.5, rounds=6)
+    sigma = cal["noise_multipliers"]
+    assert sigma["big"] < sigma["small"] == cal["noise_multiplier"]  # more data, less noise for the same ε
+    for site, n in (("small", 450), ("big", 4500)):  # less the validation share
+        steps = 6 * round(0.5 * n / 16)
+        eps = epsilon_after_steps(noise_multiplier=sigma[site], sample_rate=16 / n, steps=steps,
+                                  delta=1e-5)  # the clients' accountant (RDP)
+        assert 3.96 < eps <= 4.0  # every site calibrated: none grossly over-noised
+    stricter = privacy_cli.dpsgd_noise_for_budget(epsilon=1.0, delta=1e-5, sites={"small": 500}, batch_size=16,
                                                   local_epochs=0.5, rounds=6)
     assert stricter["noise_multiplier"] > cal["noise_multiplier"]
 
@@ -72,6 +72,10 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     assert seen[0].privacy == {"mode": "off"}
     dp = seen[1].privacy["dpsgd"]
     assert dp["enabled"] and dp["noise_multiplier"] > 0 and math.isfinite(dp["noise_multiplier"])
+    # each demo client its own noise, calibrated on its own records; the smallest site's the largest
+    sigmas = dp["noise_multipliers"]
+    assert sorted(sigmas) == ["site-americanair", "site-united", "site-usairways"]
+    assert max(sigmas.values()) == dp["noise_multiplier"]
     # the recipe's defaults reach the run: expected batch 512, no override left as None
     assert dp["expected_batch_size"] == 512 and None not in dp.values()
     assert "optimizer" not in dp and "learning_rate" not in dp
@@ -107,7 +111,7 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
 def test_loose_budgets_stay_within_budget() -> None:
     from ffa_lora.privacy.dp_sgd import epsilon_after_steps
 
-    cal = privacy_cli.dpsgd_noise_for_budget(epsilon=64.0, delta=1e-5, smallest_site=900, batch_size=16,
+    cal = privacy_cli.dpsgd_noise_for_budget(epsilon=64.0, delta=1e-5, sites={"a": 900}, batch_size=16,
                                              local_epochs=0.5, rounds=6)
     assert cal["noise_multiplier"] < 0.6
     assert epsilon_after_steps(noise_multiplier=cal["noise_multiplier"], sample_rate=cal["sample_rate"],
