@@ -103,6 +103,16 @@ class AgentResult:
     reason: str = ""
 
 
+def hello_message(trainer: Trainer, *, check_in_interval_s: float) -> pb.ClientSessionRequest:
+    """The hello that opens a session. It says nothing computed from the site's records, not
+    even how many there are: the hello comes before the client knows whether the federation
+    trains under differential privacy, and the coordinator weighs and ranks sites by the sizes
+    declared in its own config, never by what a client reports."""
+    return pb.ClientSessionRequest(hello=pb.ClientHello(
+        adapter_version=trainer.version, has_adapter=trainer.state is not None, device=trainer.device,
+        agent_version=AGENT_VERSION, check_in_interval_s=check_in_interval_s))
+
+
 def upload_messages(up: PreparedUpdate, *, max_chunk_bytes: int | None = None) -> list[pb.ClientSessionRequest]:
     """The upload as messages: begin, the ciphertext chunks (≤ 1 MiB, or ``max_chunk_bytes``), commit."""
     out = outgoing(up.vec) if max_chunk_bytes is None else outgoing(up.vec, max_chunk_bytes=max_chunk_bytes)
@@ -239,11 +249,8 @@ class ClientAgent:
         self._queue = queue  # uploads go to the session current when training ends, not when it began
         self._wake.clear()
         self._delivered = False
-        queue.put_nowait(pb.ClientSessionRequest(hello=pb.ClientHello(
-            num_samples=self.trainer.num_samples, adapter_version=self.trainer.version,
-            has_adapter=self.trainer.state is not None,
-            device=self.trainer.device, agent_version=AGENT_VERSION,
-            check_in_interval_s=self.cfg.check_in_interval_s if self.check_in else 0.0)))
+        queue.put_nowait(hello_message(
+            self.trainer, check_in_interval_s=self.cfg.check_in_interval_s if self.check_in else 0.0))
         loop = asyncio.get_running_loop()
         last_rx = loop.time()
 

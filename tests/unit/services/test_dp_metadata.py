@@ -13,7 +13,7 @@ import pytest
 from ffa_lora_tools.demo import write_csv
 from ffa_lora_tools.harness.threshold import local_threshold
 from ffa_lora_tools.harness.tiny_model import tiny_bert
-from services.client_agent.agent import upload_messages
+from services.client_agent.agent import hello_message, upload_messages
 from services.client_agent.trainer import LocalTrainer
 from services.cloud_coordinator import handlers
 from services.cloud_coordinator.adapter_ops import LoraAdapterOps, lora_spec
@@ -174,3 +174,13 @@ def test_each_site_trains_with_its_own_noise_multiplier(
     other = client_commit(model_dir, keys, tmp_path / "b", dp, site="site-b")
     # same records, same steps: only the noise differs
     assert 0 < named["quality.dpsgd_epsilon"] < other["quality.dpsgd_epsilon"]
+
+
+def test_the_hello_says_nothing_about_the_records() -> None:
+    """The hello is sent before the client knows whether DP is on: not even the record count."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(num_samples=54, version=3, state={}, device="cpu")
+    fields = commit_fields(hello_message(trainer, check_in_interval_s=0.0).hello)  # type: ignore[arg-type]
+    assert fields.keys() <= {"adapter_version", "has_adapter", "device", "agent_version", "check_in_interval_s"}
+    assert fields["adapter_version"] == 3 and fields["has_adapter"]
