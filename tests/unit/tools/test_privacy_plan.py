@@ -81,6 +81,25 @@ def test_dpsgd_plan_counts_the_recipes_head_steps_and_probe_rounds(
     assert site["epsilon"] == pytest.approx(epsilon_after_steps(
         noise_multiplier=2.0, sample_rate=512 / 1800, steps=site["steps"], delta=1e-5))
     assert site["epsilon"] == plan["epsilon_max"]
+    # the σ that spends exactly the budget, as the line to paste into privacy.dpsgd.noise_multipliers
+    sigma = plan["noise_multipliers_for_budget"]["a"]
+    assert sigma == site["noise_multiplier_for_budget"]
+    assert 7.9 < epsilon_after_steps(noise_multiplier=sigma, sample_rate=512 / 1800, steps=site["steps"],
+                                     delta=1e-5) <= 8.0
+
+
+def test_dpsgd_plan_accounts_each_site_with_its_own_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, {"privacy": {"dpsgd": {"enabled": True, "noise_multiplier": 2.0,
+                                                  "noise_multipliers": {"big": 1.5}}}})
+    assert privacy_cli.main(["plan", str(path), "--sites", "big=5000,small=2000", "--json"]) == 0
+    sites = {s["site"]: s for s in json.loads(capsys.readouterr().out)["dpsgd"]["sites"]}
+    assert (sites["big"]["noise_multiplier"], sites["small"]["noise_multiplier"]) == (1.5, 2.0)
+    for s in sites.values():
+        assert s["epsilon"] == pytest.approx(epsilon_after_steps(
+            noise_multiplier=s["noise_multiplier"], sample_rate=s["sample_rate"], steps=s["steps"],
+            delta=1e-5))
 
 
 def test_client_level_plan_shows_the_sensitivity_with_the_rounding_slack(
