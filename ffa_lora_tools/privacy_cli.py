@@ -170,6 +170,7 @@ def dpsgd_plan(
                 "training_records": n,
                 "sample_rate": site.sample_rate,
                 "steps_per_round": site.steps_per_round,
+                "head_steps_per_round": site.head_steps_per_round,
                 "steps": site.steps,
                 "noise_multiplier": sigma,
                 "epsilon": epsilon_after_steps(
@@ -179,10 +180,36 @@ def dpsgd_plan(
                 "noise_multiplier_for_budget": site.noise_multiplier,
             }
         )
+    configured = {s["site"]: s["noise_multiplier"] for s in out["sites"]}
+    out["secure_sum_clip"] = fed.secure_sum.clip
+    if dp.optimizer == "sgd":  # adamw rescales every coordinate, noise included: no such bound
+        std = calibrated.update_noise_std(**_recipe_rates(fed), noise_multipliers=configured)
+        out["update_noise_std"] = std
+        out["quantization_range_needed"] = QUANT_MARGIN * std
+    if "update_noise_std" in out and fed.secure_sum.clip < QUANT_MARGIN * std:
+        out["warning"] = (
+            f"secure_sum.clip {fed.secure_sum.clip:g} is below {QUANT_MARGIN:g} x the DP noise a "
+            f"round adds to each value of an update (std up to {std:.3g}): the quantizer clips the "
+            f"noised updates and their signal with them; set secure_sum.clip >= "
+            f"{math.ceil(QUANT_MARGIN * std * 10) / 10:g} (and bits: 16 to keep the rounding fine)")
     out["epsilon_max"] = max(s["epsilon"] for s in out["sites"])
     out["noise_multiplier_for_budget"] = max(s["noise_multiplier_for_budget"] for s in out["sites"])
     out["noise_multipliers_for_budget"] = {s["site"]: s["noise_multiplier_for_budget"] for s in out["sites"]}
     return out
+
+
+#: the secure sum's quantization range holds this many standard deviations of the DP noise
+QUANT_MARGIN = 4.0
+
+
+def _recipe_rates(fed: FederationConfig) -> dict[str, float]:
+    """The DP-SGD rates, clips and momentum the clients train with (defaults resolved)."""
+    dp = fed.privacy.dpsgd
+    lr = dp.learning_rate or fed.training.learning_rate
+    return {"learning_rate": lr, "head_learning_rate": dp.head_learning_rate or lr,
+            "max_grad_norm": dp.max_grad_norm,
+            "head_max_grad_norm": dp.head_max_grad_norm or dp.max_grad_norm,
+            "momentum": dp.momentum}
 
 
 def training_records(sites: Mapping[str, int], *, validation_fraction: float) -> dict[str, int]:
@@ -274,13 +301,16 @@ def print_plan(plan: dict[str, Any]) -> None:
                   "its own (the sites are named by client id):")
             mapping = ", ".join(f"{k}: {v:.4f}" for k, v in dp["noise_multipliers_for_budget"].items())
             print(f"  privacy.dpsgd.noise_multipliers: {{{mapping}}}")
+        if "warning" in dp:
+            print(f"warning: {dp['warning']}")
         if "note" in dp:
             print(dp["note"])
 
 
 def dpsgd_noise_for_budget(*, epsilon: float, delta: float, sites: Mapping[str, int], batch_size: int,
                            local_epochs: float, rounds: int, validation_fraction: float = 0.1,
-                           head_epochs: float = 0.0, probe_rounds: int = 0) -> dict[str, Any]:
+                           head_epochs: float = 0.0, probe_rounds: int = 0,
+                           rates: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The DP-SGD noise multiplier of every site (``{client id: records}``) that spends
     exactly ``epsilon`` after all rounds.
 
@@ -288,7 +318,9 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, sites: Mapping[str, 
     less noise: ``noise_multipliers`` gives each its own σ (the config's
     ``privacy.dpsgd.noise_multipliers``); ``noise_multiplier`` is the largest, the smallest
     site's, which keeps any site within budget. Steps and accountant are the clients'
-    (:func:`ffa_lora.privacy.dp_sgd.plan_dp_sgd`).
+    (:func:`ffa_lora.privacy.dp_sgd.plan_dp_sgd`). With the clients' SGD ``rates``
+    (:func:`_recipe_rates`), also ``quantization_range``: the ``secure_sum.clip`` that holds
+    the noise of a round's update (:meth:`~ffa_lora.privacy.dp_sgd.DPSGDPlan.update_noise_std`).
     """
     plan = plan_dp_sgd(training_records(sites, validation_fraction=validation_fraction),
                        epsilon=epsilon, delta=delta, expected_batch_size=batch_size,
@@ -296,9 +328,13 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, sites: Mapping[str, 
                        probe_rounds=probe_rounds)
     per_site = {s.site: s for s in plan.sites}
     smallest = max(per_site.values(), key=lambda s: s.noise_multiplier)
-    return {"noise_multiplier": smallest.noise_multiplier,
-            "noise_multipliers": {name: s.noise_multiplier for name, s in per_site.items()},
-            "sample_rate": smallest.sample_rate, "steps": float(smallest.steps)}
+    out = {"noise_multiplier": smallest.noise_multiplier,
+           "noise_multipliers": {name: s.noise_multiplier for name, s in per_site.items()},
+           "sample_rate": smallest.sample_rate, "steps": float(smallest.steps)}
+    if rates is not None:
+        std = plan.update_noise_std(**rates)
+        out["quantization_range"] = max(DemoSettings().clip, math.ceil(QUANT_MARGIN * std * 10) / 10)
+    return out
 
 
 def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train_per_site: int | None,
@@ -345,10 +381,15 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             elif level == "client":
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
+                rate = dp_lr or recipe.learning_rate or STRATEGY_LR[strategy]
+                rates = {"learning_rate": rate, "head_learning_rate": dp_head_lr or recipe.head_learning_rate or rate,
+                         "max_grad_norm": max_grad_norm,
+                         "head_max_grad_norm": recipe.head_max_grad_norm or max_grad_norm,
+                         "momentum": recipe.momentum}
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, sites=site_records,
                                                batch_size=dp_batch, local_epochs=dp_epochs, rounds=rounds,
-                                               head_epochs=recipe.head_epochs,
-                                               probe_rounds=probe_rounds)
+                                               head_epochs=recipe.head_epochs, probe_rounds=probe_rounds,
+                                               rates=None if dp_optimizer == "adamw" else rates)
                 overrides = {"optimizer": dp_optimizer, "learning_rate": dp_lr,
                              "head_learning_rate": dp_head_lr}
                 privacy = {"mode": "off", "delta": delta,
@@ -359,8 +400,10 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                                      **{k: v for k, v in overrides.items() if v is not None}}}
             lr = STRATEGY_LR[strategy]
             batch = base.batch_size
+            # DP rows: the recipe's small adapter, and a quantization range that holds the noise
             adapter = ({"rank": DP_RANK, "alpha": DP_ALPHA, "target_modules": DP_TARGETS,
-                        "local_epochs": dp_epochs}
+                        "local_epochs": dp_epochs, "bits": 16,
+                        "clip": calib.get("quantization_range", base.clip)}
                        if calib else {"local_epochs": epochs})
             settings = DemoSettings(name=f"sweep-{level}-{strategy}-eps{eps:g}", out_dir=out_dir, rounds=rounds,
                                     batch_size=batch, **adapter,  # type: ignore[arg-type]

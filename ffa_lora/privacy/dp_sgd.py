@@ -89,6 +89,25 @@ def step_event(*, noise_multiplier: float, sample_rate: float, steps: int = 1) -
                         sample_rate=sample_rate)
 
 
+def round_noise_std(*, learning_rate: float, steps: int, noise_multiplier: float,
+                    max_grad_norm: float, expected_batch_size: int, momentum: float = 0.0) -> float:
+    """Bound on the std, per value, of the DP noise in one round's change of the parameters.
+
+    Every step adds Gaussian noise of std ``σ · C / B`` to the mean gradient (``C`` the
+    per-sample clip, ``B`` the expected batch); SGD with heavy-ball momentum ``β`` carries each
+    step's noise at most ``1 / (1 − β)`` times into the parameters, and ``steps`` independent
+    draws add up to ``sqrt(steps)`` times one. The update leaves the client through the secure
+    sum's quantizer, whose range (``secure_sum.clip``) must hold this noise: a value clipped
+    there loses its share of the signal too.
+    """
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+    if expected_batch_size < 1 or steps < 0:
+        raise ConfigError("expected_batch_size must be >= 1 and steps >= 0")
+    return (learning_rate * noise_multiplier * max_grad_norm / expected_batch_size
+            * math.sqrt(steps) / (1 - momentum))
+
+
 def epsilon_after_steps(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float,
                         accountant: str = "rdp") -> float:
     """ε at δ of ``steps`` DP-SGD steps from a fresh accountant."""
@@ -179,6 +198,23 @@ class DPSGDPlan:
                 return s
         raise ConfigError(f"no site {name!r} in this DP-SGD plan; it has "
                           f"{', '.join(s.site for s in self.sites)}")
+
+    def update_noise_std(self, *, learning_rate: float, head_learning_rate: float,
+                         max_grad_norm: float, head_max_grad_norm: float, momentum: float,
+                         noise_multipliers: Mapping[str, float] | None = None) -> float:
+        """The largest :func:`round_noise_std` of any site's round: its head steps (at the head's
+        rate and clip) and its steps through the model (at the adapter's), each with the site's
+        σ (``noise_multipliers``, default the plan's)."""
+        out = 0.0
+        for s in self.sites:
+            z = s.noise_multiplier if noise_multipliers is None else noise_multipliers.get(
+                s.site, s.noise_multiplier)
+            for lr, clip, steps in ((head_learning_rate, head_max_grad_norm, s.head_steps_per_round),
+                                    (learning_rate, max_grad_norm, s.steps_per_round - s.head_steps_per_round)):
+                out = max(out, round_noise_std(learning_rate=lr, steps=steps, noise_multiplier=z,
+                                               max_grad_norm=clip, momentum=momentum,
+                                               expected_batch_size=self.expected_batch_size))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form (what ``ffa-lora privacy plan`` prints)."""

@@ -234,3 +234,24 @@ def test_dp_sgd_noise_multiplier_by_epochs_or_steps() -> None:
     assert by_steps == pytest.approx(by_epochs)
     with pytest.raises(ConfigError, match="exactly one"):
         dp_sgd_noise_multiplier(target_epsilon=3.0, delta=DELTA, sample_rate=0.25)
+
+
+def test_round_noise_std_bounds_what_noisy_momentum_sgd_moves_a_parameter() -> None:
+    """Pure-noise gradients through torch's SGD with momentum: the parameters' change after a
+    round stays within the bound, and the bound is not loose by more than the momentum's tail."""
+    from ffa_lora.privacy.dp_sgd import round_noise_std
+
+    sigma, clip, batch, lr, steps, momentum = 4.0, 1.0, 256, 8.0, 12, 0.5
+    gen = torch.Generator().manual_seed(0)
+    w = torch.zeros(20_000, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=lr, momentum=momentum)
+    for _ in range(steps):
+        w.grad = torch.randn(w.shape, generator=gen) * sigma * clip / batch  # noise on the mean gradient
+        opt.step()
+    measured = float(w.detach().std())
+    bound = round_noise_std(learning_rate=lr, steps=steps, noise_multiplier=sigma, max_grad_norm=clip,
+                            expected_batch_size=batch, momentum=momentum)
+    assert 0.85 * bound < measured <= 1.02 * bound
+    with pytest.raises(ConfigError, match="momentum"):
+        round_noise_std(learning_rate=lr, steps=steps, noise_multiplier=sigma, max_grad_norm=clip,
+                        expected_batch_size=batch, momentum=1.0)

@@ -130,3 +130,25 @@ def test_plan_needs_some_privacy(tmp_path: Path) -> None:
         privacy_cli.plan_from_file(write(tmp_path, {"privacy": {"mode": "off"}}))
     with pytest.raises(ConfigError, match="NAME=RECORDS"):
         privacy_cli.parse_sites("a=10,b")
+
+
+@pytest.mark.parametrize(("clip", "warned"), [(0.5, True), (8.0, False)])
+def test_dpsgd_plan_warns_when_the_quantizer_would_clip_the_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clip: float, warned: bool
+) -> None:
+    """At a strict budget the head's noised updates outgrow the secure sum's range: the plan
+    says so and names the clip that holds them."""
+    from ffa_lora.privacy.dp_sgd import round_noise_std
+
+    path = write(tmp_path, {"secure_sum": {"clip": clip},
+                            "privacy": {"epsilon": 1.0, "dpsgd": {"enabled": True, "noise_multiplier": 9.0}}})
+    assert privacy_cli.main(["plan", str(path), "--sites", "a=2000", "--json"]) == 0
+    dp = json.loads(capsys.readouterr().out)["dpsgd"]
+    (site,) = dp["sites"]
+    head = round_noise_std(learning_rate=8.0, steps=site["head_steps_per_round"], noise_multiplier=9.0,
+                           max_grad_norm=1.0, expected_batch_size=512, momentum=0.5)
+    assert dp["update_noise_std"] == pytest.approx(head)  # the head's steps, the largest noise
+    assert dp["quantization_range_needed"] == pytest.approx(4 * head)
+    assert ("warning" in dp) is warned
+    if warned:
+        assert "secure_sum.clip 0.5 is below" in dp["warning"]

@@ -76,6 +76,8 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     sigmas = dp["noise_multipliers"]
     assert sorted(sigmas) == ["site-americanair", "site-united", "site-usairways"]
     assert max(sigmas.values()) == dp["noise_multiplier"]
+    # the secure sum's range holds the noised updates; 16 bits keep its rounding fine
+    assert seen[1].bits == 16 and seen[1].clip > 0.5 and (seen[0].bits, seen[0].clip) == (8, 0.5)
     # the recipe's defaults reach the run: expected batch 512, no override left as None
     assert dp["expected_batch_size"] == 512 and None not in dp.values()
     assert "optimizer" not in dp and "learning_rate" not in dp
