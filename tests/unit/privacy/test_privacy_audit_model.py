@@ -14,8 +14,8 @@ from ffa_lora.data import Dataset
 from ffa_lora.data.canaries import CanarySet, make_canaries, plant_canaries
 from ffa_lora.errors import ConfigError, StateError
 from ffa_lora.lora import LoRASpec, build_model, export_peft_adapter, get_adapter_state
-from ffa_lora.privacy.audit import exposure, roc_auc
 from ffa_lora.lora.steps import DPSGDOptions
+from ffa_lora.privacy.audit import exposure, roc_auc
 from ffa_lora.privacy.audit_model import (
     DPTraining,
     DPTrainResult,
