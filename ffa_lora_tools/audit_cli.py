@@ -6,7 +6,10 @@
 Members are the records one site trained on; non-members held-out records of the same
 distribution (with ``--data``: the site's records in the fixed test split); reference models (LiRA, offline) train
 on the other sites' records (or ``--reference-data``) the way the site trained: ``--strategy``,
-``--rounds``, ``--local-epochs``, ``--lr`` default to the demo's. ``--canaries FILE`` (written
+``--rounds``, ``--local-epochs``, ``--lr`` default to the demo's. An adapter trained under
+DP-SGD (``privacy.dpsgd``; ``python -m ffa_lora_tools.audit_target --epsilon E``) is audited
+with ``--epsilon E``: its ``mean_linear`` head is loaded and the reference models train with
+the same DP-SGD recipe, each calibrated to spend E at ``--delta``. ``--canaries FILE`` (written
 when the canaries were planted) adds their exposure. Prints a summary, or the report as JSON
 with ``--json``; writes a ROC plot next to the adapter unless ``--plot`` says elsewhere.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +30,42 @@ from ffa_lora.data.canaries import load_canaries
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, DataError
-from ffa_lora.privacy.audit_model import load_adapter_model, round_trainer
+from ffa_lora.lora.steps import DPSGDOptions
+from ffa_lora.privacy.audit_model import (
+    DPTraining,
+    DPTrainResult,
+    load_adapter_model,
+    round_trainer,
+)
 from ffa_lora.privacy.audit_report import run_audit
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
+from services.common.config import DPSGDConfig
+
+#: The head each mode trains (``model.head: auto``): the DP-SGD recipe's, or the checkpoint's.
+HEADS = ("pooler", "mean_linear")
+
+
+def recipe_dp_training(epsilon: float, *, delta: float, rounds: int, adapter_rounds: int | None,
+                       seed: int | None = None) -> DPTraining:
+    """The DP-SGD recipe of ``privacy.dpsgd``'s defaults (what a client runs under
+    ``privacy.dpsgd.enabled``) for one model trained alone: every model spends ``epsilon`` at
+    ``delta``; the last ``adapter_rounds`` of ``rounds`` train the adapter (``None``: all).
+    ``seed``: tests only (fixes noise and sampling)."""
+    if not isinstance(epsilon, (int, float)) or math.isnan(epsilon) or epsilon <= 0:
+        raise ConfigError(f"--epsilon: the DP budget must be > 0 (e.g. 8), got {epsilon!r}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"--delta must be in (0, 1), e.g. 1e-5, got {delta!r}")
+    if adapter_rounds is not None and adapter_rounds < 1:
+        raise ConfigError(f"--adapter-rounds must be at least 1, got {adapter_rounds!r}")
+    c = DPSGDConfig()
+    options = DPSGDOptions(noise_multiplier=0.0, max_grad_norm=c.max_grad_norm, delta=delta,
+                           head_max_grad_norm=c.head_max_grad_norm, head_epochs=c.head_epochs,
+                           adapter_only=c.adapter_only, expected_batch_size=c.expected_batch_size,
+                           physical_batch_size=c.physical_batch_size, optimizer=c.optimizer,
+                           learning_rate=c.learning_rate, head_learning_rate=c.head_learning_rate,
+                           momentum=c.momentum)
+    probe_rounds = 0 if adapter_rounds is None else max(0, rounds - adapter_rounds)
+    return DPTraining(epsilon=epsilon, options=options, probe_rounds=probe_rounds, seed=seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--batch-size", type=int, default=d.batch_size)
     ref.add_argument("--seed", type=int, default=d.seed,
                      help="the federation seed (the initial adapter every model starts from)")
+    dp = p.add_argument_group("DP-SGD (when the adapter was trained under privacy.dpsgd)")
+    dp.add_argument("--epsilon", type=float, default=None,
+                    help="the adapter's DP-SGD budget: reference models train with the DP-SGD "
+                         "recipe (privacy.dpsgd's defaults), each spending it at --delta "
+                         "(default: no DP)")
+    dp.add_argument("--delta", type=float, default=1e-5, help="with --epsilon: delta (default 1e-5)")
+    dp.add_argument("--adapter-rounds", type=int, default=DPSGDConfig().adapter_rounds,
+                    help="with --epsilon: only the last rounds train the adapter, the rounds "
+                         "before the head alone (default: privacy.dpsgd.adapter_rounds')")
     mdl = p.add_argument_group("model and report")
     mdl.add_argument("--model", default=None, help="base model, when not where the adapter config says")
     mdl.add_argument("--max-length", type=int, default=64)
+    mdl.add_argument("--head", choices=HEADS, default=None,
+                     help="the task head the adapter was trained with (default: mean_linear "
+                          "with --epsilon, as model.head: auto, else pooler)")
     mdl.add_argument("--device", default="cpu")
     mdl.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (1 is fastest on a busy machine)")
@@ -123,6 +172,12 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < a.fpr < 1:
         p.error(f"--fpr must be in (0, 1), e.g. 0.01, got {a.fpr}")
+    if a.epsilon is not None and not a.epsilon > 0:
+        p.error(f"--epsilon: the DP budget must be > 0 (e.g. 8), got {a.epsilon}")
+    if not 0 < a.delta < 1:
+        p.error(f"--delta must be in (0, 1), e.g. 1e-5, got {a.delta}")
+    if a.epsilon is not None and a.adapter_rounds is not None and a.adapter_rounds < 1:
+        p.error(f"--adapter-rounds must be at least 1, got {a.adapter_rounds}")
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -135,8 +190,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.threads is not None:
         torch.set_num_threads(max(1, a.threads))
     say(f"loading the adapter {a.adapter}")
+    head = a.head or ("mean_linear" if a.epsilon is not None else "pooler")
     model = load_adapter_model(a.adapter, model=a.model, max_length=a.max_length, seed=a.seed,
-                               strategy=a.strategy, device=a.device)
+                               strategy=a.strategy, head=head, device=a.device)
     names = tuple(n.strip() for n in a.labels.split(",")) if a.labels else None
     members, nonmembers, pool = _records(a, names)
     if members.num_labels != model.spec.num_labels:
@@ -145,8 +201,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if canaries is not None and canaries.planted.label_names != members.label_names:
         raise DataError("the canary file's classes differ from the records'; was it written for this data?")
     lr = a.lr if a.lr is not None else STRATEGY_LR[a.strategy]
+    dp = (recipe_dp_training(a.epsilon, delta=a.delta, rounds=a.rounds, adapter_rounds=a.adapter_rounds)
+          if a.epsilon is not None else None)
+    spent: list[DPTrainResult] = []
     trainer = round_trainer(model.spec, rounds=a.rounds, local_epochs=a.local_epochs, lr=lr,
-                            batch_size=a.batch_size, device=a.device)
+                            batch_size=a.batch_size, device=a.device, dp=dp, on_dp_result=spent.append)
     plot = a.plot if a.plot is not None else a.adapter.resolve().parent / "audit-roc.png"
     report = run_audit(
         model, members=members, nonmembers=nonmembers, reference_pool=pool,
@@ -156,7 +215,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     )
     report["adapter"] = str(a.adapter)
     report["reference_training"] = {"strategy": a.strategy, "rounds": a.rounds, "local_epochs": a.local_epochs,
-                                    "lr": lr, "batch_size": a.batch_size, "seed": a.seed}
+                                    "lr": lr, "batch_size": a.batch_size, "seed": a.seed, "head": head}
+    if dp is not None:
+        report["reference_training"]["dpsgd"] = {
+            "epsilon_budget": a.epsilon, "delta": a.delta, "probe_rounds": dp.probe_rounds,
+            "models": [r.summary() for r in spent]}
     return report
 
 
@@ -184,12 +247,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def audit_builtin_run(adapter: Path, *, data: str, site: str, data_seed: int, strategy: str,
                       max_train_per_site: int | None = None, max_test: int | None = None,
                       reference_models: int = 0, bootstrap: int = 200, threads: int | None = 1,
-                      plot: Path | None = None) -> dict[str, Any]:
+                      plot: Path | None = None, head: str = "pooler") -> dict[str, Any]:
     """The audit of an adapter a demo or sweep run exported from built-in data: members are
     ``site``'s training records of the same partition, non-members its held-out test records.
-    ``reference_models`` 0 runs the loss attack only (seconds instead of minutes)."""
+    ``reference_models`` 0 runs the loss attack only (seconds instead of minutes); ``head`` the
+    task head the run trained (``mean_linear`` under DP-SGD)."""
     argv = [str(adapter), "--data", data, "--site", site, "--data-seed", str(data_seed),
-            "--strategy", strategy, "--reference-models", str(reference_models),
+            "--strategy", strategy, "--reference-models", str(reference_models), "--head", head,
             "--bootstrap", str(bootstrap), "--quiet", "--json"]
     argv += ["--max-train-per-site", str(max_train_per_site)] if max_train_per_site is not None else []
     argv += ["--max-test", str(max_test)] if max_test is not None else []

@@ -470,8 +470,10 @@ def _audit(settings: Any, *, site: str | None, base: DemoSettings, max_train_per
         return {}
     adapter = Path(settings.out_dir) / settings.name / "adapter"
     print(f"sweep: auditing {adapter} (members: {site}'s training records)", file=sys.stderr, flush=True)
+    # The run's head: model.head auto is mean_linear under DP-SGD (the export does not record it).
+    head = "mean_linear" if settings.privacy.get("dpsgd", {}).get("enabled") else "pooler"
     report = audit_builtin_run(adapter, data=base.data, site=site, data_seed=base.seed, strategy=settings.strategy,
-                               max_train_per_site=max_train_per_site, max_test=max_test)
+                               max_train_per_site=max_train_per_site, max_test=max_test, head=head)
     return {"mia_auc": report["mia_auc"], "mia_tpr_at_1pct_fpr": report["mia_tpr_at_1pct_fpr"],
             "mia_attack": "loss", "mia_site": site}
 

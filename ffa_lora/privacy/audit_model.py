@@ -12,6 +12,7 @@ longest text):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from ffa_lora.lora.batching import collate
 from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.spec import LoRASpec
 from ffa_lora.lora.state import ADAPTER_CONFIG_NAME, HEAD_MODULES, AdapterState, read_peft_adapter
+from ffa_lora.lora.steps import DPSGDOptions
 
 #: ``trainer(data, seed) -> adapter state``: how a reference model is trained. It should train
 #: the way the audited adapter was trained (same model, recipe and, under DP, same noise).
@@ -57,6 +59,7 @@ def spec_from_adapter(
     seed: int = 0,
     strategy: str = "ffa",
     warmup_rounds: int = 0,
+    head: str = "pooler",
 ) -> tuple[LoRASpec, AdapterState]:
     """The :class:`LoRASpec` and state of an adapter exported in PEFT format.
 
@@ -64,7 +67,9 @@ def spec_from_adapter(
     the number of classes from the head's weights. What the export does not record is given:
     ``model`` overrides the base model path (when the adapter moved between machines),
     ``max_length`` the tokenizer truncation, ``seed``/``strategy``/``warmup_rounds`` what
-    reference models start from and how they train.
+    reference models start from and how they train, ``head`` the task head it was trained
+    with (``"mean_linear"`` under the DP-SGD recipe: the export keeps only the head's weights,
+    which fit either head's shape, so a wrong head scores a different model).
     """
     path = Path(adapter_dir)
     config_path = path / ADAPTER_CONFIG_NAME
@@ -84,6 +89,7 @@ def spec_from_adapter(
             strategy=strategy,  # type: ignore[arg-type]
             warmup_rounds=warmup_rounds,
             seed=seed,
+            head=head,  # type: ignore[arg-type]
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StateError(f"{config_path}: not a PEFT LoRA adapter config ({type(exc).__name__}: {exc})") from None
@@ -105,11 +111,12 @@ def load_adapter_model(
     seed: int = 0,
     strategy: str = "ffa",
     warmup_rounds: int = 0,
+    head: str = "pooler",
     device: str | torch.device | None = "cpu",
 ) -> LoRAModel:
     """The base classifier with the exported adapter loaded (see :func:`spec_from_adapter`)."""
     spec, state = spec_from_adapter(adapter_dir, model=model, max_length=max_length, seed=seed,
-                                    strategy=strategy, warmup_rounds=warmup_rounds)
+                                    strategy=strategy, warmup_rounds=warmup_rounds, head=head)
     return build_model(spec, device=device, state=state)
 
 
@@ -153,6 +160,109 @@ def score_examples(model: LoRAModel, data: Dataset, *, batch_size: int = 64) -> 
     return ExampleScores(loss=loss, phi=phi)
 
 
+@dataclass(frozen=True)
+class DPTraining:
+    """Sample-level DP-SGD for a model trained alone the way one site trains under
+    ``privacy.dpsgd`` (:func:`ffa_lora.lora.train_local` with :class:`DPSGDOptions`).
+
+    Attributes:
+        epsilon: the budget every trained model spends at ``options.delta`` over all its
+            steps: σ is calibrated per training set by :func:`ffa_lora.privacy.dp_sgd.plan_site`
+            (``math.inf``: clipped, not noised — a reference point, no privacy).
+        options: the recipe (clips, rates, batches, head epochs); its ``noise_multiplier``,
+            ``accountant_state`` and ``seed`` are ignored (set per model and round).
+        probe_rounds: the first rounds take head-only steps (``local_epochs`` 0).
+        seed: TESTS ONLY — fixes the noise and the Poisson sampling (default: the OS CSPRNG).
+    """
+
+    epsilon: float
+    options: DPSGDOptions
+    probe_rounds: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
+                or math.isnan(self.epsilon) or self.epsilon <= 0:
+            raise ConfigError(f"epsilon: the DP budget must be a number > 0 (e.g. 8; inf for "
+                              f"clipping without noise), got {self.epsilon!r}")
+        if not isinstance(self.probe_rounds, int) or self.probe_rounds < 0:
+            raise ConfigError(f"probe_rounds: must be an integer >= 0, got {self.probe_rounds!r}")
+        if self.probe_rounds and self.options.head_epochs <= 0:
+            raise ConfigError("probe_rounds need head steps: set the recipe's head_epochs > 0")
+
+
+@dataclass(frozen=True)
+class DPTrainResult:
+    """A model trained by :func:`train_dpsgd`: its adapter and what its privacy cost.
+
+    ``noise_multiplier`` is σ (0 when not noised), ``epsilon_spent`` what the accountant
+    reports after every step (``inf`` without noise), ``steps`` the steps taken.
+    """
+
+    state: AdapterState
+    noise_multiplier: float
+    epsilon_spent: float
+    delta: float
+    sample_rate: float
+    steps: int
+    planned_steps: int
+    accountant_state: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-friendly privacy fields (no weights)."""
+        return {"noise_multiplier": self.noise_multiplier, "epsilon_spent": self.epsilon_spent,
+                "delta": self.delta, "sample_rate": self.sample_rate, "steps": self.steps,
+                "planned_steps": self.planned_steps}
+
+
+def train_dpsgd(
+    spec: LoRASpec,
+    data: Dataset,
+    dp: DPTraining,
+    *,
+    rounds: int,
+    local_epochs: float,
+    lr: float,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str | torch.device | None = "cpu",
+) -> DPTrainResult:
+    """Train a fresh model from ``spec`` on ``data`` alone, as one site of a federation under
+    DP-SGD: ``rounds`` calls of :func:`ffa_lora.lora.train_local` (the first
+    ``dp.probe_rounds`` with head-only steps, the rest with ``local_epochs`` of steps through
+    the model after the head steps), the accountant carried from round to round, σ calibrated
+    so that all the steps spend ``dp.epsilon`` at ``dp.options.delta``."""
+    from ffa_lora.lora.train import RunOptions, TrainOptions, train_local
+    from ffa_lora.privacy.dp_sgd import plan_site
+
+    if not isinstance(rounds, int) or not dp.probe_rounds < rounds:
+        raise ConfigError(f"rounds: must be an integer above probe_rounds={dp.probe_rounds}, "
+                          f"got {rounds!r}")
+    o = dp.options
+    batch = o.expected_batch_size or batch_size
+    plan = plan_site(len(data), epsilon=dp.epsilon if math.isfinite(dp.epsilon) else 1.0,
+                     delta=o.delta, expected_batch_size=batch, local_epochs=local_epochs,
+                     rounds=rounds, accountant=o.accountant, head_epochs=o.head_epochs,
+                     probe_rounds=dp.probe_rounds)
+    sigma = plan.noise_multiplier if math.isfinite(dp.epsilon) else 0.0
+    model = build_model(spec, device=device)
+    accountant: dict[str, Any] | None = None
+    steps, extra = 0, {}
+    for r in range(rounds):
+        opts = replace(o, noise_multiplier=sigma, accountant_state=accountant,
+                       seed=None if dp.seed is None else dp.seed * 1000 + r)
+        res = train_local(model, data, TrainOptions(
+            epochs=0.0 if r < dp.probe_rounds else local_epochs, lr=lr, batch_size=batch_size,
+            phase=spec.phase(r), seed=seed * 1000 + r), run=RunOptions(loss_samples=0), dp_sgd=opts)
+        extra = res.extra
+        accountant = extra.get("dpsgd_accountant_state")
+        steps += res.steps
+    return DPTrainResult(state=get_adapter_state(model), noise_multiplier=sigma,
+                         epsilon_spent=float(extra.get("dpsgd_epsilon", math.inf)), delta=o.delta,
+                         sample_rate=plan.sample_rate, steps=steps, planned_steps=plan.steps,
+                         accountant_state=accountant)
+
+
 def round_trainer(
     spec: LoRASpec,
     *,
@@ -162,6 +272,8 @@ def round_trainer(
     batch_size: int = 16,
     device: str | torch.device | None = "cpu",
     train_fn: Callable[..., Any] | None = None,
+    dp: DPTraining | None = None,
+    on_dp_result: Callable[[DPTrainResult], None] | None = None,
 ) -> ReferenceTrainer:
     """A reference trainer that trains like one site of a federation, alone.
 
@@ -169,14 +281,25 @@ def round_trainer(
     and runs ``rounds`` calls of ``train_fn`` (default :func:`ffa_lora.lora.train_local`),
     each ``local_epochs`` long with the phase the strategy gives that round, as a client does.
     ``train_fn`` is called as ``train_fn(model, data, epochs=, lr=, batch_size=, phase=,
-    seed=)``; pass another one (e.g. a DP-SGD recipe) to audit adapters trained that way.
+    seed=)``; pass another one to audit adapters trained another way. With ``dp``, each call
+    is :func:`train_dpsgd` instead (``train_fn`` is not used), and ``on_dp_result`` sees each
+    model's σ and ε spent.
     """
     if not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds: must be an integer >= 1, got {rounds!r}")
     if not local_epochs > 0 or not lr > 0:
         raise ConfigError(f"local_epochs and lr must be > 0, got {local_epochs!r} and {lr!r}")
+    if dp is not None and not dp.probe_rounds < rounds:
+        raise ConfigError(f"the DP recipe's {dp.probe_rounds} head-only rounds leave none of "
+                          f"{rounds} rounds for the adapter; give more rounds or fewer probe rounds")
 
     def train(data: Dataset, seed: int) -> AdapterState:
+        if dp is not None:
+            res = train_dpsgd(spec, data, dp, rounds=rounds, local_epochs=local_epochs, lr=lr,
+                              batch_size=batch_size, seed=seed, device=device)
+            if on_dp_result is not None:
+                on_dp_result(res)
+            return res.state
         fn = train_fn
         if fn is None:
             from ffa_lora.lora.train import RunOptions, TrainOptions, train_local

@@ -3,6 +3,8 @@ training, canaries found by exposure when the model memorises them, and run_audi
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +14,18 @@ from ffa_lora.data import Dataset
 from ffa_lora.data.canaries import CanarySet, make_canaries, plant_canaries
 from ffa_lora.errors import ConfigError, StateError
 from ffa_lora.lora import LoRASpec, build_model, export_peft_adapter, get_adapter_state
+from ffa_lora.lora.steps import DPSGDOptions
 from ffa_lora.privacy.audit import exposure, roc_auc
 from ffa_lora.privacy.audit_model import (
+    DPTraining,
+    DPTrainResult,
     load_adapter_model,
     reference_scores,
     reference_subsets,
     round_trainer,
     score_examples,
     spec_from_adapter,
+    train_dpsgd,
 )
 from ffa_lora.privacy.audit_report import run_audit
 from ffa_lora_tools.harness.tiny_model import tiny_bert
@@ -169,3 +175,78 @@ def test_run_audit_refuses_one_reference_model(spec: LoRASpec) -> None:
     with pytest.raises(ConfigError, match=">= 2"):
         run_audit(build_model(spec), members=data, nonmembers=data, reference_pool=data,
                   reference_models=1, trainer=lambda d, s: {})
+
+
+# -- DP-SGD targets and reference models (test-only small recipe: tiny BERT, batches of 16) --
+
+def _dp(epsilon: float, *, probe_rounds: int = 1, seed: int | None = 5) -> DPTraining:
+    options = DPSGDOptions(noise_multiplier=0.0, max_grad_norm=1.0, delta=1e-5, head_max_grad_norm=1.0,
+                           head_epochs=1.0, adapter_only=True, expected_batch_size=16, optimizer="sgd",
+                           learning_rate=0.5, head_learning_rate=2.0, momentum=0.5)
+    return DPTraining(epsilon=epsilon, options=options, probe_rounds=probe_rounds, seed=seed)
+
+
+@pytest.fixture()
+def dp_spec(spec: LoRASpec) -> LoRASpec:
+    return replace(spec, head="mean_linear", strategy="ffa")
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_dp_training_spends_the_budget_and_its_noise_changes_the_adapter(dp_spec: LoRASpec) -> None:
+    data = make_tiny_dataset(48, seed=4)
+    kw = {"rounds": 3, "local_epochs": 1.0, "lr": 1e-2, "batch_size": 16, "seed": 0}
+    noised = train_dpsgd(dp_spec, data, _dp(8.0), **kw)  # type: ignore[arg-type]
+    # head steps (3 a round) every round, adapter steps (3 a round) in the last two rounds
+    assert noised.steps == noised.planned_steps == 3 * 3 + 2 * 3
+    assert noised.noise_multiplier > 0 and noised.sample_rate == pytest.approx(16 / 48)
+    assert 7.9 <= noised.epsilon_spent <= 8.0  # the accountant's ε: the budget, all spent
+    tighter = train_dpsgd(dp_spec, data, _dp(1.0), **kw)  # type: ignore[arg-type]
+    assert tighter.noise_multiplier > noised.noise_multiplier and tighter.epsilon_spent <= 1.0
+    clipped = train_dpsgd(dp_spec, data, _dp(math.inf), **kw)  # type: ignore[arg-type]
+    assert clipped.noise_multiplier == 0.0 and math.isinf(clipped.epsilon_spent)
+    again = train_dpsgd(dp_spec, data, _dp(8.0), **kw)  # type: ignore[arg-type]
+    for key in noised.state:  # same seed: same sampling; only the noise differs from clipped
+        np.testing.assert_array_equal(noised.state[key], again.state[key])
+    b_keys = [k for k in noised.state if k.endswith("lora_B.weight")]
+    head_keys = [k for k in noised.state if "classifier" in k]
+    for keys in (b_keys, head_keys):
+        gap = sum(float(np.abs(noised.state[k] - clipped.state[k]).sum()) for k in keys)
+        assert gap > 1e-3
+    assert any(np.abs(clipped.state[k]).sum() > 0 for k in b_keys)  # the adapter did train
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_dp_round_trainer_reports_each_model_and_needs_an_adapter_round(dp_spec: LoRASpec) -> None:
+    data = make_tiny_dataset(32, seed=6)
+    seen: list[DPTrainResult] = []
+    only_head = round_trainer(dp_spec, rounds=2, local_epochs=1.0, lr=1e-2, batch_size=16,
+                              dp=_dp(4.0, probe_rounds=1), on_dp_result=seen.append)(data, 1)
+    assert len(seen) == 1 and seen[0].epsilon_spent <= 4.0
+    start = build_model(dp_spec).adapter_state()
+    b_moved = sum(float(np.abs(only_head[k] - start[k]).sum()) for k in start if k.endswith("lora_B.weight"))
+    assert b_moved > 0  # the second round trains the adapter
+    with pytest.raises(ConfigError, match="head-only rounds"):
+        round_trainer(dp_spec, rounds=2, local_epochs=1.0, lr=1e-2, dp=_dp(4.0, probe_rounds=2))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan])
+def test_dp_training_refuses_a_budget_that_is_not_positive(bad: float) -> None:
+    with pytest.raises(ConfigError, match="epsilon: the DP budget must be a number > 0"):
+        _dp(bad)
+
+
+def test_an_adapter_scores_with_the_head_it_was_trained_with(dp_spec: LoRASpec, tmp_path: Path) -> None:
+    data = make_tiny_dataset(30, seed=8)
+    model = build_model(dp_spec)
+    state = model.adapter_state()
+    for k in state:
+        if "classifier.weight" in k:
+            state[k] = np.random.default_rng(0).normal(size=state[k].shape).astype(np.float32)
+    model = build_model(dp_spec, state=state)
+    export_peft_adapter(state, dp_spec, tmp_path / "adapter")
+    own = score_examples(model, data).loss
+    right = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7,
+                                              head="mean_linear"), data).loss
+    wrong = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7), data).loss
+    np.testing.assert_allclose(right, own, atol=1e-5)
+    assert not np.allclose(wrong, own, atol=1e-3)

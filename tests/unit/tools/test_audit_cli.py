@@ -85,6 +85,9 @@ def test_audit_command_refuses_a_missing_adapter(tmp_path: Path, capsys: pytest.
     (["--data", "bank"], "--data needs --site"),
     (["--members", "m.csv", "--nonmembers", "n.csv"], "--reference-data"),
     (["--data", "bank", "--site", "united", "--reference-models", "1"], "at least 2"),
+    (["--data", "bank", "--site", "united", "--epsilon", "0"], "--epsilon: the DP budget must be > 0"),
+    (["--data", "bank", "--site", "united", "--epsilon", "-3"], "--epsilon: the DP budget must be > 0"),
+    (["--data", "bank", "--site", "united", "--epsilon", "8", "--delta", "1"], "--delta must be in (0, 1)"),
 ])
 def test_audit_command_argument_errors(extra: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -134,4 +137,55 @@ def test_audit_of_a_builtin_run_passes_the_run_s_settings(monkeypatch: pytest.Mo
     a = seen["a"]
     assert (a.data, a.site, a.data_seed, a.strategy, a.max_train_per_site, a.max_test) == (
         "bank", "united", 3, "ffa", 60, None)
-    assert a.reference_models == 0 and a.quiet and a.threads == 1
+    assert a.reference_models == 0 and a.quiet and a.threads == 1 and a.head == "pooler"
+    seen.clear()
+    audit_cli.audit_builtin_run(tmp_path / "adapter", data="bank", site="united", data_seed=3, strategy="ffa",
+                                head="mean_linear")
+    assert seen["a"].head == "mean_linear"  # a DP-SGD run's head (the export does not record it)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_audit_of_a_dp_adapter_trains_dp_reference_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DP-SGD target (the recipe of privacy.dpsgd's defaults, test-only seed) audited with
+    --epsilon: the mean_linear head is loaded and each reference model spends the budget."""
+    import torch
+
+    from ffa_lora.privacy.audit_model import train_dpsgd
+    from ffa_lora_tools.audit_cli import recipe_dp_training
+
+    torch.set_num_threads(1)
+    spec = LoRASpec(model=str(tiny_bert(tmp_path / "tiny-bert")), num_labels=3, r_max=1, alpha=2.0,
+                    dropout=0.0, max_length=16, seed=7, strategy="ffa", target_modules=("value",),
+                    head="mean_linear")
+    members, nonmembers, public = (make_tiny_dataset(n, seed=s) for n, s in ((45, 1), (45, 2), (90, 3)))
+    dp = recipe_dp_training(8.0, delta=1e-5, rounds=3, adapter_rounds=2, seed=3)
+    target = train_dpsgd(spec, members, dp, rounds=3, local_epochs=1.0, lr=1e-2)
+    assert 0 < target.epsilon_spent <= 8.0 and target.noise_multiplier > 0
+    export_peft_adapter(target.state, spec, tmp_path / "adapter")
+    for name, data in (("members", members), ("nonmembers", nonmembers), ("public", public)):
+        write_csv(tmp_path / f"{name}.csv", data)
+    code = main(["audit", str(tmp_path / "adapter"), "--members", str(tmp_path / "members.csv"),
+                 "--nonmembers", str(tmp_path / "nonmembers.csv"), "--labels", "negative,neutral,positive",
+                 "--reference-data", str(tmp_path / "public.csv"), "--reference-models", "2",
+                 "--max-length", "16", "--seed", "7", "--strategy", "ffa", "--rounds", "3",
+                 "--local-epochs", "1", "--epsilon", "8", "--adapter-rounds", "2", "--bootstrap", "20",
+                 "--quiet", "--json"])
+    assert code == 0
+    ref = json.loads(capsys.readouterr().out)["reference_training"]
+    assert ref["head"] == "mean_linear"
+    assert ref["dpsgd"]["epsilon_budget"] == 8.0 and ref["dpsgd"]["probe_rounds"] == 1
+    assert len(ref["dpsgd"]["models"]) == 2
+    for m in ref["dpsgd"]["models"]:
+        assert m["noise_multiplier"] > 0 and 7.5 < m["epsilon_spent"] <= 8.0
+        assert m["steps"] == m["planned_steps"]
+
+
+def test_audit_target_refuses_a_budget_that_is_not_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ffa_lora_tools import audit_target
+
+    for bad in ("0", "-8"):
+        with pytest.raises(SystemExit) as exc:
+            audit_target.main(["--site", "americanair", "--out", str(tmp_path), "--epsilon", bad])
+        assert exc.value.code == 2
+        assert "--epsilon: the DP budget must be > 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing trained or written

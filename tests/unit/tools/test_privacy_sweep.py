@@ -95,6 +95,8 @@ def test_sweep_configures_each_run_and_writes_table_and_plot(tmp_path: Path, mon
     assert all(kw["site"] == "united" and kw["max_train_per_site"] == 200 and kw["max_test"] == 50
                for _, kw in audits)
     assert [kw["strategy"] for _, kw in audits] == ["ffa", "ffa", "fedavg", "fedavg"]
+    # a DP row's adapter has the DP-SGD recipe's head; scoring it with the pooler's is another model
+    assert [kw["head"] for _, kw in audits] == ["pooler", "mean_linear"] * 2
     # one row per budget with the fields; the audit is ffa's adapter's
     assert out["budgets"] == [
         {"epsilon_budget": "inf", "epsilon_spent": "inf", "ffa_accuracy": 0.8, "fedavg_accuracy": 0.8,
