@@ -30,6 +30,7 @@ from ffa_lora.data.canaries import load_canaries
 from ffa_lora.data.dataset import Dataset
 from ffa_lora.data.loaders import load_table
 from ffa_lora.errors import ConfigError, DataError
+from ffa_lora.lora.state import peft_adapter_head
 from ffa_lora.lora.steps import DPSGDOptions
 from ffa_lora.privacy.audit_model import (
     DPTraining,
@@ -117,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--model", default=None, help="base model, when not where the adapter config says")
     mdl.add_argument("--max-length", type=int, default=64)
     mdl.add_argument("--head", choices=HEADS, default=None,
-                     help="the task head the adapter was trained with (default: mean_linear "
-                          "with --epsilon, as model.head: auto, else pooler)")
+                     help="the task head the adapter was trained with (default: the one its "
+                          "export recorded; for older exports mean_linear with --epsilon, as "
+                          "model.head: auto, else pooler)")
     mdl.add_argument("--device", default="cpu")
     mdl.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (1 is fastest on a busy machine)")
@@ -190,7 +192,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.threads is not None:
         torch.set_num_threads(max(1, a.threads))
     say(f"loading the adapter {a.adapter}")
-    head = a.head or ("mean_linear" if a.epsilon is not None else "pooler")
+    head = a.head or peft_adapter_head(a.adapter) or ("mean_linear" if a.epsilon is not None else "pooler")
     model = load_adapter_model(a.adapter, model=a.model, max_length=a.max_length, seed=a.seed,
                                strategy=a.strategy, head=head, device=a.device)
     names = tuple(n.strip() for n in a.labels.split(",")) if a.labels else None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from ffa_lora.errors import StateError
@@ -201,6 +201,10 @@ def copy_state(state: Mapping[str, np.ndarray]) -> AdapterState:
     return {k: np.array(v, dtype=np.float32, copy=True) for k, v in state.items()}
 
 
+#: safetensors metadata key of the task head (``LoRASpec.head``) in an exported adapter
+HEAD_METADATA_KEY = "ffa_lora.head"
+
+
 def export_peft_adapter(
     state: Mapping[str, np.ndarray], spec: LoRASpec, out_dir: str | Path
 ) -> Path:
@@ -223,10 +227,22 @@ def export_peft_adapter(
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
 
     with replacing(out / ADAPTER_WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        # the task head is not part of PEFT's config: it travels in the weights' metadata
+        save_file(tensors, str(tmp), metadata={"format": "pt", HEAD_METADATA_KEY: spec.head})
     atomic_write(out / ADAPTER_CONFIG_NAME,
                  json.dumps(config, indent=2, sort_keys=True, default=str).encode())
     return out
+
+
+def peft_adapter_head(out_dir: str | Path) -> str | None:
+    """The task head an exported adapter was trained with, or None where the export predates
+    recording it (or the weights came from elsewhere)."""
+    path = Path(out_dir) / ADAPTER_WEIGHTS_NAME
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return (f.metadata() or {}).get(HEAD_METADATA_KEY)
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def read_peft_adapter(out_dir: str | Path) -> AdapterState:

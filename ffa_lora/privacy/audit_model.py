@@ -26,7 +26,13 @@ from ffa_lora.errors import ConfigError, DataError, StateError
 from ffa_lora.lora.batching import collate
 from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.spec import LoRASpec
-from ffa_lora.lora.state import ADAPTER_CONFIG_NAME, HEAD_MODULES, AdapterState, read_peft_adapter
+from ffa_lora.lora.state import (
+    ADAPTER_CONFIG_NAME,
+    HEAD_MODULES,
+    AdapterState,
+    peft_adapter_head,
+    read_peft_adapter,
+)
 from ffa_lora.lora.steps import DPSGDOptions
 
 #: ``trainer(data, seed) -> adapter state``: how a reference model is trained. It should train
@@ -59,7 +65,7 @@ def spec_from_adapter(
     seed: int = 0,
     strategy: str = "ffa",
     warmup_rounds: int = 0,
-    head: str = "pooler",
+    head: str | None = None,
 ) -> tuple[LoRASpec, AdapterState]:
     """The :class:`LoRASpec` and state of an adapter exported in PEFT format.
 
@@ -68,10 +74,11 @@ def spec_from_adapter(
     ``model`` overrides the base model path (when the adapter moved between machines),
     ``max_length`` the tokenizer truncation, ``seed``/``strategy``/``warmup_rounds`` what
     reference models start from and how they train, ``head`` the task head it was trained
-    with (``"mean_linear"`` under the DP-SGD recipe: the export keeps only the head's weights,
-    which fit either head's shape, so a wrong head scores a different model).
+    with (default: the one the export recorded, else ``"pooler"``; the head's weights fit
+    either head's shape, so a wrong head scores a different model).
     """
     path = Path(adapter_dir)
+    head = head or peft_adapter_head(path) or "pooler"
     config_path = path / ADAPTER_CONFIG_NAME
     if not config_path.is_file():
         raise StateError(f"{path}: no {ADAPTER_CONFIG_NAME}; pass the directory an adapter was exported to")
@@ -111,7 +118,7 @@ def load_adapter_model(
     seed: int = 0,
     strategy: str = "ffa",
     warmup_rounds: int = 0,
-    head: str = "pooler",
+    head: str | None = None,
     device: str | torch.device | None = "cpu",
 ) -> LoRAModel:
     """The base classifier with the exported adapter loaded (see :func:`spec_from_adapter`)."""

@@ -137,3 +137,20 @@ def test_layout_for_spec_matches_the_model(tiny_spec: LoRASpec) -> None:
     # 2 layers x (query, value) x (out 32 per B column) and a 3x32+3 head
     layout = UpdateLayout.for_spec(tiny_spec, phase="B")
     assert layout.head_len == 3 * 32 + 3 and layout.column_len == 4 * 32
+
+
+@pytest.mark.parametrize("head", ["pooler", "mean_linear"])
+def test_export_records_the_task_head(tiny_spec: LoRASpec, tmp_path: Path, head: str) -> None:
+    """The head's weights fit either head, so the export says which one it was trained with,
+    and an audit of the adapter scores the model that was released."""
+    from dataclasses import replace
+
+    from ffa_lora.lora.state import peft_adapter_head
+    from ffa_lora.privacy.audit_model import spec_from_adapter
+
+    spec = replace(tiny_spec, head=head)  # type: ignore[arg-type]
+    out = export_peft_adapter(initial_adapter_state(spec), spec, tmp_path / "adapter")
+    assert peft_adapter_head(out) == head
+    assert spec_from_adapter(out)[0].head == head
+    assert spec_from_adapter(out, head="pooler")[0].head == "pooler"  # an explicit head wins
+    assert peft_adapter_head(tmp_path / "nothing") is None
