@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import LoRAModel, build_model
 from ffa_lora.lora.personalize import evaluate_heads, finetune_head, head_features
-from ffa_lora.lora.spec import HEADS, STRATEGIES
+from ffa_lora.lora.spec import HEADS, STRATEGIES, Head
 from ffa_lora_tools.bench.quality import parse_seeds
 from ffa_lora_tools.bench.sites_report import combine_runs, plot_sites, summarize
 from ffa_lora_tools.demo import STRATEGY_LR, add_partition_arguments, check_sites
@@ -114,10 +114,14 @@ def build_spec(a: argparse.Namespace, num_labels: int, seed: int) -> LoRASpec:
                     strategy=a.strategy, seed=seed, head=resolved_head(m.head))
 
 
-def resolved_head(head: str) -> str:
+def resolved_head(head: str) -> Head:
     """``model.head`` with ``auto`` resolved as the federation config does without DP-SGD (the
     bench trains without it): the checkpoint's ``pooler`` classifier."""
-    return "pooler" if head == "auto" else head
+    if head == "auto":
+        return "pooler"
+    if head not in HEADS:
+        raise ConfigError(f"head: choose from auto, {', '.join(HEADS)} (got {head!r})")
+    return cast(Head, head)
 
 
 def run_method(spec: LoRASpec, parts: Mapping[str, Dataset], settings: SimulationSettings, scorer: Scorer, *,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec, apply_mean_update
 from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.train import DataCursor, RunOptions, TrainOptions, train_local
@@ -181,6 +182,8 @@ def test_head_choice_resolves_like_the_federation_config(model_dir: Path) -> Non
     assert sites.parse_args([*base, "--head", "mean_linear"]).head == "mean_linear"
     with pytest.raises(SystemExit):
         sites.parse_args([*base, "--head", "cls"])
+    with pytest.raises(ConfigError, match="choose from auto, pooler, mean_linear"):
+        sites.resolved_head("cls")
 
 
 @pytest.mark.slow  # trains the tiny model for every method
