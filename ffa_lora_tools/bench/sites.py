@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec
 from ffa_lora.lora.model import LoRAModel, build_model
 from ffa_lora.lora.personalize import evaluate_heads, finetune_head, head_features
-from ffa_lora.lora.spec import STRATEGIES
+from ffa_lora.lora.spec import HEADS, STRATEGIES, Head
 from ffa_lora_tools.bench.quality import parse_seeds
 from ffa_lora_tools.bench.sites_report import combine_runs, plot_sites, summarize
 from ffa_lora_tools.demo import STRATEGY_LR, add_partition_arguments, check_sites
@@ -63,6 +63,8 @@ from services.common.config import ModelConfig
 KEPT = ("accuracy", "macro_f1", "roc_auc", "roc_auc_classes", "loss", "n")
 METHODS = ("alone", "federated", "centralized")
 DEFAULT_SEEDS = "1234,1,2"
+#: ``--head``: the choices of the federation config's ``model.head``
+HEAD_CHOICES = ("auto", *HEADS)
 
 
 class Scorer:
@@ -104,11 +106,22 @@ def _say(msg: str) -> None:
 
 
 def build_spec(a: argparse.Namespace, num_labels: int, seed: int) -> LoRASpec:
-    """The federation config's adapter (``model:`` defaults) for this data and seed."""
-    m = ModelConfig(name_or_path=a.model, num_labels=num_labels, rank=a.rank)
+    """The federation config's adapter (``model:`` defaults, the task head ``--head``) for this
+    data and seed; every method builds its model from it."""
+    m = ModelConfig(name_or_path=a.model, num_labels=num_labels, rank=a.rank, head=a.head)
     return LoRASpec(model=m.name_or_path, num_labels=num_labels, target_modules=tuple(m.target_modules),
                     r_max=m.rank, alpha=m.alpha, dropout=m.dropout, max_length=m.max_length,
-                    strategy=a.strategy, seed=seed)
+                    strategy=a.strategy, seed=seed, head=resolved_head(m.head))
+
+
+def resolved_head(head: str) -> Head:
+    """``model.head`` with ``auto`` resolved as the federation config does without DP-SGD (the
+    bench trains without it): the checkpoint's ``pooler`` classifier."""
+    if head == "auto":
+        return "pooler"
+    if head not in HEADS:
+        raise ConfigError(f"head: choose from auto, {', '.join(HEADS)} (got {head!r})")
+    return cast(Head, head)
 
 
 def run_method(spec: LoRASpec, parts: Mapping[str, Dataset], settings: SimulationSettings, scorer: Scorer, *,
@@ -214,6 +227,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="demo", help="HF id or local path (default: the shipped MiniLM-L6)")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--strategy", default="ffa", choices=STRATEGIES)
+    p.add_argument("--head", default="auto", choices=HEAD_CHOICES,
+                   help="task head of every method (model.head): pooler (the checkpoint's [CLS] classifier), "
+                        "mean_linear (zero-initialised linear layer on the L2-normalised mean-pooled features) "
+                        "or auto (pooler: the bench trains without DP-SGD)")
     p.add_argument("--epochs", type=float, default=6.0, help="epochs of the sites alone and the centralized model")
     p.add_argument("--local-epochs", type=float, default=0.5, help="epochs per round (and per training piece)")
     p.add_argument("--rounds", type=int, default=None, help="federation rounds (default: epochs / local epochs)")
@@ -250,6 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.rounds = max(1, round(a.epochs / a.local_epochs))
     if a.lr is None:
         a.lr = STRATEGY_LR[a.strategy]
+    a.head = resolved_head(a.head)
     if a.eval_every is not None and a.eval_every < 1:
         p.error(f"--eval-every must be at least 1, got {a.eval_every}")
     return a

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec, apply_mean_update
 from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.train import DataCursor, RunOptions, TrainOptions, train_local
@@ -173,3 +174,41 @@ def test_bench_sites_runs_end_to_end_on_a_slice(model_dir: Path, tmp_path: Path,
     run = report["per_seed"][0]
     assert [p["round"] for p in run["federated"]["curve"]] == [1, 2]
     assert set(run["federated"]["weights"]) == set(report["per_site"])
+
+
+def test_head_choice_resolves_like_the_federation_config(model_dir: Path) -> None:
+    base = ["--data", "hospital", "--model", str(model_dir)]
+    assert sites.parse_args(base).head == "pooler"  # auto without DP-SGD
+    assert sites.parse_args([*base, "--head", "mean_linear"]).head == "mean_linear"
+    with pytest.raises(SystemExit):
+        sites.parse_args([*base, "--head", "cls"])
+    with pytest.raises(ConfigError, match="choose from auto, pooler, mean_linear"):
+        sites.resolved_head("cls")
+
+
+@pytest.mark.slow  # trains the tiny model for every method
+def test_bench_sites_trains_every_method_with_the_chosen_head(model_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    built: list[Any] = []
+    real_build = sites.build_model
+
+    def recording_build(spec: LoRASpec) -> Any:
+        model = real_build(spec)
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(sites, "build_model", recording_build)
+    rc = sites.main(["--data", "hospital", "--model", str(model_dir), "--max-train-per-site", "12",
+                     "--max-test", "60", "--epochs", "1", "--local-epochs", "0.5", "--seeds", "3",
+                     "--head", "mean_linear", "--head-epochs", "2", "--out", str(tmp_path / "s.json")])
+    assert rc == 0
+    report = strict(capsys.readouterr().out)
+    assert report["settings"]["head"] == "mean_linear"
+    assert len(built) == 1 + 1 + 5  # federated, centralized, five sites alone
+    for model in built:
+        assert model.spec.head == "mean_linear"
+        assert type(model.peft.base_model.model).__name__ == "MeanPoolClassifier"
+    for row in report["per_site"].values():
+        assert row["federated"]["own"]["roc_auc"] is not None
+        assert row["personalized"]["own"]["roc_auc"] is not None
