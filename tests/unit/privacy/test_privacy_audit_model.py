@@ -245,8 +245,9 @@ def test_an_adapter_scores_with_the_head_it_was_trained_with(dp_spec: LoRASpec, 
     model = build_model(dp_spec, state=state)
     export_peft_adapter(state, dp_spec, tmp_path / "adapter")
     own = score_examples(model, data).loss
-    right = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7,
-                                              head="mean_linear"), data).loss
-    wrong = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7), data).loss
+    # by default the head the export recorded
+    right = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7), data).loss
+    wrong = score_examples(load_adapter_model(tmp_path / "adapter", max_length=16, seed=7,
+                                              head="pooler"), data).loss
     np.testing.assert_allclose(right, own, atol=1e-5)
     assert not np.allclose(wrong, own, atol=1e-3)
