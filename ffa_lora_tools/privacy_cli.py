@@ -183,7 +183,8 @@ def dpsgd_plan(
     configured = {s["site"]: s["noise_multiplier"] for s in out["sites"]}
     out["secure_sum_clip"] = fed.secure_sum.clip
     if dp.optimizer == "sgd":  # adamw rescales every coordinate, noise included: no such bound
-        std = calibrated.update_noise_std(**_recipe_rates(fed), noise_multipliers=configured)
+        std = calibrated.update_noise_std(**_recipe_rates(dp, training_lr=tr.learning_rate),
+                                          noise_multipliers=configured)
         out["update_noise_std"] = std
         out["quantization_range_needed"] = QUANT_MARGIN * std
     if "update_noise_std" in out and fed.secure_sum.clip < QUANT_MARGIN * std:
@@ -191,7 +192,7 @@ def dpsgd_plan(
             f"secure_sum.clip {fed.secure_sum.clip:g} is below {QUANT_MARGIN:g} x the DP noise a "
             f"round adds to each value of an update (std up to {std:.3g}): the quantizer clips the "
             f"noised updates and their signal with them; set secure_sum.clip >= "
-            f"{math.ceil(QUANT_MARGIN * std * 10) / 10:g} (and bits: 16 to keep the rounding fine)")
+            f"{clip_for_noise(std):g} (and bits: 16 to keep the rounding fine)")
     out["epsilon_max"] = max(s["epsilon"] for s in out["sites"])
     out["noise_multiplier_for_budget"] = max(s["noise_multiplier_for_budget"] for s in out["sites"])
     out["noise_multipliers_for_budget"] = {s["site"]: s["noise_multiplier_for_budget"] for s in out["sites"]}
@@ -202,14 +203,20 @@ def dpsgd_plan(
 QUANT_MARGIN = 4.0
 
 
-def _recipe_rates(fed: FederationConfig) -> dict[str, float]:
-    """The DP-SGD rates, clips and momentum the clients train with (defaults resolved)."""
-    dp = fed.privacy.dpsgd
-    lr = dp.learning_rate or fed.training.learning_rate
+def _recipe_rates(dp: DPSGDConfig, *, training_lr: float) -> dict[str, float]:
+    """The DP-SGD rates, clips and momentum the clients train with (defaults resolved;
+    ``training_lr``: the rate without a DP-SGD one)."""
+    lr = dp.learning_rate or training_lr
     return {"learning_rate": lr, "head_learning_rate": dp.head_learning_rate or lr,
             "max_grad_norm": dp.max_grad_norm,
             "head_max_grad_norm": dp.head_max_grad_norm or dp.max_grad_norm,
             "momentum": dp.momentum}
+
+
+def clip_for_noise(std: float) -> float:
+    """The quantization range (``secure_sum.clip``, rounded up to 0.1) that holds
+    :data:`QUANT_MARGIN` standard deviations of a round's DP noise."""
+    return math.ceil(QUANT_MARGIN * std * 10) / 10
 
 
 def training_records(sites: Mapping[str, int], *, validation_fraction: float) -> dict[str, int]:
@@ -333,7 +340,7 @@ def dpsgd_noise_for_budget(*, epsilon: float, delta: float, sites: Mapping[str, 
            "sample_rate": smallest.sample_rate, "steps": float(smallest.steps)}
     if rates is not None:
         std = plan.update_noise_std(**rates)
-        out["quantization_range"] = max(DemoSettings().clip, math.ceil(QUANT_MARGIN * std * 10) / 10)
+        out["quantization_range"] = max(DemoSettings().clip, clip_for_noise(std))
     return out
 
 
@@ -381,23 +388,19 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
             elif level == "client":
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
-                rate = dp_lr or recipe.learning_rate or STRATEGY_LR[strategy]
-                rates = {"learning_rate": rate, "head_learning_rate": dp_head_lr or recipe.head_learning_rate or rate,
-                         "max_grad_norm": max_grad_norm,
-                         "head_max_grad_norm": recipe.head_max_grad_norm or max_grad_norm,
-                         "momentum": recipe.momentum}
+                overrides = {k: v for k, v in {"optimizer": dp_optimizer, "learning_rate": dp_lr,
+                                               "head_learning_rate": dp_head_lr}.items() if v is not None}
+                run_dp = DPSGDConfig.model_validate({"max_grad_norm": max_grad_norm, **overrides})
+                rates = _recipe_rates(run_dp, training_lr=STRATEGY_LR[strategy])
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, sites=site_records,
                                                batch_size=dp_batch, local_epochs=dp_epochs, rounds=rounds,
                                                head_epochs=recipe.head_epochs, probe_rounds=probe_rounds,
-                                               rates=None if dp_optimizer == "adamw" else rates)
-                overrides = {"optimizer": dp_optimizer, "learning_rate": dp_lr,
-                             "head_learning_rate": dp_head_lr}
+                                               rates=rates if run_dp.optimizer == "sgd" else None)
                 privacy = {"mode": "off", "delta": delta,
                            "dpsgd": {"enabled": True, "noise_multiplier": calib["noise_multiplier"],
                                      "noise_multipliers": calib["noise_multipliers"],
                                      "max_grad_norm": max_grad_norm, "expected_batch_size": dp_batch,
-                                     "physical_batch_size": SWEEP_PHYSICAL_BATCH,
-                                     **{k: v for k, v in overrides.items() if v is not None}}}
+                                     "physical_batch_size": SWEEP_PHYSICAL_BATCH, **overrides}}
             lr = STRATEGY_LR[strategy]
             batch = base.batch_size
             # DP rows: the recipe's small adapter, and a quantization range that holds the noise
@@ -470,7 +473,8 @@ def _audit(settings: Any, *, site: str | None, base: DemoSettings, max_train_per
         return {}
     adapter = Path(settings.out_dir) / settings.name / "adapter"
     print(f"sweep: auditing {adapter} (members: {site}'s training records)", file=sys.stderr, flush=True)
-    # The run's head: model.head auto is mean_linear under DP-SGD (the export does not record it).
+    # The run's head (model.head auto: mean_linear under DP-SGD), for exports made before they
+    # recorded it; a newer export records the same.
     head = "mean_linear" if settings.privacy.get("dpsgd", {}).get("enabled") else "pooler"
     report = audit_builtin_run(adapter, data=base.data, site=site, data_seed=base.seed, strategy=settings.strategy,
                                max_train_per_site=max_train_per_site, max_test=max_test, head=head)
