@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,18 +45,27 @@ from services.common.config import DPSGDConfig
 HEADS = ("pooler", "mean_linear")
 
 
+def dp_args_problem(epsilon: float | None, *, delta: float, adapter_rounds: int | None) -> str | None:
+    """What is wrong with the DP-SGD options ``--epsilon`` (None: no DP), ``--delta`` and
+    ``--adapter-rounds`` (checked only with ``--epsilon``), or None when nothing is."""
+    if epsilon is not None and (not isinstance(epsilon, (int, float)) or not epsilon > 0):
+        return f"--epsilon: the DP budget must be > 0 (e.g. 8), got {epsilon!r}"
+    if not 0 < delta < 1:
+        return f"--delta must be in (0, 1), e.g. 1e-5, got {delta!r}"
+    if epsilon is not None and adapter_rounds is not None and adapter_rounds < 1:
+        return f"--adapter-rounds must be at least 1, got {adapter_rounds!r}"
+    return None
+
+
 def recipe_dp_training(epsilon: float, *, delta: float, rounds: int, adapter_rounds: int | None,
                        seed: int | None = None) -> DPTraining:
     """The DP-SGD recipe of ``privacy.dpsgd``'s defaults (what a client runs under
     ``privacy.dpsgd.enabled``) for one model trained alone: every model spends ``epsilon`` at
     ``delta``; the last ``adapter_rounds`` of ``rounds`` train the adapter (``None``: all).
     ``seed``: tests only (fixes noise and sampling)."""
-    if not isinstance(epsilon, (int, float)) or math.isnan(epsilon) or epsilon <= 0:
-        raise ConfigError(f"--epsilon: the DP budget must be > 0 (e.g. 8), got {epsilon!r}")
-    if not 0 < delta < 1:
-        raise ConfigError(f"--delta must be in (0, 1), e.g. 1e-5, got {delta!r}")
-    if adapter_rounds is not None and adapter_rounds < 1:
-        raise ConfigError(f"--adapter-rounds must be at least 1, got {adapter_rounds!r}")
+    problem = dp_args_problem(epsilon, delta=delta, adapter_rounds=adapter_rounds)
+    if problem is not None:
+        raise ConfigError(problem)
     c = DPSGDConfig()
     options = DPSGDOptions(noise_multiplier=0.0, max_grad_norm=c.max_grad_norm, delta=delta,
                            head_max_grad_norm=c.head_max_grad_norm, head_epochs=c.head_epochs,
@@ -174,12 +182,9 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < a.fpr < 1:
         p.error(f"--fpr must be in (0, 1), e.g. 0.01, got {a.fpr}")
-    if a.epsilon is not None and not a.epsilon > 0:
-        p.error(f"--epsilon: the DP budget must be > 0 (e.g. 8), got {a.epsilon}")
-    if not 0 < a.delta < 1:
-        p.error(f"--delta must be in (0, 1), e.g. 1e-5, got {a.delta}")
-    if a.epsilon is not None and a.adapter_rounds is not None and a.adapter_rounds < 1:
-        p.error(f"--adapter-rounds must be at least 1, got {a.adapter_rounds}")
+    problem = dp_args_problem(a.epsilon, delta=a.delta, adapter_rounds=a.adapter_rounds)
+    if problem is not None:
+        p.error(problem)
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ffa_lora.data.canaries import make_canaries, plant_canaries, save_canaries
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec, build_model, evaluate, export_peft_adapter
 from ffa_lora.privacy.audit_model import DPTrainResult, round_trainer
-from ffa_lora_tools.audit_cli import recipe_dp_training
+from ffa_lora_tools.audit_cli import dp_args_problem, recipe_dp_training
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
 from ffa_lora_tools.privacy_cli import DP_ALPHA, DP_LOCAL_EPOCHS, DP_RANK, DP_TARGETS
 from services.common.config import DPSGDConfig, ModelConfig
@@ -76,12 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    if a.epsilon is not None and not a.epsilon > 0:
-        p.error(f"--epsilon: the DP budget must be > 0 (e.g. 8), got {a.epsilon}")
-    if not 0 < a.delta < 1:
-        p.error(f"--delta must be in (0, 1), e.g. 1e-5, got {a.delta}")
-    if a.epsilon is not None and a.adapter_rounds is not None and not 1 <= a.adapter_rounds:
-        p.error(f"--adapter-rounds must be at least 1, got {a.adapter_rounds}")
+    problem = dp_args_problem(a.epsilon, delta=a.delta, adapter_rounds=a.adapter_rounds)
+    if problem is not None:
+        p.error(problem)
     if a.rounds < 1 or a.batch_size < 1:
         p.error("--rounds and --batch-size must be at least 1")
 
