@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,9 @@ class SyntheticTrainer:
     device: str = "cpu"
     deltas: dict[int, np.ndarray] = field(default_factory=dict)
     delay: float = 0.0  # seconds of pretend training (runs in a worker thread)
+    # Called with each task before training starts, in the worker thread: a test holds a
+    # client back until the federation reaches a state it names (deterministic, unlike a delay).
+    wait: Callable[[d.RoundTask], None] | None = None
 
     def set_spec(self, spec: LoRASpec, labels: tuple[str, ...]) -> None:
         self.spec = spec
@@ -144,6 +148,8 @@ class SyntheticTrainer:
         self.state, self.version = dict(st_load(blob)), version
 
     def run_task(self, task: d.RoundTask, public_key: PublicKey) -> PreparedUpdate:
+        if self.wait is not None:
+            self.wait(task)
         time.sleep(self.delay)
         layout = PackingLayout.from_bytes(task.secure_sum.layout)
         rng = np.random.default_rng([self.seed, task.round])
@@ -216,11 +222,13 @@ class InProcessFederation:
             await asyncio.sleep(0.05)
 
     def start_client(self, cid: str, *, edge_index: int = 0, num_samples: int = 100, seed: int = 0,
-                     delay: float = 0.0, **client: Any) -> ClientAgent:
-        """``client``: extra ``client:`` config values (e.g. ``session="check_in"``)."""
+                     delay: float = 0.0, wait: Callable[[d.RoundTask], None] | None = None,
+                     **client: Any) -> ClientAgent:
+        """``client``: extra ``client:`` config values (e.g. ``session="check_in"``); ``wait``: see
+        :attr:`SyntheticTrainer.wait`."""
         ports = [self.edge_ports[self.edge_ids[(edge_index + i) % len(self.edge_ids)]] for i in range(len(self.edge_ids))]
         cfg = client_config(self.root, self.certs, cid, ports, model=str(self.model_dir), **client)
-        trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay)
+        trainer = SyntheticTrainer(cid, num_samples, seed=seed, delay=delay, wait=wait)
         agent = ClientAgent(cfg.client, tls_files(self.certs, "client", cid), trainer,  # type: ignore[arg-type]
                             create_metrics("client"))
         # Every agent, server and test shares this process and its (large) heap: a full garbage
