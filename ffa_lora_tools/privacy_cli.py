@@ -349,7 +349,7 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
           level: str = "sample", max_grad_norm: float = 1.0, delta: float = 1e-5,
           local_epochs: float | None = None, resume: bool = False, dp_batch_size: int | None = None,
           dp_optimizer: str | None = None, dp_lr: float | None = None,
-          dp_head_lr: float | None = None, probe: bool = False,
+          dp_head_lr: float | None = None, dp_final_head_rounds: int | None = None, probe: bool = False,
           audit_site: str | None = None) -> dict[str, Any]:
     """Run the demo at each budget for each strategy.
 
@@ -359,8 +359,8 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     (central Gaussian/Laplace noise on the decrypted sum, ``norm_clip`` per client update).
     ``resume``: reuse a run whose ``summary.json`` in ``out_dir`` was made with identical settings.
     DP rows run the DP-SGD recipe of ``privacy.dpsgd``'s defaults (``mean_linear`` head, head
-    steps every round, SGD); ``dp_*`` override its expected batch, optimizer, adapter rate and
-    head rate. ``probe``: also a ``probe`` row per budget, the DP linear probe on the frozen
+    steps every round, SGD); ``dp_*`` override its expected batch, optimizer, adapter rate,
+    head rate and head-only rounds placed after the adapter rounds. ``probe``: also a ``probe`` row per budget, the DP linear probe on the frozen
     encoder with the same recipe on the head alone (:func:`ffa_lora_tools.dp_recipe.probe_reference`),
     so every sweep shows what the adapter adds under DP. ``audit_site``: after each run, a
     membership-inference audit (loss attack) of its exported adapter with that site's training
@@ -389,7 +389,9 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
                 privacy = {"mode": "central", "mechanism": mechanism, "epsilon": eps, "norm_clip": norm_clip}
             else:
                 overrides = {k: v for k, v in {"optimizer": dp_optimizer, "learning_rate": dp_lr,
-                                               "head_learning_rate": dp_head_lr}.items() if v is not None}
+                                               "head_learning_rate": dp_head_lr,
+                                               "final_head_rounds": dp_final_head_rounds}.items()
+                             if v is not None}
                 run_dp = DPSGDConfig.model_validate({"max_grad_norm": max_grad_norm, **overrides})
                 rates = _recipe_rates(run_dp, training_lr=STRATEGY_LR[strategy])
                 calib = dpsgd_noise_for_budget(epsilon=eps, delta=delta, sites=site_records,
@@ -580,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="DP-SGD rate of the adapter (default: privacy.dpsgd.learning_rate's)")
     sw.add_argument("--dp-head-lr", type=float, default=None,
                     help="DP-SGD rate of the task head (default: privacy.dpsgd.head_learning_rate's)")
+    sw.add_argument("--dp-final-head-rounds", type=int, default=None,
+                    help="DP-SGD head-only rounds after the adapter rounds instead of before "
+                         "(default: privacy.dpsgd.final_head_rounds')")
     sw.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                     help="sample level: add the DP linear probe's row at every budget")
     sw.add_argument("--audit-site", default=None,
@@ -608,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                 mechanism=a.mechanism, norm_clip=a.norm_clip, out_dir=a.out_dir, level=a.level,
                 max_grad_norm=a.max_grad_norm, delta=a.delta, local_epochs=a.local_epochs, resume=a.resume,
                 dp_batch_size=a.dp_batch_size, dp_optimizer=a.dp_optimizer, dp_lr=a.dp_lr, dp_head_lr=a.dp_head_lr,
-                probe=a.probe, audit_site=a.audit_site)
+                dp_final_head_rounds=a.dp_final_head_rounds, probe=a.probe, audit_site=a.audit_site)
     for row in [*res["rows"], *res["budgets"]]:  # strict JSON has no Infinity: "no DP" is written as "inf"
         for key in ("epsilon", "epsilon_spent", "epsilon_budget"):
             if isinstance(row.get(key), float) and math.isinf(row[key]):

@@ -28,7 +28,9 @@ Budget: the sites alone and the centralized model train ``--epochs`` epochs of t
 pieces of ``--local-epochs``; the federation ``--rounds`` rounds of ``--local-epochs`` epochs
 per site (default: the same number of epochs). ``--eval-every`` adds the scores after every
 that many pieces/rounds as curves, which show where each method levels off. ``--combine``
-merges reports of methods run separately (long runs) into one report.
+merges reports of methods run separately (long runs) into one report. ``--probe-rounds``
+starts every method with a linear probe of its data on the frozen encoder's features (for the
+federation, rounds of head fits averaged across the sites), then fine-tunes as above.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ from ffa_lora.data.builtin import BUILTIN_NAMES, DemoData, load_builtin
 from ffa_lora.data.dataset import Dataset, stratified_split
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec
-from ffa_lora.lora.model import LoRAModel, build_model
-from ffa_lora.lora.personalize import evaluate_heads, finetune_head, head_features
+from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
+from ffa_lora.lora.personalize import (
+    adapter_with_head,
+    evaluate_heads,
+    finetune_head,
+    head_features,
+)
 from ffa_lora.lora.spec import HEADS, STRATEGIES, Head
 from ffa_lora_tools.bench.quality import parse_seeds
 from ffa_lora_tools.bench.sites_report import combine_runs, plot_sites, summarize
@@ -124,12 +131,52 @@ def resolved_head(head: str) -> Head:
     return cast(Head, head)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeFirst:
+    """Linear probing before fine-tuning: ``rounds`` rounds of ``epochs`` head-only epochs on
+    the frozen encoder's features (AdamW at ``lr``), the parts' heads averaged by records."""
+
+    rounds: int = 0
+    epochs: int = 1
+    lr: float = 1e-2
+    batch_size: int = 32
+
+
+def probe_first(model: LoRAModel, parts: Mapping[str, Dataset], probe: ProbeFirst, *, seed: int) -> dict[str, Any]:
+    """Set ``model``'s head to a federated linear probe of ``parts``: every round each part fits
+    the head from the current global one on its own features, and the global head becomes the
+    record-weighted mean of theirs (the mean the secure sum computes). One part: a probe of that
+    part alone with the same number of epochs. The adapter is untouched, so each part's features
+    are computed once."""
+    t0 = time.perf_counter()
+    names = sorted(parts)
+    feats = {s: head_features(model, parts[s]) for s in names}
+    total = sum(len(parts[s]) for s in names)
+    for r in range(probe.rounds):
+        fitted = [finetune_head(model, parts[s], epochs=probe.epochs, lr=probe.lr, batch_size=probe.batch_size,
+                                seed=seed * 1000 + r * len(names) + i, features=feats[s]).head
+                  for i, s in enumerate(names)]
+        mean = {k: sum(len(parts[s]) * h[k].astype(np.float64) for s, h in zip(names, fitted)) / total
+                for k in fitted[0]}
+        load_adapter_state(model, adapter_with_head(get_adapter_state(model), mean))
+    return {"rounds": probe.rounds, "epochs": probe.epochs, "seconds": time.perf_counter() - t0}
+
+
 def run_method(spec: LoRASpec, parts: Mapping[str, Dataset], settings: SimulationSettings, scorer: Scorer, *,
-               eval_every: int | None, sites: list[str] | None, threads: int, label: str) -> tuple[LoRAModel, dict]:
+               eval_every: int | None, sites: list[str] | None, threads: int, label: str,
+               probe: ProbeFirst | None = None) -> tuple[LoRAModel, dict]:
     """Train a fresh model as a federation of ``parts`` (one part: a site alone or the pooled
-    data); score it after every ``eval_every`` rounds and at the end."""
+    data), after a linear probe of the same parts if ``probe`` has rounds; score it after the
+    probe, after every ``eval_every`` rounds and at the end."""
     model = build_model(spec)
     curve: list[dict[str, Any]] = []
+    probed: dict[str, Any] | None = None
+    if probe is not None and probe.rounds:
+        probed = probe_first(model, parts, probe, seed=settings.seed)
+        scores = scorer.score(model, scorer.features(model), sites=sites)
+        curve.append({"round": 0, "epochs": 0.0, "probe": True, **scores})
+        _say(f"  {label}: linear probe ({probe.rounds} x {probe.epochs} head epochs): global accuracy "
+             f"{scores['global']['accuracy']:.4f}, AUC {scores['global']['roc_auc']:.4f}")
 
     def on_round(number: int, m: LoRAModel) -> None:
         if number == settings.rounds or (eval_every and number % eval_every == 0):
@@ -143,7 +190,7 @@ def run_method(spec: LoRASpec, parts: Mapping[str, Dataset], settings: Simulatio
     return model, {"curve": curve, "final": {k: curve[-1][k] for k in ("global", "own")},
                    "train_seconds": res.train_seconds, "train_cpu_seconds": res.train_cpu_seconds,
                    "wall_seconds": time.perf_counter() - t0,
-                   "weights": res.weights, "rounds": res.rounds}
+                   "weights": res.weights, "rounds": res.rounds, "probe_first": probed}
 
 
 def personalize(model: LoRAModel, demo: DemoData, scorer: Scorer, a: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -189,25 +236,27 @@ def run_seed(a: argparse.Namespace, seed: int) -> dict[str, Any]:
               "batch_size": a.batch_size, "seed": seed}
     pieces = max(1, round(a.epochs / a.local_epochs))
     single = SimulationSettings(rounds=pieces, bits=None, **common)
+    probe = ProbeFirst(rounds=a.probe_rounds, epochs=a.probe_epochs, lr=a.probe_lr, batch_size=a.head_batch_size)
     if "federated" in a.runs:
         _say(f"seed {seed}: federation of {len(sites)} sites, {a.rounds} rounds x {a.local_epochs:g} epochs")
         fed = SimulationSettings(rounds=a.rounds, server_learning_rate=a.server_lr, clip=a.clip, bits=a.bits or None,
                                  **common)
         model, out["federated"] = run_method(spec, {s: demo.train_parts[s] for s in sites}, fed, scorer,
-                                             eval_every=a.eval_every, sites=None, threads=a.threads, label="federated")
+                                             eval_every=a.eval_every, sites=None, threads=a.threads, label="federated",
+                                             probe=probe)
         out["personalized"] = personalize(model, demo, scorer, a, seed)
         del model
     if "centralized" in a.runs:
         _say(f"seed {seed}: centralized, {len(demo.train)} records, {pieces * a.local_epochs:g} epochs")
         _, out["centralized"] = run_method(spec, {"pooled": demo.train}, single, scorer, eval_every=a.eval_every,
-                                           sites=None, threads=a.threads, label="centralized")
+                                           sites=None, threads=a.threads, label="centralized", probe=probe)
     if "alone" in a.runs:
         out["alone"] = {}
         for site in sites:
             _say(f"seed {seed}: {site} alone, {len(demo.train_parts[site])} records")
             _, out["alone"][site] = run_method(spec, {site: demo.train_parts[site]}, single, scorer,
                                                eval_every=a.eval_every, sites=[site], threads=a.threads,
-                                               label=f"{site} alone")
+                                               label=f"{site} alone", probe=probe)
     return out
 
 
@@ -240,6 +289,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--clip", type=float, default=0.5, help="the secure sum's per-coordinate range")
     p.add_argument("--bits", type=int, default=8, choices=[0, 8, 16], help="quantization bits (0: none)")
+    p.add_argument("--probe-rounds", type=int, default=0,
+                   help="linear probing first: rounds of head-only training on the frozen encoder's features "
+                        "before the fine-tuning, for every method (a federation averages the sites' heads; "
+                        "default 0: none)")
+    p.add_argument("--probe-epochs", type=int, default=1, help="linear probing first: head epochs per round")
+    p.add_argument("--probe-lr", type=float, default=1e-2, help="linear probing first: AdamW rate of the head")
     p.add_argument("--head-epochs", type=int, default=20, help="personalized heads: epochs on cached features")
     p.add_argument("--head-lr", type=float, default=1e-2)
     p.add_argument("--head-batch-size", type=int, default=32)
@@ -268,6 +323,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if a.lr is None:
         a.lr = STRATEGY_LR[a.strategy]
     a.head = resolved_head(a.head)
+    if a.probe_rounds < 0 or a.probe_epochs < 1 or not a.probe_lr > 0:
+        p.error(f"--probe-rounds must be >= 0, --probe-epochs >= 1 and --probe-lr > 0 "
+                f"(got {a.probe_rounds}, {a.probe_epochs}, {a.probe_lr})")
     if a.eval_every is not None and a.eval_every < 1:
         p.error(f"--eval-every must be at least 1, got {a.eval_every}")
     return a

@@ -315,9 +315,15 @@ class DPSGDConfig(_Model):
     )
     adapter_rounds: int | None = Field(
         default=RECIPE_ADAPTER_ROUNDS, ge=1,
-        description="Only the last adapter_rounds rounds take steps through the model; the "
-        "rounds before train the head alone (head_epochs of head steps): linear probing, then "
-        "fine-tuning (none: every round).",
+        description="Only the last adapter_rounds rounds (before any final_head_rounds) take "
+        "steps through the model; the rounds before train the head alone (head_epochs of head "
+        "steps): linear probing, then fine-tuning (none: every round).",
+    )
+    final_head_rounds: int = Field(
+        default=0, ge=0,
+        description="Of the head-only rounds, this many come after the adapter rounds instead "
+        "of before them: the last rounds refit the head to the fine-tuned features. Same steps "
+        "and the same epsilon; needs adapter_rounds.",
     )
 
 
@@ -501,6 +507,12 @@ class FederationConfig(_Model):
         if dp.adapter_only and dp.head_epochs <= 0:
             raise ValueError("privacy.dpsgd.adapter_only needs head_epochs > 0, or the head never "
                              "trains; set head_epochs or adapter_only: false")
+        if dp.final_head_rounds and (dp.adapter_rounds is None
+                                     or dp.final_head_rounds > self.dpsgd_probe_rounds()):
+            raise ValueError(
+                f"privacy.dpsgd.final_head_rounds ({dp.final_head_rounds}) counts head-only rounds "
+                f"placed after the adapter rounds: it needs adapter_rounds set and at most "
+                f"rounds.max_rounds - adapter_rounds ({self.dpsgd_probe_rounds()})")
         if self.dpsgd_probe_rounds() and dp.head_epochs <= 0:
             raise ValueError("privacy.dpsgd.adapter_rounds below rounds.max_rounds leaves "
                              "head-only rounds, which need head_epochs > 0; set head_epochs or "
@@ -522,9 +534,13 @@ class FederationConfig(_Model):
 
     def local_epochs_at(self, round_index: int) -> float:
         """Epochs of steps through the model in round ``round_index`` (0-based): none in the
-        DP-SGD probe rounds."""
-        if round_index < self.dpsgd_probe_rounds():
-            return 0.0
+        DP-SGD head-only rounds (the probe rounds first, ``final_head_rounds`` of them last)."""
+        head_only = self.dpsgd_probe_rounds()
+        if head_only:
+            final = self.privacy.dpsgd.final_head_rounds
+            first_adapter = head_only - final
+            if not first_adapter <= round_index < self.rounds.max_rounds - final:
+                return 0.0
         return self.training.local_epochs
 
     def _check_dp_combinations(self) -> None:

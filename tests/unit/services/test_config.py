@@ -171,10 +171,17 @@ def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:
     assert serde.spec_from_proto(serde.spec_to_proto(lora_spec(fed))).head == "mean_linear"
     # head-only rounds first: no steps through the model there
     assert [fed.local_epochs_at(i) for i in range(6)] == [0.0] * 4 + [0.5] * 2
+    # final_head_rounds moves head-only rounds after the adapter rounds: same count of each
+    doc["coordinator"]["federation"]["privacy"]["dpsgd"]["final_head_rounds"] = 1
+    late = parse_config(doc).coordinator
+    assert late is not None and late.federation.dpsgd_probe_rounds() == 4
+    assert [late.federation.local_epochs_at(i) for i in range(6)] == [0.0] * 3 + [0.5] * 2 + [0.0]
 
 
 @pytest.mark.parametrize(("dpsgd", "model", "needle"), [
     ({"adapter_rounds": 0}, {}, "adapter_rounds"),
+    ({"final_head_rounds": 5}, {}, "final_head_rounds (5)"),
+    ({"adapter_rounds": None, "final_head_rounds": 1}, {}, "needs adapter_rounds set"),
     ({"head_epochs": 0}, {}, "adapter_only needs head_epochs > 0"),
     ({"head_epochs": 0, "adapter_only": False}, {}, "head-only rounds, which need head_epochs > 0"),
     ({}, {"head": "pooler"}, "needs model.head: mean_linear"),

@@ -201,10 +201,14 @@ def test_bench_sites_trains_every_method_with_the_chosen_head(model_dir: Path, t
     monkeypatch.setattr(sites, "build_model", recording_build)
     rc = sites.main(["--data", "hospital", "--model", str(model_dir), "--max-train-per-site", "12",
                      "--max-test", "60", "--epochs", "1", "--local-epochs", "0.5", "--seeds", "3",
-                     "--head", "mean_linear", "--head-epochs", "2", "--out", str(tmp_path / "s.json")])
+                     "--head", "mean_linear", "--head-epochs", "2", "--probe-rounds", "1",
+                     "--out", str(tmp_path / "s.json")])
     assert rc == 0
     report = strict(capsys.readouterr().out)
     assert report["settings"]["head"] == "mean_linear"
+    for method in ("federated", "centralized"):  # every method starts with the linear probe
+        first = report["per_seed"][0][method]["curve"][0]
+        assert first["probe"] and first["round"] == 0
     assert len(built) == 1 + 1 + 5  # federated, centralized, five sites alone
     for model in built:
         assert model.spec.head == "mean_linear"
@@ -212,3 +216,26 @@ def test_bench_sites_trains_every_method_with_the_chosen_head(model_dir: Path, t
     for row in report["per_site"].values():
         assert row["federated"]["own"]["roc_auc"] is not None
         assert row["personalized"]["own"]["roc_auc"] is not None
+
+
+def test_probe_first_averages_the_sites_head_fits_by_records(model_dir: Path) -> None:
+    from ffa_lora.lora.personalize import finetune_head, head_features, head_state
+
+    spec = LoRASpec(model=str(model_dir), num_labels=3, r_max=4, max_length=16, seed=3, head="mean_linear")
+    parts = {"x": make_tiny_dataset(n=24, seed=1), "y": make_tiny_dataset(n=12, seed=2)}
+    probe = sites.ProbeFirst(rounds=1, epochs=2, lr=5e-2, batch_size=8)
+    model = build_model(spec)
+    start = get_adapter_state(model)
+    # the same two fits by hand from the zero head, averaged 24 : 12
+    fits = {s: finetune_head(model, parts[s], epochs=2, lr=5e-2, batch_size=8, seed=7 * 1000 + i,
+                             features=head_features(model, parts[s])).head for i, s in enumerate(["x", "y"])}
+    info = sites.probe_first(model, parts, probe, seed=7)
+    head = head_state(model)
+    assert info["rounds"] == 1 and set(head) == set(fits["x"])
+    for k in head:
+        np.testing.assert_allclose(head[k], (24 * fits["x"][k] + 12 * fits["y"][k]) / 36, atol=1e-6)
+        assert not np.allclose(head[k], start[k])  # the zero-initialised head moved
+    after = get_adapter_state(model)
+    assert all(np.array_equal(after[k], start[k]) for k in start if k not in head)  # adapter untouched
+    with pytest.raises(SystemExit):
+        sites.parse_args(["--data", "hospital", "--model", str(model_dir), "--probe-epochs", "0"])
