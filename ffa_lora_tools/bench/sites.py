@@ -156,7 +156,7 @@ def probe_first(model: LoRAModel, parts: Mapping[str, Dataset], probe: ProbeFirs
         fitted = [finetune_head(model, parts[s], epochs=probe.epochs, lr=probe.lr, batch_size=probe.batch_size,
                                 seed=seed * 1000 + r * len(names) + i, features=feats[s]).head
                   for i, s in enumerate(names)]
-        mean = {k: sum(len(parts[s]) * h[k].astype(np.float64) for s, h in zip(names, fitted)) / total
+        mean = {k: np.sum([len(parts[s]) * h[k].astype(np.float64) for s, h in zip(names, fitted)], axis=0) / total
                 for k in fitted[0]}
         load_adapter_state(model, adapter_with_head(get_adapter_state(model), mean))
     return {"rounds": probe.rounds, "epochs": probe.epochs, "seconds": time.perf_counter() - t0}
