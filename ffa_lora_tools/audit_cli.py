@@ -58,11 +58,12 @@ def dp_args_problem(epsilon: float | None, *, delta: float, adapter_rounds: int 
 
 
 def recipe_dp_training(epsilon: float, *, delta: float, rounds: int, adapter_rounds: int | None,
-                       seed: int | None = None) -> DPTraining:
+                       seed: int | None = None, final_head_rounds: int | None = None) -> DPTraining:
     """The DP-SGD recipe of ``privacy.dpsgd``'s defaults (what a client runs under
     ``privacy.dpsgd.enabled``) for one model trained alone: every model spends ``epsilon`` at
-    ``delta``; the last ``adapter_rounds`` of ``rounds`` train the adapter (``None``: all).
-    ``seed``: tests only (fixes noise and sampling)."""
+    ``delta``; ``adapter_rounds`` of ``rounds`` train the adapter (``None``: all), followed by
+    ``final_head_rounds`` head-only rounds (default: the config's). ``seed``: tests only (fixes
+    noise and sampling)."""
     problem = dp_args_problem(epsilon, delta=delta, adapter_rounds=adapter_rounds)
     if problem is not None:
         raise ConfigError(problem)
@@ -74,7 +75,9 @@ def recipe_dp_training(epsilon: float, *, delta: float, rounds: int, adapter_rou
                            learning_rate=c.learning_rate, head_learning_rate=c.head_learning_rate,
                            momentum=c.momentum)
     probe_rounds = 0 if adapter_rounds is None else max(0, rounds - adapter_rounds)
-    return DPTraining(epsilon=epsilon, options=options, probe_rounds=probe_rounds, seed=seed)
+    final = c.final_head_rounds if final_head_rounds is None else final_head_rounds
+    return DPTraining(epsilon=epsilon, options=options, probe_rounds=probe_rounds, seed=seed,
+                      final_head_rounds=min(final, probe_rounds))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,3 +175,16 @@ def check_phase(phase: str) -> Phase:
     if phase not in PHASES:
         raise ConfigError(f"phase: must be one of {PHASES}, got {phase!r}")
     return phase  # type: ignore[return-value]
+
+
+def head_only_round(index: int, *, rounds: int, head_only_rounds: int, final_head_rounds: int = 0) -> bool:
+    """Whether round ``index`` (0-based) of ``rounds`` trains the task head alone, when
+    ``head_only_rounds`` of them do: linear probing first, then the rounds that train the
+    adapter, then the last ``final_head_rounds`` of the head-only rounds, which refit the head
+    to the fine-tuned features."""
+    if not 0 <= final_head_rounds <= head_only_rounds <= rounds:
+        raise ConfigError(f"need 0 <= final_head_rounds <= head_only_rounds <= rounds, got "
+                          f"{final_head_rounds}, {head_only_rounds}, {rounds}")
+    if not head_only_rounds:
+        return False
+    return not head_only_rounds - final_head_rounds <= index < rounds - final_head_rounds

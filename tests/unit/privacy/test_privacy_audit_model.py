@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,3 +252,22 @@ def test_an_adapter_scores_with_the_head_it_was_trained_with(dp_spec: LoRASpec, 
                                               head="pooler"), data).loss
     np.testing.assert_allclose(right, own, atol=1e-5)
     assert not np.allclose(wrong, own, atol=1e-3)
+
+
+def test_dp_training_places_final_head_rounds_last(dp_spec: LoRASpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ffa_lora.lora.train as train_mod
+
+    epochs: list[float] = []
+    real = train_mod.train_local
+
+    def recording(model: Any, data: Any, opts: Any, **kw: Any) -> Any:
+        epochs.append(opts.epochs)
+        return real(model, data, opts, **kw)
+
+    monkeypatch.setattr(train_mod, "train_local", recording)
+    dp = replace(_dp(8.0, probe_rounds=2), final_head_rounds=1)
+    res = train_dpsgd(dp_spec, make_tiny_dataset(32, seed=6), dp, rounds=4, local_epochs=1.0, lr=1e-2, batch_size=16)
+    assert epochs == [0.0, 1.0, 1.0, 0.0]  # probe, two adapter rounds, the head refitted
+    assert res.steps == res.planned_steps  # the same steps the plan counted
+    with pytest.raises(ConfigError, match="final_head_rounds"):
+        replace(_dp(8.0, probe_rounds=1), final_head_rounds=2)
