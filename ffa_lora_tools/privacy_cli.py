@@ -142,6 +142,7 @@ def dpsgd_plan(
         "local_epochs": tr.local_epochs,
         "head_epochs": head_epochs,
         "probe_rounds": fed.dpsgd_probe_rounds(),
+        "final_head_rounds": min(dp.final_head_rounds, fed.dpsgd_probe_rounds()),
         "rounds": fed.rounds.max_rounds,
         "delta": fed.privacy.delta,
         "epsilon_budget": fed.privacy.epsilon,
@@ -282,7 +283,8 @@ def print_plan(plan: dict[str, Any]) -> None:
         t = Table(
             title=f"sample-level DP-SGD: noise multiplier {dp['noise_multiplier']:.4g}, clip "
             f"{dp['max_grad_norm']:g}, expected batch {dp['expected_batch_size']}, "
-            f"{dp['rounds']} rounds ({dp['probe_rounds']} head-only) x {dp['head_epochs']:g} "
+            f"{dp['rounds']} rounds ({dp['probe_rounds']} head-only, the last {dp['final_head_rounds']} "
+            f"of them after the adapter rounds) x {dp['head_epochs']:g} "
             f"head + {dp['local_epochs']:g} model epochs, delta={dp['delta']:g}"
         )
         t.add_column("site", no_wrap=True)

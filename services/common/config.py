@@ -320,7 +320,7 @@ class DPSGDConfig(_Model):
         "steps): linear probing, then fine-tuning (none: every round).",
     )
     final_head_rounds: int = Field(
-        default=0, ge=0,
+        default=1, ge=0,
         description="Of the head-only rounds, this many come after the adapter rounds instead "
         "of before them: the last rounds refit the head to the fine-tuned features. Same steps "
         "and the same epsilon; needs adapter_rounds (a federation with fewer head-only rounds "

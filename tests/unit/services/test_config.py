@@ -169,13 +169,17 @@ def test_dpsgd_recipe_picks_the_mean_linear_head_and_probe_rounds() -> None:
     assert fed.head() == "mean_linear" and lora_spec(fed).head == "mean_linear"
     # the head travels to the clients with the spec
     assert serde.spec_from_proto(serde.spec_to_proto(lora_spec(fed))).head == "mean_linear"
-    # head-only rounds first: no steps through the model there
-    assert [fed.local_epochs_at(i) for i in range(6)] == [0.0] * 4 + [0.5] * 2
-    # final_head_rounds moves head-only rounds after the adapter rounds: same count of each
-    doc["coordinator"]["federation"]["privacy"]["dpsgd"]["final_head_rounds"] = 1
-    late = parse_config(doc).coordinator
-    assert late is not None and late.federation.dpsgd_probe_rounds() == 4
-    assert [late.federation.local_epochs_at(i) for i in range(6)] == [0.0] * 3 + [0.5] * 2 + [0.0]
+    # head-only rounds (no steps through the model): first, and by default the last one
+    assert fed.dpsgd_probe_rounds() == 4
+    assert [fed.local_epochs_at(i) for i in range(6)] == [0.0] * 3 + [0.5] * 2 + [0.0]
+    doc["coordinator"]["federation"]["privacy"]["dpsgd"]["final_head_rounds"] = 0
+    first = parse_config(doc).coordinator
+    assert first is not None
+    assert [first.federation.local_epochs_at(i) for i in range(6)] == [0.0] * 4 + [0.5] * 2
+    # every round trains the adapter: the default final head round has no head-only round to take
+    doc["coordinator"]["federation"]["privacy"]["dpsgd"] = {"enabled": True, "adapter_rounds": None}
+    every = parse_config(doc).coordinator
+    assert every is not None and [every.federation.local_epochs_at(i) for i in range(6)] == [0.5] * 6
 
 
 @pytest.mark.parametrize(("dpsgd", "model", "needle"), [

@@ -73,8 +73,9 @@ def test_dpsgd_plan_counts_the_recipes_head_steps_and_probe_rounds(
     plan = json.loads(capsys.readouterr().out)["dpsgd"]
     (site,) = plan["sites"]
     # the recipe's defaults: expected batch 512, 3 head epochs every round, the model's
-    # 0.5 epochs only after the 4 head-only rounds
+    # 0.5 epochs only in the 2 rounds between 3 head-only rounds and the last one
     assert plan["expected_batch_size"] == 512 and plan["head_epochs"] == 3.0
+    assert (plan["probe_rounds"], plan["final_head_rounds"]) == (4, 1)
     head = round(3 * 1800 / 512)
     model = round(0.5 * 1800 / 512)
     assert site["steps"] == 6 * head + 2 * model
