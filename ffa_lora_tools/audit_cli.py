@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: no DP)")
     dp.add_argument("--delta", type=float, default=1e-5, help="with --epsilon: delta (default 1e-5)")
     dp.add_argument("--adapter-rounds", type=int, default=DPSGDConfig().adapter_rounds,
-                    help="with --epsilon: only the last rounds train the adapter, the rounds "
-                         "before the head alone (default: privacy.dpsgd.adapter_rounds')")
+                    help="with --epsilon: rounds that train the adapter; the others train the head "
+                         "alone, before them and (privacy.dpsgd.final_head_rounds) after them "
+                         "(default: privacy.dpsgd.adapter_rounds')")
     mdl = p.add_argument_group("model and report")
     mdl.add_argument("--model", default=None, help="base model, when not where the adapter config says")
     mdl.add_argument("--max-length", type=int, default=64)
@@ -229,6 +230,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if dp is not None:
         report["reference_training"]["dpsgd"] = {
             "epsilon_budget": a.epsilon, "delta": a.delta, "probe_rounds": dp.probe_rounds,
+            "final_head_rounds": dp.final_head_rounds,
             "models": [r.summary() for r in spent]}
     return report
 

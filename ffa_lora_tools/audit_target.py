@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train under DP-SGD so that the site spends this epsilon (default: no DP)")
     dp.add_argument("--delta", type=float, default=1e-5, help="with --epsilon: delta (default 1e-5)")
     dp.add_argument("--adapter-rounds", type=int, default=DPSGDConfig().adapter_rounds,
-                    help="with --epsilon: the last rounds that train the adapter; the rounds "
-                         "before train the head alone (default: privacy.dpsgd.adapter_rounds')")
+                    help="with --epsilon: rounds that train the adapter; the others train the head "
+                         "alone, before them and (privacy.dpsgd.final_head_rounds) after them "
+                         "(default: privacy.dpsgd.adapter_rounds')")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a busy machine)")
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if dp is not None:
         o = dp.options
         out["dpsgd"] = {"epsilon_budget": a.epsilon, **spent[0].summary(),
-                        "probe_rounds": dp.probe_rounds, "adapter_rounds": a.rounds - dp.probe_rounds,
+                        "probe_rounds": dp.probe_rounds, "final_head_rounds": dp.final_head_rounds,
+                        "adapter_rounds": a.rounds - dp.probe_rounds,
                         "expected_batch_size": o.expected_batch_size, "max_grad_norm": o.max_grad_norm,
                         "head_max_grad_norm": o.head_max_grad_norm, "head_epochs": o.head_epochs,
                         "learning_rate": o.learning_rate, "head_learning_rate": o.head_learning_rate,

@@ -241,9 +241,10 @@ def train_dpsgd(
 ) -> DPTrainResult:
     """Train a fresh model from ``spec`` on ``data`` alone, as one site of a federation under
     DP-SGD: ``rounds`` calls of :func:`ffa_lora.lora.train_local` (``dp.probe_rounds`` with
-    head-only steps, placed as :func:`ffa_lora.lora.spec.head_only_round` says, the rest with ``local_epochs`` of steps through
-    the model after the head steps), the accountant carried from round to round, σ calibrated
-    so that all the steps spend ``dp.epsilon`` at ``dp.options.delta``."""
+    head-only steps, placed as :func:`ffa_lora.lora.spec.head_only_round` says; the rest with
+    ``local_epochs`` of steps through the model after the head steps), the accountant carried
+    from round to round, σ calibrated so that all the steps spend ``dp.epsilon`` at
+    ``dp.options.delta``."""
     from ffa_lora.lora.train import RunOptions, TrainOptions, train_local
     from ffa_lora.privacy.dp_sgd import plan_site
 

@@ -174,6 +174,8 @@ def test_audit_of_a_dp_adapter_trains_dp_reference_models(tmp_path: Path, capsys
     ref = json.loads(capsys.readouterr().out)["reference_training"]
     assert ref["head"] == "mean_linear"
     assert ref["dpsgd"]["epsilon_budget"] == 8.0 and ref["dpsgd"]["probe_rounds"] == 1
+    # the recipe's default: the one head-only round comes after the adapter rounds
+    assert ref["dpsgd"]["final_head_rounds"] == 1 and dp.final_head_rounds == 1
     assert len(ref["dpsgd"]["models"]) == 2
     for m in ref["dpsgd"]["models"]:
         assert m["noise_multiplier"] > 0 and 7.5 < m["epsilon_spent"] <= 8.0
