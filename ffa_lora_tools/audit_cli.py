@@ -43,6 +43,10 @@ from services.common.config import DPSGDConfig
 
 #: The head each mode trains (``model.head: auto``): the DP-SGD recipe's, or the checkpoint's.
 HEADS = ("pooler", "mean_linear")
+#: ``--adapter-rounds``'s help, shared with ``audit_target``
+ADAPTER_ROUNDS_HELP = ("with --epsilon: rounds that train the adapter; the others train the head alone, "
+                       "before them and (privacy.dpsgd.final_head_rounds) after them "
+                       "(default: privacy.dpsgd.adapter_rounds')")
 
 
 def dp_args_problem(epsilon: float | None, *, delta: float, adapter_rounds: int | None) -> str | None:
@@ -123,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: no DP)")
     dp.add_argument("--delta", type=float, default=1e-5, help="with --epsilon: delta (default 1e-5)")
     dp.add_argument("--adapter-rounds", type=int, default=DPSGDConfig().adapter_rounds,
-                    help="with --epsilon: rounds that train the adapter; the others train the head "
-                         "alone, before them and (privacy.dpsgd.final_head_rounds) after them "
-                         "(default: privacy.dpsgd.adapter_rounds')")
+                    help=ADAPTER_ROUNDS_HELP)
     mdl = p.add_argument_group("model and report")
     mdl.add_argument("--model", default=None, help="base model, when not where the adapter config says")
     mdl.add_argument("--max-length", type=int, default=64)

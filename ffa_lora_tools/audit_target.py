@@ -37,7 +37,7 @@ from ffa_lora.data.canaries import make_canaries, plant_canaries, save_canaries
 from ffa_lora.errors import ConfigError
 from ffa_lora.lora import LoRASpec, build_model, evaluate, export_peft_adapter
 from ffa_lora.privacy.audit_model import DPTrainResult, round_trainer
-from ffa_lora_tools.audit_cli import dp_args_problem, recipe_dp_training
+from ffa_lora_tools.audit_cli import ADAPTER_ROUNDS_HELP, dp_args_problem, recipe_dp_training
 from ffa_lora_tools.demo import STRATEGY_LR, DemoSettings
 from ffa_lora_tools.privacy_cli import DP_ALPHA, DP_LOCAL_EPOCHS, DP_RANK, DP_TARGETS
 from services.common.config import DPSGDConfig, ModelConfig
@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train under DP-SGD so that the site spends this epsilon (default: no DP)")
     dp.add_argument("--delta", type=float, default=1e-5, help="with --epsilon: delta (default 1e-5)")
     dp.add_argument("--adapter-rounds", type=int, default=DPSGDConfig().adapter_rounds,
-                    help="with --epsilon: rounds that train the adapter; the others train the head "
-                         "alone, before them and (privacy.dpsgd.final_head_rounds) after them "
-                         "(default: privacy.dpsgd.adapter_rounds')")
+                    help=ADAPTER_ROUNDS_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a busy machine)")

@@ -142,7 +142,7 @@ def dpsgd_plan(
         "local_epochs": tr.local_epochs,
         "head_epochs": head_epochs,
         "probe_rounds": fed.dpsgd_probe_rounds(),
-        "final_head_rounds": min(dp.final_head_rounds, fed.dpsgd_probe_rounds()),
+        "final_head_rounds": fed.dpsgd_final_head_rounds(),
         "rounds": fed.rounds.max_rounds,
         "delta": fed.privacy.delta,
         "epsilon_budget": fed.privacy.epsilon,
@@ -362,8 +362,9 @@ def sweep(*, budgets: list[float], strategies: list[str], rounds: int, max_train
     ``resume``: reuse a run whose ``summary.json`` in ``out_dir`` was made with identical settings.
     DP rows run the DP-SGD recipe of ``privacy.dpsgd``'s defaults (``mean_linear`` head, head
     steps every round, SGD); ``dp_*`` override its expected batch, optimizer, adapter rate,
-    head rate and head-only rounds placed after the adapter rounds. ``probe``: also a ``probe`` row per budget, the DP linear probe on the frozen
-    encoder with the same recipe on the head alone (:func:`ffa_lora_tools.dp_recipe.probe_reference`),
+    head rate and head-only rounds placed after the adapter rounds. ``probe``: also a ``probe``
+    row per budget, the DP linear probe on the frozen encoder with the same recipe on the head
+    alone (:func:`ffa_lora_tools.dp_recipe.probe_reference`),
     so every sweep shows what the adapter adds under DP. ``audit_site``: after each run, a
     membership-inference audit (loss attack) of its exported adapter with that site's training
     records as members (:func:`ffa_lora_tools.audit_cli.audit_builtin_run`); its AUC and TPR at

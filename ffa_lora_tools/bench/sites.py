@@ -145,7 +145,8 @@ class ProbeFirst:
 def probe_first(model: LoRAModel, parts: Mapping[str, Dataset], probe: ProbeFirst, *, seed: int) -> dict[str, Any]:
     """Set ``model``'s head to a federated linear probe of ``parts``: every round each part fits
     the head from the current global one on its own features, and the global head becomes the
-    record-weighted mean of theirs (the mean the secure sum computes). One part: a probe of that
+    mean of theirs weighted by their records (exactly; the federation's rounds use the
+    coordinator's integer weights). One part: a probe of that
     part alone with the same number of epochs. The adapter is untouched, so each part's features
     are computed once."""
     t0 = time.perf_counter()

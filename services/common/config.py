@@ -527,6 +527,11 @@ class FederationConfig(_Model):
             return 0
         return max(0, self.rounds.max_rounds - dp.adapter_rounds)
 
+    def dpsgd_final_head_rounds(self) -> int:
+        """Of the :meth:`dpsgd_probe_rounds`, those placed after the adapter rounds
+        (``privacy.dpsgd.final_head_rounds``, at most all of them)."""
+        return min(self.privacy.dpsgd.final_head_rounds, self.dpsgd_probe_rounds())
+
     def head(self) -> str:
         """The task head the federation trains (``model.head`` with ``auto`` resolved)."""
         if self.model.head != "auto":
@@ -536,9 +541,8 @@ class FederationConfig(_Model):
     def local_epochs_at(self, round_index: int) -> float:
         """Epochs of steps through the model in round ``round_index`` (0-based): none in the
         DP-SGD head-only rounds (the probe rounds first, ``final_head_rounds`` of them last)."""
-        head_only = self.dpsgd_probe_rounds()
-        if head_only_round(round_index, rounds=self.rounds.max_rounds, head_only_rounds=head_only,
-                           final_head_rounds=min(self.privacy.dpsgd.final_head_rounds, head_only)):
+        if head_only_round(round_index, rounds=self.rounds.max_rounds, head_only_rounds=self.dpsgd_probe_rounds(),
+                           final_head_rounds=self.dpsgd_final_head_rounds()):
             return 0.0
         return self.training.local_epochs
 
