@@ -86,6 +86,16 @@ def spec_for(tmp_path: Path, model: Path) -> dict[str, object]:
     }
 
 
+def wait_for_log(path: Path, lines: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if all(line in text for line in lines):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not in {path.name} after {timeout:.0f} s: {lines}\n{text[-3000:]}")
+
+
 def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
     model = tiny_bert(tmp_path / "tiny-bert", num_labels=2)
     spec = tmp_path / "spec.yaml"
@@ -120,16 +130,30 @@ def test_init_output_serves_a_federation_unedited(tmp_path: Path) -> None:
         + [("client", p) for p in sorted((out / "clients").iterdir())]
     )
     procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(role: str, folder: Path) -> None:  # each from its own folder, as README.md says
+        log = (tmp_path / f"{folder.name}.log").open("wb")
+        procs[folder.name] = subprocess.Popen(
+            [*cli, "serve", role, "--config", "config.yaml"],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
     try:
-        for role, folder in services:  # each from its own folder, as README.md says
-            log = (tmp_path / f"{folder.name}.log").open("wb")
-            procs[folder.name] = subprocess.Popen(
-                [*cli, "serve", role, "--config", "config.yaml"],
-                cwd=folder,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # The key holders join before the rounds start. The threshold needs only one of them, so
+        # a holder still in its reconnect backoff could otherwise miss a two-round federation
+        # entirely, never hear that it finished and keep retrying until it is stopped.
+        holders = [folder.name for role, folder in services if role == "keyholder"]
+        for role, folder in services:
+            if role in ("coordinator", "keyholder"):
+                start(role, folder)
+        wait_for_log(tmp_path / "coordinator.log",
+                     [f"key holder keyholder/{name} connected" for name in holders], timeout=180)
+        for role, folder in services:
+            if role in ("edge", "client"):
+                start(role, folder)
         assert procs["coordinator"].wait(timeout=700) == 0, (
             tmp_path / "coordinator.log"
         ).read_text()[-3000:]
