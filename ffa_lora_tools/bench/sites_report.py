@@ -177,6 +177,19 @@ def _train_seconds(run: dict[str, Any], method: str, key: str = "train_seconds")
     return float(sum(p[key] for p in parts))
 
 
+TITLED = {"alone": "each site alone", "federated": "federated", "personalized": "personalized heads",
+          "centralized": "centralized"}
+
+
+def plot_title(report: dict[str, Any]) -> str:
+    """The methods the report holds, its seeds and, when the sites alone ran, the mean gain."""
+    methods = [TITLED[m] for m, _ in PLOTTED if any(m in row for row in report["per_site"].values())]
+    seeds = len(report.get("seeds", []))
+    gain = report.get("mean_auc_gain_points")
+    tail = "" if gain is None else f"; mean AUC gain of joining {gain:+.1f} points"
+    return f"{report.get('data')}: {', '.join(methods)} ({seeds} seed{'s' if seeds != 1 else ''}{tail})"
+
+
 def plot_sites(report: dict[str, Any], path: Path) -> None:
     """Grouped bars per site: ROC-AUC on the site's own test split (left) and accuracy on the
     global test split (right) for each method, means over the seeds with their spread."""
@@ -203,11 +216,7 @@ def plot_sites(report: dict[str, Any], path: Path) -> None:
         ax.set_ylim(max(0.0, low - 0.1), 1.0)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
-    gain = report.get("mean_auc_gain_points")
-    seeds = len(report.get("seeds", []))
-    fig.suptitle(f"{report.get('data')}: each site alone, federated, personalized heads, centralized "
-                 f"({seeds} seed{'s' if seeds != 1 else ''}; mean AUC gain of joining "
-                 f"{'n/a' if gain is None else f'{gain:+.1f}'} points)")
+    fig.suptitle(plot_title(report))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

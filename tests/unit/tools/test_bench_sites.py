@@ -17,7 +17,7 @@ from ffa_lora.lora import LoRASpec, apply_mean_update
 from ffa_lora.lora.model import build_model, get_adapter_state, load_adapter_state
 from ffa_lora.lora.train import DataCursor, RunOptions, TrainOptions, train_local
 from ffa_lora_tools.bench import sites
-from ffa_lora_tools.bench.sites_report import combine_runs, summarize
+from ffa_lora_tools.bench.sites_report import combine_runs, plot_title, summarize
 from ffa_lora_tools.harness.tiny_model import tiny_bert
 from ffa_lora_tools.jsonsafe import dumps, finite_or_none
 from ffa_lora_tools.simulate import (
@@ -151,6 +151,17 @@ def test_reports_of_separate_methods_combine_into_the_whole(tmp_path: Path) -> N
     assert combined["per_site"] == whole["per_site"] and combined["wall_seconds"] == 4.0
     assert combined["federated_vs_centralized_at_equal_epochs"] == [
         {"epochs": 1.0, "federated_accuracy": 0.8, "centralized_accuracy": 0.85, "gap_points": pytest.approx(5.0)}]
+
+
+def test_plot_title_names_the_methods_run_and_the_gain_only_when_the_sites_alone_ran() -> None:
+    runs = [_run(1, {"a": 0.60, "b": 0.80}, {"a": 0.70, "b": 0.78}, {"a": 0.71, "b": 0.75}, 0.80, 0.85)]
+    settings = {"data": "x", "partition": "natural"}
+    whole = summarize(runs, settings=settings, wall_seconds=1.0)
+    assert plot_title(whole) == ("x: each site alone, federated, personalized heads, centralized "
+                                 "(1 seed; mean AUC gain of joining +4.0 points)")
+    fed_only = [{k: v for k, v in runs[0].items() if k not in ("alone", "centralized")}]
+    assert plot_title(summarize(fed_only, settings=settings, wall_seconds=1.0)) == (
+        "x: federated, personalized heads (1 seed)")
 
 
 @pytest.mark.slow  # trains the tiny model for every method and two seeds
