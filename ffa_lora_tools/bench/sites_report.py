@@ -17,9 +17,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-#: the methods of the bench, in the plot's order, with their colours
-PLOTTED = (("alone", "tab:gray"), ("federated", "tab:blue"), ("personalized", "tab:green"),
-           ("centralized", "tab:orange"))
+#: the methods of the bench, in the plot's order, with their bar colours and their names in the title
+PLOTTED = (("alone", "tab:gray", "each site alone"), ("federated", "tab:blue", "federated"),
+           ("personalized", "tab:green", "personalized heads"), ("centralized", "tab:orange", "centralized"))
 SUMMARIZED = ("accuracy", "macro_f1", "roc_auc", "roc_auc_classes")
 
 METHOD_NOTE = ("federation simulated in process (ffa_lora_tools.simulate): local training, clipping, 8-bit "
@@ -70,7 +70,7 @@ def _site_metrics(run: dict[str, Any], method: str, site: str, split: str) -> di
 
 def _per_site(runs: list[dict[str, Any]], site: str) -> dict[str, Any]:
     row: dict[str, Any] = {"train": runs[0]["sizes"].get(site), "test": runs[0]["test_sizes"].get(site)}
-    for method, _ in PLOTTED:
+    for method, _, _ in PLOTTED:
         found = {split: [m for r in runs if (m := _site_metrics(r, method, site, split)) is not None]
                  for split in ("own", "global")}
         if found["own"]:
@@ -177,13 +177,9 @@ def _train_seconds(run: dict[str, Any], method: str, key: str = "train_seconds")
     return float(sum(p[key] for p in parts))
 
 
-TITLED = {"alone": "each site alone", "federated": "federated", "personalized": "personalized heads",
-          "centralized": "centralized"}
-
-
 def plot_title(report: dict[str, Any]) -> str:
     """The methods the report holds, its seeds and, when the sites alone ran, the mean gain."""
-    methods = [TITLED[m] for m, _ in PLOTTED if any(m in row for row in report["per_site"].values())]
+    methods = [title for m, _, title in PLOTTED if any(m in row for row in report["per_site"].values())]
     seeds = len(report.get("seeds", []))
     gain = report.get("mean_auc_gain_points")
     tail = "" if gain is None else f"; mean AUC gain of joining {gain:+.1f} points"
@@ -200,7 +196,7 @@ def plot_sites(report: dict[str, Any], path: Path) -> None:
     for ax, split, key, ylabel in ((axes[0], "own", "roc_auc", "ROC-AUC, site's own test split"),
                                    (axes[1], "global", "accuracy", "accuracy, global test split")):
         low = 1.0
-        for j, (method, color) in enumerate(PLOTTED):
+        for j, (method, color, _) in enumerate(PLOTTED):
             rows = [report["per_site"][s].get(method, {}).get(split, {}) for s in sites]
             ys = [r.get(key) for r in rows]
             if all(y is None for y in ys):
